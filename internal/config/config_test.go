@@ -1,0 +1,128 @@
+package config
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func validEnv() map[string]string {
+	return map[string]string{
+		"ASTRO_STS_AUDIENCE":       "https://sts.example.com",
+		"ASTRO_STS_POLICY_FILE":    "/etc/astro-sts/policy.yaml",
+		"ASTRO_ORGANIZATION_ID":    "clorg",
+		"ASTRO_ORGANIZATION_TOKEN": "value",
+	}
+}
+
+func TestLoadBrokerDefaults(t *testing.T) {
+	c, err := LoadBroker(validEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Broker{
+		Addr:              ":8080",
+		Audience:          "https://sts.example.com",
+		Issuers:           []string{DefaultIssuer},
+		PolicyFile:        "/etc/astro-sts/policy.yaml",
+		AstroAPIURL:       "https://api.astronomer.io/v1",
+		OrganizationID:    "clorg",
+		OrganizationToken: "value",
+		ReapInterval:      30 * time.Second,
+		PolicyInterval:    10 * time.Second,
+		LogLevel:          "info",
+		ReplayCacheSize:   100000,
+	}
+	if d := cmp.Diff(want, c); d != "" {
+		t.Errorf("LoadBroker (-want +got):\n%s", d)
+	}
+}
+
+func TestLoadBrokerIssuersAndTokenFile(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "tok")
+	if err := os.WriteFile(f, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e := validEnv()
+	delete(e, "ASTRO_ORGANIZATION_TOKEN")
+	e["ASTRO_ORGANIZATION_TOKEN_FILE"] = f
+	e["ASTRO_STS_ISSUERS"] = "https://token.actions.githubusercontent.com, https://token.actions.githubusercontent.com/acme ,http://127.0.0.1:9000"
+	c, err := LoadBroker(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.OrganizationToken != "from-file" {
+		t.Errorf("token from file not read and trimmed")
+	}
+	want := []string{DefaultIssuer, DefaultIssuer + "/acme", "http://127.0.0.1:9000"}
+	if d := cmp.Diff(want, c.Issuers); d != "" {
+		t.Errorf("issuers (-want +got):\n%s", d)
+	}
+}
+
+// Every problem is reported in one error, so the operator fixes them all at
+// once.
+func TestValidateReportsEverything(t *testing.T) {
+	_, err := LoadBroker(map[string]string{
+		"ASTRO_STS_ISSUERS":       "http://issuer.example.com",
+		"ASTRO_API_URL":           "ftp://x",
+		"ASTRO_STS_REAP_INTERVAL": "10ms",
+		"ASTRO_STS_LOG_LEVEL":     "loud",
+		"ASTRO_STS_ADDR":          "nonsense",
+	})
+	if err == nil {
+		t.Fatal("want an error")
+	}
+	for _, want := range []string{
+		"ASTRO_STS_ADDR", "ASTRO_STS_AUDIENCE", "ASTRO_STS_ISSUERS", "plain http",
+		"ASTRO_STS_POLICY_FILE", "ASTRO_API_URL", "ASTRO_ORGANIZATION_ID",
+		"ASTRO_ORGANIZATION_TOKEN", "ASTRO_STS_REAP_INTERVAL", "ASTRO_STS_LOG_LEVEL",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not mention %s:\n%v", want, err)
+		}
+	}
+}
+
+func TestLoadBrokerBadDuration(t *testing.T) {
+	e := validEnv()
+	e["ASTRO_STS_REAP_INTERVAL"] = "soon"
+	if _, err := LoadBroker(e); err == nil {
+		t.Fatal("want a parse error")
+	}
+}
+
+func TestMissingTokenFileDoesNotLeak(t *testing.T) {
+	e := validEnv()
+	delete(e, "ASTRO_ORGANIZATION_TOKEN")
+	e["ASTRO_ORGANIZATION_TOKEN_FILE"] = filepath.Join(t.TempDir(), "missing")
+	_, err := LoadBroker(e)
+	if err == nil || !strings.Contains(err.Error(), "ASTRO_ORGANIZATION_TOKEN_FILE") {
+		t.Fatalf("want a file error, got %v", err)
+	}
+}
+
+func TestCheckURL(t *testing.T) {
+	for _, tc := range []struct {
+		url string
+		ok  bool
+	}{
+		{"https://api.astronomer.io/v1", true},
+		{"http://127.0.0.1:8888/v1", true},
+		{"http://localhost:8888/v1", true},
+		{"http://[::1]:8888/v1", true},
+		{"http://api.astronomer.io/v1", false},
+		{"http://127.0.0.1.evil.com/v1", false},
+		{"/v1", false},
+		{"ftp://127.0.0.1/", false},
+		{"::::", false},
+	} {
+		if err := CheckURL(tc.url); (err == nil) != tc.ok {
+			t.Errorf("CheckURL(%q) = %v, want ok=%v", tc.url, err, tc.ok)
+		}
+	}
+}
