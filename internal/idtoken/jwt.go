@@ -1,0 +1,137 @@
+package idtoken
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Signing algorithms the verifier accepts. GitHub signs with RS256; ES256 is
+// allowed for issuers that may move to it. "none", HS* and everything else
+// are refused before any key is looked at.
+const (
+	algRS256 = "RS256"
+	algES256 = "ES256"
+)
+
+func allowedAlg(alg string) bool { return alg == algRS256 || alg == algES256 }
+
+// header is the part of the JOSE header the verifier reads.
+type header struct {
+	Alg string
+	Kid string
+}
+
+// parseHeader checks the shape of a compact JWS without verifying it: three
+// base64url parts, a JSON object header with an allowed alg and a kid, typ
+// JWT when present, no crit, a payload and a signature. The alg is judged
+// before the empty signature, so that an alg "none" token is reported as
+// such. It never returns raw token bytes in its errors.
+func parseHeader(raw string) (header, error) {
+	parts := strings.Split(raw, ".")
+	if len(parts) != 3 {
+		return header{}, fmt.Errorf("%w: compact JWS must have 3 parts, got %d", ErrMalformed, len(parts))
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[0])
+	if err != nil {
+		return header{}, fmt.Errorf("%w: header is not base64url", ErrMalformed)
+	}
+	var h struct {
+		Alg  *string         `json:"alg"`
+		Kid  *string         `json:"kid"`
+		Typ  *string         `json:"typ"`
+		Crit json.RawMessage `json:"crit"`
+	}
+	if err := strictObject(b, &h); err != nil {
+		return header{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	}
+	if h.Alg == nil {
+		return header{}, fmt.Errorf("%w: header has no alg", ErrMalformed)
+	}
+	if !allowedAlg(*h.Alg) {
+		return header{}, fmt.Errorf("%w: alg %q is not allowed (want RS256 or ES256)", ErrInvalidToken, safe(*h.Alg))
+	}
+	if h.Typ != nil && !strings.EqualFold(*h.Typ, "JWT") {
+		return header{}, fmt.Errorf("%w: typ %q is not JWT", ErrInvalidToken, safe(*h.Typ))
+	}
+	if h.Crit != nil {
+		return header{}, fmt.Errorf("%w: crit header is not supported", ErrInvalidToken)
+	}
+	if h.Kid == nil || *h.Kid == "" {
+		return header{}, fmt.Errorf("%w: header has no kid", ErrInvalidToken)
+	}
+	if parts[1] == "" {
+		return header{}, fmt.Errorf("%w: empty payload", ErrMalformed)
+	}
+	if parts[2] == "" {
+		return header{}, fmt.Errorf("%w: no signature", ErrInvalidToken)
+	}
+	if _, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil {
+		return header{}, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
+	}
+	return header{Alg: *h.Alg, Kid: *h.Kid}, nil
+}
+
+// payloadJSON decodes the payload part of a compact JWS (already checked by
+// [parseHeader]) without verifying anything, and checks that it is a JSON
+// object.
+func payloadJSON(raw string) ([]byte, error) {
+	parts := strings.SplitN(raw, ".", 3)
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("%w: compact JWS must have 3 parts", ErrMalformed)
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
+	}
+	return b, nil
+}
+
+// peekIssuer returns the unverified iss of a token, only to choose which
+// issuer's keys to verify it with; everything else waits for the signature.
+func peekIssuer(raw string) (string, error) {
+	b, err := payloadJSON(raw)
+	if err != nil {
+		return "", err
+	}
+	var p struct {
+		Iss *string `json:"iss"`
+	}
+	if err := strictObject(b, &p); err != nil {
+		return "", fmt.Errorf("%w: payload: %v", ErrMalformed, err)
+	}
+	if p.Iss == nil || *p.Iss == "" {
+		return "", fmt.Errorf("%w: payload has no iss", ErrMalformed)
+	}
+	return *p.Iss, nil
+}
+
+// strictObject decodes b, which must be exactly one JSON object, into v.
+// Unknown fields are allowed (JWTs carry many); trailing data is not.
+func strictObject(b []byte, v any) error {
+	b = bytes.TrimSpace(b)
+	if len(b) == 0 || b[0] != '{' {
+		return fmt.Errorf("not a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("invalid JSON: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("trailing data after the JSON object")
+	}
+	return nil
+}
+
+// safe shortens an attacker-controlled header value before it goes into an
+// error message: header values are not secret, but they are unbounded.
+func safe(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}

@@ -1,0 +1,242 @@
+package idtoken
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+const (
+	// keyRefreshInterval is the least time between two JWKS fetches of one
+	// issuer. A token with an unknown kid triggers a fetch (that is how key
+	// rotation is picked up), so without this bound anyone could make the
+	// broker fetch GitHub's JWKS once per request.
+	keyRefreshInterval = 10 * time.Second
+	// keyMaxAge is how long fetched keys are used before they are fetched
+	// again, so that a key the issuer withdrew stops being trusted.
+	keyMaxAge = time.Hour
+	// minRSABits refuses weak RSA keys in a JWKS.
+	minRSABits = 2048
+)
+
+// keySet is one issuer's signing keys, fetched from its discovery jwks_uri
+// and cached. It plays the part of go-oidc's RemoteKeySet but reports a
+// fetch failure as [ErrIssuerUnavailable] (a 503 for the broker) and an
+// unknown kid as [ErrInvalidToken] (a 401); go-oidc folds both into one
+// untyped error.
+type keySet struct {
+	url    string
+	client *http.Client
+	now    func() time.Time
+
+	fl flight
+
+	mu          sync.RWMutex
+	keys        map[string]jose.JSONWebKey // by kid
+	fetchedAt   time.Time                  // last successful fetch
+	attemptedAt time.Time                  // last fetch, successful or not
+	lastErr     error                      // result of the last fetch
+}
+
+func newKeySet(jwksURL string, client *http.Client, now func() time.Time) *keySet {
+	return &keySet{url: jwksURL, client: client, now: now}
+}
+
+// key returns the public key for kid, checked to suit alg. It fetches the
+// JWKS when kid is unknown or the keys are older than keyMaxAge, at most
+// once per keyRefreshInterval.
+func (k *keySet) key(ctx context.Context, kid, alg string) (crypto.PublicKey, error) {
+	if jwk, ok, _ := k.lookup(kid); ok {
+		return keyForAlg(jwk, alg)
+	}
+	ferr := k.fl.do(ctx, func() error {
+		if !k.mayRefresh() {
+			return nil
+		}
+		return k.refresh(ctx)
+	})
+	jwk, ok, lastErr := k.lookup(kid)
+	switch {
+	case ok:
+		return keyForAlg(jwk, alg)
+	case ferr != nil:
+		return nil, fmt.Errorf("%w: fetching JWKS %s: %v", ErrIssuerUnavailable, k.url, ferr)
+	case lastErr != nil:
+		return nil, fmt.Errorf("%w: fetching JWKS %s: %v", ErrIssuerUnavailable, k.url, lastErr)
+	}
+	return nil, fmt.Errorf("%w: unknown kid %q", ErrInvalidToken, safe(kid))
+}
+
+// lookup returns the cached key for kid if the cache is fresh, and the
+// error of the last fetch.
+func (k *keySet) lookup(kid string) (jose.JSONWebKey, bool, error) {
+	now := k.now()
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	if k.fetchedAt.IsZero() || now.Sub(k.fetchedAt) >= keyMaxAge {
+		return jose.JSONWebKey{}, false, k.lastErr
+	}
+	jwk, ok := k.keys[kid]
+	return jwk, ok, k.lastErr
+}
+
+func (k *keySet) mayRefresh() bool {
+	now := k.now()
+	k.mu.RLock()
+	defer k.mu.RUnlock()
+	return k.attemptedAt.IsZero() || now.Sub(k.attemptedAt) >= keyRefreshInterval
+}
+
+func (k *keySet) refresh(ctx context.Context) error {
+	now := k.now()
+	keys, err := k.fetch(ctx)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.attemptedAt = now
+	k.lastErr = err
+	if err == nil {
+		k.keys = keys
+		k.fetchedAt = now
+	}
+	return err
+}
+
+// fetch GETs the JWKS and keeps the keys that are usable for RS256 or
+// ES256 signatures; the others are skipped, as RFC 7517 5 asks.
+func (k *keySet) fetch(ctx context.Context) (map[string]jose.JSONWebKey, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, k.url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := k.client.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("status %s", resp.Status)
+	}
+	return parseJWKS(body)
+}
+
+// parseJWKS decodes a JWK Set, keeping public RSA (>= 2048 bits) and P-256
+// keys with a kid whose use and alg, when set, fit a signature algorithm we
+// accept. A set with no usable key is an error: it can only be a
+// misconfiguration, and telling it from "this kid is unknown" keeps the
+// broker's answer honest (503, not 401).
+func parseJWKS(body []byte) (map[string]jose.JSONWebKey, error) {
+	var raw struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return nil, fmt.Errorf("invalid JWKS: %v", err)
+	}
+	keys := make(map[string]jose.JSONWebKey, len(raw.Keys))
+	for _, m := range raw.Keys {
+		var jwk jose.JSONWebKey
+		if err := jwk.UnmarshalJSON(m); err != nil {
+			continue
+		}
+		if jwk.KeyID == "" || !jwk.Valid() || !jwk.IsPublic() {
+			continue
+		}
+		if jwk.Use != "" && jwk.Use != "sig" {
+			continue
+		}
+		if jwk.Algorithm != "" && !allowedAlg(jwk.Algorithm) {
+			continue
+		}
+		if _, err := keyForAlg(jwk, algFor(jwk)); err != nil {
+			continue
+		}
+		if _, dup := keys[jwk.KeyID]; dup {
+			continue
+		}
+		keys[jwk.KeyID] = jwk
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("JWKS has no usable RS256 or ES256 signing key")
+	}
+	return keys, nil
+}
+
+// algFor is the algorithm a key can serve, from its type.
+func algFor(jwk jose.JSONWebKey) string {
+	if _, ok := jwk.Key.(*ecdsa.PublicKey); ok {
+		return algES256
+	}
+	return algRS256
+}
+
+// keyForAlg returns jwk's key if it suits alg: an RSA key of at least
+// minRSABits for RS256, a P-256 key for ES256, and the JWK's own alg (when
+// set) equal to alg.
+func keyForAlg(jwk jose.JSONWebKey, alg string) (crypto.PublicKey, error) {
+	if jwk.Algorithm != "" && jwk.Algorithm != alg {
+		return nil, fmt.Errorf("%w: kid %q is for %s, token says %s", ErrInvalidToken, safe(jwk.KeyID), jwk.Algorithm, alg)
+	}
+	switch key := jwk.Key.(type) {
+	case *rsa.PublicKey:
+		if alg == algRS256 && key.N.BitLen() >= minRSABits {
+			return key, nil
+		}
+	case *ecdsa.PublicKey:
+		if alg == algES256 && key.Curve == elliptic.P256() {
+			return key, nil
+		}
+	}
+	return nil, fmt.Errorf("%w: kid %q does not suit %s", ErrInvalidToken, safe(jwk.KeyID), alg)
+}
+
+// flight runs at most one fetch at a time: callers that arrive while one is
+// running wait for its result instead of starting their own, so a burst of
+// requests after a restart or a key rotation costs one fetch.
+type flight struct {
+	mu sync.Mutex
+	c  *flightCall
+}
+
+type flightCall struct {
+	done chan struct{}
+	err  error
+}
+
+func (f *flight) do(ctx context.Context, fn func() error) error {
+	f.mu.Lock()
+	if c := f.c; c != nil {
+		f.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c := &flightCall{done: make(chan struct{})}
+	f.c = c
+	f.mu.Unlock()
+
+	c.err = fn()
+
+	f.mu.Lock()
+	f.c = nil
+	f.mu.Unlock()
+	close(c.done)
+	return c.err
+}

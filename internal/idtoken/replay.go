@@ -1,0 +1,110 @@
+package idtoken
+
+import (
+	"container/heap"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// DefaultReplayCacheSize is the capacity of a [ReplayGuard] built with
+// max <= 0. At about 100 bytes an entry it costs some 10 MB, and GitHub's
+// five-minute tokens mean it holds 100k exchanges per five minutes.
+const DefaultReplayCacheSize = 100_000
+
+// ReplayGuard remembers the jti of every token used for an exchange until
+// that token can no longer verify (exp plus [MaxLeeway]), so that a token
+// stolen from a log or a compromised step cannot be exchanged a second
+// time. It is bounded: when full it first forgets expired entries, and if
+// every entry is still live it refuses the new token ([ErrReplayCacheFull],
+// fail closed) rather than forgetting a live jti.
+//
+// It is in memory: with several broker replicas, a token could be
+// exchanged once per replica; the short token lifetime bounds that.
+type ReplayGuard struct {
+	max int
+	now func() time.Time
+
+	mu    sync.Mutex
+	seen  map[replayKey]struct{}
+	byExp expiryHeap // the same entries, soonest expiry first
+}
+
+type replayKey struct{ issuer, jti string }
+
+// NewReplayGuard returns a guard holding at most max live entries
+// (max <= 0 means [DefaultReplayCacheSize]); now nil means time.Now.
+func NewReplayGuard(max int, now func() time.Time) *ReplayGuard {
+	if max <= 0 {
+		max = DefaultReplayCacheSize
+	}
+	if now == nil {
+		now = time.Now
+	}
+	return &ReplayGuard{max: max, now: now, seen: make(map[replayKey]struct{})}
+}
+
+// Use records that the token (issuer, jti) with expiry exp is being used.
+// It returns [ErrReplayed] if it was used before, [ErrReplayCacheFull] if
+// it cannot be remembered, and [ErrInvalidToken] if jti is empty or the
+// token has already expired. Pass the verified [Claims]' Issuer, JTI and
+// Expiry.
+func (g *ReplayGuard) Use(issuer, jti string, exp time.Time) error {
+	if jti == "" {
+		return fmt.Errorf("%w: no jti", ErrInvalidToken)
+	}
+	now := g.now()
+	until := exp.Add(MaxLeeway)
+	if !now.Before(until) {
+		return fmt.Errorf("%w: expired", ErrInvalidToken)
+	}
+	k := replayKey{issuer, jti}
+
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.evictExpired(now)
+	if _, ok := g.seen[k]; ok {
+		return fmt.Errorf("%w: jti %q of %s", ErrReplayed, safe(jti), issuer)
+	}
+	if len(g.seen) >= g.max {
+		return fmt.Errorf("%w: %d live entries", ErrReplayCacheFull, len(g.seen))
+	}
+	g.seen[k] = struct{}{}
+	heap.Push(&g.byExp, replayEntry{key: k, until: until})
+	return nil
+}
+
+// Len is the number of remembered entries, expired ones included until the
+// next [ReplayGuard.Use] evicts them.
+func (g *ReplayGuard) Len() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.seen)
+}
+
+func (g *ReplayGuard) evictExpired(now time.Time) {
+	for len(g.byExp) > 0 && !now.Before(g.byExp[0].until) {
+		e := heap.Pop(&g.byExp).(replayEntry)
+		delete(g.seen, e.key)
+	}
+}
+
+type replayEntry struct {
+	key   replayKey
+	until time.Time
+}
+
+// expiryHeap is a min-heap of entries by expiry, so eviction costs
+// O(log n) per entry instead of a scan of the whole cache.
+type expiryHeap []replayEntry
+
+func (h expiryHeap) Len() int           { return len(h) }
+func (h expiryHeap) Less(i, j int) bool { return h[i].until.Before(h[j].until) }
+func (h expiryHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *expiryHeap) Push(x any)        { *h = append(*h, x.(replayEntry)) }
+func (h *expiryHeap) Pop() any {
+	old := *h
+	e := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return e
+}

@@ -1,0 +1,452 @@
+// Package idtoken verifies GitHub Actions OIDC ID tokens: the proof of
+// identity a workflow job presents to the broker.
+//
+// A [Verifier] trusts a fixed list of issuers (github.com's by default; GHES
+// and enterprise issuers are more entries). For each token it checks, in
+// this order and before any network call it can avoid: the size, the JOSE
+// header (compact JWS, alg RS256 or ES256, a kid), that the unverified iss is
+// one of the trusted issuers; then, with the issuer's keys from its
+// discovery document's jwks_uri, the signature, iss and aud (go-oidc), and
+// finally exp/nbf/iat with a bounded leeway, jti and a maximum lifetime.
+//
+// Replay protection is separate ([ReplayGuard]) because only the caller
+// knows when a token is spent: the broker consumes a jti when it exchanges
+// the token, not when it merely verifies it.
+//
+// Errors are sentinels ([ErrMalformed], [ErrUntrustedIssuer],
+// [ErrInvalidToken], [ErrIssuerUnavailable], ...) wrapped with detail meant
+// for logs. No error ever contains the raw token.
+package idtoken
+
+import (
+	"context"
+	"crypto"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/coreos/go-oidc/v3/oidc"
+)
+
+// GitHubIssuer is the issuer of GitHub.com's Actions ID tokens, trusted when
+// [Config.Issuers] is empty.
+const GitHubIssuer = "https://token.actions.githubusercontent.com"
+
+const (
+	// MaxLeeway is the most clock skew [Config.Leeway] may allow, and the
+	// default.
+	MaxLeeway = 60 * time.Second
+	// DefaultMaxTokenSize is the default of [Config.MaxTokenSize]. GitHub's
+	// tokens are about 1.5 KiB; repo_property_* claims add some.
+	DefaultMaxTokenSize = 16 << 10
+	// MaxTokenLifetime is the longest exp-iat accepted. GitHub's tokens
+	// live about five minutes: a token that lives for hours is not one of
+	// theirs, or is one we should not honour.
+	MaxTokenLifetime = time.Hour
+)
+
+// Sentinel errors. Match them with errors.Is; the wrapped text is detail
+// for logs, not for the unauthenticated caller.
+var (
+	// ErrMalformed: not a compact JWS with a JSON header and payload, or
+	// too big. The broker answers 401.
+	ErrMalformed = errors.New("idtoken: malformed token")
+	// ErrUntrustedIssuer: iss is not one of the configured issuers. 401.
+	ErrUntrustedIssuer = errors.New("idtoken: untrusted issuer")
+	// ErrInvalidToken: well formed but refused (algorithm, signature,
+	// unknown kid, audience, time, missing claims). 401.
+	ErrInvalidToken = errors.New("idtoken: invalid token")
+	// ErrReplayed: the jti was already used for an exchange. 401.
+	ErrReplayed = errors.New("idtoken: token already used")
+	// ErrReplayCacheFull: the replay cache holds only live entries and is
+	// full; the token is refused rather than forgetting a live jti. 503.
+	ErrReplayCacheFull = errors.New("idtoken: replay cache full")
+	// ErrIssuerUnavailable: the issuer's discovery document or JWKS could
+	// not be fetched, so the token could not be judged. 503, not 401.
+	ErrIssuerUnavailable = errors.New("idtoken: issuer unavailable")
+)
+
+// Config configures [New].
+type Config struct {
+	// Issuers are the exact issuer URLs trusted (iss must equal one of
+	// them): https, or plain http only for loopback hosts. Empty means
+	// [GitHubIssuer].
+	Issuers []string
+	// Audience is the broker's own audience; aud must be exactly this one
+	// value. Required.
+	Audience string
+	// HTTPClient fetches discovery documents and JWKS. nil means a client
+	// with a 10 s timeout. Either way the verifier uses a copy whose
+	// responses are capped at 1 MiB and whose redirects must stay on https
+	// (or loopback http).
+	HTTPClient *http.Client
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// Leeway is the clock skew allowed on exp, nbf and iat: 0 means
+	// [MaxLeeway]; more than MaxLeeway is refused.
+	Leeway time.Duration
+	// MaxTokenSize is the largest raw token looked at: 0 means
+	// [DefaultMaxTokenSize]. Bigger tokens are refused before any parsing.
+	MaxTokenSize int
+}
+
+// Verifier verifies ID tokens. Build it once with [New] and share it: it
+// keeps one discovery result and key cache per issuer. It is safe for
+// concurrent use.
+type Verifier struct {
+	audience string
+	leeway   time.Duration
+	maxSize  int
+	now      func() time.Time
+	client   *http.Client
+	issuers  map[string]*issuerState // fixed at New; the states fill lazily
+}
+
+// issuerState is what the verifier knows about one trusted issuer. Its key
+// set is built on first use, from discovery; a failed discovery is not
+// remembered, so the next token tries again.
+type issuerState struct {
+	url string
+	fl  flight
+	mu  sync.RWMutex
+	ks  *keySet
+}
+
+func (s *issuerState) keySet() *keySet {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.ks
+}
+
+// New validates cfg and returns a Verifier. It makes no network call:
+// discovery happens on the first token of each issuer, so the broker can
+// start while GitHub is unreachable.
+func New(cfg Config) (*Verifier, error) {
+	var errs []error
+	issuers := cfg.Issuers
+	if len(issuers) == 0 {
+		issuers = []string{GitHubIssuer}
+	}
+	v := &Verifier{
+		audience: cfg.Audience,
+		leeway:   cfg.Leeway,
+		maxSize:  cfg.MaxTokenSize,
+		now:      cfg.Now,
+		client:   boundedClient(cfg.HTTPClient),
+		issuers:  make(map[string]*issuerState, len(issuers)),
+	}
+	for _, iss := range issuers {
+		if err := checkFetchURL(iss); err != nil {
+			errs = append(errs, fmt.Errorf("issuer: %v", err))
+			continue
+		}
+		v.issuers[iss] = &issuerState{url: iss}
+	}
+	if cfg.Audience == "" {
+		errs = append(errs, errors.New("audience is required"))
+	}
+	switch {
+	case cfg.Leeway < 0:
+		errs = append(errs, fmt.Errorf("leeway %v is negative", cfg.Leeway))
+	case cfg.Leeway > MaxLeeway:
+		errs = append(errs, fmt.Errorf("leeway %v is more than %v", cfg.Leeway, MaxLeeway))
+	case cfg.Leeway == 0:
+		v.leeway = MaxLeeway
+	}
+	switch {
+	case cfg.MaxTokenSize < 0:
+		errs = append(errs, fmt.Errorf("max token size %d is negative", cfg.MaxTokenSize))
+	case cfg.MaxTokenSize == 0:
+		v.maxSize = DefaultMaxTokenSize
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("idtoken: invalid config: %w", err)
+	}
+	return v, nil
+}
+
+// Claims are the verified claims of a token. The named fields are GitHub's
+// claims; Strings holds every string-valued claim by its JSON name
+// (repo_property_* and claims GitHub may add later included) for the policy
+// matcher. A claim absent from the token is absent from Strings, which is
+// how a policy tells "missing" from "empty".
+type Claims struct {
+	Issuer    string
+	Subject   string
+	Audience  []string
+	Expiry    time.Time
+	IssuedAt  time.Time
+	NotBefore time.Time // zero when the token has no nbf
+	JTI       string
+
+	Repository           string
+	RepositoryID         string
+	RepositoryOwner      string
+	RepositoryOwnerID    string
+	RepositoryVisibility string
+	Ref                  string
+	RefType              string
+	RefProtected         string
+	SHA                  string
+	EventName            string
+	Environment          string
+	JobWorkflowRef       string
+	JobWorkflowSHA       string
+	Workflow             string
+	WorkflowRef          string
+	WorkflowSHA          string
+	Actor                string
+	ActorID              string
+	RunID                string
+	RunNumber            string
+	RunAttempt           string
+	RunnerEnvironment    string
+	HeadRef              string
+	BaseRef              string
+
+	Strings map[string]string
+}
+
+// Verify checks raw and returns its claims. It does not consume the jti:
+// call [ReplayGuard.Use] when the token is actually exchanged.
+//
+// Errors wrap one of [ErrMalformed], [ErrUntrustedIssuer], [ErrInvalidToken]
+// or [ErrIssuerUnavailable].
+func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
+	if len(raw) > v.maxSize {
+		return nil, fmt.Errorf("%w: token is %d bytes, more than %d", ErrMalformed, len(raw), v.maxSize)
+	}
+	h, err := parseHeader(raw)
+	if err != nil {
+		return nil, err
+	}
+	iss, err := peekIssuer(raw)
+	if err != nil {
+		return nil, err
+	}
+	st, ok := v.issuers[iss]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", ErrUntrustedIssuer, safeLong(iss))
+	}
+	ks, err := v.keySetFor(ctx, st)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := ks.key(ctx, h.Kid, h.Alg)
+	if err != nil {
+		return nil, err
+	}
+
+	// go-oidc checks the algorithm against the allowlist, the signature
+	// with exactly the key chosen above, iss and aud. Its time checks are
+	// skipped: its nbf skew is a fixed 5 minutes, ours is Config.Leeway.
+	ov := oidc.NewVerifier(st.url, &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{pub}}, &oidc.Config{
+		ClientID:             v.audience,
+		SupportedSigningAlgs: []string{algRS256, algES256},
+		SkipExpiryCheck:      true,
+		Now:                  v.now,
+	})
+	idt, err := ov.Verify(ctx, raw)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+	}
+	var fields map[string]json.RawMessage
+	if err := idt.Claims(&fields); err != nil {
+		return nil, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
+	}
+	c, err := newClaims(fields)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.check(c, st.url); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// check applies the rules go-oidc was told to skip or does not know, on the
+// claims as this package decoded them (so that what is checked is what the
+// caller reads).
+func (v *Verifier) check(c *Claims, issuer string) error {
+	if c.Issuer != issuer {
+		return fmt.Errorf("%w: iss %q, want %q", ErrInvalidToken, safeLong(c.Issuer), issuer)
+	}
+	if len(c.Audience) != 1 || c.Audience[0] != v.audience {
+		return fmt.Errorf("%w: aud %q, want exactly %q", ErrInvalidToken, c.Audience, v.audience)
+	}
+	if c.Subject == "" {
+		return fmt.Errorf("%w: no sub", ErrInvalidToken)
+	}
+	if c.JTI == "" {
+		return fmt.Errorf("%w: no jti", ErrInvalidToken)
+	}
+	if c.Expiry.IsZero() {
+		return fmt.Errorf("%w: no exp", ErrInvalidToken)
+	}
+	if c.IssuedAt.IsZero() {
+		return fmt.Errorf("%w: no iat", ErrInvalidToken)
+	}
+	now := v.now()
+	if !now.Before(c.Expiry.Add(v.leeway)) {
+		return fmt.Errorf("%w: expired at %s (now %s, leeway %v)", ErrInvalidToken, c.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leeway)
+	}
+	if !c.NotBefore.IsZero() && c.NotBefore.Add(-v.leeway).After(now) {
+		return fmt.Errorf("%w: not valid before %s (now %s)", ErrInvalidToken, c.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if c.IssuedAt.Add(-v.leeway).After(now) {
+		return fmt.Errorf("%w: issued in the future at %s (now %s)", ErrInvalidToken, c.IssuedAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	if life := c.Expiry.Sub(c.IssuedAt); life <= 0 || life > MaxTokenLifetime {
+		return fmt.Errorf("%w: lifetime exp-iat %v is not within (0, %v]", ErrInvalidToken, life, MaxTokenLifetime)
+	}
+	return nil
+}
+
+// keySetFor returns the issuer's key set, running discovery the first time.
+func (v *Verifier) keySetFor(ctx context.Context, st *issuerState) (*keySet, error) {
+	if ks := st.keySet(); ks != nil {
+		return ks, nil
+	}
+	err := st.fl.do(ctx, func() error {
+		if st.keySet() != nil {
+			return nil
+		}
+		ks, err := v.discover(ctx, st.url)
+		if err != nil {
+			return err
+		}
+		st.mu.Lock()
+		st.ks = ks
+		st.mu.Unlock()
+		return nil
+	})
+	if ks := st.keySet(); ks != nil {
+		return ks, nil
+	}
+	return nil, fmt.Errorf("%w: discovery for %s: %v", ErrIssuerUnavailable, st.url, err)
+}
+
+// discover fetches the issuer's discovery document with go-oidc (which
+// checks that it names the same issuer) and returns a key set for its
+// jwks_uri. The jwks_uri is taken from discovery, never built from iss, and
+// must pass the same https-or-loopback rule as issuers.
+func (v *Verifier) discover(ctx context.Context, issuer string) (*keySet, error) {
+	p, err := oidc.NewProvider(oidc.ClientContext(ctx, v.client), issuer)
+	if err != nil {
+		return nil, err
+	}
+	var meta struct {
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := p.Claims(&meta); err != nil {
+		return nil, err
+	}
+	if meta.JWKSURI == "" {
+		return nil, errors.New("discovery document has no jwks_uri")
+	}
+	if err := checkFetchURL(meta.JWKSURI); err != nil {
+		return nil, fmt.Errorf("jwks_uri: %v", err)
+	}
+	return newKeySet(meta.JWKSURI, v.client, v.now), nil
+}
+
+// newClaims decodes the verified payload. Numeric dates must be JSON
+// numbers; aud a string or an array of strings; the other named claims,
+// when present, strings.
+func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
+	c := &Claims{Strings: make(map[string]string, len(fields))}
+	for name, raw := range fields {
+		if len(raw) > 0 && raw[0] == '"' {
+			var s string
+			if err := json.Unmarshal(raw, &s); err != nil {
+				return nil, fmt.Errorf("%w: claim %q: %v", ErrInvalidToken, safe(name), err)
+			}
+			c.Strings[name] = s
+		}
+	}
+	named := []struct {
+		name string
+		dst  *string
+	}{
+		{"iss", &c.Issuer}, {"sub", &c.Subject}, {"jti", &c.JTI},
+		{"repository", &c.Repository}, {"repository_id", &c.RepositoryID},
+		{"repository_owner", &c.RepositoryOwner}, {"repository_owner_id", &c.RepositoryOwnerID},
+		{"repository_visibility", &c.RepositoryVisibility}, {"ref", &c.Ref}, {"ref_type", &c.RefType},
+		{"ref_protected", &c.RefProtected}, {"sha", &c.SHA}, {"event_name", &c.EventName},
+		{"environment", &c.Environment}, {"job_workflow_ref", &c.JobWorkflowRef},
+		{"job_workflow_sha", &c.JobWorkflowSHA}, {"workflow", &c.Workflow}, {"workflow_ref", &c.WorkflowRef},
+		{"workflow_sha", &c.WorkflowSHA}, {"actor", &c.Actor}, {"actor_id", &c.ActorID},
+		{"run_id", &c.RunID}, {"run_number", &c.RunNumber}, {"run_attempt", &c.RunAttempt},
+		{"runner_environment", &c.RunnerEnvironment}, {"head_ref", &c.HeadRef}, {"base_ref", &c.BaseRef},
+	}
+	for _, n := range named {
+		raw, ok := fields[n.name]
+		if !ok || string(raw) == "null" {
+			continue
+		}
+		s, isString := c.Strings[n.name]
+		if !isString {
+			return nil, fmt.Errorf("%w: claim %q is not a string", ErrInvalidToken, n.name)
+		}
+		*n.dst = s
+	}
+	if raw, ok := fields["aud"]; ok {
+		if err := json.Unmarshal(raw, &c.Audience); err != nil {
+			var one string
+			if err := json.Unmarshal(raw, &one); err != nil {
+				return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrInvalidToken)
+			}
+			c.Audience = []string{one}
+		}
+	}
+	for _, d := range []struct {
+		name string
+		dst  *time.Time
+	}{{"exp", &c.Expiry}, {"iat", &c.IssuedAt}, {"nbf", &c.NotBefore}} {
+		raw, ok := fields[d.name]
+		if !ok {
+			continue
+		}
+		t, err := numericDate(raw)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidToken, d.name, err)
+		}
+		*d.dst = t
+	}
+	return c, nil
+}
+
+// maxNumericDate is year 5138: anything later is not a real timestamp and
+// would overflow time arithmetic.
+const maxNumericDate = 1 << 37
+
+// numericDate decodes a JWT NumericDate: a JSON number of seconds since the
+// epoch, possibly fractional.
+func numericDate(raw json.RawMessage) (time.Time, error) {
+	if len(raw) == 0 || !(raw[0] >= '0' && raw[0] <= '9') {
+		return time.Time{}, errors.New("not a non-negative JSON number")
+	}
+	f, err := strconv.ParseFloat(string(raw), 64)
+	if err != nil || math.IsNaN(f) || f <= 0 || f > maxNumericDate {
+		return time.Time{}, errors.New("not a valid NumericDate")
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+}
+
+// safeLong bounds an attacker-controlled URL-like value in an error.
+func safeLong(s string) string {
+	const max = 256
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
+}
