@@ -120,7 +120,11 @@ func intParam(q url.Values, name string, def, lo, hi int, fe *[]astro.FieldError
 	if _, ok := q[name]; !ok {
 		return def
 	}
-	v := single(q, name, fe)
+	if len(q[name]) > 1 {
+		single(q, name, fe)
+		return def
+	}
+	v := q.Get(name)
 	n, ok := 0, len(v) > 0 && len(v) <= 18
 	for i := 0; ok && i < len(v); i++ {
 		if v[i] < '0' || v[i] > '9' {

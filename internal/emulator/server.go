@@ -23,6 +23,31 @@ type Server struct {
 	done     chan error
 	stopOnce sync.Once
 	stopErr  error
+
+	connMu sync.Mutex
+	fresh  map[net.Conn]bool // connections accepted that never sent a request
+}
+
+// trackConn remembers connections in StateNew. Shutdown waits for those
+// up to 5 seconds (a client's transport often dials a spare connection it
+// never uses), so they are closed when shutdown starts, as httptest does.
+func (s *Server) trackConn(c net.Conn, st http.ConnState) {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	if st == http.StateNew {
+		s.fresh[c] = true
+	} else {
+		delete(s.fresh, c)
+	}
+}
+
+func (s *Server) closeFresh() {
+	s.connMu.Lock()
+	defer s.connMu.Unlock()
+	for c := range s.fresh {
+		c.Close()
+		delete(s.fresh, c)
+	}
 }
 
 // Start serves a new emulator on 127.0.0.1 at a free port.
@@ -53,8 +78,12 @@ func StartAt(addr string, cfg Config) (*Server, *Emulator, error) {
 			IdleTimeout:       60 * time.Second,
 			MaxHeaderBytes:    64 << 10,
 		},
-		done: make(chan error, 1),
+		done:  make(chan error, 1),
+		fresh: map[net.Conn]bool{},
 	}
+	s.srv.ConnState = s.trackConn
+	// Shutdown closes the listener first, then runs this.
+	s.srv.RegisterOnShutdown(s.closeFresh)
 	go func() {
 		err := s.srv.Serve(ln)
 		if errors.Is(err, http.ErrServerClosed) {
