@@ -1,0 +1,501 @@
+package action
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/sethvargo/go-githubactions"
+)
+
+// The broker's operations, as named in errors and logs.
+const (
+	opExchange = "exchange"
+	opRevoke   = "revoke"
+	opRotate   = "rotate"
+)
+
+// BrokerError is the broker's refusal or failure, as its error body
+// {"error": code, "message": text} describes it. Message is the broker's
+// safe text, stripped of control characters and shortened; nothing else of
+// the body is kept.
+type BrokerError struct {
+	Op         string // "exchange", "revoke" or "rotate"
+	Status     int
+	Code       string
+	Message    string
+	RetryAfter time.Duration // from Retry-After on 429/503, 0 if absent
+	Attempts   int
+	// Rotation is the rotation name, for the rotate operation.
+	Rotation string
+	// Sinks are the per-sink results a failed rotation reports.
+	Sinks []SinkResult
+}
+
+// Error is one line: what the broker said, then what to do about it.
+func (e *BrokerError) Error() string {
+	verb := "refused"
+	if e.Status >= 500 {
+		verb = "failed"
+	}
+	what := "the " + e.Op
+	if e.Op == opRotate && e.Rotation != "" {
+		what = fmt.Sprintf("rotation %q", e.Rotation)
+	}
+	status := strconv.Itoa(e.Status)
+	if e.Code != "" {
+		status += " " + e.Code
+	}
+	msg := e.Message
+	if msg == "" {
+		msg = strings.ToLower(http.StatusText(e.Status))
+	}
+	if msg == "" {
+		msg = "unexpected response"
+	}
+	return fmt.Sprintf("the broker %s %s (%s): %s — %s", verb, what, status, msg, e.hint())
+}
+
+func (e *BrokerError) hint() string {
+	switch {
+	case e.Status == http.StatusBadRequest && e.Op == opExchange:
+		return "check the inputs workspace-id, deployment-id, role and ttl"
+	case e.Status == http.StatusBadRequest:
+		return "check the action's inputs"
+	case e.Status == http.StatusUnauthorized:
+		return "the broker did not accept this job's OIDC token: check that the audience input matches the broker's configured audience"
+	case e.Status == http.StatusForbidden && e.Op == opExchange:
+		return "ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl"
+	case e.Status == http.StatusForbidden && e.Op == opRevoke:
+		return "the token belongs to another run, so this run may not revoke it"
+	case e.Status == http.StatusForbidden:
+		return "ask your platform team to allow this workflow to run the rotation"
+	case e.Status == http.StatusNotFound && e.Op == opRotate:
+		return "check the rotation input against the broker's rotation config, and broker-url"
+	case e.Status == http.StatusNotFound:
+		return "check that broker-url is the broker's base URL"
+	case e.Status == http.StatusTooManyRequests:
+		if e.RetryAfter > 0 {
+			return fmt.Sprintf("the broker is rate-limiting: re-run the job after %s", e.RetryAfter)
+		}
+		return "the broker is rate-limiting: re-run the job later"
+	case e.Op == opRotate && len(e.Sinks) > 0:
+		return "see the step summary for each sink; fix the failing sink and re-run"
+	case e.Status >= 500:
+		return fmt.Sprintf("gave up after %d attempts: re-run the job, and tell your platform team if it persists", e.Attempts)
+	case e.Status >= 300 && e.Status < 400:
+		return "the broker does not redirect: check broker-url"
+	default:
+		return "check broker-url and the broker's version"
+	}
+}
+
+// CallError reports a broker call that got no usable answer: the broker was
+// unreachable, timed out or sent a body that is not the contract's.
+type CallError struct {
+	Op       string
+	Attempts int
+	Err      error
+}
+
+func (e *CallError) Error() string {
+	return fmt.Sprintf("the %s call to the broker failed after %d attempts: %v — check broker-url and that the broker is up", e.Op, e.Attempts, e.Err)
+}
+
+func (e *CallError) Unwrap() error { return e.Err }
+
+// exchanged is the broker's answer to an exchange. Its String and GoString
+// leave the token value out, so that printing it by mistake leaks nothing.
+type exchanged struct {
+	Token          string
+	TokenID        string
+	OrganizationID string
+	WorkspaceID    string
+	DeploymentID   string
+	Role           string
+	ExpiresAt      time.Time
+	Rule           string
+}
+
+func (x exchanged) String() string {
+	return fmt.Sprintf("token %s (organization %s, workspace %s, deployment %s, role %s, expires %s, rule %s)",
+		x.TokenID, x.OrganizationID, x.WorkspaceID, x.DeploymentID, x.Role, x.ExpiresAt.Format(time.RFC3339), x.Rule)
+}
+
+// GoString keeps %#v from printing the token field.
+func (x exchanged) GoString() string { return "action.exchanged{" + x.String() + "}" }
+
+// rotated is the broker's answer to a rotation.
+type rotated struct {
+	Name      string       `json:"name"`
+	TokenID   string       `json:"token_id"`
+	Strategy  string       `json:"strategy"`
+	RotatedAt string       `json:"rotated_at"`
+	Sinks     []SinkResult `json:"sinks"`
+}
+
+// SinkResult is what one sink (a Vault path, a GitHub secret) did with a
+// rotated value. Error is empty when the sink succeeded.
+type SinkResult struct {
+	Kind   string `json:"kind"`
+	Target string `json:"target"`
+	// Version is the sink's version of the value, as text: a Vault KV
+	// version is a JSON number, other sinks may use strings.
+	Version string `json:"version"`
+	Error   string `json:"error,omitempty"`
+}
+
+// UnmarshalJSON accepts version as a JSON string, number or null.
+func (s *SinkResult) UnmarshalJSON(b []byte) error {
+	var w struct {
+		Kind    string          `json:"kind"`
+		Target  string          `json:"target"`
+		Version json.RawMessage `json:"version"`
+		Error   string          `json:"error"`
+	}
+	if err := json.Unmarshal(b, &w); err != nil {
+		return err
+	}
+	*s = SinkResult{Kind: w.Kind, Target: w.Target, Error: w.Error}
+	v := bytes.TrimSpace(w.Version)
+	switch {
+	case len(v) == 0 || bytes.Equal(v, []byte("null")):
+	case v[0] == '"':
+		if err := json.Unmarshal(v, &s.Version); err != nil {
+			return err
+		}
+	default:
+		var n json.Number
+		if err := json.Unmarshal(v, &n); err != nil {
+			return errors.New("sink version: want a string or a number")
+		}
+		s.Version = n.String()
+	}
+	return nil
+}
+
+// brokerClient speaks the broker's HTTP contract. Each attempt of each call
+// carries a fresh OIDC token, because the broker accepts each jti once.
+type brokerClient struct {
+	base      *url.URL
+	http      *http.Client
+	ids       idTokens
+	a         *githubactions.Action
+	attempts  int
+	backoff   backoff
+	userAgent string
+	now       func() time.Time
+}
+
+func newBrokerClient(a *githubactions.Action, in inputs, deps Deps) *brokerClient {
+	// A copy of the caller's client that does not follow redirects: the
+	// contract has none, and a redirect would carry the OIDC token and the
+	// request elsewhere.
+	hc := *deps.HTTPClient
+	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	bo := backoff{base: deps.RetryDelay}
+	return &brokerClient{
+		base:      in.brokerURL,
+		http:      &hc,
+		ids:       idTokens{a: a, audience: in.audience, attempts: idTokenAttempts, backoff: bo},
+		a:         a,
+		attempts:  brokerAttempts,
+		backoff:   bo,
+		userAgent: deps.UserAgent,
+		now:       deps.Now,
+	}
+}
+
+// exchangeRequest is the body of POST /v1/exchange; empty fields are
+// omitted so that the policy's defaults apply.
+type exchangeRequest struct {
+	WorkspaceID  string `json:"workspace_id,omitempty"`
+	DeploymentID string `json:"deployment_id,omitempty"`
+	Role         string `json:"role,omitempty"`
+	TTL          string `json:"ttl,omitempty"`
+}
+
+// exchangeReply is the wire form of [exchanged]; expires_at stays a string
+// until the token has been masked.
+type exchangeReply struct {
+	Token          string `json:"token"`
+	TokenID        string `json:"token_id"`
+	OrganizationID string `json:"organization_id"`
+	WorkspaceID    string `json:"workspace_id"`
+	DeploymentID   string `json:"deployment_id"`
+	Role           string `json:"role"`
+	ExpiresAt      string `json:"expires_at"`
+	Rule           string `json:"rule"`
+}
+
+// exchange trades the job's OIDC token for an Astro token. The token is
+// masked as soon as it is decoded, before any check that could print.
+// Transient failures (no answer, 5xx) are retried: a lost answer may leave a
+// minted token behind, which the broker's reaper deletes when it expires.
+func (c *brokerClient) exchange(ctx context.Context, req exchangeRequest) (exchanged, error) {
+	r, err := c.call(ctx, opExchange, "v1/exchange", req, retryTransient)
+	if err != nil {
+		return exchanged{}, err
+	}
+	if r.status != http.StatusOK {
+		return exchanged{}, c.brokerError(opExchange, r)
+	}
+	var w exchangeReply
+	if err := json.Unmarshal(r.body, &w); err != nil {
+		return exchanged{}, &CallError{Op: opExchange, Attempts: r.attempts, Err: errors.New("the answer is not the exchange's JSON")}
+	}
+	if w.Token != "" {
+		mask(c.a, w.Token)
+	}
+	x, err := validateExchange(w)
+	if err != nil {
+		return exchanged{}, &CallError{Op: opExchange, Attempts: r.attempts, Err: err}
+	}
+	return x, nil
+}
+
+// validateExchange checks that an exchange answer is complete and that no
+// field holds a line break: every value goes into file commands and the
+// summary, where a line break could forge another entry.
+func validateExchange(w exchangeReply) (exchanged, error) {
+	x := exchanged{
+		Token: w.Token, TokenID: w.TokenID, OrganizationID: w.OrganizationID,
+		WorkspaceID: w.WorkspaceID, DeploymentID: w.DeploymentID, Role: w.Role, Rule: w.Rule,
+	}
+	var problems []string
+	if w.Token == "" {
+		problems = append(problems, "no token")
+	}
+	if w.TokenID == "" {
+		problems = append(problems, "no token_id")
+	}
+	var err error
+	if x.ExpiresAt, err = time.Parse(time.RFC3339, w.ExpiresAt); err != nil {
+		problems = append(problems, "expires_at is not RFC 3339")
+	}
+	for _, v := range []string{w.Token, w.TokenID, w.OrganizationID, w.WorkspaceID, w.DeploymentID, w.Role, w.Rule} {
+		if strings.ContainsAny(v, "\r\n") {
+			problems = append(problems, "a field holds a line break")
+			break
+		}
+	}
+	if len(problems) > 0 {
+		return exchanged{}, fmt.Errorf("the broker's answer is unusable: %s", strings.Join(problems, ", "))
+	}
+	return x, nil
+}
+
+// revoke deletes the token tokenID; the broker answers 204 also when it is
+// already gone, so retries are safe.
+func (c *brokerClient) revoke(ctx context.Context, tokenID string) error {
+	r, err := c.call(ctx, opRevoke, "v1/revoke", map[string]string{"token_id": tokenID}, retryTransient)
+	if err != nil {
+		return err
+	}
+	if r.status != http.StatusNoContent && r.status != http.StatusOK {
+		return c.brokerError(opRevoke, r)
+	}
+	return nil
+}
+
+// rotate asks the broker to run the rotation name. A rotation is not
+// idempotent (a second one invalidates the value the first just stored), so
+// only failures where the broker surely did nothing are retried.
+func (c *brokerClient) rotate(ctx context.Context, name string) (rotated, error) {
+	r, err := c.call(ctx, opRotate, "v1/rotate", map[string]string{"name": name}, retryUnprocessed)
+	if err != nil {
+		return rotated{}, err
+	}
+	if r.status != http.StatusOK {
+		be := c.brokerError(opRotate, r)
+		be.Rotation = name
+		var partial struct {
+			Sinks []SinkResult `json:"sinks"`
+		}
+		if json.Unmarshal(r.body, &partial) == nil {
+			be.Sinks = partial.Sinks
+		}
+		return rotated{}, be
+	}
+	var out rotated
+	if err := json.Unmarshal(r.body, &out); err != nil {
+		return rotated{}, &CallError{Op: opRotate, Attempts: r.attempts, Err: errors.New("the answer is not the rotation's JSON")}
+	}
+	return out, nil
+}
+
+// reply is the last answer of a call.
+type reply struct {
+	status   int
+	header   http.Header
+	body     []byte
+	attempts int
+}
+
+// retryPolicy says whether an attempt that ended with r or err may be
+// repeated.
+type retryPolicy func(r *reply, err error) bool
+
+// errTooLarge is an answer over maxBody; asking again would not shrink it.
+var errTooLarge = fmt.Errorf("the answer is larger than %d bytes", maxBody)
+
+// retryTransient repeats calls that got no answer or a 5xx that may pass.
+func retryTransient(r *reply, err error) bool {
+	if err != nil {
+		return !errors.Is(err, errTooLarge)
+	}
+	switch r.status {
+	case http.StatusInternalServerError, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		return true
+	}
+	return false
+}
+
+// retryUnprocessed repeats only what the broker cannot have acted on: a
+// connection that was never made, and 503 (not ready).
+func retryUnprocessed(r *reply, err error) bool {
+	if err != nil {
+		var op *net.OpError
+		return errors.As(err, &op) && op.Op == "dial"
+	}
+	return r.status == http.StatusServiceUnavailable
+}
+
+// call POSTs body as JSON to path under the broker's base URL, retrying per
+// policy with a fresh OIDC token each time. It returns the last answer
+// whatever its status, or an error when there was none.
+func (c *brokerClient) call(ctx context.Context, op, path string, body any, policy retryPolicy) (*reply, error) {
+	payload, err := json.Marshal(body)
+	if err != nil {
+		return nil, err
+	}
+	endpoint := c.base.JoinPath(path).String()
+	for attempt := 1; ; attempt++ {
+		idt, err := c.ids.fetch(ctx)
+		if err != nil {
+			return nil, err
+		}
+		r, err := c.once(ctx, endpoint, idt, payload)
+		if r != nil {
+			r.attempts = attempt
+		}
+		if attempt >= c.attempts || !policy(r, err) || ctx.Err() != nil {
+			if err != nil {
+				return nil, &CallError{Op: op, Attempts: attempt, Err: err}
+			}
+			return r, nil
+		}
+		var retryAfter time.Duration
+		what := "got no answer"
+		if r != nil {
+			retryAfter = parseRetryAfter(r.header.Get("Retry-After"), c.now())
+			what = fmt.Sprintf("answered %d", r.status)
+		}
+		wait := c.backoff.delay(attempt, retryAfter)
+		c.a.Infof("The broker %s to the %s; retrying in %s (attempt %d of %d).", what, op, wait.Round(time.Millisecond), attempt+1, c.attempts)
+		if err := c.backoff.sleep(ctx, attempt, retryAfter); err != nil {
+			return nil, &CallError{Op: op, Attempts: attempt, Err: err}
+		}
+	}
+}
+
+// once makes one attempt, bounded by callTimeout and maxBody.
+func (c *brokerClient) once(ctx context.Context, endpoint, idToken string, payload []byte) (*reply, error) {
+	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(payload))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+idToken)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json")
+	if c.userAgent != "" {
+		req.Header.Set("User-Agent", c.userAgent)
+	}
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxBody+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(body) > maxBody {
+		return nil, errTooLarge
+	}
+	return &reply{status: resp.StatusCode, header: resp.Header, body: body}, nil
+}
+
+// brokerError builds the [BrokerError] for a non-success answer, keeping
+// only the broker's code and a cleaned copy of its message.
+func (c *brokerClient) brokerError(op string, r *reply) *BrokerError {
+	var b struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	_ = json.Unmarshal(r.body, &b) // a body that is not the contract's leaves both empty
+	return &BrokerError{
+		Op:         op,
+		Status:     r.status,
+		Code:       cleanText(b.Error, 64),
+		Message:    cleanText(b.Message, 300),
+		RetryAfter: parseRetryAfter(r.header.Get("Retry-After"), c.now()),
+		Attempts:   r.attempts,
+	}
+}
+
+// parseRetryAfter reads delay-seconds or an HTTP date; anything else is 0.
+func parseRetryAfter(v string, now time.Time) time.Duration {
+	if v == "" {
+		return 0
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		if n <= 0 {
+			return 0
+		}
+		return time.Duration(min(n, 24*3600)) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil && t.After(now) {
+		return min(t.Sub(now).Round(time.Second), 24*time.Hour)
+	}
+	return 0
+}
+
+// cleanText makes text from the broker safe for one log line: control
+// characters become spaces, runs of spaces collapse, and it is cut to limit
+// runes.
+func cleanText(s string, limit int) string {
+	var b strings.Builder
+	n := 0
+	space := false
+	for _, r := range s {
+		if unicode.IsControl(r) || unicode.IsSpace(r) {
+			space = b.Len() > 0
+			continue
+		}
+		if n >= limit {
+			b.WriteString("…")
+			break
+		}
+		if space {
+			b.WriteByte(' ')
+			n++
+			space = false
+		}
+		b.WriteRune(r)
+		n++
+	}
+	return b.String()
+}
