@@ -2,11 +2,60 @@ package main
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/sethvargo/go-githubactions"
+
+	"github.com/astro-sts/astro-sts/action"
 )
 
-// runAction is the 'action' subcommand. Not built yet: its issue replaces this file.
-func runAction(_ context.Context, _ []string, _ map[string]string, _, _ io.Writer) error {
-	return errors.New("action: not implemented yet")
+// runAction is the GitHub Action's main step, run as the 'action'
+// subcommand or as the executable astro-sts-action (the image's entrypoint).
+// Its configuration is the runner's environment (INPUT_*, GITHUB_*,
+// ACTIONS_ID_TOKEN_REQUEST_*), not flags. A failure is reported once, as an
+// ::error:: annotation on stdout, and exits 1.
+func runAction(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("action", "The GitHub Action's main step: exchange the job's OIDC token for an Astro API\ntoken at the broker, or run a rotation (mode: rotate). It reads its inputs\nfrom INPUT_* as the runner sets them; see docs/action.md.", stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	a, deps := newGitHubAction(env, stdout)
+	if err := action.Main(ctx, a, deps); err != nil {
+		a.Errorf("%s", err)
+		return fmt.Errorf("%w: %w", errQuiet, err)
+	}
+	return nil
+}
+
+// newGitHubAction builds the runner-facing [githubactions.Action] from env
+// (file commands go to the files env names) and the action's dependencies.
+// One client serves the broker and the runner's token endpoint; the action
+// bounds each call to 30 s, the client's Timeout is a backstop.
+func newGitHubAction(env map[string]string, stdout io.Writer) (*githubactions.Action, action.Deps) {
+	client := &http.Client{
+		Timeout: 45 * time.Second,
+		Transport: &http.Transport{
+			Proxy:                 http.ProxyFromEnvironment,
+			DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+			ForceAttemptHTTP2:     true,
+			TLSHandshakeTimeout:   10 * time.Second,
+			ResponseHeaderTimeout: 30 * time.Second,
+			IdleConnTimeout:       30 * time.Second,
+			MaxIdleConns:          4,
+		},
+	}
+	a := githubactions.New(
+		githubactions.WithGetenv(func(k string) string { return env[k] }),
+		githubactions.WithWriter(stdout),
+		githubactions.WithHTTPClient(client),
+	)
+	return a, action.Deps{
+		HTTPClient: client,
+		Now:        time.Now,
+		UserAgent:  "astro-sts-action/" + version,
+	}
 }
