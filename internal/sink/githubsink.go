@@ -1,0 +1,241 @@
+package sink
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/google/go-github/v62/github"
+	"golang.org/x/crypto/nacl/box"
+)
+
+// Organization secret visibilities.
+const (
+	VisibilityAll      = "all"
+	VisibilityPrivate  = "private"
+	VisibilitySelected = "selected"
+)
+
+var (
+	// GitHub's rule for secret names: letters, digits and underscores, not
+	// starting with a digit. The GITHUB_ prefix is checked separately.
+	secretNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// Account and repository names.
+	ghNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+)
+
+// GitHubTarget is one GitHub Actions secret: of a repository (Repository),
+// of one of its environments (Repository and Environment), or of an
+// organization (Organization, with Visibility and, for "selected",
+// SelectedRepositoryIDs).
+type GitHubTarget struct {
+	// Repository is "owner/name".
+	Repository   string
+	Environment  string
+	Organization string
+	// Secret is the secret's name.
+	Secret string
+	// Visibility is required for an organization secret: all, private or
+	// selected. There is no default: who can read the token is not guessed.
+	Visibility            string
+	SelectedRepositoryIDs []int64
+}
+
+// Owner is the account the secret belongs to: the organization, or the
+// repository as "owner/name" (the most precise handle for finding a GitHub
+// App installation, see [GitHubConfig.InstallationOwner]).
+func (t GitHubTarget) Owner() string {
+	if t.Organization != "" {
+		return t.Organization
+	}
+	return t.Repository
+}
+
+// String names the secret for logs: "repo acme/dags secret X",
+// "env acme/dags:production secret X", "org acme secret X (private)".
+func (t GitHubTarget) String() string {
+	switch {
+	case t.Organization != "":
+		vis := t.Visibility
+		if t.Visibility == VisibilitySelected {
+			vis = fmt.Sprintf("selected: %d repositories", len(t.SelectedRepositoryIDs))
+		}
+		return fmt.Sprintf("org %s secret %s (%s)", t.Organization, t.Secret, vis)
+	case t.Environment != "":
+		return fmt.Sprintf("env %s:%s secret %s", t.Repository, t.Environment, t.Secret)
+	default:
+		return fmt.Sprintf("repo %s secret %s", t.Repository, t.Secret)
+	}
+}
+
+// Validate reports every problem with the target at once.
+func (t GitHubTarget) Validate() error {
+	var errs []error
+	bad := func(format string, a ...any) {
+		errs = append(errs, fmt.Errorf("%w: github target: "+format, append([]any{ErrInvalidConfig}, a...)...))
+	}
+	switch {
+	case t.Repository != "" && t.Organization != "":
+		bad("set repository or organization, not both")
+	case t.Repository == "" && t.Organization == "":
+		bad("repository or organization is required")
+	case t.Repository != "":
+		owner, name, ok := strings.Cut(t.Repository, "/")
+		if !ok || !ghNameRE.MatchString(owner) || !ghNameRE.MatchString(name) {
+			bad("repository %q: want owner/name", t.Repository)
+		}
+		if t.Visibility != "" || len(t.SelectedRepositoryIDs) > 0 {
+			bad("visibility and selected repositories apply to organization secrets only")
+		}
+	case t.Organization != "":
+		if !ghNameRE.MatchString(t.Organization) {
+			bad("organization %q is not a valid account name", t.Organization)
+		}
+		if t.Environment != "" {
+			bad("environment applies to repository secrets only")
+		}
+		switch t.Visibility {
+		case VisibilityAll, VisibilityPrivate:
+			if len(t.SelectedRepositoryIDs) > 0 {
+				bad("selected repositories need visibility selected, not %s", t.Visibility)
+			}
+		case VisibilitySelected:
+			if len(t.SelectedRepositoryIDs) == 0 {
+				bad("visibility selected needs at least one selected repository id")
+			}
+			for _, id := range t.SelectedRepositoryIDs {
+				if id <= 0 {
+					bad("selected repository id %d is not positive", id)
+				}
+			}
+		case "":
+			bad("an organization secret needs a visibility: all, private or selected")
+		default:
+			bad("visibility %q: want all, private or selected", t.Visibility)
+		}
+	}
+	if t.Environment != "" && strings.TrimSpace(t.Environment) != t.Environment {
+		bad("environment %q has leading or trailing spaces", t.Environment)
+	}
+	switch {
+	case t.Secret == "":
+		bad("secret name is required")
+	case !secretNameRE.MatchString(t.Secret):
+		bad("secret name %q: only letters, digits and _, not starting with a digit", t.Secret)
+	case strings.HasPrefix(strings.ToUpper(t.Secret), "GITHUB_"):
+		bad("secret name %q: the GITHUB_ prefix is reserved", t.Secret)
+	}
+	return errors.Join(errs...)
+}
+
+// GitHubSink writes a GitHub Actions secret. The value is sealed with the
+// target's current public key (libsodium's sealed box, as GitHub requires),
+// so it is readable only by GitHub. A PUT creates or replaces the secret, so
+// writing twice is harmless.
+type GitHubSink struct {
+	client *github.Client
+	target GitHubTarget
+}
+
+var _ Sink = (*GitHubSink)(nil)
+
+// NewGitHubSink returns a sink writing target with client (from
+// [NewGitHubClient]). The target is checked on every write; call
+// [GitHubTarget.Validate] at load time to find a bad one earlier.
+func NewGitHubSink(client *github.Client, target GitHubTarget) *GitHubSink {
+	return &GitHubSink{client: client, target: target}
+}
+
+// Kind is "github".
+func (s *GitHubSink) Kind() string { return KindGitHub }
+
+// Target names the secret, see [GitHubTarget.String].
+func (s *GitHubSink) Target() string { return s.target.String() }
+
+// Write seals value with the target's public key and stores it. version is
+// the key_id the value was sealed with. m is not recorded: GitHub secrets
+// have no metadata.
+func (s *GitHubSink) Write(ctx context.Context, value string, _ Metadata) (string, error) {
+	t := s.target
+	if err := t.Validate(); err != nil {
+		return "", err
+	}
+	if value == "" {
+		return "", &Error{Sink: KindGitHub, Target: s.Target(), Op: "write", Err: errors.New("refusing to write an empty value")}
+	}
+	actions := s.client.Actions
+	var (
+		key *github.PublicKey
+		put func(*github.EncryptedSecret) error
+		err error
+	)
+	switch {
+	case t.Organization != "":
+		key, _, err = actions.GetOrgPublicKey(ctx, t.Organization)
+		put = func(es *github.EncryptedSecret) error {
+			es.Visibility = t.Visibility
+			if t.Visibility == VisibilitySelected {
+				es.SelectedRepositoryIDs = github.SelectedRepoIDs(t.SelectedRepositoryIDs)
+			}
+			_, err := actions.CreateOrUpdateOrgSecret(ctx, t.Organization, es)
+			return err
+		}
+	case t.Environment != "":
+		owner, name, _ := strings.Cut(t.Repository, "/")
+		// go-github addresses environment secrets by repository id.
+		repo, _, rerr := s.client.Repositories.Get(ctx, owner, name)
+		if rerr != nil {
+			return "", githubError(s.Target(), "repository", rerr)
+		}
+		id := int(repo.GetID())
+		env := url.PathEscape(t.Environment)
+		key, _, err = actions.GetEnvPublicKey(ctx, id, env)
+		put = func(es *github.EncryptedSecret) error {
+			_, err := actions.CreateOrUpdateEnvSecret(ctx, id, env, es)
+			return err
+		}
+	default:
+		owner, name, _ := strings.Cut(t.Repository, "/")
+		key, _, err = actions.GetRepoPublicKey(ctx, owner, name)
+		put = func(es *github.EncryptedSecret) error {
+			_, err := actions.CreateOrUpdateRepoSecret(ctx, owner, name, es)
+			return err
+		}
+	}
+	if err != nil {
+		return "", githubError(s.Target(), "public key", err)
+	}
+	sealed, err := seal(key, value)
+	if err != nil {
+		return "", &Error{Sink: KindGitHub, Target: s.Target(), Op: "public key", Err: err}
+	}
+	es := &github.EncryptedSecret{Name: t.Secret, KeyID: key.GetKeyID(), EncryptedValue: sealed}
+	if err := put(es); err != nil {
+		return "", githubError(s.Target(), "write", err)
+	}
+	return key.GetKeyID(), nil
+}
+
+// seal encrypts value to key (base64 of a Curve25519 public key) with an
+// anonymous sealed box, and returns it base64-encoded as GitHub expects.
+func seal(key *github.PublicKey, value string) (string, error) {
+	if key.GetKeyID() == "" {
+		return "", errors.New("the public key has no key_id")
+	}
+	raw, err := base64.StdEncoding.DecodeString(key.GetKey())
+	if err != nil || len(raw) != 32 {
+		return "", errors.New("the public key is not 32 bytes of base64")
+	}
+	var pk [32]byte
+	copy(pk[:], raw)
+	out, err := box.SealAnonymous(nil, []byte(value), &pk, rand.Reader)
+	if err != nil {
+		return "", fmt.Errorf("seal: %w", err)
+	}
+	return base64.StdEncoding.EncodeToString(out), nil
+}
