@@ -1,0 +1,326 @@
+package policy
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Rotation strategies. The policy only validates the name; the rotation
+// job (internal/rotation) carries them out.
+const (
+	// StrategyRotate: Astro's rotate endpoint (same token, new value, the
+	// old value invalid at once).
+	StrategyRotate = "rotate"
+	// StrategyReplace: a new token takes the old one's place.
+	StrategyReplace = "replace"
+)
+
+// Rotation is a managed token that workflows matching Allow may rotate,
+// and where its new value is published. Treat its fields as read-only: the
+// value is shared by every caller of the [Policy].
+type Rotation struct {
+	Name     string
+	TokenID  string
+	Strategy string // StrategyRotate or StrategyReplace
+	Vault    *VaultTarget
+	GitHub   []GitHubTarget
+
+	allow matchSet
+}
+
+// VaultTarget is a KV secret field the new value is written to.
+type VaultTarget struct {
+	Mount, Path, Field string
+}
+
+// GitHubTarget is an Actions secret the new value is written to: a
+// repository secret (Repository), an environment secret (Repository and
+// Environment) or an organisation secret (Organization, with Visibility
+// and, for "selected", SelectedRepositoryIDs).
+type GitHubTarget struct {
+	Repository            string
+	Environment           string
+	Organization          string
+	Secret                string
+	Visibility            string
+	SelectedRepositoryIDs []int64
+}
+
+// Allows reports whether a token with claims c may trigger the rotation.
+// A nil Rotation allows nothing.
+func (r *Rotation) Allows(c Claims) bool {
+	return r != nil && r.allow.match(c)
+}
+
+// Rotation returns the rotation called name.
+func (p *Policy) Rotation(name string) (*Rotation, bool) {
+	if p == nil {
+		return nil, false
+	}
+	for _, r := range p.rotations {
+		if r.Name == name {
+			return r, true
+		}
+	}
+	return nil, false
+}
+
+// Rotations lists the rotations in file order. The slice is a copy.
+func (p *Policy) Rotations() []*Rotation {
+	if p == nil {
+		return nil
+	}
+	return append([]*Rotation(nil), p.rotations...)
+}
+
+var (
+	repoRE   = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$`)
+	orgRE    = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
+	secretRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+	// vaultSegRE is one segment of a Vault mount or path.
+	vaultSegRE = regexp.MustCompile(`^[A-Za-z0-9_.@-]+$`)
+)
+
+func (w *walker) rotations(n *yaml.Node) []*Rotation {
+	items, ok := w.list("rotations", n)
+	if !ok {
+		return nil
+	}
+	if len(items) > MaxRotations {
+		w.fail("rotations", n, "has %d rotations, more than %d", len(items), MaxRotations)
+		return nil
+	}
+	out := make([]*Rotation, 0, len(items))
+	names := make(map[string]int, len(items))
+	for i, it := range items {
+		where := fmt.Sprintf("rotations[%d]", i)
+		r := &Rotation{}
+		r.Name, where = w.name(where, it, names, i)
+		f := w.fields(where, it, "name", "token_id", "strategy", "allow", "vault", "github")
+		isMap := it.Kind == yaml.MappingNode
+		if tn, ok := f["token_id"]; ok {
+			if id, ok := w.str(where+".token_id", tn); ok {
+				if idRE.MatchString(id) {
+					r.TokenID = id
+				} else {
+					w.fail(where+".token_id", tn, "%q is not an Astro token id", id)
+				}
+			}
+		} else if isMap {
+			w.fail(where, it, "token_id is required")
+		}
+		if sn, ok := f["strategy"]; ok {
+			if s, ok := w.str(where+".strategy", sn); ok {
+				if s == StrategyRotate || s == StrategyReplace {
+					r.Strategy = s
+				} else {
+					w.fail(where+".strategy", sn, "%q must be %s or %s", s, StrategyReplace, StrategyRotate)
+				}
+			}
+		} else if isMap {
+			w.fail(where, it, "strategy is required (%s or %s)", StrategyReplace, StrategyRotate)
+		}
+		if an, ok := f["allow"]; ok {
+			r.allow = w.matchBlock(where+".allow", an)
+		} else if isMap {
+			w.fail(where, it, "allow is required")
+		}
+		if vn, ok := f["vault"]; ok {
+			r.Vault = w.vault(where+".vault", vn)
+		}
+		if gn, ok := f["github"]; ok {
+			r.GitHub = w.githubTargets(where+".github", gn)
+		}
+		_, hasVault := f["vault"]
+		_, hasGitHub := f["github"]
+		if isMap && !hasVault && !hasGitHub {
+			w.fail(where, it, "needs at least one sink: vault or github")
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func (w *walker) vault(where string, n *yaml.Node) *VaultTarget {
+	f := w.fields(where, n, "mount", "path", "field")
+	v := &VaultTarget{}
+	for _, k := range []struct {
+		key  string
+		dst  *string
+		path bool // may contain '/'
+	}{{"mount", &v.Mount, true}, {"path", &v.Path, true}, {"field", &v.Field, false}} {
+		node, ok := f[k.key]
+		if !ok {
+			if n.Kind == yaml.MappingNode {
+				w.fail(where, n, "%s is required", k.key)
+			}
+			continue
+		}
+		s, ok := w.str(where+"."+k.key, node)
+		if !ok {
+			continue
+		}
+		segs := []string{s}
+		if k.path {
+			segs = strings.Split(s, "/")
+		}
+		valid := len(s) <= 512
+		for _, seg := range segs {
+			valid = valid && vaultSegRE.MatchString(seg) && seg != "." && seg != ".."
+		}
+		if !valid {
+			w.fail(where+"."+k.key, node, "%q is not a valid Vault %s (no empty, '.' or '..' segments, no leading or trailing '/')", s, k.key)
+			continue
+		}
+		*k.dst = s
+	}
+	return v
+}
+
+func (w *walker) githubTargets(where string, n *yaml.Node) []GitHubTarget {
+	items, ok := w.list(where, n)
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		w.fail(where, n, "must not be empty")
+		return nil
+	}
+	out := make([]GitHubTarget, 0, len(items))
+	seen := make(map[string]int, len(items))
+	for i, it := range items {
+		at := fmt.Sprintf("%s[%d]", where, i)
+		f := w.fields(at, it, "repository", "environment", "organization", "secret", "visibility", "selected_repository_ids")
+		var t GitHubTarget
+		get := func(key string) (string, *yaml.Node, bool) {
+			node, ok := f[key]
+			if !ok {
+				return "", nil, false
+			}
+			s, ok := w.str(at+"."+key, node)
+			return s, node, ok
+		}
+		repo, repoNode, hasRepo := get("repository")
+		org, orgNode, hasOrg := get("organization")
+		env, envNode, hasEnv := get("environment")
+		secret, secretNode, hasSecret := get("secret")
+		vis, visNode, hasVis := get("visibility")
+		idsNode, hasIDs := f["selected_repository_ids"]
+
+		switch {
+		case hasRepo && hasOrg:
+			w.fail(at, it, "has both repository and organization: write one target each")
+		case hasRepo:
+			if repoRE.MatchString(repo) {
+				t.Repository = repo
+			} else {
+				w.fail(at+".repository", repoNode, "%q is not owner/name", repo)
+			}
+		case hasOrg:
+			if orgRE.MatchString(org) {
+				t.Organization = org
+			} else {
+				w.fail(at+".organization", orgNode, "%q is not an organization login", org)
+			}
+		case it.Kind == yaml.MappingNode:
+			w.fail(at, it, "needs repository or organization")
+		}
+		if hasEnv {
+			switch {
+			case !hasRepo:
+				w.fail(at+".environment", envNode, "only a repository has environments")
+			case env == "" || len(env) > 255 || strings.ContainsAny(env, "\x00\r\n"):
+				w.fail(at+".environment", envNode, "%q is not an environment name", env)
+			default:
+				t.Environment = env
+			}
+		}
+		if hasSecret {
+			if err := checkSecretName(secret); err != nil {
+				w.fail(at+".secret", secretNode, "%v", err)
+			} else {
+				t.Secret = secret
+			}
+		} else if it.Kind == yaml.MappingNode {
+			w.fail(at, it, "secret is required")
+		}
+		switch {
+		case hasVis && !hasOrg:
+			w.fail(at+".visibility", visNode, "only an organization secret has a visibility")
+		case hasVis && vis != "all" && vis != "private" && vis != "selected":
+			w.fail(at+".visibility", visNode, "%q must be all, private or selected", vis)
+		case hasVis:
+			t.Visibility = vis
+		case hasOrg:
+			w.fail(at, it, "an organization secret needs visibility: all, private or selected")
+		}
+		switch {
+		case hasIDs && vis != "selected":
+			w.fail(at+".selected_repository_ids", idsNode, "is only for visibility: selected")
+		case hasIDs:
+			t.SelectedRepositoryIDs = w.repoIDs(at+".selected_repository_ids", idsNode)
+		case hasVis && vis == "selected":
+			w.fail(at, it, "visibility selected needs selected_repository_ids")
+		}
+		if t.Secret != "" && (t.Repository != "" || t.Organization != "") {
+			key := strings.ToLower(t.Repository + "|" + t.Environment + "|" + t.Organization + "|" + t.Secret)
+			if j, dup := seen[key]; dup {
+				w.fail(at, it, "is the same secret as %s[%d]", where, j)
+			}
+			seen[key] = i
+		}
+		out = append(out, t)
+	}
+	return out
+}
+
+func (w *walker) repoIDs(where string, n *yaml.Node) []int64 {
+	items, ok := w.list(where, n)
+	if !ok {
+		return nil
+	}
+	if len(items) == 0 {
+		w.fail(where, n, "must not be empty")
+		return nil
+	}
+	out := make([]int64, 0, len(items))
+	seen := make(map[int64]bool, len(items))
+	for i, it := range items {
+		at := fmt.Sprintf("%s[%d]", where, i)
+		if it.Kind != yaml.ScalarNode || it.ShortTag() != "!!int" {
+			w.fail(at, it, "must be a repository id (an integer)")
+			continue
+		}
+		id, err := strconv.ParseInt(it.Value, 10, 64)
+		if err != nil || id <= 0 {
+			w.fail(at, it, "%q is not a positive repository id", it.Value)
+			continue
+		}
+		if seen[id] {
+			w.fail(at, it, "%d appears twice", id)
+			continue
+		}
+		seen[id] = true
+		out = append(out, id)
+	}
+	return out
+}
+
+// checkSecretName applies GitHub's rules for secret names: letters, digits
+// and underscores, not starting with a digit or with GITHUB_ (names are
+// case-insensitive).
+func checkSecretName(s string) error {
+	switch {
+	case !secretRE.MatchString(s):
+		return fmt.Errorf("%q is not a secret name: only letters, digits and _, not starting with a digit", s)
+	case strings.HasPrefix(strings.ToUpper(s), "GITHUB_"):
+		return fmt.Errorf("%q: secret names must not start with GITHUB_", s)
+	case len(s) > 255:
+		return fmt.Errorf("secret name is longer than 255 characters")
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Store holds the policy in force for a running broker. Readers call
+// [Store.Current] once per request and use that *Policy throughout, so a
+// request is decided by one policy even if a reload happens meanwhile.
+// Reloads parse the file into a new Policy and swap a pointer; a file that
+// does not load leaves the current policy in force.
+//
+// The pointer is a field, not an embedded atomic.Pointer, so that nothing
+// outside the package can store a Policy that did not come from the file.
+type Store struct {
+	path   string
+	logger *slog.Logger
+
+	cur atomic.Pointer[Policy]
+
+	mu      sync.Mutex // serialises reloads
+	lastBad string     // digest (or read error) of the last file that failed, so polling logs it once
+}
+
+// NewStore loads the policy at path; it fails if that first load fails, so
+// a broker never starts without a policy. logger nil discards.
+func NewStore(path string, logger *slog.Logger) (*Store, error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p, err := Load(path)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{path: path, logger: logger}
+	s.cur.Store(p)
+	logger.Info("policy loaded", "path", path, "digest", p.Digest(), "rules", p.Rules(), "rotations", len(p.rotations))
+	return s, nil
+}
+
+// Current is the policy in force. It is never nil.
+func (s *Store) Current() *Policy { return s.cur.Load() }
+
+// Reload reads and parses the file again. If it does not load, the current
+// policy stays in force, the reason is logged at Error, and returned.
+func (s *Store) Reload() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data, err := readFile(s.path)
+	if err != nil {
+		s.lastBad = "read: " + err.Error()
+		s.logger.Error("policy reload failed; keeping the current policy", "path", s.path, "digest", s.Current().Digest(), "error", err)
+		return err
+	}
+	return s.apply(data)
+}
+
+// apply installs the policy in data, or logs why not. s.mu is held.
+func (s *Store) apply(data []byte) error {
+	p, err := Parse(data)
+	if err != nil {
+		s.lastBad = digest(data)
+		s.logger.Error("policy reload failed; keeping the current policy", "path", s.path, "digest", s.Current().Digest(), "bad_digest", s.lastBad, "error", err)
+		return fmt.Errorf("%s: %w", s.path, err)
+	}
+	s.lastBad = ""
+	old := s.cur.Load()
+	if old.Digest() == p.Digest() {
+		s.logger.Info("policy unchanged", "path", s.path, "digest", p.Digest())
+		return nil
+	}
+	s.cur.Store(p)
+	s.logger.Info("policy reloaded", "path", s.path, "digest", p.Digest(), "previous_digest", old.Digest(), "rules", p.Rules(), "rotations", len(p.rotations))
+	return nil
+}
+
+// Watch reloads the policy when sighup delivers a signal and, every
+// interval, when the file's content hash differs from the policy in force
+// (polling: no file-notification dependency, and it works for the
+// ConfigMap symlink swaps of Kubernetes). A bad file is logged once, not
+// at every poll. interval <= 0 disables polling; a nil sighup disables
+// signals. Watch returns when ctx ends.
+func (s *Store) Watch(ctx context.Context, interval time.Duration, sighup <-chan os.Signal) {
+	var tick <-chan time.Time
+	if interval > 0 {
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-sighup:
+			s.logger.Info("reloading policy on signal", "path", s.path)
+			_ = s.Reload()
+		case <-tick:
+			s.poll()
+		}
+	}
+}
+
+// poll reloads if the file changed since the policy in force (and since the
+// last bad version seen).
+func (s *Store) poll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	data, err := readFile(s.path)
+	if err != nil {
+		if bad := "read: " + err.Error(); bad != s.lastBad {
+			s.lastBad = bad
+			s.logger.Error("policy file unreadable; keeping the current policy", "path", s.path, "error", err)
+		}
+		return
+	}
+	d := digest(data)
+	if d == s.Current().Digest() || d == s.lastBad {
+		return
+	}
+	_ = s.apply(data)
+}
+
+func digest(data []byte) string {
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
+}

@@ -1,0 +1,201 @@
+package policy_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/astro-sts/astro-sts/internal/policy"
+)
+
+// logBuffer collects log output from the Watch goroutine safely.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func writeFile(t *testing.T, path, data string) {
+	t.Helper()
+	// Write then rename, as editors and Kubernetes do, so a poll never
+	// sees half a file.
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+const otherPolicy = `
+rules:
+  - name: only-rule
+    match: {repository_id: "123456"}
+    grant: {workspaces: [ws-other], max_role: WORKSPACE_ACCESSOR, max_ttl: 5m}
+`
+
+func newStore(t *testing.T) (*policy.Store, string, *logBuffer) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "policy.yaml")
+	writeFile(t, path, basePolicy)
+	logs := &logBuffer{}
+	s, err := policy.NewStore(path, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, path, logs
+}
+
+func TestNewStoreFailsOnABadFile(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, "rules: [{name: r}]\n")
+	for _, path := range []string{bad, filepath.Join(dir, "missing.yaml")} {
+		if s, err := policy.NewStore(path, nil); err == nil {
+			t.Errorf("NewStore(%s) = %v, want an error", filepath.Base(path), s)
+		}
+	}
+}
+
+func TestReloadKeepsTheOldPolicyOnABadFile(t *testing.T) {
+	s, path, logs := newStore(t)
+	first := s.Current()
+
+	writeFile(t, path, basePolicy+"\n  - name: broken\n    match: {event_name: push}\n")
+	err := s.Reload()
+	if err == nil || !strings.Contains(err.Error(), "identity constraint") {
+		t.Fatalf("Reload of a bad file = %v", err)
+	}
+	if s.Current() != first {
+		t.Fatal("a bad file replaced the policy")
+	}
+	if _, err := s.Current().Decide(mainClaims(), policy.Request{}); err != nil {
+		t.Fatalf("the old policy no longer decides: %v", err)
+	}
+	if !strings.Contains(logs.String(), "keeping the current policy") || !strings.Contains(logs.String(), "identity constraint") {
+		t.Errorf("the reason was not logged:\n%s", logs)
+	}
+
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err == nil || s.Current() != first {
+		t.Fatalf("Reload of a missing file = %v; policy replaced: %v", err, s.Current() != first)
+	}
+
+	writeFile(t, path, otherPolicy)
+	if err := s.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if s.Current() == first || s.Current().Rules() != 1 {
+		t.Fatal("a good file did not replace the policy")
+	}
+	d, err := s.Current().Decide(mainClaims(), policy.Request{})
+	if err != nil || d.Rule != "only-rule" {
+		t.Fatalf("new policy Decide = %+v, %v", d, err)
+	}
+}
+
+// eventually polls cond for up to two seconds.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(2 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestWatchPollsTheFile(t *testing.T) {
+	s, path, logs := newStore(t)
+	first := s.Current()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		s.Watch(ctx, 10*time.Millisecond, nil)
+		close(done)
+	}()
+
+	writeFile(t, path, "rules: [{name: r}]\n")
+	eventually(t, "the bad file to be logged", func() bool { return strings.Contains(logs.String(), "keeping the current policy") })
+	time.Sleep(60 * time.Millisecond) // several more polls
+	if n := strings.Count(logs.String(), "keeping the current policy"); n != 1 {
+		t.Errorf("a bad file was logged %d times, want once", n)
+	}
+	if s.Current() != first {
+		t.Fatal("a bad file replaced the policy")
+	}
+
+	writeFile(t, path, otherPolicy)
+	eventually(t, "the new policy", func() bool { return s.Current().Rules() == 1 })
+
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Watch did not return when ctx ended")
+	}
+}
+
+func TestWatchReloadsOnSignal(t *testing.T) {
+	s, path, logs := newStore(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sighup := make(chan os.Signal, 1)
+	go s.Watch(ctx, 0, sighup) // no polling: only the signal reloads
+
+	writeFile(t, path, otherPolicy)
+	time.Sleep(30 * time.Millisecond)
+	if s.Current().Rules() != 3 {
+		t.Fatal("reloaded without a signal or a poll")
+	}
+	sighup <- syscall.SIGHUP
+	eventually(t, "the reload on SIGHUP", func() bool { return s.Current().Rules() == 1 })
+	if !strings.Contains(logs.String(), "reloading policy on signal") {
+		t.Errorf("the signal was not logged:\n%s", logs)
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	writeFile(t, good, basePolicy)
+	if p, err := policy.Load(good); err != nil || p.Rules() != 3 {
+		t.Fatalf("Load = %v, %v", p, err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	writeFile(t, big, "rules: []\n#"+strings.Repeat("x", policy.MaxFileSize))
+	if _, err := policy.Load(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("Load of a big file = %v", err)
+	}
+	if _, err := policy.Load(filepath.Join(dir, "missing.yaml")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load of a missing file = %v", err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	writeFile(t, bad, "rules: {}\n")
+	if _, err := policy.Load(bad); err == nil || !strings.HasPrefix(err.Error(), bad+": ") {
+		t.Errorf("Load error does not name the file: %v", err)
+	}
+}
