@@ -1,0 +1,233 @@
+// Package broker is the astro-sts HTTP service. It exchanges a GitHub
+// Actions OIDC ID token for a short-lived Astro API token (verify -> decide
+// -> mint -> record), revokes such tokens on request of the run that got
+// them, reaps the ones whose post step never ran, and triggers rotations of
+// long-lived tokens.
+//
+// The broker keeps no state beyond a replay cache of OIDC token ids: what a
+// minted token is for, and when it must die, lives in the token's own
+// description (see [Marker]), so any number of replicas can serve and reap.
+package broker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/rotation"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Astro is the part of the Astro API the broker uses; *astro.Client
+// implements it.
+type Astro interface {
+	CreateToken(ctx context.Context, orgID string, req astro.CreateTokenRequest) (*astro.Token, error)
+	SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error)
+	GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error)
+	DeleteToken(ctx context.Context, orgID, tokenID string) error
+	ListTokens(ctx context.Context, orgID string, opts astro.ListTokensOptions) ([]astro.Token, error)
+	ListOrganizations(ctx context.Context) ([]astro.Organization, error)
+}
+
+// Verifier verifies OIDC ID tokens; *idtoken.Verifier implements it.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (*idtoken.Claims, error)
+}
+
+// Policies hands out the current trust policy; *policy.Store implements it.
+type Policies interface {
+	Current() *policy.Policy
+}
+
+// Rotator runs one rotation of a managed token (the rotation issue's
+// strategies); nil disables POST /v1/rotate.
+type Rotator interface {
+	Rotate(ctx context.Context, r *policy.Rotation) (*rotation.Result, error)
+}
+
+// Config holds the broker's dependencies.
+type Config struct {
+	Astro          Astro
+	OrganizationID string
+	Verifier       Verifier
+	Replay         *idtoken.ReplayGuard
+	Policies       Policies
+	Rotator        Rotator // optional
+
+	// Logger receives operational logs and the audit records (one per
+	// decision). nil discards.
+	Logger *slog.Logger
+	// Registry is served on /metrics; nil creates a private one.
+	Registry *prometheus.Registry
+	// Metrics, if set, must be registered in Registry (see [NewMetrics]); it
+	// lets the caller wire the Astro client's Observe hook to the same
+	// metrics before the broker exists. nil creates them.
+	Metrics *Metrics
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// ReadyCacheTTL bounds how often /readyz asks Astro whether it is up;
+	// 0 means 10s.
+	ReadyCacheTTL time.Duration
+}
+
+// Server is the broker. Create it with [New]; it is safe for concurrent use.
+type Server struct {
+	astro    Astro
+	org      string
+	verifier Verifier
+	replay   *idtoken.ReplayGuard
+	policies Policies
+	rotator  Rotator
+	log      *slog.Logger
+	now      func() time.Time
+	metrics  *Metrics
+	registry *prometheus.Registry
+
+	readyTTL time.Duration
+	readyMu  sync.Mutex
+	readyAt  time.Time
+	readyErr error
+}
+
+// New checks cfg and returns a broker.
+func New(cfg Config) (*Server, error) {
+	var errs []error
+	if cfg.Astro == nil {
+		errs = append(errs, errors.New("broker: Astro client is required"))
+	}
+	if cfg.OrganizationID == "" {
+		errs = append(errs, errors.New("broker: OrganizationID is required"))
+	}
+	if cfg.Verifier == nil {
+		errs = append(errs, errors.New("broker: Verifier is required"))
+	}
+	if cfg.Replay == nil {
+		errs = append(errs, errors.New("broker: Replay guard is required"))
+	}
+	if cfg.Policies == nil {
+		errs = append(errs, errors.New("broker: Policies is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		astro:    cfg.Astro,
+		org:      cfg.OrganizationID,
+		verifier: cfg.Verifier,
+		replay:   cfg.Replay,
+		policies: cfg.Policies,
+		rotator:  cfg.Rotator,
+		log:      cfg.Logger,
+		now:      cfg.Now,
+		registry: cfg.Registry,
+		readyTTL: cfg.ReadyCacheTTL,
+	}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if s.registry == nil {
+		s.registry = prometheus.NewRegistry()
+	}
+	if s.readyTTL == 0 {
+		s.readyTTL = 10 * time.Second
+	}
+	s.metrics = cfg.Metrics
+	if s.metrics == nil {
+		m, err := NewMetrics(s.registry)
+		if err != nil {
+			return nil, err
+		}
+		s.metrics = m
+	}
+	return s, nil
+}
+
+// maxBody bounds every request body: the largest legitimate one is a few
+// hundred bytes.
+const maxBody = 64 << 10
+
+// Handler returns the broker's routes.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("POST /v1/exchange", s.api("exchange", s.handleExchange))
+	mux.Handle("POST /v1/revoke", s.api("revoke", s.handleRevoke))
+	mux.Handle("POST /v1/rotate", s.api("rotate", s.handleRotate))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", s.handleReady)
+	mux.Handle("GET /metrics", s.metrics.Handler(s.registry))
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		s.writeError(w, r, "", errNotFound)
+	})
+	return securityHeaders(mux)
+}
+
+// apiHandler is a JSON endpoint: it returns its answer or an error that
+// writeError maps to a status code.
+type apiHandler func(w http.ResponseWriter, r *http.Request) error
+
+func (s *Server) api(endpoint string, h apiHandler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		if err := h(w, r); err != nil {
+			s.writeError(w, r, endpoint, err)
+		}
+	})
+}
+
+func securityHeaders(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		// Answers carry tokens: never cache them anywhere.
+		h.Set("Cache-Control", "no-store")
+		h.Set("X-Content-Type-Options", "nosniff")
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	var problems []string
+	if s.policies.Current() == nil {
+		problems = append(problems, "policy not loaded")
+	}
+	if err := s.upstreamReady(r.Context()); err != nil {
+		s.log.Warn("readiness: Astro API unreachable", "error", err)
+		problems = append(problems, "Astro API unreachable")
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		for _, p := range problems {
+			_, _ = w.Write([]byte(p + "\n"))
+		}
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+}
+
+// upstreamReady asks Astro at most once per readyTTL, so that a tight
+// readiness probe does not become load on the Astro API.
+func (s *Server) upstreamReady(ctx context.Context) error {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	now := s.now()
+	if !s.readyAt.IsZero() && now.Sub(s.readyAt) < s.readyTTL {
+		return s.readyErr
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_, err := s.astro.ListOrganizations(ctx)
+	s.readyAt, s.readyErr = now, err
+	return err
+}

@@ -1,0 +1,266 @@
+package broker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/policy"
+)
+
+// ExchangeRequest is the optional body of POST /v1/exchange: it may only
+// narrow what the policy grants.
+type ExchangeRequest struct {
+	WorkspaceID  string `json:"workspace_id,omitempty"`
+	DeploymentID string `json:"deployment_id,omitempty"`
+	Role         string `json:"role,omitempty"`
+	TTL          string `json:"ttl,omitempty"` // a Go duration, e.g. "15m"
+}
+
+// ExchangeResponse is the answer to a successful exchange.
+type ExchangeResponse struct {
+	Token          string    `json:"token"`
+	TokenID        string    `json:"token_id"`
+	OrganizationID string    `json:"organization_id"`
+	WorkspaceID    string    `json:"workspace_id,omitempty"`
+	DeploymentID   string    `json:"deployment_id,omitempty"`
+	Role           string    `json:"role"`
+	ExpiresAt      time.Time `json:"expires_at"`
+	Rule           string    `json:"rule"`
+}
+
+// upstreamExpiryDays is the expiry Astro itself enforces on every minted
+// token: its smallest unit. The broker's own deadline (the TTL) is enforced
+// by the action's post step and, failing that, by the reaper.
+const upstreamExpiryDays = 1
+
+func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
+	start := s.now()
+	raw, err := bearer(r)
+	if err != nil {
+		s.metrics.exchange("error", "", start, s.now())
+		return err
+	}
+	var req ExchangeRequest
+	if err := decodeOptional(r.Body, &req); err != nil {
+		s.metrics.exchange("error", "", start, s.now())
+		return err
+	}
+	resp, err := s.Exchange(r.Context(), raw, req)
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	return nil
+}
+
+// Exchange is the heart of the broker: verify the OIDC token, decide with
+// the policy, mint the Astro token, record the decision. It returns the
+// minted token, or an error that [classify] maps to a status code.
+func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (*ExchangeResponse, error) {
+	start := s.now()
+	claims, err := s.verify(ctx, rawIDToken)
+	if err != nil {
+		s.audit(ctx, "exchange", "deny", nil, auditDetail{reason: err})
+		s.metrics.exchange("unauthorized", "", start, s.now())
+		return nil, err
+	}
+	d, err := s.decide(claims, req)
+	if err != nil {
+		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
+		s.metrics.exchange(denyOutcome(err), "", start, s.now())
+		return nil, err
+	}
+	tok, deadline, err := s.mint(ctx, claims, d)
+	if err != nil {
+		s.audit(ctx, "exchange", "error", claims, auditDetail{decision: &d, reason: err})
+		s.metrics.exchange("error", d.Rule, start, s.now())
+		return nil, err
+	}
+	s.audit(ctx, "exchange", "allow", claims, auditDetail{decision: &d, token: tok})
+	s.metrics.exchange("allow", d.Rule, start, s.now())
+	return &ExchangeResponse{
+		Token:          tok.Token,
+		TokenID:        tok.ID,
+		OrganizationID: s.org,
+		WorkspaceID:    d.WorkspaceID,
+		DeploymentID:   d.DeploymentID,
+		Role:           d.Role,
+		ExpiresAt:      deadline,
+		Rule:           d.Rule,
+	}, nil
+}
+
+func denyOutcome(err error) string {
+	if errors.Is(err, policy.ErrBadRequest) {
+		return "bad_request"
+	}
+	return "deny"
+}
+
+// verify checks the OIDC token and spends its jti: a token is good for one
+// call of any endpoint, so a token lifted from a log cannot be replayed.
+func (s *Server) verify(ctx context.Context, raw string) (*idtoken.Claims, error) {
+	claims, err := s.verifier.Verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.replay.Use(claims.Issuer, claims.JTI, claims.Expiry); err != nil {
+		return nil, err
+	}
+	return claims, nil
+}
+
+func (s *Server) decide(claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {
+	pr := policy.Request{WorkspaceID: req.WorkspaceID, DeploymentID: req.DeploymentID, Role: req.Role}
+	if req.TTL != "" {
+		ttl, err := time.ParseDuration(req.TTL)
+		if err != nil || ttl <= 0 {
+			return policy.Decision{}, badRequest("ttl %q is not a positive duration such as 15m", req.TTL)
+		}
+		pr.TTL = ttl
+	}
+	p := s.policies.Current()
+	if p == nil {
+		return policy.Decision{}, policy.ErrNoMatchingRule
+	}
+	return p.Decide(policy.Claims(claims.Strings), pr)
+}
+
+// mint creates the token the decision describes. For several Workspaces it
+// creates an Organization token with ORGANIZATION_MEMBER and then adds the
+// Workspace roles, as the Astro docs describe; if that second call fails the
+// half-made token is deleted at once rather than left for the reaper.
+func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision) (*astro.Token, time.Time, error) {
+	deadline := s.now().Add(d.TTL).UTC().Truncate(time.Second)
+	marker := Marker{
+		Deadline:     deadline,
+		RepositoryID: c.RepositoryID,
+		RunID:        c.RunID,
+		RunAttempt:   c.RunAttempt,
+		Rule:         d.Rule,
+	}
+	human := fmt.Sprintf("Short-lived token minted by astro-sts for %s (%s, run %s attempt %s); revoked after the run.",
+		c.Repository, c.JobWorkflowRef, c.RunID, c.RunAttempt)
+	days := upstreamExpiryDays
+	req := astro.CreateTokenRequest{
+		Name:                    tokenName(c.Repository, c.RunID, c.RunAttempt),
+		Description:             marker.Description(human),
+		TokenExpiryPeriodInDays: &days,
+	}
+	switch d.Scope {
+	case astro.ScopeWorkspace:
+		req.Scope, req.EntityID, req.Role = astro.ScopeWorkspace, d.WorkspaceID, d.Role
+	case astro.ScopeDeployment:
+		req.Scope, req.EntityID, req.Role = astro.ScopeDeployment, d.DeploymentID, d.Role
+	case astro.ScopeOrganization:
+		req.Scope, req.Role = astro.ScopeOrganization, astro.RoleOrganizationMember
+	default:
+		return nil, time.Time{}, fmt.Errorf("decision has unknown scope %q", d.Scope)
+	}
+	tok, err := s.astro.CreateToken(ctx, s.org, req)
+	if err != nil {
+		return nil, time.Time{}, upstream(fmt.Errorf("create token: %w", err))
+	}
+	if d.Scope == astro.ScopeOrganization {
+		roles := []astro.TokenRole{{EntityID: s.org, EntityType: astro.EntityOrganization, Role: astro.RoleOrganizationMember}}
+		ids := make([]string, 0, len(d.WorkspaceRoles))
+		for id := range d.WorkspaceRoles {
+			ids = append(ids, id)
+		}
+		sort.Strings(ids)
+		for _, id := range ids {
+			roles = append(roles, astro.TokenRole{EntityID: id, EntityType: astro.EntityWorkspace, Role: d.WorkspaceRoles[id]})
+		}
+		if _, err := s.astro.SetTokenRoles(ctx, s.org, tok.ID, roles); err != nil {
+			// Use a fresh context: the caller's may be what failed.
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+			defer cancel()
+			if derr := s.astro.DeleteToken(cctx, s.org, tok.ID); derr != nil {
+				s.log.Error("could not delete a half-made token; the reaper will", "token_id", tok.ID, "error", derr)
+			}
+			return nil, time.Time{}, upstream(fmt.Errorf("set roles: %w", err))
+		}
+	}
+	if tok.Token == "" {
+		return nil, time.Time{}, errors.New("astro api: create answered without a token value")
+	}
+	return tok, deadline, nil
+}
+
+// upstream marks a transport failure (anything but an [astro.APIError]) so
+// that classify answers 502, not 500.
+func upstream(err error) error {
+	var apiErr *astro.APIError
+	if errors.As(err, &apiErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &upstreamError{err: err}
+}
+
+// bearer extracts the Bearer token from the Authorization header.
+func bearer(r *http.Request) (string, error) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", errMissingToken
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+// decodeOptional decodes a strict JSON body into v; an empty body leaves v
+// as it is.
+func decodeOptional(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return err
+		}
+		return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return badRequest("the body must hold a single JSON object")
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return badRequest("the body must hold a single JSON object")
+	}
+	return nil
+}
+
+// jsonProblem describes a JSON decoding error without echoing the body.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q has the wrong type", typ.Field)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	return "malformed"
+}
+
+// tokenSHA256 is how a token value appears in the audit log: enough to
+// match a value found elsewhere, useless to use.
+func tokenSHA256(value string) string {
+	sum := sha256.Sum256([]byte(value))
+	return hex.EncodeToString(sum[:])
+}

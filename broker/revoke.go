@@ -1,0 +1,70 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/astro-sts/astro-sts/internal/astro"
+)
+
+// RevokeRequest is the body of POST /v1/revoke.
+type RevokeRequest struct {
+	TokenID string `json:"token_id"`
+}
+
+func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
+	raw, err := bearer(r)
+	if err != nil {
+		return err
+	}
+	var req RevokeRequest
+	if err := decodeOptional(r.Body, &req); err != nil {
+		return err
+	}
+	if req.TokenID == "" || len(req.TokenID) > 128 {
+		return badRequest("token_id is required")
+	}
+	if err := s.Revoke(r.Context(), raw, req.TokenID); err != nil {
+		return err
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// Revoke deletes a token the broker minted, on request of the run it was
+// minted for (same repository id, run id and attempt, proven by a fresh
+// OIDC token). A token that is already gone counts as revoked.
+func (s *Server) Revoke(ctx context.Context, rawIDToken, tokenID string) error {
+	claims, err := s.verify(ctx, rawIDToken)
+	if err != nil {
+		s.audit(ctx, "revoke", "deny", nil, auditDetail{tokenID: tokenID, reason: err})
+		s.metrics.revokes.WithLabelValues("unauthorized").Inc()
+		return err
+	}
+	tok, err := s.astro.GetToken(ctx, s.org, tokenID)
+	var apiErr *astro.APIError
+	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
+		s.audit(ctx, "revoke", "allow", claims, auditDetail{tokenID: tokenID, reason: errors.New("already gone")})
+		s.metrics.revokes.WithLabelValues("gone").Inc()
+		return nil
+	}
+	if err != nil {
+		s.metrics.revokes.WithLabelValues("error").Inc()
+		return upstream(fmt.Errorf("get token: %w", err))
+	}
+	m, ok := ParseMarker(tok.Description)
+	if !ok || !m.sameRun(claims.RepositoryID, claims.RunID, claims.RunAttempt) {
+		s.audit(ctx, "revoke", "deny", claims, auditDetail{tokenID: tokenID, reason: errNotOwner})
+		s.metrics.revokes.WithLabelValues("forbidden").Inc()
+		return errNotOwner
+	}
+	if err := s.astro.DeleteToken(ctx, s.org, tokenID); err != nil {
+		s.metrics.revokes.WithLabelValues("error").Inc()
+		return upstream(fmt.Errorf("delete token: %w", err))
+	}
+	s.audit(ctx, "revoke", "allow", claims, auditDetail{tokenID: tokenID})
+	s.metrics.revokes.WithLabelValues("revoked").Inc()
+	return nil
+}

@@ -1,0 +1,94 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net/http"
+
+	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/rotation"
+)
+
+// RotateRequest is the body of POST /v1/rotate: a workflow names which
+// rotation to run, never where the value goes (the policy says that).
+type RotateRequest struct {
+	Name string `json:"name"`
+}
+
+// rotateErrorBody is the error answer of a failed rotation: the error body
+// plus every sink and what happened there.
+type rotateErrorBody struct {
+	errorBody
+	Sinks    []rotation.SinkResult `json:"sinks,omitempty"`
+	Warnings []string              `json:"warnings,omitempty"`
+}
+
+func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
+	raw, err := bearer(r)
+	if err != nil {
+		return err
+	}
+	var req RotateRequest
+	if err := decodeOptional(r.Body, &req); err != nil {
+		return err
+	}
+	if req.Name == "" || len(req.Name) > 256 {
+		return badRequest("name is required")
+	}
+	res, err := s.Rotate(r.Context(), raw, req.Name)
+	var rerr *rotation.Error
+	if errors.As(err, &rerr) && rerr.Result != nil {
+		s.log.Error("rotation failed", "name", req.Name, "error", rerr.Err)
+		writeJSON(w, http.StatusBadGateway, rotateErrorBody{
+			errorBody: errorBody{Error: "rotation_incomplete", Message: rerr.Message},
+			Sinks:     rerr.Result.Sinks,
+			Warnings:  rerr.Result.Warnings,
+		})
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, res)
+	return nil
+}
+
+// Rotate runs the named rotation if the caller's identity is allowed by the
+// rotation's allow block.
+func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (*rotation.Result, error) {
+	claims, err := s.verify(ctx, rawIDToken)
+	if err != nil {
+		s.audit(ctx, "rotate", "deny", nil, auditDetail{reason: err})
+		s.metrics.rotations.WithLabelValues("", "unauthorized").Inc()
+		return nil, err
+	}
+	if s.rotator == nil {
+		return nil, errNoRotator
+	}
+	p := s.policies.Current()
+	var rot *policy.Rotation
+	if p != nil {
+		rot, _ = p.Rotation(name)
+	}
+	if rot == nil {
+		s.audit(ctx, "rotate", "deny", claims, auditDetail{reason: errNoSuchRotation})
+		s.metrics.rotations.WithLabelValues("", "unknown").Inc()
+		return nil, errNoSuchRotation
+	}
+	if !rot.Allows(policy.Claims(claims.Strings)) {
+		s.audit(ctx, "rotate", "deny", claims, auditDetail{tokenID: rot.TokenID, reason: errRotationDenied})
+		s.metrics.rotations.WithLabelValues(rot.Name, "deny").Inc()
+		return nil, errRotationDenied
+	}
+	// The rotation must finish even if the caller goes away: stopping
+	// halfway is what could lose a value.
+	res, err := s.rotator.Rotate(context.WithoutCancel(ctx), rot)
+	if err != nil {
+		s.audit(ctx, "rotate", "error", claims, auditDetail{tokenID: rot.TokenID, reason: err})
+		s.metrics.rotations.WithLabelValues(rot.Name, "error").Inc()
+		return res, err
+	}
+	s.audit(ctx, "rotate", "allow", claims, auditDetail{tokenID: res.TokenID})
+	s.metrics.rotations.WithLabelValues(rot.Name, "ok").Inc()
+	return res, nil
+}
