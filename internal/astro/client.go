@@ -313,7 +313,7 @@ func (c *Client) record(cl call, status int, start time.Time) {
 
 // apiError builds the [*APIError] of a non-2xx answer. A body that is not
 // Astro's JSON error body (a proxy's HTML page, an empty 502) still yields
-// an error with the status text as message.
+// an error with the status text (or "HTTP nnn") as message.
 func (c *Client) apiError(resp *http.Response, data []byte) *APIError {
 	e := &APIError{StatusCode: resp.StatusCode}
 	var eb ErrorBody
@@ -322,6 +322,9 @@ func (c *Client) apiError(resp *http.Response, data []byte) *APIError {
 	}
 	if e.Message == "" {
 		e.Message = http.StatusText(resp.StatusCode)
+	}
+	if e.Message == "" {
+		e.Message = fmt.Sprintf("HTTP %d", resp.StatusCode)
 	}
 	if e.RequestID == "" {
 		e.RequestID = resp.Header.Get("X-Request-Id")

@@ -1,0 +1,147 @@
+package astro
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"testing"
+	"time"
+)
+
+// TestBackoff: the wait doubles, is capped, and its random half stays in
+// [d/2, d].
+func TestBackoff(t *testing.T) {
+	base, maxDelay := 100*time.Millisecond, time.Second
+	tests := []struct {
+		attempt int
+		want    time.Duration // the upper bound d
+	}{
+		{0, 100 * time.Millisecond},
+		{1, 100 * time.Millisecond},
+		{2, 200 * time.Millisecond},
+		{3, 400 * time.Millisecond},
+		{4, 800 * time.Millisecond},
+		{5, time.Second},
+		{63, time.Second},
+		{1 << 30, time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(fmt.Sprint(tt.attempt), func(t *testing.T) {
+			seen := map[time.Duration]bool{}
+			for range 50 {
+				d := backoff(tt.attempt, base, maxDelay)
+				if d < tt.want/2 || d > tt.want {
+					t.Fatalf("backoff = %v, want within [%v, %v]", d, tt.want/2, tt.want)
+				}
+				seen[d] = true
+			}
+			if len(seen) < 2 {
+				t.Error("no jitter")
+			}
+		})
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"0", 0},
+		{"3", 3 * time.Second},
+		{" 3 ", 3 * time.Second},
+		{"86400", 24 * time.Hour},
+		{"86401", 24 * time.Hour},
+		{"99999999999999999999999", 24 * time.Hour},
+		{"-1", 0},
+		{"1.5", 0},
+		{"3s", 0},
+		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
+		{now.Add(-time.Second).Format(http.TimeFormat), 0},
+		{now.Add(48 * time.Hour).Format(http.TimeFormat), 24 * time.Hour},
+		{"tomorrow", 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			if got := parseRetryAfter(tt.in, now); got != tt.want {
+				t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func FuzzParseRetryAfter(f *testing.F) {
+	for _, s := range []string{"", "0", "120", "Wed, 21 Oct 2015 07:28:00 GMT", "-5", "1e9", "99999999999999999999"} {
+		f.Add(s)
+	}
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, s string) {
+		if d := parseRetryAfter(s, now); d < 0 || d > maxRetryAfterHeader {
+			t.Fatalf("parseRetryAfter(%q) = %v", s, d)
+		}
+	})
+}
+
+// TestShouldRetry is the policy as a table: class x failure.
+func TestShouldRetry(t *testing.T) {
+	api := func(code int) error { return &APIError{StatusCode: code} }
+	refused := &transportError{err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}
+	reset := &transportError{err: &net.OpError{Op: "read", Err: errors.New("connection reset")}}
+	timeout := &transportError{err: context.DeadlineExceeded}
+	bodyCut := &transportError{err: &net.OpError{Op: "dial"}, sent: true}
+	tests := []struct {
+		name             string
+		err              error
+		idempotent, safe bool // want for idempotent, want for unsafe
+	}{
+		{"429", api(429), true, true},
+		{"502", api(502), true, false},
+		{"503", api(503), true, false},
+		{"504", api(504), true, false},
+		{"500", api(500), false, false},
+		{"400", api(400), false, false},
+		{"401", api(401), false, false},
+		{"403", api(403), false, false},
+		{"404", api(404), false, false},
+		{"connection refused", refused, true, true},
+		{"connection reset", reset, true, false},
+		{"timeout", timeout, true, false},
+		{"body read failed after the status", bodyCut, true, false},
+		{"too large", ErrResponseTooLarge, false, false},
+		{"malformed", ErrMalformedResponse, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := shouldRetry(idempotent, tt.err); got != tt.idempotent {
+				t.Errorf("idempotent: %v, want %v", got, tt.idempotent)
+			}
+			if got := shouldRetry(unsafe, tt.err); got != tt.safe {
+				t.Errorf("create/rotate: %v, want %v", got, tt.safe)
+			}
+		})
+	}
+}
+
+// FuzzAPIError: any error answer becomes an *APIError with a message and
+// the real status, whatever its body.
+func FuzzAPIError(f *testing.F) {
+	f.Add(400, []byte(`{"statusCode":400,"message":"m","requestId":"r","fieldErrors":[{"code":"c","field":"f","message":"m"}]}`))
+	f.Add(502, []byte(`<html>`))
+	f.Add(503, []byte(`{"statusCode":"x"}`))
+	f.Add(418, []byte(`null`))
+	c := &Client{now: time.Now}
+	f.Fuzz(func(t *testing.T, status int, body []byte) {
+		if status < 300 || status > 599 {
+			t.Skip()
+		}
+		resp := &http.Response{StatusCode: status, Header: http.Header{}}
+		e := c.apiError(resp, body)
+		if e.StatusCode != status || e.Message == "" {
+			t.Fatalf("apiError = %+v", e)
+		}
+	})
+}
