@@ -1,0 +1,219 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const policyCheckYAML = `
+rules:
+  - name: deploy-main
+    match:
+      repository_id: "74"
+      ref: refs/heads/main
+      event_name: [push, workflow_dispatch]
+    grant:
+      workspaces: [ws-prod]
+      max_role: WORKSPACE_OPERATOR
+      max_ttl: 30m
+  - name: org-wide
+    match:
+      repository_owner_id: "65"
+      environment: prod
+    grant:
+      workspaces: [ws-b, ws-a]
+      max_role: WORKSPACE_ACCESSOR
+      max_ttl: 10m
+`
+
+// policyCheckClaims has the shape of GitHub's documented example token
+// (../shared/fixtures/github-oidc-claims.json), numbers included.
+const policyCheckClaims = `{
+  "jti": "example-id",
+  "sub": "repo:octo-org/octo-repo:environment:prod",
+  "environment": "prod",
+  "aud": "https://github.com/octo-org",
+  "ref": "refs/heads/main",
+  "repository": "octo-org/octo-repo",
+  "repository_owner": "octo-org",
+  "repository_id": "74",
+  "repository_owner_id": "65",
+  "event_name": "workflow_dispatch",
+  "iss": "https://token.actions.githubusercontent.com",
+  "nbf": 1632492967,
+  "exp": 1632493867,
+  "iat": 1632493567
+}`
+
+func writePolicyTemp(t *testing.T, name, data string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func TestPolicyCheck(t *testing.T) {
+	pol := writePolicyTemp(t, "policy.yaml", policyCheckYAML)
+	sum := sha256.Sum256([]byte(policyCheckYAML))
+	digest := hex.EncodeToString(sum[:])
+	claims := writePolicyTemp(t, "claims.json", policyCheckClaims)
+	pushClaims := writePolicyTemp(t, "push.json", strings.Replace(policyCheckClaims, `"workflow_dispatch"`, `"schedule"`, 1))
+	otherRepo := writePolicyTemp(t, "other.json", `{"repository_id": "75", "repository_owner_id": "66", "ref": "refs/heads/main"}`)
+	reqFile := writePolicyTemp(t, "req.json", `{"role": "WORKSPACE_MEMBER"}`)
+	badPolicy := writePolicyTemp(t, "bad.yaml", "rules:\n  - name: r\n    match: {event_name: push}\n    grant: {workspaces: [ws], max_role: WORKSPACE_GOD, max_ttl: 5m}\n")
+
+	tests := []struct {
+		name       string
+		args       []string
+		wantCode   int
+		wantStdout string
+		wantErr    []string // substrings of the returned error
+	}{
+		{
+			name:     "allow with the grant's defaults",
+			args:     []string{"check", "--policy", pol, "--claims", claims},
+			wantCode: 0,
+			wantStdout: `allow: rule "deploy-main"
+  scope:      WORKSPACE
+  workspace:  ws-prod
+  role:       WORKSPACE_OPERATOR
+  ttl:        30m0s
+  policy:     sha256 ` + digest + "\n",
+		},
+		{
+			name:     "allow narrowed",
+			args:     []string{"check", "--policy", pol, "--claims", claims, "--request", `{"role": "WORKSPACE_AUTHOR", "ttl": "5m", "workspace_id": "ws-prod"}`},
+			wantCode: 0,
+			wantStdout: `allow: rule "deploy-main"
+  scope:      WORKSPACE
+  workspace:  ws-prod
+  role:       WORKSPACE_AUTHOR
+  ttl:        5m0s
+  policy:     sha256 ` + digest + "\n",
+		},
+		{
+			name:     "deny too wide, request from a file",
+			args:     []string{"check", "--policy", pol, "--claims", pushClaims, "--request", "@" + reqFile},
+			wantCode: 1,
+			wantStdout: `deny (too_wide): role WORKSPACE_MEMBER exceeds WORKSPACE_ACCESSOR allowed by rule "org-wide"
+  policy:     sha256 ` + digest + "\n",
+			wantErr: []string{"policy check: denied"},
+		},
+		{
+			name:     "Organization scope",
+			args:     []string{"check", "--policy", pol, "--claims", pushClaims},
+			wantCode: 0,
+			wantStdout: `allow: rule "org-wide"
+  scope:      ORGANIZATION
+  workspaces: ws-a, ws-b (with ORGANIZATION_MEMBER)
+  role:       WORKSPACE_ACCESSOR
+  ttl:        10m0s
+  policy:     sha256 ` + digest + "\n",
+		},
+		{
+			name:     "deny: no rule matches",
+			args:     []string{"check", "--policy", pol, "--claims", otherRepo},
+			wantCode: 1,
+			wantStdout: `deny (no_matching_rule): no rule matches the claims
+  policy:     sha256 ` + digest + "\n",
+			wantErr: []string{"denied", "no rule matches"},
+		},
+		{
+			name:     "deny: widening",
+			args:     []string{"check", "--policy", pol, "--claims", claims, "--request", `{"role": "WORKSPACE_OWNER"}`},
+			wantCode: 1,
+			wantStdout: `deny (too_wide): role WORKSPACE_OWNER exceeds WORKSPACE_OPERATOR allowed by rule "deploy-main"
+  policy:     sha256 ` + digest + "\n",
+			wantErr: []string{"denied"},
+		},
+		{
+			name:     "deny: bad request",
+			args:     []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "-5m"}`},
+			wantCode: 1,
+			wantStdout: `deny (bad_request): policy: bad request: ttl is negative
+  policy:     sha256 ` + digest + "\n",
+		},
+		{
+			name:     "bad policy file: every problem",
+			args:     []string{"check", "--policy", badPolicy, "--claims", claims},
+			wantCode: 1,
+			wantErr:  []string{"the policy does not load", "identity constraint", `"WORKSPACE_GOD"`},
+		},
+		{"missing policy file", []string{"check", "--policy", filepath.Join(t.TempDir(), "nope.yaml"), "--claims", claims}, 1, "", []string{"no such file"}},
+		{"request with an unknown field", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"roles": "x"}`}, 2, "", []string{`unknown field "roles"`}},
+		{"request with a bad ttl", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "30"}`}, 2, "", []string{`ttl "30"`}},
+		{"request with trailing data", []string{"check", "--policy", pol, "--claims", claims, "--request", `{} {}`}, 2, "", []string{"trailing data"}},
+		{"claims not an object", []string{"check", "--policy", pol, "--claims", writePolicyTemp(t, "c.json", `["a"]`)}, 2, "", []string{"not a JSON object"}},
+		{"missing claims flag", []string{"check", "--policy", pol}, 2, "", []string{"--policy and --claims are required"}},
+		{"stray argument", []string{"check", "--policy", pol, "--claims", claims, "extra"}, 2, "", []string{`unexpected argument "extra"`}},
+		{"unknown subcommand", []string{"frobnicate"}, 2, "", []string{`unknown command "frobnicate"`}},
+		{"no subcommand", nil, 2, "", []string{"say check or validate"}},
+		{"validate ok", []string{"validate", "--policy", pol}, 0, "ok: 2 rules, 0 rotations (sha256 " + digest + ")\n", nil},
+		{"validate bad", []string{"validate", "--policy", badPolicy}, 1, "", []string{"policy validate", `rules[0] "r".match: needs at least one identity constraint`, `rules[0] "r".grant.max_role`}},
+		{"validate without --policy", []string{"validate"}, 2, "", []string{"--policy is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := runPolicy(context.Background(), tt.args, nil, &stdout, &stderr)
+			if code := exitCode(err, io.Discard); code != tt.wantCode {
+				t.Fatalf("exit code %d, want %d (err %v, stderr %s)", code, tt.wantCode, err, stderr.String())
+			}
+			if diff := cmp.Diff(tt.wantStdout, stdout.String()); diff != "" {
+				t.Errorf("stdout (-want +got):\n%s", diff)
+			}
+			for _, w := range tt.wantErr {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("error %v lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestPolicyCheckJSON(t *testing.T) {
+	pol := writePolicyTemp(t, "policy.yaml", policyCheckYAML)
+	claims := writePolicyTemp(t, "claims.json", policyCheckClaims)
+	var stdout bytes.Buffer
+	err := runPolicy(context.Background(), []string{"check", "--json", "--policy", pol, "--claims", claims, "--request", `{"role":"WORKSPACE_OWNER"}`}, nil, &stdout, io.Discard)
+	var ee *exitError
+	if !errors.As(err, &ee) || ee.code != 1 {
+		t.Fatalf("err = %v, want exit 1", err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	delete(got, "policy_sha256")
+	want := map[string]any{"decision": "deny", "kind": "too_wide", "rule": "deploy-main",
+		"reason": `role WORKSPACE_OWNER exceeds WORKSPACE_OPERATOR allowed by rule "deploy-main"`}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+func TestPolicyHelp(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"check", "--help"}, {"validate", "-h"}} {
+		var stdout, stderr bytes.Buffer
+		err := runPolicy(context.Background(), args, nil, &stdout, &stderr)
+		if !errors.Is(err, errHelp) {
+			t.Errorf("%v: err = %v, want errHelp", args, err)
+		}
+		if stdout.Len()+stderr.Len() == 0 {
+			t.Errorf("%v printed no help", args)
+		}
+	}
+}
