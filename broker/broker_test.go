@@ -1,0 +1,510 @@
+package broker_test
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/issuer"
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// The whole life of a token: exchange, use it as the CLI would, revoke it
+// with a fresh OIDC token of the same run, and see it refused.
+func TestExchangeUseRevoke(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ws := e.emu.WorkspaceIDs()[0]
+	r := e.exchange(mainClaims(), `{"role":"WORKSPACE_AUTHOR","ttl":"20m"}`)
+
+	want := broker.ExchangeResponse{
+		OrganizationID: e.emu.OrganizationID(),
+		WorkspaceID:    ws,
+		Role:           astro.RoleWorkspaceAuthor,
+		ExpiresAt:      e.clock.Now().Add(20 * time.Minute),
+		Rule:           "deploy-main",
+	}
+	if d := cmp.Diff(want, r, cmpopts.IgnoreFields(broker.ExchangeResponse{}, "Token", "TokenID")); d != "" {
+		t.Errorf("exchange answer (-want +got):\n%s", d)
+	}
+	claims, err := emulator.ParseClaims(r.Token)
+	if err != nil {
+		t.Fatalf("minted value is not an emulator JWT: %v", err)
+	}
+	if claims.APITokenID != r.TokenID {
+		t.Errorf("apiTokenId claim %q, token id %q", claims.APITokenID, r.TokenID)
+	}
+	if ok, status := e.tokenWorks(r.Token, ws); !ok {
+		t.Fatalf("minted token refused by Astro: %d", status)
+	}
+
+	tok, err := e.astroToken(r.TokenID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Name != "astro-sts acme/dags run 987/1" {
+		t.Errorf("name %q", tok.Name)
+	}
+	if tok.ExpiryPeriodInDays == nil || *tok.ExpiryPeriodInDays != 1 {
+		t.Errorf("upstream expiry %v, want 1 day", tok.ExpiryPeriodInDays)
+	}
+	m, ok := broker.ParseMarker(tok.Description)
+	if !ok {
+		t.Fatalf("description carries no marker: %q", tok.Description)
+	}
+	wantMarker := broker.Marker{Deadline: r.ExpiresAt, RepositoryID: "123456", RunID: "987", RunAttempt: "1", Rule: "deploy-main"}
+	if d := cmp.Diff(wantMarker, m); d != "" {
+		t.Errorf("marker (-want +got):\n%s", d)
+	}
+
+	// The post step: a fresh OIDC token of the same run.
+	status, body, _ := e.post("/v1/revoke", e.mint(mainClaims()), fmt.Sprintf(`{"token_id":%q}`, r.TokenID))
+	if status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	if ok, status := e.tokenWorks(r.Token, ws); ok || status != http.StatusUnauthorized {
+		t.Fatalf("revoked token: status %d, want 401", status)
+	}
+	// Revoking again is not an error: the token is already gone.
+	status, body, _ = e.post("/v1/revoke", e.mint(mainClaims()), fmt.Sprintf(`{"token_id":%q}`, r.TokenID))
+	if status != http.StatusNoContent {
+		t.Fatalf("second revoke: %d %s", status, body)
+	}
+}
+
+func TestDefaultsAreTheGrant(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	r := e.exchange(mainClaims(), "")
+	if r.Role != astro.RoleWorkspaceOperator || !r.ExpiresAt.Equal(e.clock.Now().Add(30*time.Minute)) {
+		t.Errorf("got role %s until %s; want the grant's maximum (OPERATOR, 30m)", r.Role, r.ExpiresAt)
+	}
+}
+
+// Several Workspaces: an Organization token with ORGANIZATION_MEMBER plus a
+// Workspace role in each, as the Astro docs describe.
+func TestExchangeSeveralWorkspaces(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := mainClaims()
+	c.Workflow, c.Ref = "preview", "refs/heads/feature"
+	r := e.exchange(c, "")
+	tok, err := e.astroToken(r.TokenID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Scope != astro.ScopeOrganization {
+		t.Fatalf("scope %s, want ORGANIZATION", tok.Scope)
+	}
+	want := []astro.TokenRole{{EntityID: e.emu.OrganizationID(), EntityType: astro.EntityOrganization, Role: astro.RoleOrganizationMember}}
+	for _, ws := range e.emu.WorkspaceIDs() {
+		want = append(want, astro.TokenRole{EntityID: ws, EntityType: astro.EntityWorkspace, Role: astro.RoleWorkspaceAuthor})
+	}
+	sortRoles := cmpopts.SortSlices(func(a, b astro.TokenRole) bool { return a.EntityID < b.EntityID })
+	if d := cmp.Diff(want, tok.Roles, sortRoles); d != "" {
+		t.Errorf("roles (-want +got):\n%s", d)
+	}
+	for _, ws := range e.emu.WorkspaceIDs() {
+		if ok, status := e.tokenWorks(r.Token, ws); !ok {
+			t.Errorf("token refused in Workspace %s: %d", ws, status)
+		}
+	}
+	// Narrowed to one of them: a plain Workspace token.
+	r = e.exchange(c, fmt.Sprintf(`{"workspace_id":%q}`, e.emu.WorkspaceIDs()[1]))
+	if tok, err = e.astroToken(r.TokenID); err != nil || tok.Scope != astro.ScopeWorkspace {
+		t.Errorf("narrowed: scope %v, err %v", tok, err)
+	}
+}
+
+func TestExchangeDeployment(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := mainClaims()
+	c.Workflow, c.Ref = "deploy-only", "refs/heads/feature"
+	r := e.exchange(c, "")
+	if r.DeploymentID != e.emu.DeploymentIDs()[0] || r.Role != astro.RoleDeploymentAdmin {
+		t.Fatalf("got %+v", r)
+	}
+	tok, err := e.astroToken(r.TokenID)
+	if err != nil || tok.Scope != astro.ScopeDeployment {
+		t.Fatalf("scope: %v %v", tok, err)
+	}
+}
+
+func TestExchangeRefusals(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	other := mainClaims()
+	other.Repository, other.RepositoryID = "evil/dags", "666"
+
+	for _, tc := range []struct {
+		name       string
+		claims     issuer.Claims
+		body       string
+		wantStatus int
+		wantCode   string
+		wantInMsg  string
+	}{
+		{"untrusted repository", other, "", 403, "denied", "no policy rule"},
+		{"wider role", mainClaims(), `{"role":"WORKSPACE_OWNER"}`, 403, "too_wide", "WORKSPACE_OWNER"},
+		{"longer ttl", mainClaims(), `{"ttl":"2h"}`, 403, "too_wide", "ttl"},
+		{"other workspace", mainClaims(), `{"workspace_id":"clnotgranted"}`, 403, "too_wide", "workspace"},
+		{"malformed json", mainClaims(), `{"role":`, 400, "bad_request", "not valid JSON"},
+		{"unknown field", mainClaims(), `{"rolee":"WORKSPACE_MEMBER"}`, 400, "bad_request", "unknown field"},
+		{"two objects", mainClaims(), `{} {}`, 400, "bad_request", "single JSON object"},
+		{"bad ttl", mainClaims(), `{"ttl":"soon"}`, 400, "bad_request", "ttl"},
+		{"negative ttl", mainClaims(), `{"ttl":"-5m"}`, 400, "bad_request", "ttl"},
+		{"unknown role", mainClaims(), `{"role":"ROOT"}`, 400, "bad_request", ""},
+		{"huge body", mainClaims(), `{"role":"` + strings.Repeat("A", 100<<10) + `"}`, 413, "too_large", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, _ := e.post("/v1/exchange", e.mint(tc.claims), tc.body)
+			if status != tc.wantStatus {
+				t.Fatalf("status %d, want %d: %s", status, tc.wantStatus, body)
+			}
+			code, msg := errorCode(t, body)
+			if code != tc.wantCode || !strings.Contains(msg, tc.wantInMsg) {
+				t.Errorf("got %s %q, want %s containing %q", code, msg, tc.wantCode, tc.wantInMsg)
+			}
+		})
+	}
+	if n := len(e.emu.Tokens()); n != 1 { // the seeded organization token only
+		t.Errorf("%d tokens in Astro after refusals, want 1", n)
+	}
+}
+
+// b64 is base64url without padding, as in a JWS.
+func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
+
+// Every bad token is refused with 401 and the same constant message: the
+// detail goes to the log only.
+func TestBadTokens(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	good := e.mint(mainClaims())
+	parts := strings.Split(good, ".")
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	hs256 := func() string {
+		h := b64([]byte(`{"alg":"HS256","typ":"JWT","kid":"` + e.iss.KeyID() + `"}`))
+		mac := hmac.New(sha256.New, e.iss.PublicKeyPEM())
+		mac.Write([]byte(h + "." + parts[1]))
+		return h + "." + parts[1] + "." + b64(mac.Sum(nil))
+	}
+	signed := func(header map[string]any, c issuer.Claims) string {
+		tok := e.mint(c)
+		p := strings.Split(tok, ".")[1]
+		raw, _ := base64.RawURLEncoding.DecodeString(p)
+		s, err := e.iss.SignRaw(header, raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	with := func(f func(*issuer.Claims)) issuer.Claims {
+		c := mainClaims()
+		f(&c)
+		return c
+	}
+	now := e.clock.Now()
+
+	replayed := e.mint(mainClaims())
+	if status, body, _ := e.post("/v1/exchange", replayed, ""); status != 200 {
+		t.Fatalf("first use: %d %s", status, body)
+	}
+
+	for _, tc := range []struct {
+		name string
+		tok  string
+	}{
+		{"alg none", b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + "."},
+		{"HS256 with the public key", hs256()},
+		{"wrong issuer", e.mint(with(func(c *issuer.Claims) { c.Issuer = "https://token.actions.githubusercontent.com" }))},
+		{"issuer not in list", e.mint(with(func(c *issuer.Claims) { c.Issuer = "http://127.0.0.1:1" }))},
+		{"wrong audience", e.mint(with(func(c *issuer.Claims) { c.Audience = "https://github.com/acme" }))},
+		{"expired", e.mint(with(func(c *issuer.Claims) {
+			c.IssuedAt, c.NotBefore, c.Expiry = now.Add(-10*time.Minute), now.Add(-10*time.Minute), now.Add(-2*time.Minute)
+		}))},
+		{"nbf in the future", e.mint(with(func(c *issuer.Claims) { c.NotBefore = now.Add(5 * time.Minute) }))},
+		{"unknown kid", signed(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nope"}, mainClaims())},
+		{"bad signature", parts[0] + "." + b64(append(payload[:len(payload)-1], ' ', '}')) + "." + parts[2]},
+		{"truncated", good[:len(good)-20]},
+		{"not a JWT", "hello"},
+		{"1 MB of garbage", strings.Repeat("x", 1<<20)},
+		{"replayed jti", replayed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body, _ := e.post("/v1/exchange", tc.tok, "")
+			if status != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401: %s", status, body)
+			}
+			code, msg := errorCode(t, body)
+			if code != "unauthorized" || msg != "the OIDC token was not accepted" {
+				t.Errorf("body %s", body)
+			}
+		})
+	}
+	t.Run("no bearer", func(t *testing.T) {
+		status, _, _ := e.post("/v1/exchange", "", "")
+		if status != http.StatusUnauthorized {
+			t.Errorf("status %d", status)
+		}
+	})
+}
+
+// A token whose post step never ran is gone after its TTL plus one reaper
+// pass; tokens not minted by the broker, and live ones, are left alone.
+func TestReaper(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ws := e.emu.WorkspaceIDs()[0]
+	short := e.exchange(mainClaims(), `{"ttl":"5m"}`)
+	long := e.exchange(mainClaims(), `{"ttl":"30m"}`)
+	days := 30
+	manual, err := e.astroOrg.CreateToken(context.Background(), e.emu.OrganizationID(), astro.CreateTokenRequest{
+		Name: "made by hand", Role: astro.RoleWorkspaceMember, Scope: astro.ScopeWorkspace, EntityID: ws, TokenExpiryPeriodInDays: &days,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	n, err := e.broker.Reap(context.Background())
+	if err != nil || n != 0 {
+		t.Fatalf("reap before any deadline: %d, %v", n, err)
+	}
+	e.clock.Advance(5*time.Minute + time.Second)
+	if n, err = e.broker.Reap(context.Background()); err != nil || n != 1 {
+		t.Fatalf("reap after 5m: %d, %v; want 1", n, err)
+	}
+	for _, tc := range []struct {
+		name  string
+		value string
+		works bool
+	}{{"expired", short.Token, false}, {"live", long.Token, true}, {"manual", manual.Token, true}} {
+		if ok, status := e.tokenWorks(tc.value, ws); ok != tc.works {
+			t.Errorf("%s token: works=%v (status %d), want %v", tc.name, ok, status, tc.works)
+		}
+	}
+	e.clock.Advance(25 * time.Minute)
+	if n, err = e.broker.Reap(context.Background()); err != nil || n != 1 {
+		t.Fatalf("reap after 30m: %d, %v; want 1", n, err)
+	}
+	if ok, _ := e.tokenWorks(long.Token, ws); ok {
+		t.Error("30m token survived its deadline and a reap")
+	}
+	if !strings.Contains(e.logs.String(), `"audit":"reap"`) {
+		t.Error("no audit record for the reap")
+	}
+}
+
+// Two replicas reaping at once both succeed: a 404 on delete is success.
+func TestReaperReplicas(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for range 3 {
+		e.exchange(mainClaims(), `{"ttl":"1m"}`)
+	}
+	e.clock.Advance(2 * time.Minute)
+	errs := make(chan error, 2)
+	for range 2 {
+		go func() { _, err := e.broker.Reap(context.Background()); errs <- err }()
+	}
+	for range 2 {
+		if err := <-errs; err != nil {
+			t.Errorf("reap: %v", err)
+		}
+	}
+	if n := len(e.emu.Tokens()); n != 1 {
+		t.Errorf("%d tokens left, want only the organization token", n)
+	}
+}
+
+func TestRevokeSomeoneElses(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	r := e.exchange(mainClaims(), "")
+	for _, tc := range []struct {
+		name string
+		f    func(*issuer.Claims)
+	}{
+		{"another run", func(c *issuer.Claims) { c.RunID = "988" }},
+		{"another attempt", func(c *issuer.Claims) { c.RunAttempt = "2" }},
+		{"another repository", func(c *issuer.Claims) { c.RepositoryID = "999" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mainClaims()
+			tc.f(&c)
+			status, body, _ := e.post("/v1/revoke", e.mint(c), fmt.Sprintf(`{"token_id":%q}`, r.TokenID))
+			if status != http.StatusForbidden {
+				t.Fatalf("status %d, want 403: %s", status, body)
+			}
+		})
+	}
+	if ok, _ := e.tokenWorks(r.Token, e.emu.WorkspaceIDs()[0]); !ok {
+		t.Error("a refused revoke deleted the token")
+	}
+	// The organization token was not minted by the broker: nobody may revoke it.
+	var orgTok string
+	for _, tok := range e.emu.Tokens() {
+		if _, minted := broker.ParseMarker(tok.Description); !minted {
+			orgTok = tok.ID
+		}
+	}
+	if status, _, _ := e.post("/v1/revoke", e.mint(mainClaims()), fmt.Sprintf(`{"token_id":%q}`, orgTok)); status != http.StatusForbidden {
+		t.Errorf("revoke of a foreign token: %d, want 403", status)
+	}
+	if status, _, _ := e.post("/v1/revoke", e.mint(mainClaims()), `{}`); status != http.StatusBadRequest {
+		t.Errorf("revoke without token_id: %d, want 400", status)
+	}
+}
+
+// Upstream trouble becomes 429 or 502 with Retry-After passed on, never
+// a 500 or a leaked upstream message.
+func TestUpstreamTrouble(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.emu.Throttle(10, 7*time.Second)
+	status, body, h := e.post("/v1/exchange", e.mint(mainClaims()), "")
+	if status != http.StatusTooManyRequests || h.Get("Retry-After") != "7" {
+		t.Fatalf("throttled: %d Retry-After=%q %s", status, h.Get("Retry-After"), body)
+	}
+
+	down := newEnv(t, envOptions{emulator: emulator.Config{ErrorRate: 1}})
+	status, body, _ = down.post("/v1/exchange", down.mint(mainClaims()), "")
+	if status != http.StatusBadGateway {
+		t.Fatalf("Astro failing: %d %s", status, body)
+	}
+	if code, _ := errorCode(t, body); code != "upstream_error" {
+		t.Errorf("code %s", code)
+	}
+}
+
+// The audit log has one record per decision, with the token's id and hash
+// and never its value (nor the OIDC token).
+func TestAuditNeverLogsValues(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	idTok := e.mint(mainClaims())
+	status, body, _ := e.post("/v1/exchange", idTok, "")
+	if status != 200 {
+		t.Fatal(status)
+	}
+	var r broker.ExchangeResponse
+	if err := json.Unmarshal(body, &r); err != nil {
+		t.Fatal(err)
+	}
+	other := mainClaims()
+	other.RepositoryID = "666"
+	e.post("/v1/exchange", e.mint(other), "")
+
+	logs := e.logs.String()
+	for _, secret := range []string{r.Token, idTok, e.emu.OrganizationToken()} {
+		if strings.Contains(logs, secret) || strings.Contains(logs, strings.Split(secret, ".")[2]) {
+			t.Fatal("a token value appears in the logs")
+		}
+	}
+	var allow, deny map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(logs), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("log line is not JSON: %q", line)
+		}
+		if rec["audit"] == "exchange" && rec["outcome"] == "allow" {
+			allow = rec
+		}
+		if rec["audit"] == "exchange" && rec["outcome"] == "deny" {
+			deny = rec
+		}
+	}
+	sum := sha256.Sum256([]byte(r.Token))
+	wantAllow := map[string]any{
+		"rule": "deploy-main", "repository": "acme/dags", "repository_id": "123456", "run_id": "987",
+		"actor": issuer.DefaultClaims().Actor, "token_id": r.TokenID, "token_sha256": fmt.Sprintf("%x", sum),
+		"workflow_ref": "acme/dags/.github/workflows/deploy.yml@refs/heads/main",
+	}
+	for k, v := range wantAllow {
+		if allow[k] != v {
+			t.Errorf("allow record %s = %v, want %v", k, allow[k], v)
+		}
+	}
+	if deny == nil || deny["repository_id"] != "666" || deny["reason"] == nil {
+		t.Errorf("deny record: %v", deny)
+	}
+}
+
+func TestHealthReadyMetrics(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	e.exchange(mainClaims(), "")
+	get := func(path string) (int, string) {
+		resp, err := http.Get(e.url + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if s, _ := get("/healthz"); s != 200 {
+		t.Errorf("healthz %d", s)
+	}
+	if s, b := get("/readyz"); s != 200 {
+		t.Errorf("readyz %d %s", s, b)
+	}
+	s, b := get("/metrics")
+	if s != 200 || !strings.Contains(b, `astro_sts_exchanges_total{outcome="allow",rule="deploy-main"} 1`) {
+		t.Errorf("metrics %d:\n%s", s, b)
+	}
+	if s, _ := get("/nope"); s != 404 {
+		t.Errorf("unknown path %d", s)
+	}
+}
+
+func TestRotateNotConfigured(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	c := mainClaims()
+	c.EventName = "schedule"
+	status, body, _ := e.post("/v1/rotate", e.mint(c), `{"name":"airflow-ci"}`)
+	if status != http.StatusNotImplemented {
+		t.Fatalf("status %d %s", status, body)
+	}
+}
+
+func TestMarkerRoundTrip(t *testing.T) {
+	m := broker.Marker{Deadline: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), RepositoryID: "1", RunID: "2", RunAttempt: "3", Rule: "a rule & more=x"}
+	got, ok := broker.ParseMarker(m.Description("human text " + strings.Repeat("x", 600)))
+	if !ok {
+		t.Fatal("marker lost")
+	}
+	if d := cmp.Diff(m, got); d != "" {
+		t.Error(d)
+	}
+	if len(m.Description(strings.Repeat("y", 1000))) > 500 {
+		t.Error("description over Astro's 500 characters")
+	}
+	for _, d := range []string{"", "made by hand", "astro-sts/v1?deadline=bad&repository_id=1&run_id=2", "astro-sts/v1?%zz"} {
+		if _, ok := broker.ParseMarker(d); ok {
+			t.Errorf("ParseMarker(%q) accepted", d)
+		}
+	}
+}
+
+func FuzzParseMarker(f *testing.F) {
+	f.Add("astro-sts/v1?deadline=2026-01-02T03:04:05Z&repository_id=1&run_id=2&run_attempt=1&rule=r human")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		m, ok := broker.ParseMarker(s)
+		if !ok {
+			return
+		}
+		// Whatever parses must survive a round trip.
+		again, ok := broker.ParseMarker(m.Description(""))
+		if !ok || !again.Deadline.Equal(m.Deadline) || again.RunID != m.RunID || again.RepositoryID != m.RepositoryID {
+			t.Fatalf("round trip of %q lost data", s)
+		}
+	})
+}
+

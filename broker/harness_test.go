@@ -1,0 +1,282 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/issuer"
+	"github.com/astro-sts/astro-sts/internal/policy"
+)
+
+const audience = "https://sts.example.com"
+
+// clock is a settable clock shared by every part of a test environment, so
+// that a test can move time forward (for the reaper) without sleeping.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+// syncBuffer collects log output written from several goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testEnv is a broker wired to a real emulator and a real OIDC issuer, all
+// over HTTP on loopback.
+type testEnv struct {
+	t        *testing.T
+	clock    *clock
+	emu      *emulator.Emulator
+	emuURL   string
+	iss      *issuer.Issuer
+	broker   *broker.Server
+	url      string
+	logs     *syncBuffer
+	policy   string // path of the policy file
+	astroOrg *astro.Client
+}
+
+type envOptions struct {
+	emulator emulator.Config
+}
+
+// samplePolicy grants, for acme/dags (repository id 123456) on main, up to
+// WORKSPACE_OPERATOR on the first Workspace for 30 minutes; up to
+// WORKSPACE_AUTHOR on both Workspaces for the preview workflow; and
+// DEPLOYMENT_ADMIN on the first Deployment for a deploy-only workflow.
+func samplePolicy(ws, deps []string) string {
+	return fmt.Sprintf(`
+rules:
+  - name: deploy-main
+    match:
+      repository_id: "123456"
+      ref: refs/heads/main
+      event_name: [push, workflow_dispatch]
+      job_workflow_ref: {glob: "acme/dags/.github/workflows/*.yml@refs/heads/main"}
+    grant:
+      workspaces: [%[1]s]
+      max_role: WORKSPACE_OPERATOR
+      max_ttl: 30m
+  - name: both-workspaces
+    match:
+      repository_id: "123456"
+      workflow: preview
+    grant:
+      workspaces: [%[1]s, %[2]s]
+      max_role: WORKSPACE_AUTHOR
+      max_ttl: 15m
+  - name: deployment-only
+    match:
+      repository_id: "123456"
+      workflow: deploy-only
+    grant:
+      deployments: [%[3]s]
+      max_ttl: 10m
+rotations:
+  - name: airflow-ci
+    token_id: "cltoken"
+    strategy: rotate
+    allow:
+      repository_id: "123456"
+      event_name: [schedule]
+    vault: {mount: secret, path: astro/airflow-ci, field: token}
+`, ws[0], ws[1], deps[0])
+}
+
+func newEnv(t *testing.T, opts envOptions) *testEnv {
+	t.Helper()
+	c := &clock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	ecfg := opts.emulator
+	ecfg.Now = c.Now
+	esrv, emu, err := emulator.Start(ecfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { esrv.Close() })
+
+	iss, err := issuer.Start(issuer.Config{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { iss.Close() })
+
+	dir := t.TempDir()
+	policyPath := filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(policyPath, []byte(samplePolicy(emu.WorkspaceIDs(), emu.DeploymentIDs())), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	store, err := policy.NewStore(policyPath, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err := astro.New(astro.Config{
+		BaseURL: esrv.URL, Token: emu.OrganizationToken(),
+		BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, MaxAttempts: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := idtoken.New(idtoken.Config{Issuers: []string{iss.URL()}, Audience: audience, Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.New(broker.Config{
+		Astro:          ac,
+		OrganizationID: emu.OrganizationID(),
+		Verifier:       v,
+		Replay:         idtoken.NewReplayGuard(1000, c.Now),
+		Policies:       store,
+		Logger:         logger,
+		Now:            c.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(b.Handler())
+	t.Cleanup(hs.Close)
+	return &testEnv{
+		t: t, clock: c, emu: emu, emuURL: esrv.URL, iss: iss, broker: b, url: hs.URL,
+		logs: logs, policy: policyPath, astroOrg: ac,
+	}
+}
+
+// mainClaims are the claims of a push to main of acme/dags that the
+// deploy-main rule trusts.
+func mainClaims() issuer.Claims {
+	return issuer.Claims{
+		Audience:       audience,
+		Repository:     "acme/dags",
+		RepositoryID:   "123456",
+		Ref:            "refs/heads/main",
+		EventName:      "push",
+		JobWorkflowRef: "acme/dags/.github/workflows/deploy.yml@refs/heads/main",
+		Workflow:       "deploy",
+		RunID:          "987",
+		RunAttempt:     "1",
+	}
+}
+
+func (e *testEnv) mint(c issuer.Claims) string {
+	e.t.Helper()
+	tok, err := e.iss.Mint(c)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}
+
+// post sends a JSON body (a string, so tests can send malformed ones) with
+// a bearer token, and returns the status, the body and the headers.
+func (e *testEnv) post(path, bearer, body string) (int, []byte, http.Header) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodPost, e.url+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	if bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+bearer)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return resp.StatusCode, b, resp.Header
+}
+
+// exchange performs a successful exchange or fails the test.
+func (e *testEnv) exchange(c issuer.Claims, body string) broker.ExchangeResponse {
+	e.t.Helper()
+	status, b, _ := e.post("/v1/exchange", e.mint(c), body)
+	if status != http.StatusOK {
+		e.t.Fatalf("exchange: %d %s", status, b)
+	}
+	var r broker.ExchangeResponse
+	if err := json.Unmarshal(b, &r); err != nil {
+		e.t.Fatal(err)
+	}
+	return r
+}
+
+// tokenWorks reports whether value is accepted by the emulator, the way the
+// astro CLI would use it: listing the tokens of a Workspace it may see.
+func (e *testEnv) tokenWorks(value, workspaceID string) (bool, int) {
+	e.t.Helper()
+	req, err := http.NewRequest(http.MethodGet,
+		fmt.Sprintf("%s/organizations/%s/tokens?workspaceId=%s", e.emuURL, e.emu.OrganizationID(), workspaceID), nil)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+value)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK, resp.StatusCode
+}
+
+func (e *testEnv) astroToken(id string) (*astro.Token, error) {
+	return e.astroOrg.GetToken(context.Background(), e.emu.OrganizationID(), id)
+}
+
+func errorCode(t *testing.T, body []byte) (code, message string) {
+	t.Helper()
+	var eb struct {
+		Error   string `json:"error"`
+		Message string `json:"message"`
+	}
+	if err := json.Unmarshal(body, &eb); err != nil {
+		t.Fatalf("error body %q: %v", body, err)
+	}
+	return eb.Error, eb.Message
+}
