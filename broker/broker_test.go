@@ -507,4 +507,3 @@ func FuzzParseMarker(f *testing.F) {
 		}
 	})
 }
-
