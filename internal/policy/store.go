@@ -26,13 +26,20 @@ type Store struct {
 
 	cur atomic.Pointer[Policy]
 
+	// checks are further conditions a policy must meet to be put in force,
+	// beyond parsing (e.g. that every rotation's sinks have credentials).
+	checks []func(*Policy) error
+
 	mu      sync.Mutex // serialises reloads
 	lastBad string     // digest (or read error) of the last file that failed, so polling logs it once
 }
 
 // NewStore loads the policy at path; it fails if that first load fails, so
-// a broker never starts without a policy. logger nil discards.
-func NewStore(path string, logger *slog.Logger) (*Store, error) {
+// a broker never starts without a policy. logger nil discards. Each check
+// must accept a policy before it is put in force, at start and at every
+// reload: the broker passes one that refuses a rotation whose sinks have no
+// credentials, so that mistake is a load-time error, not a runtime one.
+func NewStore(path string, logger *slog.Logger, checks ...func(*Policy) error) (*Store, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -40,7 +47,12 @@ func NewStore(path string, logger *slog.Logger) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{path: path, logger: logger}
+	for _, check := range checks {
+		if err := check(p); err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
+	s := &Store{path: path, logger: logger, checks: checks}
 	s.cur.Store(p)
 	logger.Info("policy loaded", "path", path, "digest", p.Digest(), "rules", p.Rules(), "rotations", len(p.rotations))
 	return s, nil
@@ -66,6 +78,12 @@ func (s *Store) Reload() error {
 // apply installs the policy in data, or logs why not. s.mu is held.
 func (s *Store) apply(data []byte) error {
 	p, err := Parse(data)
+	for _, check := range s.checks {
+		if err != nil {
+			break
+		}
+		err = check(p)
+	}
 	if err != nil {
 		s.lastBad = digest(data)
 		s.logger.Error("policy reload failed; keeping the current policy", "path", s.path, "digest", s.Current().Digest(), "bad_digest", s.lastBad, "error", err)

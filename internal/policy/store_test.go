@@ -199,3 +199,53 @@ func TestLoad(t *testing.T) {
 		t.Errorf("Load error does not name the file: %v", err)
 	}
 }
+
+// A check refuses a policy that parses but cannot work here: at start the
+// store does not open, and at reload the old policy stays in force.
+func TestStoreChecks(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "policy.yaml")
+	noRotations := func(p *Policy) error {
+		if len(p.Rotations()) > 0 {
+			return errors.New("rotations need sink credentials")
+		}
+		return nil
+	}
+	good := `
+rules:
+  - name: r
+    match: {repository_id: "1"}
+    grant: {workspaces: [clws], max_role: WORKSPACE_MEMBER, max_ttl: 10m}
+`
+	withRotation := good + `
+rotations:
+  - name: rot
+    token_id: cltok
+    strategy: rotate
+    allow: {repository_id: "1"}
+    vault: {mount: secret, path: a/b, field: token}
+`
+	if err := os.WriteFile(path, []byte(withRotation), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewStore(path, nil, noRotations); err == nil || !strings.Contains(err.Error(), "sink credentials") {
+		t.Fatalf("NewStore accepted a policy its check refuses: %v", err)
+	}
+	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s, err := NewStore(path, nil, noRotations)
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := s.Current().Digest()
+	if err := os.WriteFile(path, []byte(withRotation), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(); err == nil {
+		t.Fatal("Reload accepted a policy its check refuses")
+	}
+	if s.Current().Digest() != before {
+		t.Fatal("a refused policy was put in force")
+	}
+}
