@@ -205,7 +205,7 @@ func TestLoad(t *testing.T) {
 func TestStoreChecks(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.yaml")
-	noRotations := func(p *Policy) error {
+	noRotations := func(p *policy.Policy) error {
 		if len(p.Rotations()) > 0 {
 			return errors.New("rotations need sink credentials")
 		}
@@ -228,13 +228,13 @@ rotations:
 	if err := os.WriteFile(path, []byte(withRotation), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := NewStore(path, nil, noRotations); err == nil || !strings.Contains(err.Error(), "sink credentials") {
+	if _, err := policy.NewStore(path, nil, noRotations); err == nil || !strings.Contains(err.Error(), "sink credentials") {
 		t.Fatalf("NewStore accepted a policy its check refuses: %v", err)
 	}
 	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := NewStore(path, nil, noRotations)
+	s, err := policy.NewStore(path, nil, noRotations)
 	if err != nil {
 		t.Fatal(err)
 	}
