@@ -66,7 +66,7 @@ func (s *syncBuffer) String() string {
 // testEnv is a broker wired to a real emulator and a real OIDC issuer, all
 // over HTTP on loopback.
 type testEnv struct {
-	t        *testing.T
+	t        testing.TB
 	clock    *clock
 	emu      *emulator.Emulator
 	emuURL   string
@@ -79,7 +79,8 @@ type testEnv struct {
 }
 
 type envOptions struct {
-	emulator emulator.Config
+	emulator   emulator.Config
+	replaySize int // 0 means 1000
 }
 
 // samplePolicy grants, for acme/dags (repository id 123456) on main, up to
@@ -125,7 +126,7 @@ rotations:
 `, ws[0], ws[1], deps[0])
 }
 
-func newEnv(t *testing.T, opts envOptions) *testEnv {
+func newEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Helper()
 	c := &clock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
 	ecfg := opts.emulator
@@ -164,11 +165,15 @@ func newEnv(t *testing.T, opts envOptions) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	replaySize := opts.replaySize
+	if replaySize == 0 {
+		replaySize = 1000
+	}
 	b, err := broker.New(broker.Config{
 		Astro:          ac,
 		OrganizationID: emu.OrganizationID(),
 		Verifier:       v,
-		Replay:         idtoken.NewReplayGuard(1000, c.Now),
+		Replay:         idtoken.NewReplayGuard(replaySize, c.Now),
 		Policies:       store,
 		Logger:         logger,
 		Now:            c.Now,
@@ -269,7 +274,7 @@ func (e *testEnv) astroToken(id string) (*astro.Token, error) {
 	return e.astroOrg.GetToken(context.Background(), e.emu.OrganizationID(), id)
 }
 
-func errorCode(t *testing.T, body []byte) (code, message string) {
+func errorCode(t testing.TB, body []byte) (code, message string) {
 	t.Helper()
 	var eb struct {
 		Error   string `json:"error"`
