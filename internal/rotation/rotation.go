@@ -2,12 +2,17 @@
 // policy's rotations section, and delivers the new value to every sink the
 // policy names (Vault KV v2, GitHub Actions secrets), without ever losing it.
 //
-// Two strategies:
+// Every run first finds the token the rotation manages and checks that
+// every sink can be written ([Preflighter]), so that a Vault that is down or
+// a credential that is refused stops the run before anything changes. Then
+// one of two strategies:
 //
 //   - replace (zero downtime): create a new token like the old one, write
 //     every sink, and only when all of them confirmed delete the old token.
-//     If a sink fails, the new token is deleted and the old one kept, so
-//     consumers that still read the old value keep working.
+//     If a sink fails, the writing stops there, the sinks already written
+//     are put back where they can be ([Restorer]: Vault), the new token is
+//     deleted and the old one kept, so consumers of the old value keep
+//     working.
 //   - rotate: Astro's rotate call (same token record, new value, the old
 //     value dead at once), then write every sink, retrying a failed one with
 //     backoff. If a sink still fails, the result names it: running the
@@ -23,17 +28,33 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
+	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
-// Strategies.
+// Strategies, as the policy spells them.
 const (
-	StrategyReplace = "replace"
-	StrategyRotate  = "rotate"
+	StrategyReplace = policy.StrategyReplace
+	StrategyRotate  = policy.StrategyRotate
+)
+
+// What happened at a sink, in [SinkResult.Status].
+const (
+	// SinkWritten: the sink holds the new value.
+	SinkWritten = "written"
+	// SinkFailed: the write (or the preflight check) failed; Error says why.
+	SinkFailed = "failed"
+	// SinkNotWritten: the run stopped before this sink; it holds what it
+	// held before.
+	SinkNotWritten = "not_written"
+	// SinkRestored: the sink was written, then put back to what it held
+	// before because a later sink failed (replace only).
+	SinkRestored = "restored"
 )
 
 // Astro is the part of the Astro API a rotation uses; *astro.Client
@@ -47,10 +68,34 @@ type Astro interface {
 	DeleteToken(ctx context.Context, orgID, tokenID string) error
 }
 
-// Sinks builds the sinks of a rotation; [NewSinks] is the real one.
+// Sinks builds the sinks of one run of a rotation; [NewSinks] is the real
+// one. The sinks are written in the order returned: put the ones that can
+// be restored ([Restorer]) first.
 type Sinks interface {
 	For(ctx context.Context, r *policy.Rotation) ([]sink.Sink, error)
 }
+
+// Preflighter is a sink that can check, before anything changes, that it
+// is reachable and accepts the credentials. The [Rotator] checks every such
+// sink before it rotates or creates a token, because after that point a
+// failing sink costs a working value (rotate) or a wasted run (replace).
+type Preflighter interface {
+	Preflight(ctx context.Context) error
+}
+
+// Restorer is a sink that can put back the value it held before this run's
+// Write. The replace strategy restores the sinks it already wrote when a
+// later one fails, so that their consumers keep the old, still valid value
+// rather than the value of a replacement that is about to be deleted.
+type Restorer interface {
+	// Restore returns the version that holds the previous value again, or
+	// [ErrNothingToRestore].
+	Restore(ctx context.Context) (version string, err error)
+}
+
+// ErrNothingToRestore is returned by a [Restorer] that held no value before
+// the run (or whose secret someone else changed since): it is left as it is.
+var ErrNothingToRestore = errors.New("no previous value to restore")
 
 // Config holds a [Rotator]'s dependencies.
 type Config struct {
@@ -59,21 +104,33 @@ type Config struct {
 	Sinks          Sinks
 	Logger         *slog.Logger     // nil discards
 	Now            func() time.Time // nil: time.Now
-	// SinkAttempts is how often a sink write is tried when it fails with
-	// [sink.ErrUnavailable] or [sink.ErrConflict]; 0 means 4.
+	// SinkAttempts is how often a sink write (or preflight check) is tried
+	// when it fails with [sink.ErrUnavailable] or [sink.ErrConflict]; 0
+	// means 4.
 	SinkAttempts int
-	// BaseDelay is the first backoff between attempts, doubled each time
-	// and raised to the sink's Retry-After when it asks; 0 means 500ms.
+	// BaseDelay is the first backoff between attempts, doubled each time;
+	// 0 means 500ms.
 	BaseDelay time.Duration
-	// MaxDelay caps one backoff; 0 means 10s.
+	// MaxDelay caps the doubling; 0 means 10s.
 	MaxDelay time.Duration
+	// MaxRetryAfter caps how long a sink's Retry-After can make one wait
+	// (it is honoured even beyond MaxDelay: go-github refuses every request
+	// of a rate-limited client until then, so retrying sooner only fails);
+	// 0 means 60s. A longer demand fails the sink at once.
+	MaxRetryAfter time.Duration
 }
 
-// Rotator runs rotations. It is safe for concurrent use, but two rotations
-// of the same name should not run at once (schedule them apart).
+// Rotator runs rotations. It is safe for concurrent use; two runs of the
+// same rotation on one Rotator wait for each other, because two rotations
+// interleaving their sink writes could leave a dead value in some sinks.
+// Separate processes (two broker replicas, a broker and a CronJob) do not
+// coordinate: schedule each rotation in one place.
 type Rotator struct {
 	cfg Config
 	log *slog.Logger
+
+	mu      sync.Mutex
+	running map[string]chan struct{} // closed when the run of that name ends
 }
 
 // New checks cfg and returns a Rotator.
@@ -103,16 +160,22 @@ func New(cfg Config) (*Rotator, error) {
 	if cfg.MaxDelay <= 0 {
 		cfg.MaxDelay = 10 * time.Second
 	}
+	if cfg.MaxRetryAfter <= 0 {
+		cfg.MaxRetryAfter = time.Minute
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Rotator{cfg: cfg, log: log}, nil
+	return &Rotator{cfg: cfg, log: log, running: map[string]chan struct{}{}}, nil
 }
 
 // Result is what a rotation did. It never carries the value.
 type Result struct {
-	Name      string       `json:"name"`
+	Name string `json:"name"`
+	// TokenID is the token whose value the sinks should now hold: the
+	// rotated token, the replacement, or (after a failed replace) the old
+	// token that was kept.
 	TokenID   string       `json:"token_id"`
 	Strategy  string       `json:"strategy"`
 	RotatedAt time.Time    `json:"rotated_at"`
@@ -124,13 +187,22 @@ type Result struct {
 
 // SinkResult is what happened at one sink.
 type SinkResult struct {
-	Kind    string `json:"kind"`
-	Target  string `json:"target"`
+	Kind   string `json:"kind"`
+	Target string `json:"target"`
+	// Version is the destination's name for the written state: the KV
+	// version for Vault (the restored one for [SinkRestored]), the key id
+	// the value was sealed with for GitHub.
 	Version string `json:"version,omitempty"`
-	Error   string `json:"error,omitempty"`
+	// Status is [SinkWritten], [SinkFailed], [SinkNotWritten] or
+	// [SinkRestored].
+	Status string `json:"status"`
+	// Error says why the sink does not hold the new value; it is empty
+	// exactly when Status is [SinkWritten], so a consumer that only reads
+	// Error never mistakes a skipped sink for an updated one.
+	Error string `json:"error,omitempty"`
 }
 
-// Error is a rotation that did not deliver the value everywhere. Result
+// Error is a rotation that did not deliver a new value everywhere. Result
 // lists every sink and what happened there; Message is safe to show the
 // caller and says what state things are in and what to do.
 type Error struct {
@@ -149,33 +221,119 @@ var ErrTokenNotFound = errors.New("managed token not found")
 // lineageKey marks, in the description of a token made by the replace
 // strategy, which rotation it belongs to: a replace gives the token a new
 // id, and the next rotation must find it while the policy still names the
-// first one.
+// first one. The policy is the operator's file; the rotation never edits it.
 const lineageKey = "astro-sts-rotation="
+
+// maxDescription is Astro's limit on a token description, in characters.
+const maxDescription = 500
 
 // Rotate runs rotation r. On success every sink holds the new value and
 // exactly one token is valid. On failure the returned *[Error] carries the
-// result; see the package comment for the state each strategy leaves.
+// result (also returned); see the package comment for the state each
+// strategy leaves.
+//
+// ctx bounds the run until the first change in Astro; from then on the run
+// finishes regardless, because stopping between the rotate (or create) and
+// the sink writes is what would strand a value.
 func (rt *Rotator) Rotate(ctx context.Context, r *policy.Rotation) (*Result, error) {
+	if r == nil {
+		return nil, errors.New("rotation: no rotation given")
+	}
+	strategy := r.Strategy
+	if strategy == "" {
+		strategy = StrategyReplace
+	}
+	if strategy != StrategyReplace && strategy != StrategyRotate {
+		return nil, fmt.Errorf("rotation %s: unknown strategy %q", r.Name, r.Strategy)
+	}
+	release, err := rt.acquire(ctx, r.Name)
+	if err != nil {
+		return nil, fmt.Errorf("rotation %s: waiting for the run in progress: %w", r.Name, err)
+	}
+	defer release()
+
+	res := &Result{Name: r.Name, TokenID: r.TokenID, Strategy: strategy,
+		RotatedAt: rt.cfg.Now().UTC().Truncate(time.Second), Sinks: planned(r)}
 	sinks, err := rt.cfg.Sinks.For(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("rotation %s: sinks: %w", r.Name, err)
+		return rt.fail(res, err, "the sinks could not be set up (login or configuration); nothing was changed and the current token keeps working")
+	}
+	res.Sinks = make([]SinkResult, len(sinks))
+	for i, s := range sinks {
+		res.Sinks[i] = SinkResult{Kind: s.Kind(), Target: s.Target(), Status: SinkNotWritten}
 	}
 	old, err := rt.current(ctx, r)
 	if err != nil {
-		return nil, fmt.Errorf("rotation %s: %w", r.Name, err)
+		return rt.fail(res, err, "the managed token %s could not be looked up; nothing was changed", r.TokenID)
 	}
-	switch r.Strategy {
-	case StrategyRotate:
-		return rt.rotate(ctx, r, old, sinks)
-	case StrategyReplace, "":
-		return rt.replace(ctx, r, old, sinks)
+	res.TokenID = old.ID
+	if err := rt.preflight(ctx, res, sinks); err != nil {
+		return rt.fail(res, err, "%s cannot be written now; nothing was changed and token %s keeps working", failedTargets(res), old.ID)
 	}
-	return nil, fmt.Errorf("rotation %s: unknown strategy %q", r.Name, r.Strategy)
+	// The point of no return is the next call to Astro.
+	ctx = context.WithoutCancel(ctx)
+	if strategy == StrategyRotate {
+		return rt.rotate(ctx, res, old, sinks)
+	}
+	return rt.replace(ctx, r, res, old, sinks)
+}
+
+// acquire waits until no other run of the rotation called name is in
+// progress on rt, and returns the function that ends this one.
+func (rt *Rotator) acquire(ctx context.Context, name string) (func(), error) {
+	for {
+		rt.mu.Lock()
+		busy, ok := rt.running[name]
+		if !ok {
+			done := make(chan struct{})
+			rt.running[name] = done
+			rt.mu.Unlock()
+			return func() {
+				rt.mu.Lock()
+				delete(rt.running, name)
+				rt.mu.Unlock()
+				close(done)
+			}, nil
+		}
+		rt.mu.Unlock()
+		select {
+		case <-busy:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// planned lists the policy's targets as sinks not yet written, for a
+// result whose sinks could not even be built.
+func planned(r *policy.Rotation) []SinkResult {
+	out := []SinkResult{}
+	if r.Vault != nil {
+		out = append(out, SinkResult{Kind: sink.KindVault, Target: vaultTarget(*r.Vault).String(), Status: SinkNotWritten})
+	}
+	for _, t := range r.GitHub {
+		out = append(out, SinkResult{Kind: sink.KindGitHub, Target: githubTarget(t).String(), Status: SinkNotWritten})
+	}
+	return out
+}
+
+// fail finishes res for a failed run and returns it with an *Error whose
+// message starts with the rotation's name.
+func (rt *Rotator) fail(res *Result, err error, format string, a ...any) (*Result, error) {
+	for i := range res.Sinks {
+		if s := &res.Sinks[i]; s.Status == SinkNotWritten && s.Error == "" {
+			s.Error = "not written: the rotation stopped before this sink, which keeps its previous value"
+		}
+	}
+	msg := fmt.Sprintf("rotation %q: ", res.Name) + fmt.Sprintf(format, a...)
+	rt.log.Error("rotation failed", "rotation", res.Name, "strategy", res.Strategy, "token_id", res.TokenID,
+		"message", msg, "error", err)
+	return res, &Error{Result: res, Message: msg, Err: err}
 }
 
 // current finds the token the rotation manages now: the policy's token_id,
-// or, after a replace, the token whose description carries this rotation's
-// lineage mark.
+// or, once a replace has deleted that one, the newest token whose
+// description carries this rotation's lineage mark.
 func (rt *Rotator) current(ctx context.Context, r *policy.Rotation) (*astro.Token, error) {
 	tok, err := rt.cfg.Astro.GetToken(ctx, rt.cfg.OrganizationID, r.TokenID)
 	if err == nil {
@@ -191,22 +349,31 @@ func (rt *Rotator) current(ctx context.Context, r *policy.Rotation) (*astro.Toke
 	}
 	var found *astro.Token
 	for i := range all {
-		if lineage(all[i].Description) == lineageMark(r) {
-			if found == nil || all[i].CreatedAt.After(found.CreatedAt) {
-				found = &all[i]
-			}
+		if lineage(all[i].Description) != lineageMark(r) {
+			continue
+		}
+		if found == nil || all[i].CreatedAt.After(found.CreatedAt) ||
+			all[i].CreatedAt.Equal(found.CreatedAt) && all[i].ID > found.ID {
+			found = &all[i]
 		}
 	}
 	if found == nil {
 		return nil, fmt.Errorf("%w: %s (nor a replacement of it)", ErrTokenNotFound, r.TokenID)
 	}
-	rt.log.Info("rotation follows a replaced token", "rotation", r.Name, "policy_token_id", r.TokenID, "token_id", found.ID)
-	return found, nil
+	// The listing may be a summary; the token itself has every field the
+	// replace strategy copies.
+	tok, err = rt.cfg.Astro.GetToken(ctx, rt.cfg.OrganizationID, found.ID)
+	if err != nil {
+		return nil, fmt.Errorf("get token %s: %w", found.ID, err)
+	}
+	rt.log.Info("rotation follows a replaced token", "rotation", r.Name, "policy_token_id", r.TokenID, "token_id", tok.ID)
+	return tok, nil
 }
 
 func lineageMark(r *policy.Rotation) string { return r.Name + "/" + r.TokenID }
 
-// lineage returns the lineage mark in a description, or "".
+// lineage returns the lineage mark in a description, or "". Policy names
+// and token ids contain neither spaces nor "/", so the mark is unambiguous.
 func lineage(description string) string {
 	i := strings.LastIndex(description, lineageKey)
 	if i < 0 {
@@ -217,17 +384,27 @@ func lineage(description string) string {
 }
 
 // withLineage appends (or refreshes) the lineage mark, keeping the
-// description within Astro's 500 characters by shortening the human part.
+// description within Astro's 500 characters by shortening the human part
+// (on a character boundary).
 func withLineage(description string, r *policy.Rotation) string {
 	if i := strings.LastIndex(description, lineageKey); i >= 0 {
-		description = strings.TrimRight(description[:i], " ")
+		description = description[:i]
 	}
+	description = strings.TrimRight(strings.ToValidUTF8(description, ""), " ")
 	mark := lineageKey + lineageMark(r)
-	if room := 500 - len(mark) - 1; len(description) > room {
-		if room < 0 {
-			room = 0
+	room := maxDescription - utf8.RuneCountInString(mark) - 1
+	if room <= 0 {
+		return mark
+	}
+	if utf8.RuneCountInString(description) > room {
+		n := 0
+		for i := range description {
+			if n == room {
+				description = strings.TrimRight(description[:i], " ")
+				break
+			}
+			n++
 		}
-		description = description[:room]
 	}
 	if description == "" {
 		return mark
@@ -235,64 +412,86 @@ func withLineage(description string, r *policy.Rotation) string {
 	return description + " " + mark
 }
 
-func (rt *Rotator) rotate(ctx context.Context, r *policy.Rotation, old *astro.Token, sinks []sink.Sink) (*Result, error) {
+func (rt *Rotator) rotate(ctx context.Context, res *Result, old *astro.Token, sinks []sink.Sink) (*Result, error) {
 	tok, err := rt.cfg.Astro.RotateToken(ctx, rt.cfg.OrganizationID, old.ID)
 	if err != nil {
 		// Not retried: a rotate whose answer was lost has already killed
 		// the old value, and a second one would kill the one we never saw.
-		return nil, fmt.Errorf("rotation %s: rotate token %s: %w", r.Name, old.ID, err)
-	}
-	res := rt.newResult(r, tok.ID)
-	failed := rt.writeAll(ctx, res, tok, sinks)
-	if failed != nil {
-		return res, &Error{
-			Result: res,
-			Message: fmt.Sprintf("rotation %q: the token was rotated (its old value no longer works) but %s failed; "+
-				"the sinks that succeeded hold the new value; run the rotation again to deliver a fresh value to every sink",
-				r.Name, failedTargets(res)),
-			Err: failed,
+		if refused(err) {
+			return rt.fail(res, err, "Astro refused to rotate token %s; nothing was changed and its value still works", old.ID)
 		}
+		return rt.fail(res, err, "the call to rotate token %s failed without a clear answer: if Astro rotated it, its old value no longer works "+
+			"and the new one was never received; run the rotation again to deliver a fresh value to every sink", old.ID)
 	}
+	res.TokenID = tok.ID
+	rt.log.Info("rotation rotated the token", "rotation", res.Name, "token_id", tok.ID)
+	if failed := rt.writeAll(ctx, res, tok, sinks, false); failed != nil {
+		return rt.fail(res, failed, "token %s was rotated, so its old value no longer works, but %s did not take the new value "+
+			"(every other sink holds it); run the rotation again to deliver a fresh value to every sink", tok.ID, failedTargets(res))
+	}
+	rt.log.Info("rotation done", "rotation", res.Name, "strategy", res.Strategy, "token_id", tok.ID, "sinks", len(sinks))
 	return res, nil
 }
 
-func (rt *Rotator) replace(ctx context.Context, r *policy.Rotation, old *astro.Token, sinks []sink.Sink) (*Result, error) {
+func (rt *Rotator) replace(ctx context.Context, r *policy.Rotation, res *Result, old *astro.Token, sinks []sink.Sink) (*Result, error) {
 	req, roles, err := likeToken(old, rt.cfg.OrganizationID)
 	if err != nil {
-		return nil, fmt.Errorf("rotation %s: %w", r.Name, err)
+		return rt.fail(res, err, "token %s cannot be copied; nothing was changed and it keeps working", old.ID)
 	}
 	req.Description = withLineage(old.Description, r)
 	tok, err := rt.cfg.Astro.CreateToken(ctx, rt.cfg.OrganizationID, req)
 	if err != nil {
-		return nil, fmt.Errorf("rotation %s: create replacement: %w", r.Name, err)
+		if refused(err) {
+			return rt.fail(res, err, "Astro refused to create the replacement; nothing was changed and token %s keeps working", old.ID)
+		}
+		return rt.fail(res, err, "creating the replacement failed without a clear answer; token %s was kept and keeps working. "+
+			"If Astro created the replacement anyway, a token named %q whose value nobody holds exists besides it: delete it", old.ID, old.Name)
 	}
 	if roles != nil {
 		if _, err := rt.cfg.Astro.SetTokenRoles(ctx, rt.cfg.OrganizationID, tok.ID, roles); err != nil {
-			rt.deleteOrWarn(ctx, nil, tok.ID, "replacement with incomplete roles")
-			return nil, fmt.Errorf("rotation %s: set roles of replacement: %w", r.Name, err)
+			rt.deleteOrWarn(ctx, res, tok.ID, "replacement with incomplete roles")
+			return rt.fail(res, err, "the replacement's roles could not be set, so it was deleted; token %s was kept and keeps working", old.ID)
 		}
 	}
-	res := rt.newResult(r, tok.ID)
-	if failed := rt.writeAll(ctx, res, tok, sinks); failed != nil {
+	rt.log.Info("rotation created the replacement", "rotation", res.Name, "token_id", tok.ID, "replaces", old.ID)
+	res.TokenID = tok.ID
+	if failed := rt.writeAll(ctx, res, tok, sinks, true); failed != nil {
 		// Keep the old token: consumers that still read the old value keep
-		// working. The new token goes, so exactly one token stays valid.
+		// working. Sinks already written go back to the old value where
+		// they can; then the new token goes, so exactly one stays valid.
+		rt.restoreWritten(ctx, res, sinks)
 		rt.deleteOrWarn(ctx, res, tok.ID, "unused replacement")
 		res.TokenID = old.ID
-		return res, &Error{
-			Result: res,
-			Message: fmt.Sprintf("rotation %q: %s failed; the old token %s was kept and still works, the new one was deleted; "+
-				"sinks that succeeded hold the deleted token's value until the rotation is run again", r.Name, failedTargets(res), old.ID),
-			Err: failed,
+		msg := fmt.Sprintf("%s failed, so token %s was kept and keeps working, and the replacement was deleted", failedTargets(res), old.ID)
+		if s := targetsWith(res, SinkRestored); s != "" {
+			msg += "; " + s + " got its previous value back"
 		}
+		if s := targetsWith(res, SinkWritten); s != "" {
+			msg += "; " + s + " holds the deleted replacement's value (it cannot be put back) until the rotation runs again"
+		}
+		return rt.fail(res, failed, "%s", msg)
 	}
 	rt.deleteOrWarn(ctx, res, old.ID, "replaced token")
+	rt.log.Info("rotation done", "rotation", res.Name, "strategy", res.Strategy, "token_id", tok.ID, "replaced", old.ID, "sinks", len(sinks))
 	return res, nil
 }
 
+// refused reports whether Astro surely did not act on a call: it answered
+// 4xx (including a 429 the client stopped retrying), or the call was never
+// sent.
+func refused(err error) bool {
+	var apiErr *astro.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.StatusCode >= 400 && apiErr.StatusCode < 500
+	}
+	return errors.Is(err, astro.ErrInvalidArgument)
+}
+
 // likeToken builds a create request for a token like t: same name, scope,
-// entity, role and expiry period. For an Organization token holding
-// Workspace or Deployment roles it also returns the whole role set to apply
-// after the create.
+// entity, role and expiry period (the new token's expiry counts from its
+// creation, as Astro only takes a period). For an Organization token
+// holding Workspace or Deployment roles it also returns the whole role set
+// to apply after the create, since create takes a single role.
 func likeToken(t *astro.Token, org string) (astro.CreateTokenRequest, []astro.TokenRole, error) {
 	req := astro.CreateTokenRequest{Name: t.Name, Scope: t.Scope, TokenExpiryPeriodInDays: t.ExpiryPeriodInDays}
 	want := map[astro.Scope]astro.EntityType{
@@ -304,7 +503,7 @@ func likeToken(t *astro.Token, org string) (astro.CreateTokenRequest, []astro.To
 		return req, nil, fmt.Errorf("token %s has unknown scope %q", t.ID, t.Scope)
 	}
 	for _, role := range t.Roles {
-		if role.EntityType == want {
+		if role.EntityType == want && (t.Scope == astro.ScopeOrganization || role.EntityID != "") {
 			req.Role = role.Role
 			if t.Scope != astro.ScopeOrganization {
 				req.EntityID = role.EntityID
@@ -315,66 +514,118 @@ func likeToken(t *astro.Token, org string) (astro.CreateTokenRequest, []astro.To
 	if req.Role == "" {
 		return req, nil, fmt.Errorf("token %s has no %s role to copy", t.ID, want)
 	}
-	var extra []astro.TokenRole
+	var all []astro.TokenRole
 	if t.Scope == astro.ScopeOrganization && len(t.Roles) > 1 {
-		extra = append(extra, t.Roles...)
+		all = append(all, t.Roles...)
 	}
-	return req, extra, nil
+	return req, all, nil
 }
 
-func (rt *Rotator) newResult(r *policy.Rotation, tokenID string) *Result {
-	strategy := r.Strategy
-	if strategy == "" {
-		strategy = StrategyReplace
+// preflight checks every [Preflighter] sink, with the write's retries, and
+// records the first failure in res.
+func (rt *Rotator) preflight(ctx context.Context, res *Result, sinks []sink.Sink) error {
+	for i, s := range sinks {
+		p, ok := s.(Preflighter)
+		if !ok {
+			continue
+		}
+		if err := rt.retry(ctx, func() error { return p.Preflight(ctx) }); err != nil {
+			res.Sinks[i].Status, res.Sinks[i].Error = SinkFailed, err.Error()
+			rt.log.Error("rotation sink check failed", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "error", err)
+			return err
+		}
 	}
-	return &Result{Name: r.Name, TokenID: tokenID, Strategy: strategy, RotatedAt: rt.cfg.Now().UTC().Truncate(time.Second)}
+	return nil
 }
 
-// writeAll writes the value to every sink (each with retries), records each
-// outcome in res, and returns the joined errors of the sinks that failed.
-func (rt *Rotator) writeAll(ctx context.Context, res *Result, tok *astro.Token, sinks []sink.Sink) error {
+// writeAll writes the value to the sinks in order (each with retries),
+// records each outcome in res.Sinks (same order), and returns the joined
+// errors of the sinks that failed. With stop it writes no further sink
+// after a failure.
+func (rt *Rotator) writeAll(ctx context.Context, res *Result, tok *astro.Token, sinks []sink.Sink, stop bool) error {
 	meta := sink.Metadata{TokenID: tok.ID, Strategy: res.Strategy, RotatedAt: res.RotatedAt}
 	var errs []error
-	for _, s := range sinks {
-		version, err := rt.writeOne(ctx, s, tok.Token, meta)
-		sr := SinkResult{Kind: s.Kind(), Target: s.Target(), Version: version}
+	for i, s := range sinks {
+		var version string
+		err := rt.retry(ctx, func() error {
+			var err error
+			version, err = s.Write(ctx, tok.Token, meta)
+			return err
+		})
+		sr := &res.Sinks[i]
 		if err != nil {
-			sr.Error = err.Error()
+			sr.Status, sr.Error = SinkFailed, err.Error()
 			errs = append(errs, err)
 			rt.log.Error("rotation sink failed", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "error", err)
-		} else {
-			rt.log.Info("rotation sink written", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "version", version, "token_id", tok.ID)
+			if stop {
+				break
+			}
+			continue
 		}
-		res.Sinks = append(res.Sinks, sr)
+		sr.Status, sr.Version = SinkWritten, version
+		rt.log.Info("rotation sink written", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "version", version, "token_id", tok.ID)
 	}
 	return errors.Join(errs...)
 }
 
-// writeOne retries what may succeed later (unavailable, CAS conflict) with
-// capped exponential backoff, honouring the sink's Retry-After.
-func (rt *Rotator) writeOne(ctx context.Context, s sink.Sink, value string, meta sink.Metadata) (string, error) {
-	delay := rt.cfg.BaseDelay
-	var err error
-	for attempt := 1; ; attempt++ {
+// restoreWritten puts back the previous value of every written sink that
+// can do it; a failure to restore is a warning (the sink keeps the new,
+// soon deleted value, as an unrestorable sink does).
+func (rt *Rotator) restoreWritten(ctx context.Context, res *Result, sinks []sink.Sink) {
+	for i, s := range sinks {
+		sr := &res.Sinks[i]
+		r, ok := s.(Restorer)
+		if sr.Status != SinkWritten || !ok {
+			continue
+		}
 		var version string
-		version, err = s.Write(ctx, value, meta)
+		err := rt.retry(ctx, func() error {
+			var err error
+			version, err = r.Restore(ctx)
+			return err
+		})
+		switch {
+		case err == nil:
+			sr.Status, sr.Version = SinkRestored, version
+			sr.Error = "written, then given its previous value back because a later sink failed"
+			rt.log.Info("rotation sink restored", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "version", version)
+		case errors.Is(err, ErrNothingToRestore):
+			rt.log.Warn("rotation sink has no previous value to restore", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "error", err)
+		default:
+			msg := fmt.Sprintf("could not give %s %s its previous value back: %v", s.Kind(), s.Target(), err)
+			res.Warnings = append(res.Warnings, msg)
+			rt.log.Error("rotation sink restore failed", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "error", err)
+		}
+	}
+}
+
+// retry runs op until it succeeds, fails in a way that will not pass
+// (anything but unavailable or conflict), or SinkAttempts are spent, with
+// capped exponential backoff that honours the sink's Retry-After.
+func (rt *Rotator) retry(ctx context.Context, op func() error) error {
+	delay := rt.cfg.BaseDelay
+	for attempt := 1; ; attempt++ {
+		err := op()
 		if err == nil {
-			return version, nil
+			return nil
 		}
 		if attempt >= rt.cfg.SinkAttempts || !(errors.Is(err, sink.ErrUnavailable) || errors.Is(err, sink.ErrConflict)) {
-			return "", err
+			return err
 		}
 		wait := delay
 		var se *sink.Error
 		if errors.As(err, &se) && se.RetryAfter > wait {
-			wait = se.RetryAfter
+			if se.RetryAfter > rt.cfg.MaxRetryAfter {
+				return err
+			}
+			// A margin past the instant: go-github refuses until then.
+			wait = se.RetryAfter + 250*time.Millisecond
 		}
-		wait = min(wait, rt.cfg.MaxDelay)
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return "", errors.Join(err, ctx.Err())
+			return errors.Join(err, ctx.Err())
 		case <-t.C:
 		}
 		delay = min(delay*2, rt.cfg.MaxDelay)
@@ -388,20 +639,23 @@ func (rt *Rotator) deleteOrWarn(ctx context.Context, res *Result, tokenID, what 
 	var err error
 	for range 2 {
 		if err = rt.cfg.Astro.DeleteToken(ctx, rt.cfg.OrganizationID, tokenID); err == nil {
+			rt.log.Info("rotation deleted a token", "rotation", res.Name, "token_id", tokenID, "what", what)
 			return
 		}
 	}
 	msg := fmt.Sprintf("could not delete the %s %s: delete it by hand", what, tokenID)
-	rt.log.Error(msg, "error", err)
-	if res != nil {
-		res.Warnings = append(res.Warnings, msg)
-	}
+	rt.log.Error("rotation could not delete a token", "rotation", res.Name, "token_id", tokenID, "what", what, "error", err)
+	res.Warnings = append(res.Warnings, msg)
 }
 
-func failedTargets(res *Result) string {
+func failedTargets(res *Result) string { return targetsWith(res, SinkFailed) }
+
+// targetsWith names the sinks of res with status, "vault secret/a#token,
+// github repo acme/dags secret X".
+func targetsWith(res *Result, status string) string {
 	var names []string
 	for _, s := range res.Sinks {
-		if s.Error != "" {
+		if s.Status == status {
 			names = append(names, s.Kind+" "+s.Target)
 		}
 	}
