@@ -1,0 +1,114 @@
+package demo
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/issuer"
+	"github.com/astro-sts/astro-sts/internal/policy"
+)
+
+// policyClaims are the claims of c the sample policy can look at.
+func policyClaims(c issuer.Claims) policy.Claims {
+	return policy.Claims{
+		"sub": c.Subject, "repository": c.Repository, "repository_id": c.RepositoryID,
+		"repository_owner": c.RepositoryOwner, "repository_owner_id": c.RepositoryOwnerID,
+		"ref": c.Ref, "event_name": c.EventName, "job_workflow_ref": c.JobWorkflowRef,
+		"workflow_ref": c.WorkflowRef, "environment": c.Environment,
+	}
+}
+
+// TestSamplePolicy keeps the embedded policy, the demo's jobs and the
+// seeded emulator in step: the policy must grant the trusted job exactly the
+// emulator's first Workspace, and nothing to the others.
+func TestSamplePolicy(t *testing.T) {
+	p, err := policy.Parse(SamplePolicy())
+	if err != nil {
+		t.Fatalf("the sample policy does not load: %v", err)
+	}
+	if diff := cmp.Diff([]string{"deploy-main"}, p.RuleNames()); diff != "" {
+		t.Errorf("rules (-want +got):\n%s", diff)
+	}
+	emu, err := emulator.New(emulator.Config{Workspaces: 2, Seed: EmulatorSeed})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	pushToFeature := trustedClaims("1")
+	pushToFeature.Ref = "refs/heads/feature"
+	pullRequestTarget := trustedClaims("1")
+	pullRequestTarget.EventName = "pull_request_target"
+	tests := []struct {
+		name    string
+		claims  issuer.Claims
+		req     policy.Request
+		want    policy.Decision
+		wantErr error
+	}{
+		{
+			name:   "trusted job gets the first Workspace",
+			claims: trustedClaims("1"),
+			want: policy.Decision{
+				Rule: "deploy-main", Scope: astro.ScopeWorkspace, WorkspaceID: emu.WorkspaceIDs()[0],
+				Role: astro.RoleWorkspaceAuthor, TTL: 30 * time.Minute,
+			},
+		},
+		{
+			name:   "the crashing job's ttl narrows the grant",
+			claims: trustedClaims("2"),
+			req:    policy.Request{TTL: crashTTL},
+			want: policy.Decision{
+				Rule: "deploy-main", Scope: astro.ScopeWorkspace, WorkspaceID: emu.WorkspaceIDs()[0],
+				Role: astro.RoleWorkspaceAuthor, TTL: crashTTL,
+			},
+		},
+		{name: "untrusted repository", claims: untrustedClaims("1"), wantErr: policy.ErrNoMatchingRule},
+		{name: "other branch", claims: pushToFeature, wantErr: policy.ErrNoMatchingRule},
+		{name: "other event", claims: pullRequestTarget, wantErr: policy.ErrNoMatchingRule},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := p.Decide(policyClaims(tt.claims), tt.req)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Decide error = %v, want %v", err, tt.wantErr)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Decide (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSamplePolicyIsACopy(t *testing.T) {
+	a := SamplePolicy()
+	a[0] = 'X'
+	if b := SamplePolicy(); bytes.Equal(a, b) || b[0] != '#' {
+		t.Errorf("SamplePolicy shares its bytes: changed copy %q..., fresh %q...", a[:10], b[:10])
+	}
+}
+
+func TestClock(t *testing.T) {
+	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	c := newClock(func() time.Time { return base })
+	steps := []struct {
+		advance time.Duration
+		want    time.Time
+	}{
+		{0, base},
+		{2*time.Minute + time.Second, base.Add(2*time.Minute + time.Second)},
+		{-time.Hour, base.Add(2*time.Minute + time.Second)}, // never backwards
+		{time.Second, base.Add(2*time.Minute + 2*time.Second)},
+	}
+	for i, s := range steps {
+		c.Advance(s.advance)
+		if got := c.Now(); !got.Equal(s.want) {
+			t.Errorf("step %d: after Advance(%s) Now = %s, want %s", i, s.advance, got, s.want)
+		}
+	}
+}

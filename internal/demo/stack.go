@@ -1,0 +1,171 @@
+package demo
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/issuer"
+	"github.com/astro-sts/astro-sts/internal/policy"
+)
+
+// EmulatorSeed is the seed of the demo's Astro API emulator. It makes the
+// emulator's ids reproducible, so that the embedded sample policy can name
+// the emulator's first Workspace.
+const EmulatorSeed = 2026
+
+// stack is the demo's infrastructure, all on 127.0.0.1 at free ports: the
+// Astro API emulator, the local OIDC issuer standing in for GitHub, and the
+// broker with the sample policy.
+type stack struct {
+	clock *clock
+	http  *http.Client
+	log   *slog.Logger
+
+	emuSrv *emulator.Server
+	emu    *emulator.Emulator
+	iss    *issuer.Issuer
+
+	broker     *broker.Server
+	brokerURL  string
+	brokerSrv  *http.Server
+	brokerDone chan error
+	policyPath string
+}
+
+// startStack starts the three servers; on error, whatever started is
+// stopped again. dir receives the policy file.
+func startStack(c *clock, hc *http.Client, logger *slog.Logger, dir string) (_ *stack, err error) {
+	s := &stack{clock: c, http: hc, log: logger}
+	defer func() {
+		if err != nil {
+			err = errors.Join(err, s.close())
+		}
+	}()
+
+	s.emuSrv, s.emu, err = emulator.Start(emulator.Config{
+		Workspaces: 2,
+		Now:        c.Now,
+		Seed:       EmulatorSeed,
+		Logger:     logger.With("component", "emulator"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start the Astro API emulator: %w", err)
+	}
+	s.iss, err = issuer.Start(issuer.Config{Now: c.Now, Logger: logger.With("component", "issuer")})
+	if err != nil {
+		return nil, fmt.Errorf("start the OIDC issuer: %w", err)
+	}
+
+	s.policyPath = filepath.Join(dir, "policy.yaml")
+	if err := os.WriteFile(s.policyPath, SamplePolicy(), 0o600); err != nil {
+		return nil, fmt.Errorf("write the sample policy: %w", err)
+	}
+	if err := s.startBroker(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// startBroker wires the broker as `astro-sts serve` does, with two
+// differences that the demo needs, which is why it calls [broker.New]
+// instead of the serve command (which lives in package main and reads its
+// configuration from the environment): every part takes the demo's clock,
+// so the reaper step can move time instead of waiting, and the demo holds
+// the [broker.Server] to run one reaper pass ([broker.Server.Reap]) when it
+// wants, instead of the background reaper on a timer. The HTTP side is the
+// production one: the broker's Handler behind an http.Server with the same
+// timeouts as serve's.
+func (s *stack) startBroker() error {
+	logger := s.log.With("component", "broker")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("broker: listen: %w", err)
+	}
+	// The action asks GitHub for a token whose audience is the broker's URL
+	// (its default), so that is the audience the broker requires.
+	s.brokerURL = "http://" + ln.Addr().String()
+
+	store, err := policy.NewStore(s.policyPath, logger)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("broker: sample policy: %w", err)
+	}
+	ac, err := astro.New(astro.Config{
+		BaseURL:    s.emuSrv.URL,
+		Token:      s.emu.OrganizationToken(),
+		HTTPClient: s.http,
+		UserAgent:  "astro-sts-demo",
+		Now:        s.clock.Now,
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("broker: astro client: %w", err)
+	}
+	verifier, err := idtoken.New(idtoken.Config{
+		Issuers:    []string{s.iss.URL()},
+		Audience:   s.brokerURL,
+		HTTPClient: s.http,
+		Now:        s.clock.Now,
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("broker: verifier: %w", err)
+	}
+	s.broker, err = broker.New(broker.Config{
+		Astro:          ac,
+		OrganizationID: s.emu.OrganizationID(),
+		Verifier:       verifier,
+		Replay:         idtoken.NewReplayGuard(1000, s.clock.Now),
+		Policies:       store,
+		Logger:         logger,
+		Now:            s.clock.Now,
+	})
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("broker: %w", err)
+	}
+	s.brokerSrv = &http.Server{
+		Handler:           s.broker.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	s.brokerDone = make(chan error, 1)
+	go func() { s.brokerDone <- s.brokerSrv.Serve(ln) }()
+	return nil
+}
+
+// close stops whatever was started, the broker first.
+func (s *stack) close() error {
+	var errs []error
+	if s.brokerSrv != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, s.brokerSrv.Shutdown(ctx))
+		cancel()
+		if err := <-s.brokerDone; !errors.Is(err, http.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
+	if s.iss != nil {
+		errs = append(errs, s.iss.Close())
+	}
+	if s.emuSrv != nil {
+		errs = append(errs, s.emuSrv.Close())
+	}
+	s.http.CloseIdleConnections()
+	return errors.Join(errs...)
+}
