@@ -25,7 +25,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -90,8 +89,8 @@ const (
 	trustedRepoID   = "123456"
 	untrustedRepo   = "acme/website"
 	untrustedRepoID = "654321"
-	// crashTTL is the lifetime asked for by the job whose post step
-	// "crashes", as the ttl input and as a duration.
+	// crashTTLInput is the ttl input of the job whose post step "crashes";
+	// crashTTL is the same lifetime as a duration.
 	crashTTLInput = "2m"
 	crashTTL      = 2 * time.Minute
 )
@@ -305,7 +304,7 @@ func (d *demo) denied(ctx context.Context) error {
 	}
 	d.p.lines(log.Lines)
 	d.p.f("   The broker answered %d %s: %q\n", be.Status, be.Code, be.Message)
-	d.p.f("   The step fails (exit 1); the job log shows:\n")
+	d.p.f("   The step fails (the action exits 1); the job log shows:\n")
 	d.p.lines([]string{"Error: " + mainErr.Error()})
 	exported, err := j.runner.ExportedEnv()
 	if err != nil {
@@ -370,10 +369,8 @@ func (d *demo) reap(ctx context.Context) error {
 func (d *demo) whatNext() {
 	p := d.p
 	p.f("\nAll steps turned out as expected.\n\n")
-	p.f("What next: README.md, \"Go to production\": run `astro-sts serve` behind TLS with your Astro\n")
-	p.f("Organization and GitHub's issuer, start your policy from `astro-sts demo --print-policy`\n")
-	p.f("(docs/policy.md), and add the action to your workflows (docs/action.md). docs/demo.md maps\n")
-	p.f("each step above to production.\n")
+	p.f("What next: README.md, \"Go to production\" (run `astro-sts serve`, start your policy from\n")
+	p.f("`astro-sts demo --print-policy`, add the action to your workflows); docs/demo.md maps each step.\n")
 }
 
 // job is one workflow job the demo plays: the runner's side of it.
@@ -386,22 +383,13 @@ type job struct {
 // the runner passes them: every declared input, defaults applied.
 func (d *demo) newJob(claims issuer.Claims, inputs map[string]string) (*job, error) {
 	d.jobs++
-	dir := filepath.Join(d.dir, fmt.Sprintf("job%d", d.jobs))
-	if err := os.Mkdir(dir, 0o700); err != nil {
+	dir, err := os.MkdirTemp(d.dir, fmt.Sprintf("job%d-", d.jobs))
+	if err != nil {
 		return nil, err
-	}
-	in := map[string]string{
-		action.InputBrokerURL: d.brokerURL, action.InputAudience: "", action.InputMode: string(action.ModeExchange),
-		action.InputRotation: "", action.InputWorkspaceID: "", action.InputDeploymentID: "",
-		action.InputRole: "", action.InputTTL: "", action.InputEnvName: action.DefaultEnvName,
-		action.InputExportEnv: "true", action.InputRevoke: "true",
-	}
-	for k, v := range inputs {
-		in[k] = v
 	}
 	url, requestToken := d.iss.RequestURL(claims)
 	r, err := runnertest.NewRunner(dir, runnertest.Options{
-		Inputs:              in,
+		Inputs:              runnerInputs(d.brokerURL, inputs),
 		IDTokenURL:          url,
 		IDTokenRequestToken: requestToken,
 		Env: map[string]string{
@@ -413,6 +401,21 @@ func (d *demo) newJob(claims issuer.Claims, inputs map[string]string) (*job, err
 		return nil, err
 	}
 	return &job{runner: r}, nil
+}
+
+// runnerInputs are the action's inputs as the runner passes them: every
+// input action.yml declares, with its default unless the workflow sets it.
+func runnerInputs(brokerURL string, set map[string]string) map[string]string {
+	in := map[string]string{
+		action.InputBrokerURL: brokerURL, action.InputAudience: "", action.InputMode: string(action.ModeExchange),
+		action.InputRotation: "", action.InputWorkspaceID: "", action.InputDeploymentID: "",
+		action.InputRole: "", action.InputTTL: "", action.InputEnvName: action.DefaultEnvName,
+		action.InputExportEnv: "true", action.InputRevoke: "true",
+	}
+	for k, v := range set {
+		in[k] = v
+	}
+	return in
 }
 
 // runMain runs [action.Main] on the job's environment and returns its

@@ -7,7 +7,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/astro-sts/astro-sts/action"
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
@@ -110,5 +112,21 @@ func TestClock(t *testing.T) {
 		if got := c.Now(); !got.Equal(s.want) {
 			t.Errorf("step %d: after Advance(%s) Now = %s, want %s", i, s.advance, got, s.want)
 		}
+	}
+}
+
+// TestRunnerInputs keeps the demo's jobs in step with action.yml: the
+// runner passes every declared input, so the demo does too.
+func TestRunnerInputs(t *testing.T) {
+	in := runnerInputs("http://127.0.0.1:1", map[string]string{action.InputTTL: "2m"})
+	var names []string
+	for name := range in {
+		names = append(names, name)
+	}
+	if diff := cmp.Diff(action.InputNames(), names, cmpopts.SortSlices(func(a, b string) bool { return a < b })); diff != "" {
+		t.Errorf("inputs (-action.yml +demo):\n%s", diff)
+	}
+	if in[action.InputTTL] != "2m" || in[action.InputEnvName] != action.DefaultEnvName {
+		t.Errorf("inputs = %v: the job's ttl or the default env-name is lost", in)
 	}
 }
