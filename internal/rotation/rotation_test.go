@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -346,6 +349,84 @@ func TestSinkUnusableBeforeAnyChange(t *testing.T) {
 					t.Errorf("%s was written", s.target)
 				}
 			}
+		})
+	}
+}
+
+// Vault going down after the check, between the Astro call and the write:
+// replace deletes the new token and keeps the old one, untouched and valid,
+// without writing any GitHub secret; rotate has killed the old value and
+// delivers the new one to every GitHub secret.
+func TestVaultDownMidway(t *testing.T) {
+	tests := []struct {
+		strategy  string
+		wantSinks []string
+		check     func(t *testing.T, e *testEnv, res *rotation.Result)
+	}{
+		{
+			strategy:  rotation.StrategyReplace,
+			wantSinks: []string{rotation.SinkFailed, rotation.SinkNotWritten, rotation.SinkNotWritten, rotation.SinkNotWritten},
+			check: func(t *testing.T, e *testEnv, res *rotation.Result) {
+				toks := e.managedTokens()
+				if len(toks) != 1 || toks[0].ID != e.managed.ID || res.TokenID != e.managed.ID {
+					t.Errorf("tokens %v: want exactly the old one", toks)
+				}
+				if d := cmp.Diff(*e.managed, toks[0], ignoreLastUsed); d != "" {
+					t.Errorf("the old token changed:\n%s", d)
+				}
+				if e.status(e.oldValue) != http.StatusOK || e.ghValue(ghRepo) != e.oldValue {
+					t.Error("the old value should still work and still be in GitHub")
+				}
+			},
+		},
+		{
+			strategy:  rotation.StrategyRotate,
+			wantSinks: []string{rotation.SinkFailed, rotation.SinkWritten, rotation.SinkWritten, rotation.SinkWritten},
+			check: func(t *testing.T, e *testEnv, res *rotation.Result) {
+				v := e.ghValue(ghRepo)
+				if e.ghValue(ghOrg) != v || e.ghValue(ghEnv) != v || e.status(v) != http.StatusOK || e.status(e.oldValue) != http.StatusUnauthorized {
+					t.Error("want the new value, valid, in every GitHub secret and the old one dead")
+				}
+				if toks := e.managedTokens(); len(toks) != 1 {
+					t.Errorf("tokens %v, want exactly one", toks)
+				}
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.strategy, func(t *testing.T) {
+			e := newEnv(t, envOptions{strategy: tt.strategy, vault: vaultWriter})
+			target, err := url.Parse(e.vault.Addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			proxy := httptest.NewServer(httputil.NewSingleHostReverseProxy(target))
+			t.Cleanup(proxy.Close)
+			cfg := e.sinkCfg
+			cfg.Vault.Addr = proxy.URL
+			e.rotator = e.newRotator(probingSinks{
+				inner: rotation.NewSinks(cfg, nil, e.logger),
+				probe: func(s sink.Sink) {
+					if s.Kind() == sink.KindVault {
+						proxy.Close() // Vault is gone from here on
+					}
+				},
+			})
+			res, err := e.rotate()
+			if !errors.Is(err, sink.ErrUnavailable) {
+				t.Fatalf("Rotate = %v, want ErrUnavailable", err)
+			}
+			var got []string
+			for _, s := range res.Sinks {
+				got = append(got, s.Status)
+			}
+			if d := cmp.Diff(tt.wantSinks, got); d != "" {
+				t.Errorf("sink statuses (-want +got):\n%s", d)
+			}
+			if e.vaultValue() != e.oldValue {
+				t.Error("Vault changed")
+			}
+			tt.check(t, e, res)
 		})
 	}
 }
