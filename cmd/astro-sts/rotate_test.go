@@ -20,6 +20,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/githubtest"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
+	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
 const rotateGitHubToken = "ghp_cli-test-token-never-printed"
@@ -252,42 +253,43 @@ func TestRotateConfigTokenFile(t *testing.T) {
 // The broker's rotator: disabled (nil, so the broker answers 501) only when
 // the policy has no rotations; a rotation without sink credentials stops
 // the start.
-func TestNewRotator(t *testing.T) {
+// The broker's policy store refuses, at start, a policy whose rotations
+// have no sink credentials; a policy without rotations needs none. The
+// rotator itself always exists, so a reload can add a rotation.
+func TestRotationCheck(t *testing.T) {
 	e := newRotateEnv(t)
-	withRotations, err := policy.Load(e.policy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rulesOnly, err := policy.Load(writePolicyTemp(t, "rules.yaml", policyCheckYAML))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, err := astro.New(astro.Config{BaseURL: e.emuURL, Token: e.emu.OrganizationToken()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.DiscardHandler)
+	rulesOnly := writePolicyTemp(t, "rules.yaml", policyCheckYAML)
 	tests := []struct {
 		name    string
-		p       *policy.Policy
+		path    string
 		environ map[string]string
-		wantNil bool
 		wantErr string
 	}{
-		{"no rotations", rulesOnly, map[string]string{}, true, ""},
-		{"rotations with credentials", withRotations, e.environ, false, ""},
-		{"rotations without credentials", withRotations, map[string]string{}, true, `rotation "airflow-ci"`},
-		{"half-configured Vault", withRotations, map[string]string{"GITHUB_TOKEN": "x", "VAULT_TOKEN": "y"}, true, "VAULT_ADDR"},
+		{"no rotations", rulesOnly, map[string]string{}, ""},
+		{"rotations with credentials", e.policy, e.environ, ""},
+		{"rotations without credentials", e.policy, map[string]string{}, `rotation "airflow-ci"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r, err := newRotator(context.Background(), tt.p, tt.environ, ac, e.emu.OrganizationID(), nil, logger)
-			if (r == nil) != tt.wantNil {
-				t.Errorf("rotator = %v, want nil %v", r, tt.wantNil)
+			cfg, err := sink.LoadConfig(tt.environ)
+			if err != nil {
+				t.Fatal(err)
 			}
+			_, err = policy.NewStore(tt.path, nil, rotationCheck(cfg))
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("err = %v, want %q", err, tt.wantErr)
 			}
+			ac, err := astro.New(astro.Config{BaseURL: e.emuURL, Token: e.emu.OrganizationToken()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r, err := newRotator(cfg, ac, e.emu.OrganizationID(), nil, slog.New(slog.DiscardHandler)); r == nil || err != nil {
+				t.Errorf("newRotator = %v, %v", r, err)
+			}
 		})
+	}
+	// A half-configured sink is refused when the configuration loads.
+	if _, err := sink.LoadConfig(map[string]string{"GITHUB_TOKEN": "x", "VAULT_TOKEN": "y"}); err == nil || !strings.Contains(err.Error(), "VAULT_ADDR") {
+		t.Errorf("half-configured Vault: %v", err)
 	}
 }

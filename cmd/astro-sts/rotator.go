@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -13,32 +12,27 @@ import (
 	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
-// newRotator builds the broker's rotator from the sink configuration in
-// env. With no rotations in the policy it returns nil, and the broker
-// answers 501 to POST /v1/rotate. Otherwise every rotation's sinks must have
-// credentials now: a rotation that could never write is a start-up error,
-// not a failed run weeks later.
-func newRotator(_ context.Context, p *policy.Policy, env map[string]string, ac *astro.Client, org string, hc *http.Client, logger *slog.Logger) (broker.Rotator, error) {
-	if len(p.Rotations()) == 0 {
-		logger.Info("the policy has no rotations: POST /v1/rotate is disabled")
-		return nil, nil
+// rotationCheck refuses a policy with a rotation whose sinks have no
+// credentials in cfg. The broker's policy store runs it at start and at
+// every reload, so a rotation that could never write is a load-time error
+// (the old policy stays in force on reload), not a failed run weeks later.
+func rotationCheck(cfg sink.Config) func(*policy.Policy) error {
+	return func(p *policy.Policy) error {
+		if err := rotation.Check(p, cfg); err != nil {
+			return fmt.Errorf("the policy's rotations cannot run with this configuration:\n%w", err)
+		}
+		return nil
 	}
-	cfg, err := sink.LoadConfig(env)
-	if err != nil {
-		return nil, fmt.Errorf("sink configuration:\n%w", err)
-	}
-	if err := rotation.Check(p, cfg); err != nil {
-		return nil, fmt.Errorf("the policy's rotations cannot run with this configuration:\n%w", err)
-	}
-	r, err := rotation.New(rotation.Config{
+}
+
+// newRotator builds the broker's rotator. It exists even when the policy in
+// force has no rotations, so that a reload adding one needs no restart; the
+// store's [rotationCheck] guarantees every rotation it hands out can write.
+func newRotator(cfg sink.Config, ac *astro.Client, org string, hc *http.Client, logger *slog.Logger) (broker.Rotator, error) {
+	return rotation.New(rotation.Config{
 		Astro:          ac,
 		OrganizationID: org,
 		Sinks:          rotation.NewSinks(cfg, hc, logger),
 		Logger:         logger,
 	})
-	if err != nil {
-		return nil, err
-	}
-	logger.Info("rotation enabled", "rotations", len(p.Rotations()), "sinks", cfg.String())
-	return r, nil
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/sink"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -64,7 +65,12 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 // It is separate from runServe so that tests and the demo can hand it a
 // listener on a free loopback port.
 func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
-	store, err := policy.NewStore(cfg.PolicyFile, logger)
+	sinkCfg, err := sink.LoadConfig(env)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("serve: sink configuration:\n%w", err)
+	}
+	store, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(sinkCfg))
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("serve: policy: %w", err)
@@ -97,7 +103,7 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
-	rotator, err := newRotator(ctx, store.Current(), env, ac, cfg.OrganizationID, httpClient, logger)
+	rotator, err := newRotator(sinkCfg, ac, cfg.OrganizationID, httpClient, logger)
 	if err != nil {
 		ln.Close()
 		return fmt.Errorf("serve: rotation: %w", err)
