@@ -9,6 +9,8 @@ import (
 	"unicode"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
 func TestBrokerErrorMessage(t *testing.T) {
@@ -206,7 +208,7 @@ func FuzzParseBrokerURL(f *testing.F) {
 		if u.User != nil || u.RawQuery != "" || u.Fragment != "" || u.Host == "" {
 			t.Fatalf("accepted %q with credentials, query, fragment or no host", raw)
 		}
-		if u.Scheme != "https" && !(u.Scheme == "http" && isLoopback(u.Hostname())) {
+		if u.Scheme != "https" && !(u.Scheme == "http" && loopback.IsHost(u.Hostname())) {
 			t.Fatalf("accepted %q: clear text to a non-loopback host", raw)
 		}
 		if got := u.JoinPath("v1/exchange").String(); !strings.HasSuffix(got, "/v1/exchange") || strings.Contains(got, "//v1") {

@@ -3,7 +3,6 @@ package action
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"regexp"
 	"strings"
@@ -12,6 +11,7 @@ import (
 	"github.com/sethvargo/go-githubactions"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
 // The inputs of action.yml. The runner passes each as INPUT_<NAME> with the
@@ -260,19 +260,11 @@ func parseBrokerURL(raw string) (*url.URL, error) {
 	switch u.Scheme {
 	case "https":
 	case "http":
-		if !isLoopback(u.Hostname()) {
+		if !loopback.IsHost(u.Hostname()) {
 			return nil, ErrInsecureBrokerURL
 		}
 	default:
 		return nil, ErrInsecureBrokerURL
 	}
 	return u, nil
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }

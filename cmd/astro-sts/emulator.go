@@ -8,10 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"strings"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
 const emulatorAbout = `Serve an in-memory emulator of the Astro API v1 token endpoints, for tests,
@@ -114,10 +114,7 @@ func checkLoopback(addr string) error {
 	if err != nil {
 		return usageError("emulator: --addr %q: %v", addr, err)
 	}
-	if strings.EqualFold(host, "localhost") {
-		return nil
-	}
-	if ip := net.ParseIP(host); ip != nil && ip.IsLoopback() {
+	if loopback.IsHost(host) {
 		return nil
 	}
 	return usageError("emulator: --addr %q is not a loopback address; the emulator hands out an owner token to anyone who reaches it (pass --allow-remote to insist)", addr)

@@ -12,6 +12,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
 // Limits and defaults of [Client].
@@ -108,7 +110,7 @@ func New(cfg Config) (*Client, error) {
 	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
 		return nil, fmt.Errorf("%w: BaseURL must be an absolute URL without user info, query or fragment", ErrInvalidConfig)
 	case u.Scheme == "https":
-	case u.Scheme == "http" && isLoopback(u.Hostname()):
+	case u.Scheme == "http" && loopback.IsHost(u.Hostname()):
 	default:
 		return nil, fmt.Errorf("%w: BaseURL must use https (http only for loopback hosts)", ErrInvalidConfig)
 	}
@@ -159,15 +161,6 @@ func orDefault[T comparable](v, def T) T {
 		return def
 	}
 	return v
-}
-
-// isLoopback reports whether host is a loopback name or address.
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // checkToken refuses values that net/http would refuse in a header; the

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
 // DefaultIssuer is GitHub Actions' OIDC issuer.
@@ -133,21 +135,12 @@ func CheckURL(raw string) error {
 	case "https":
 		return nil
 	case "http":
-		if IsLoopback(u.Hostname()) {
+		if loopback.IsHost(u.Hostname()) {
 			return nil
 		}
 		return fmt.Errorf("%q uses plain http; only https is allowed except on loopback", raw)
 	}
 	return fmt.Errorf("%q: scheme must be https", raw)
-}
-
-// IsLoopback reports whether host is "localhost" or a loopback IP.
-func IsLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // trimAll drops blanks around and between the comma-separated entries. An

@@ -4,11 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
+
+	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
 // maxResponseSize caps discovery and JWKS answers: GitHub's are a few KiB.
@@ -36,20 +36,12 @@ func checkFetchURL(raw string) error {
 	case "https":
 		return nil
 	case "http":
-		if isLoopback(u.Hostname()) {
+		if loopback.IsHost(u.Hostname()) {
 			return nil
 		}
 		return fmt.Errorf("URL %q: plain http is allowed only for loopback hosts", raw)
 	}
 	return fmt.Errorf("URL %q: scheme must be https", raw)
-}
-
-func isLoopback(host string) bool {
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // boundedClient returns a copy of c (or a default client with timeouts when

@@ -3,13 +3,14 @@ package sink
 import (
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
+
+	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
 // Vault authentication methods accepted in ASTRO_STS_VAULT_AUTH.
@@ -354,19 +355,11 @@ func checkBaseURL(raw string) error {
 	case "https":
 		return nil
 	case "http":
-		if isLoopback(u.Hostname()) {
+		if loopback.IsHost(u.Hostname()) {
 			return nil
 		}
 		return errors.New("plain http is allowed only for loopback hosts")
 	default:
 		return errors.New("scheme must be https")
 	}
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
