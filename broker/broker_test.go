@@ -507,3 +507,36 @@ func FuzzParseMarker(f *testing.F) {
 		}
 	})
 }
+
+// Any workflow on GitHub can get an ID token for the broker's audience. If
+// a token no rule trusts spent a place in the bounded replay cache, anyone
+// could fill it and make the broker refuse every workflow (it fails closed
+// when full). Only an authorized request spends its jti.
+func TestDeniedTokensDoNotFillTheReplayCache(t *testing.T) {
+	e := newEnv(t, envOptions{replaySize: 3})
+	stranger := mainClaims()
+	stranger.Repository, stranger.RepositoryID = "evil/dags", "666"
+	for i := range 5 {
+		status, body, _ := e.post("/v1/exchange", e.mint(stranger), "")
+		if status != http.StatusForbidden {
+			t.Fatalf("stranger exchange %d: %d %s, want 403", i, status, body)
+		}
+		status, body, _ = e.post("/v1/revoke", e.mint(stranger), `{"token_id":"clnosuchtoken"}`)
+		if status != http.StatusNoContent {
+			t.Fatalf("stranger revoke %d: %d %s, want 204", i, status, body)
+		}
+	}
+	r := e.exchange(mainClaims(), "")
+	// The one spent token is still refused a second time.
+	tok := e.mint(mainClaims())
+	if status, body, _ := e.post("/v1/exchange", tok, `{"ttl":"5m"}`); status != http.StatusOK {
+		t.Fatalf("exchange: %d %s", status, body)
+	}
+	if status, body, _ := e.post("/v1/exchange", tok, `{"ttl":"5m"}`); status != http.StatusUnauthorized {
+		t.Fatalf("replayed exchange: %d %s, want 401", status, body)
+	}
+	// A revoke by the run that owns the token still works.
+	if status, body, _ := e.post("/v1/revoke", e.mint(mainClaims()), fmt.Sprintf(`{"token_id":%q}`, r.TokenID)); status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+}

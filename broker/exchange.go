@@ -69,7 +69,7 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 // minted token, or an error that [classify] maps to a status code.
 func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (*ExchangeResponse, error) {
 	start := s.now()
-	claims, err := s.verify(ctx, rawIDToken)
+	claims, err := s.verifier.Verify(ctx, rawIDToken)
 	if err != nil {
 		s.audit(ctx, "exchange", "deny", nil, auditDetail{reason: err})
 		s.metrics.exchange("unauthorized", "", start, s.now())
@@ -79,6 +79,11 @@ func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 	if err != nil {
 		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
 		s.metrics.exchange(denyOutcome(err), "", start, s.now())
+		return nil, err
+	}
+	if err := s.spend(claims); err != nil {
+		s.audit(ctx, "exchange", "deny", claims, auditDetail{decision: &d, reason: err})
+		s.metrics.exchange("unauthorized", d.Rule, start, s.now())
 		return nil, err
 	}
 	tok, deadline, err := s.mint(ctx, claims, d)
@@ -108,17 +113,14 @@ func denyOutcome(err error) string {
 	return "deny"
 }
 
-// verify checks the OIDC token and spends its jti: a token is good for one
-// call of any endpoint, so a token lifted from a log cannot be replayed.
-func (s *Server) verify(ctx context.Context, raw string) (*idtoken.Claims, error) {
-	claims, err := s.verifier.Verify(ctx, raw)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.replay.Use(claims.Issuer, claims.JTI, claims.Expiry); err != nil {
-		return nil, err
-	}
-	return claims, nil
+// spend uses up the verified token's jti, so that a token lifted from a log
+// cannot be replayed. Every endpoint calls it only once the request is
+// authorized, just before it acts: any workflow on GitHub can get a token
+// for the broker's audience, and if a token no rule trusts took a place in
+// the bounded replay cache, anyone could fill it and make the broker refuse
+// every workflow (it fails closed when full).
+func (s *Server) spend(claims *idtoken.Claims) error {
+	return s.replay.Use(claims.Issuer, claims.JTI, claims.Expiry)
 }
 
 func (s *Server) decide(claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {

@@ -37,7 +37,7 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 // minted for (same repository id, run id and attempt, proven by a fresh
 // OIDC token). A token that is already gone counts as revoked.
 func (s *Server) Revoke(ctx context.Context, rawIDToken, tokenID string) error {
-	claims, err := s.verify(ctx, rawIDToken)
+	claims, err := s.verifier.Verify(ctx, rawIDToken)
 	if err != nil {
 		s.audit(ctx, "revoke", "deny", nil, auditDetail{tokenID: tokenID, reason: err})
 		s.metrics.revokes.WithLabelValues("unauthorized").Inc()
@@ -59,6 +59,11 @@ func (s *Server) Revoke(ctx context.Context, rawIDToken, tokenID string) error {
 		s.audit(ctx, "revoke", "deny", claims, auditDetail{tokenID: tokenID, reason: errNotOwner})
 		s.metrics.revokes.WithLabelValues("forbidden").Inc()
 		return errNotOwner
+	}
+	if err := s.spend(claims); err != nil {
+		s.audit(ctx, "revoke", "deny", claims, auditDetail{tokenID: tokenID, reason: err})
+		s.metrics.revokes.WithLabelValues("unauthorized").Inc()
+		return err
 	}
 	if err := s.astro.DeleteToken(ctx, s.org, tokenID); err != nil {
 		s.metrics.revokes.WithLabelValues("error").Inc()

@@ -56,7 +56,7 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 // Rotate runs the named rotation if the caller's identity is allowed by the
 // rotation's allow block.
 func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (*rotation.Result, error) {
-	claims, err := s.verify(ctx, rawIDToken)
+	claims, err := s.verifier.Verify(ctx, rawIDToken)
 	if err != nil {
 		s.audit(ctx, "rotate", "deny", nil, auditDetail{reason: err})
 		s.metrics.rotations.WithLabelValues("", "unauthorized").Inc()
@@ -79,6 +79,11 @@ func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (*rotation
 		s.audit(ctx, "rotate", "deny", claims, auditDetail{tokenID: rot.TokenID, reason: errRotationDenied})
 		s.metrics.rotations.WithLabelValues(rot.Name, "deny").Inc()
 		return nil, errRotationDenied
+	}
+	if err := s.spend(claims); err != nil {
+		s.audit(ctx, "rotate", "deny", claims, auditDetail{tokenID: rot.TokenID, reason: err})
+		s.metrics.rotations.WithLabelValues(rot.Name, "unauthorized").Inc()
+		return nil, err
 	}
 	// The rotation must finish even if the caller goes away: stopping
 	// halfway is what could lose a value.
