@@ -540,3 +540,33 @@ func TestDeniedTokensDoNotFillTheReplayCache(t *testing.T) {
 		t.Fatalf("revoke: %d %s", status, body)
 	}
 }
+
+// The reaper and the revoke endpoint find a minted token's run in its
+// marker, which needs the repository id and run id. A token minted for an
+// ID token without them could never be revoked nor reaped: it would live a
+// whole day. The broker refuses such a token before minting anything.
+func TestExchangeNeedsTheRunClaims(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	for _, tc := range []struct {
+		name  string
+		extra map[string]any
+	}{
+		{"no run_id", map[string]any{"run_id": nil}},
+		{"empty run_id", map[string]any{"run_id": ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mainClaims()
+			c.Extra = tc.extra
+			status, body, _ := e.post("/v1/exchange", e.mint(c), "")
+			if status != http.StatusUnauthorized {
+				t.Fatalf("status %d, want 401: %s", status, body)
+			}
+			if code, _ := errorCode(t, body); code != "unauthorized" {
+				t.Errorf("code %s", code)
+			}
+		})
+	}
+	if n := len(e.emu.Tokens()); n != 1 { // the seeded organization token only
+		t.Errorf("%d tokens in Astro, want 1: a token was minted that nothing can reap", n)
+	}
+}

@@ -24,6 +24,10 @@ var (
 	errNoRotator      = errors.New("rotation is not configured on this broker")
 	errNoSuchRotation = errors.New("no such rotation")
 	errRotationDenied = errors.New("identity may not trigger this rotation")
+	// errNoRunClaims refuses (401) a verified token without repository_id
+	// or run_id: the marker of a token minted for it would not parse, so
+	// neither revoke nor the reaper could ever remove that token.
+	errNoRunClaims = fmt.Errorf("%w: no repository_id or run_id claim, so a token minted for it could be neither revoked nor reaped", idtoken.ErrInvalidToken)
 )
 
 // badRequestError is a malformed request; its message is safe to return.

@@ -70,8 +70,11 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (*ExchangeResponse, error) {
 	start := s.now()
 	claims, err := s.verifier.Verify(ctx, rawIDToken)
+	if err == nil && (claims.RepositoryID == "" || claims.RunID == "") {
+		err = errNoRunClaims
+	}
 	if err != nil {
-		s.audit(ctx, "exchange", "deny", nil, auditDetail{reason: err})
+		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
 		s.metrics.exchange("unauthorized", "", start, s.now())
 		return nil, err
 	}
