@@ -240,9 +240,12 @@ func parsePolicyRequest(arg string) (policy.Request, error) {
 	}
 	r := policy.Request{WorkspaceID: in.WorkspaceID, DeploymentID: in.DeploymentID, Role: in.Role}
 	if in.TTL != "" {
+		// The broker refuses a ttl that is not a positive duration before
+		// the policy sees it (400); so does the check, rather than print
+		// "allow" with the grant's maximum for "0s".
 		d, err := time.ParseDuration(in.TTL)
-		if err != nil {
-			return policy.Request{}, fmt.Errorf("ttl %q is not a duration like 15m", in.TTL)
+		if err != nil || d <= 0 {
+			return policy.Request{}, fmt.Errorf("ttl %q is not a positive duration such as 15m", in.TTL)
 		}
 		r.TTL = d
 	}

@@ -141,9 +141,9 @@ func TestPolicyCheck(t *testing.T) {
 		},
 		{
 			name:     "deny: bad request",
-			args:     []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "-5m"}`},
+			args:     []string{"check", "--policy", pol, "--claims", claims, "--request", `{"workspace_id": "ws-prod", "deployment_id": "dep"}`},
 			wantCode: 1,
-			wantStdout: `deny (bad_request): policy: bad request: ttl is negative
+			wantStdout: `deny (bad_request): policy: bad request: ask for workspace_id or deployment_id, not both
   policy:     sha256 ` + digest + "\n",
 		},
 		{
@@ -155,6 +155,10 @@ func TestPolicyCheck(t *testing.T) {
 		{"missing policy file", []string{"check", "--policy", filepath.Join(t.TempDir(), "nope.yaml"), "--claims", claims}, 1, "", []string{"no such file"}},
 		{"request with an unknown field", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"roles": "x"}`}, 2, "", []string{`unknown field "roles"`}},
 		{"request with a bad ttl", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "30"}`}, 2, "", []string{`ttl "30"`}},
+		// The broker refuses these (400) before the policy sees them: a zero
+		// TTL must not print "allow" with the grant's maximum.
+		{"request with a zero ttl", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "0s"}`}, 2, "", []string{`ttl "0s" is not a positive duration`}},
+		{"request with a negative ttl", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "-5m"}`}, 2, "", []string{`ttl "-5m" is not a positive duration`}},
 		{"request with trailing data", []string{"check", "--policy", pol, "--claims", claims, "--request", `{} {}`}, 2, "", []string{"trailing data"}},
 		{"claims not an object", []string{"check", "--policy", pol, "--claims", writePolicyTemp(t, "c.json", `["a"]`)}, 2, "", []string{"not a JSON object"}},
 		{"missing claims flag", []string{"check", "--policy", pol}, 2, "", []string{"--policy and --claims are required"}},
