@@ -225,7 +225,9 @@ func (s *Server) upstreamReady(ctx context.Context) error {
 	if !s.readyAt.IsZero() && now.Sub(s.readyAt) < s.readyTTL {
 		return s.readyErr
 	}
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// Not the probe's own context: a probe that gives up must not be
+	// remembered as "Astro unreachable" for the whole cache period.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	_, err := s.astro.ListOrganizations(ctx)
 	s.readyAt, s.readyErr = now, err

@@ -12,13 +12,15 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
-	"github.com/google/go-cmp/cmp"
-	"github.com/google/go-cmp/cmp/cmpopts"
 )
 
 // The whole life of a token: exchange, use it as the CLI would, revoke it
@@ -568,5 +570,16 @@ func TestExchangeNeedsTheRunClaims(t *testing.T) {
 	}
 	if n := len(e.emu.Tokens()); n != 1 { // the seeded organization token only
 		t.Errorf("%d tokens in Astro, want 1: a token was minted that nothing can reap", n)
+	}
+}
+
+// A description cut to Astro's limit never splits a character.
+func TestMarkerDescriptionKeepsUTF8(t *testing.T) {
+	m := broker.Marker{Deadline: time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC), RepositoryID: "1", RunID: "2", RunAttempt: "1", Rule: "r"}
+	for pad := range 4 {
+		d := m.Description(strings.Repeat("x", pad) + strings.Repeat("é", 400))
+		if len(d) > 500 || !utf8.ValidString(d) {
+			t.Errorf("pad %d: %d bytes, valid UTF-8 %v", pad, len(d), utf8.ValidString(d))
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // markerPrefix opens the description of every token the broker mints. The
@@ -41,10 +42,20 @@ func (m Marker) Description(human string) string {
 	if human != "" {
 		d += " " + human
 	}
-	if len(d) > maxDescription {
-		d = d[:maxDescription]
+	return truncate(d, maxDescription)
+}
+
+// truncate cuts s to at most n bytes without splitting a UTF-8 character
+// (a split one would reach Astro as U+FFFD, three bytes, and could push the
+// description over its limit).
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
 	}
-	return d
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // ParseMarker reads the marker back from a description. ok is false for a
@@ -80,11 +91,7 @@ func ParseMarker(description string) (m Marker, ok bool) {
 // tokenName tells a human what the token is, e.g. "astro-sts acme/dags run
 // 123/1". Astro allows at most 256 characters.
 func tokenName(repository, runID, runAttempt string) string {
-	n := fmt.Sprintf("astro-sts %s run %s/%s", repository, runID, runAttempt)
-	if len(n) > 256 {
-		n = n[:256]
-	}
-	return n
+	return truncate(fmt.Sprintf("astro-sts %s run %s/%s", repository, runID, runAttempt), 256)
 }
 
 // sameRun reports whether the marker was written for the run identified by
