@@ -50,6 +50,13 @@ path "secret/data/astro/*" { capabilities = ["read"] }
 path "secret/metadata/astro/*" { capabilities = ["read"] }
 `
 
+// dataOnlyPolicy can write the secret's data but not its metadata: the
+// value lands and the custom_metadata write after it is refused.
+const dataOnlyPolicy = `
+path "secret/data/astro/*" { capabilities = ["create", "update", "read"] }
+path "secret/metadata/astro/*" { capabilities = ["read"] }
+`
+
 func ctxT(t *testing.T) context.Context {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -139,6 +146,7 @@ const (
 	noVault     vaultMode = iota
 	vaultWriter           // a token holding writerPolicy
 	vaultReadOnly
+	vaultDataOnly // data writes allowed, metadata writes denied
 	vaultNoPolicy // a valid token holding only Vault's default policy
 	vaultDown     // a closed port
 )
@@ -236,8 +244,8 @@ func newEnv(t *testing.T, opts envOptions) *testEnv {
 			e.sinkCfg.Vault = sink.VaultConfig{Addr: closedAddr(t), Token: "hvs.never-printed"}
 		default:
 			e.vault = needVault(t)
-			hcl := map[vaultMode]string{vaultWriter: writerPolicy, vaultReadOnly: readOnlyPolicy}[opts.vault]
-			name := map[vaultMode]string{vaultWriter: "astro-sts-writer", vaultReadOnly: "astro-sts-reader", vaultNoPolicy: "default"}[opts.vault]
+			hcl := map[vaultMode]string{vaultWriter: writerPolicy, vaultReadOnly: readOnlyPolicy, vaultDataOnly: dataOnlyPolicy}[opts.vault]
+			name := map[vaultMode]string{vaultWriter: "astro-sts-writer", vaultReadOnly: "astro-sts-reader", vaultDataOnly: "astro-sts-data-only", vaultNoPolicy: "default"}[opts.vault]
 			token := policyToken(t, e.vault, name, hcl)
 			e.secrets = append(e.secrets, token)
 			e.sinkCfg.Vault = sink.VaultConfig{Addr: e.vault.Addr, Token: token}

@@ -554,7 +554,10 @@ func (rt *Rotator) writeAll(ctx context.Context, res *Result, tok *astro.Token, 
 		})
 		sr := &res.Sinks[i]
 		if err != nil {
-			sr.Status, sr.Error = SinkFailed, err.Error()
+			// A version with the error means the value landed and only a
+			// later step (Vault's custom_metadata) failed: keep it, so that
+			// a failed replace knows to put the sink back.
+			sr.Status, sr.Error, sr.Version = SinkFailed, err.Error(), version
 			errs = append(errs, err)
 			rt.log.Error("rotation sink failed", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "error", err)
 			if stop {
@@ -568,14 +571,17 @@ func (rt *Rotator) writeAll(ctx context.Context, res *Result, tok *astro.Token, 
 	return errors.Join(errs...)
 }
 
-// restoreWritten puts back the previous value of every written sink that
-// can do it; a failure to restore is a warning (the sink keeps the new,
-// soon deleted value, as an unrestorable sink does).
+// restoreWritten puts back the previous value of every sink that took the
+// new value and can do it: the written ones, and a failed one whose value
+// landed before its failure (it has a version). A failure to restore is a
+// warning (the sink keeps the new, soon deleted value, as an unrestorable
+// sink does).
 func (rt *Rotator) restoreWritten(ctx context.Context, res *Result, sinks []sink.Sink) {
 	for i, s := range sinks {
 		sr := &res.Sinks[i]
 		r, ok := s.(Restorer)
-		if sr.Status != SinkWritten || !ok {
+		landed := sr.Status == SinkWritten || sr.Status == SinkFailed && sr.Version != ""
+		if !landed || !ok {
 			continue
 		}
 		var version string
@@ -585,13 +591,32 @@ func (rt *Rotator) restoreWritten(ctx context.Context, res *Result, sinks []sink
 			return err
 		})
 		switch {
-		case err == nil:
+		case (err == nil || version != "") && sr.Status == SinkFailed:
+			// The sink that failed keeps its status (it is why the run
+			// failed); its value is the previous one again.
+			sr.Version = version
+			sr.Error += "; its previous value was put back"
+			rt.log.Info("rotation sink restored", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "version", version)
+		case err == nil || version != "":
 			sr.Status, sr.Version = SinkRestored, version
 			sr.Error = "written, then given its previous value back because a later sink failed"
 			rt.log.Info("rotation sink restored", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "version", version)
+		}
+		switch {
+		case err == nil:
 		case errors.Is(err, ErrNothingToRestore):
+			if sr.Status == SinkFailed {
+				sr.Error += "; it holds the deleted replacement's value (there was no previous value to put back)"
+			}
 			rt.log.Warn("rotation sink has no previous value to restore", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "error", err)
+		case version != "":
+			msg := fmt.Sprintf("gave %s %s its previous value back, but not its previous metadata: %v", s.Kind(), s.Target(), err)
+			res.Warnings = append(res.Warnings, msg)
+			rt.log.Warn("rotation sink restored without its metadata", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "error", err)
 		default:
+			if sr.Status == SinkFailed {
+				sr.Error += "; it holds the deleted replacement's value, which could not be put back"
+			}
 			msg := fmt.Sprintf("could not give %s %s its previous value back: %v", s.Kind(), s.Target(), err)
 			res.Warnings = append(res.Warnings, msg)
 			rt.log.Error("rotation sink restore failed", "rotation", res.Name, "sink", s.Kind(), "target", s.Target(), "error", err)

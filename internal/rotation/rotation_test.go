@@ -490,6 +490,39 @@ func TestVaultWriteDenied(t *testing.T) {
 	})
 }
 
+// A Vault policy that lets the data write through but refuses the
+// custom_metadata write fails the sink after the value has landed. Replace
+// deletes the new token, so Vault must get the old value back rather than
+// keep the value of a deleted token while the result says the old token
+// "keeps working".
+func TestVaultMetadataDeniedAfterTheValueLanded(t *testing.T) {
+	e := newEnv(t, envOptions{strategy: rotation.StrategyReplace, vault: vaultDataOnly})
+	res, err := e.rotate()
+	if !errors.Is(err, sink.ErrDenied) {
+		t.Fatalf("Rotate = %v, want ErrDenied", err)
+	}
+	if res.Sinks[0].Status != rotation.SinkFailed {
+		t.Errorf("vault sink status %q, want %q", res.Sinks[0].Status, rotation.SinkFailed)
+	}
+	if toks := e.managedTokens(); len(toks) != 1 || toks[0].ID != e.managed.ID || res.TokenID != e.managed.ID {
+		t.Errorf("tokens %v, result token %s: want only the old one", toks, res.TokenID)
+	}
+	if e.status(e.oldValue) != http.StatusOK {
+		t.Error("the old token should still work")
+	}
+	if got := e.vaultValue(); got != e.oldValue {
+		t.Errorf("Vault holds a value that answers %d, want the old, valid value back", e.status(got))
+	}
+	if !strings.Contains(res.Sinks[0].Error, "previous value was put back") {
+		t.Errorf("vault sink error %q should say its previous value was put back", res.Sinks[0].Error)
+	}
+	// The restore's own metadata write is refused too: a warning, not a
+	// silent success.
+	if len(res.Warnings) != 1 || !strings.Contains(res.Warnings[0], "not its previous metadata") {
+		t.Errorf("warnings %q, want one about the metadata", res.Warnings)
+	}
+}
+
 // A GitHub secret failing midway (after the preflight passed): rotate
 // writes every other sink, so exactly one token is valid and its value is
 // in each sink that succeeded; replace stops, gives Vault its old value

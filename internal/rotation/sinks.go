@@ -199,7 +199,8 @@ func (s *vaultSink) Write(ctx context.Context, value string, m sink.Metadata) (s
 		s.previous = &st
 	}
 	version, err := s.VaultSink.Write(ctx, value, m)
-	if err == nil {
+	if version != "" {
+		// The value landed, even if the metadata write after it failed.
 		s.wrote, s.version = true, version
 	}
 	return version, err
@@ -230,7 +231,13 @@ func (s *vaultSink) Restore(ctx context.Context) (string, error) {
 	if at, err := time.Parse(time.RFC3339, s.previous.CustomMetadata[sink.MetaRotatedAt]); err == nil {
 		meta.RotatedAt = at
 	}
-	return s.VaultSink.Write(ctx, old, meta)
+	version, err := s.VaultSink.Write(ctx, old, meta)
+	if version != "" {
+		// The old value is back even if its metadata is not: a retry then
+		// finds the secret at this version and only writes the metadata.
+		s.version = version
+	}
+	return version, err
 }
 
 // githubSink is a [sink.GitHubSink] that can be checked before the run by
