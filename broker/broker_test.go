@@ -21,6 +21,8 @@ import (
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
+	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/rotation"
 )
 
 // The whole life of a token: exchange, use it as the CLI would, revoke it
@@ -581,5 +583,28 @@ func TestMarkerDescriptionKeepsUTF8(t *testing.T) {
 		if len(d) > 500 || !utf8.ValidString(d) {
 			t.Errorf("pad %d: %d bytes, valid UTF-8 %v", pad, len(d), utf8.ValidString(d))
 		}
+	}
+}
+
+// failingRotator fails the way a rotation might without a result: with a
+// deadline error, which would map to a retryable 503 if nothing stopped it.
+type failingRotator struct{}
+
+func (failingRotator) Rotate(context.Context, *policy.Rotation) (*rotation.Result, error) {
+	return nil, fmt.Errorf("vault login: %w", context.DeadlineExceeded)
+}
+
+// A rotation that started and failed is a 502, never a status the action
+// retries (429, 503): a retry would start a second rotation.
+func TestRotationFailureIsNeverRetryable(t *testing.T) {
+	e := newEnv(t, envOptions{rotator: failingRotator{}})
+	c := mainClaims()
+	c.EventName = "schedule"
+	status, body, h := e.post("/v1/rotate", e.mint(c), `{"name":"airflow-ci"}`)
+	if status != http.StatusBadGateway || h.Get("Retry-After") != "" {
+		t.Fatalf("status %d Retry-After %q: %s", status, h.Get("Retry-After"), body)
+	}
+	if code, _ := errorCode(t, body); code != "rotation_failed" {
+		t.Errorf("code %s", code)
 	}
 }

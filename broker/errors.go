@@ -59,12 +59,15 @@ type apiError struct {
 // or the policy names; verification details stay in the log.
 func classify(err error) apiError {
 	var (
+		rotErr *rotationFailedError
 		bad    *badRequestError
 		widen  *policy.WidenError
 		apiErr *astro.APIError
 		maxErr *http.MaxBytesError
 	)
 	switch {
+	case errors.As(err, &rotErr):
+		return apiError{http.StatusBadGateway, "rotation_failed", "the rotation did not complete; the broker's log says why; check the sinks before running it again", 0}
 	case errors.As(err, &maxErr):
 		return apiError{http.StatusRequestEntityTooLarge, "too_large", "request body too large", 0}
 	case errors.As(err, &bad):

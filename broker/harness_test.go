@@ -80,7 +80,8 @@ type testEnv struct {
 
 type envOptions struct {
 	emulator   emulator.Config
-	replaySize int // 0 means 1000
+	replaySize int            // 0 means 1000
+	rotator    broker.Rotator // nil: rotation not configured
 }
 
 // samplePolicy grants, for acme/dags (repository id 123456) on main, up to
@@ -175,6 +176,7 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 		Verifier:       v,
 		Replay:         idtoken.NewReplayGuard(replaySize, c.Now),
 		Policies:       store,
+		Rotator:        opts.rotator,
 		Logger:         logger,
 		Now:            c.Now,
 	})

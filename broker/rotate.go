@@ -15,6 +15,13 @@ type RotateRequest struct {
 	Name string `json:"name"`
 }
 
+// rotationFailedError is a rotation that started and failed without a
+// result to show; classify answers 502, never a retryable status.
+type rotationFailedError struct{ err error }
+
+func (e *rotationFailedError) Error() string { return "rotation failed: " + e.err.Error() }
+func (e *rotationFailedError) Unwrap() error { return e.err }
+
 // rotateErrorBody is the error answer of a failed rotation: the error body
 // plus every sink and what happened there.
 type rotateErrorBody struct {
@@ -91,6 +98,13 @@ func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (*rotation
 	if err != nil {
 		s.audit(ctx, "rotate", "error", claims, auditDetail{tokenID: rot.TokenID, reason: err})
 		s.metrics.rotations.WithLabelValues(rot.Name, "error").Inc()
+		var rerr *rotation.Error
+		if !errors.As(err, &rerr) {
+			// Once a rotation has started, no answer may look retryable
+			// (429, 503): the action would run a second rotation. Whatever
+			// the error, it is a 502.
+			err = &rotationFailedError{err: err}
+		}
 		return res, err
 	}
 	s.audit(ctx, "rotate", "allow", claims, auditDetail{tokenID: res.TokenID})
