@@ -608,3 +608,31 @@ func TestRotationFailureIsNeverRetryable(t *testing.T) {
 		t.Errorf("code %s", code)
 	}
 }
+
+// Each failed exchange is counted under the outcome its status says.
+func TestExchangeOutcomeMetrics(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	other := mainClaims()
+	other.RepositoryID = "666"
+	e.post("/v1/exchange", e.mint(other), "")                 // 403
+	e.post("/v1/exchange", "not-a-jwt", "")                   // 401
+	e.post("/v1/exchange", e.mint(mainClaims()), `{"ttl":1}`) // 400
+	e.emu.Throttle(5, time.Second)
+	e.post("/v1/exchange", e.mint(mainClaims()), "") // 429 upstream
+	resp, err := http.Get(e.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{
+		`astro_sts_exchanges_total{outcome="deny",rule=""} 1`,
+		`astro_sts_exchanges_total{outcome="unauthorized",rule=""} 1`,
+		`astro_sts_exchanges_total{outcome="bad_request",rule=""} 1`,
+		`astro_sts_exchanges_total{outcome="unavailable",rule="deploy-main"} 1`,
+	} {
+		if !strings.Contains(string(b), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+}

@@ -48,12 +48,12 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 	start := s.now()
 	raw, err := bearer(r)
 	if err != nil {
-		s.metrics.exchange("error", "", start, s.now())
+		s.metrics.exchange(outcome(err), "", start, s.now())
 		return err
 	}
 	var req ExchangeRequest
 	if err := decodeOptional(r.Body, &req); err != nil {
-		s.metrics.exchange("error", "", start, s.now())
+		s.metrics.exchange(outcome(err), "", start, s.now())
 		return err
 	}
 	resp, err := s.Exchange(r.Context(), raw, req)
@@ -75,24 +75,24 @@ func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 	}
 	if err != nil {
 		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
-		s.metrics.exchange("unauthorized", "", start, s.now())
+		s.metrics.exchange(outcome(err), "", start, s.now())
 		return nil, err
 	}
 	d, err := s.decide(claims, req)
 	if err != nil {
 		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
-		s.metrics.exchange(denyOutcome(err), "", start, s.now())
+		s.metrics.exchange(outcome(err), "", start, s.now())
 		return nil, err
 	}
 	if err := s.spend(claims); err != nil {
 		s.audit(ctx, "exchange", "deny", claims, auditDetail{decision: &d, reason: err})
-		s.metrics.exchange("unauthorized", d.Rule, start, s.now())
+		s.metrics.exchange(outcome(err), d.Rule, start, s.now())
 		return nil, err
 	}
 	tok, deadline, err := s.mint(ctx, claims, d)
 	if err != nil {
 		s.audit(ctx, "exchange", "error", claims, auditDetail{decision: &d, reason: err})
-		s.metrics.exchange("error", d.Rule, start, s.now())
+		s.metrics.exchange(outcome(err), d.Rule, start, s.now())
 		return nil, err
 	}
 	s.audit(ctx, "exchange", "allow", claims, auditDetail{decision: &d, token: tok})
@@ -109,11 +109,20 @@ func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 	}, nil
 }
 
-func denyOutcome(err error) string {
-	if errors.Is(err, policy.ErrBadRequest) {
+// outcome is the metrics label of a failed exchange, derived from the
+// status [classify] gives the error, so the two can never disagree.
+func outcome(err error) string {
+	switch st := classify(err).status; {
+	case st == http.StatusUnauthorized:
+		return "unauthorized"
+	case st == http.StatusForbidden:
+		return "deny"
+	case st == http.StatusTooManyRequests || st == http.StatusBadGateway || st == http.StatusServiceUnavailable:
+		return "unavailable"
+	case st >= 400 && st < 500:
 		return "bad_request"
 	}
-	return "deny"
+	return "error"
 }
 
 // spend uses up the verified token's jti, so that a token lifted from a log
