@@ -167,6 +167,15 @@ func (s *Server) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET /readyz", s.handleReady)
 	mux.Handle("GET /metrics", s.metrics.Handler(s.registry))
+	// The API's paths with another method get 405 and an Allow header, not
+	// the catch-all's 404 (a pattern without a method is less specific
+	// than the ones above, so it only sees the other methods).
+	for _, path := range []string{"/v1/exchange", "/v1/revoke", "/v1/rotate"} {
+		mux.HandleFunc(path, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", http.MethodPost)
+			s.writeError(w, r, "", errMethodNotAllowed)
+		})
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, "", errNotFound)
 	})

@@ -465,6 +465,9 @@ func TestHealthReadyMetrics(t *testing.T) {
 	if s, _ := get("/nope"); s != 404 {
 		t.Errorf("unknown path %d", s)
 	}
+	if s, b := get("/v1/exchange"); s != http.StatusMethodNotAllowed || !strings.Contains(b, "method_not_allowed") {
+		t.Errorf("GET /v1/exchange: %d %s", s, b)
+	}
 }
 
 func TestRotateNotConfigured(t *testing.T) {

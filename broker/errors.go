@@ -18,12 +18,13 @@ import (
 // Errors of the broker's own making. Errors from the packages it calls
 // (idtoken, policy, astro) are mapped as they are, in [classify].
 var (
-	errNotFound       = errors.New("not found")
-	errMissingToken   = errors.New("missing bearer token")
-	errNotOwner       = errors.New("token was not minted for this run")
-	errNoRotator      = errors.New("rotation is not configured on this broker")
-	errNoSuchRotation = errors.New("no such rotation")
-	errRotationDenied = errors.New("identity may not trigger this rotation")
+	errNotFound         = errors.New("not found")
+	errMethodNotAllowed = errors.New("method not allowed")
+	errMissingToken     = errors.New("missing bearer token")
+	errNotOwner         = errors.New("token was not minted for this run")
+	errNoRotator        = errors.New("rotation is not configured on this broker")
+	errNoSuchRotation   = errors.New("no such rotation")
+	errRotationDenied   = errors.New("identity may not trigger this rotation")
 	// errNoRunClaims refuses (401) a verified token without repository_id
 	// or run_id: the marker of a token minted for it would not parse, so
 	// neither revoke nor the reaper could ever remove that token.
@@ -74,6 +75,8 @@ func classify(err error) apiError {
 		return apiError{http.StatusBadRequest, "bad_request", bad.msg, 0}
 	case errors.Is(err, policy.ErrBadRequest):
 		return apiError{http.StatusBadRequest, "bad_request", "the request is malformed: " + err.Error(), 0}
+	case errors.Is(err, errMethodNotAllowed):
+		return apiError{http.StatusMethodNotAllowed, "method_not_allowed", "use POST", 0}
 	case errors.Is(err, errNotFound):
 		return apiError{http.StatusNotFound, "not_found", "no such endpoint", 0}
 	case errors.Is(err, errMissingToken):
