@@ -197,19 +197,28 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 			roles = append(roles, astro.TokenRole{EntityID: id, EntityType: astro.EntityWorkspace, Role: d.WorkspaceRoles[id]})
 		}
 		if _, err := s.astro.SetTokenRoles(ctx, s.org, tok.ID, roles); err != nil {
-			// Use a fresh context: the caller's may be what failed.
-			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-			defer cancel()
-			if derr := s.astro.DeleteToken(cctx, s.org, tok.ID); derr != nil {
-				s.log.Error("could not delete a half-made token; the reaper will", "token_id", tok.ID, "error", derr)
-			}
+			s.discard(ctx, tok.ID)
 			return nil, time.Time{}, upstream(fmt.Errorf("set roles: %w", err))
 		}
 	}
 	if tok.Token == "" {
+		// Nobody can ever use it: delete it now rather than leave it to
+		// the reaper.
+		s.discard(ctx, tok.ID)
 		return nil, time.Time{}, errors.New("astro api: create answered without a token value")
 	}
 	return tok, deadline, nil
+}
+
+// discard deletes a token that must not be handed out (half-made, or
+// without a value), with a fresh context: the caller's may be what failed.
+// If that fails too, the marker in its description lets the reaper find it.
+func (s *Server) discard(ctx context.Context, tokenID string) {
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := s.astro.DeleteToken(cctx, s.org, tokenID); err != nil {
+		s.log.Error("could not delete a half-made token; the reaper will", "token_id", tokenID, "error", err)
+	}
 }
 
 // upstream marks a transport failure (anything but an [astro.APIError]) so
