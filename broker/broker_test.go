@@ -639,3 +639,26 @@ func TestExchangeOutcomeMetrics(t *testing.T) {
 		}
 	}
 }
+
+// valuelessAstro answers a create like Astro but without the token value.
+type valuelessAstro struct{ broker.Astro }
+
+func (v valuelessAstro) CreateToken(ctx context.Context, org string, req astro.CreateTokenRequest) (*astro.Token, error) {
+	tok, err := v.Astro.CreateToken(ctx, org, req)
+	if tok != nil {
+		tok.Token = ""
+	}
+	return tok, err
+}
+
+// A token created without a value is deleted at once, not left to the reaper.
+func TestCreateWithoutValueIsDiscarded(t *testing.T) {
+	e := newEnv(t, envOptions{wrapAstro: func(a broker.Astro) broker.Astro { return valuelessAstro{a} }})
+	status, body, _ := e.post("/v1/exchange", e.mint(mainClaims()), "")
+	if status != http.StatusInternalServerError {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	if n := len(e.emu.Tokens()); n != 1 {
+		t.Errorf("%d tokens in Astro, want only the organization token", n)
+	}
+}

@@ -82,6 +82,9 @@ type envOptions struct {
 	emulator   emulator.Config
 	replaySize int            // 0 means 1000
 	rotator    broker.Rotator // nil: rotation not configured
+	// wrapAstro, if set, wraps the broker's Astro client (the real one,
+	// over HTTP) to make upstream misbehave in ways the emulator does not.
+	wrapAstro func(broker.Astro) broker.Astro
 }
 
 // samplePolicy grants, for acme/dags (repository id 123456) on main, up to
@@ -170,8 +173,12 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	if replaySize == 0 {
 		replaySize = 1000
 	}
+	var upstream broker.Astro = ac
+	if opts.wrapAstro != nil {
+		upstream = opts.wrapAstro(ac)
+	}
 	b, err := broker.New(broker.Config{
-		Astro:          ac,
+		Astro:          upstream,
 		OrganizationID: emu.OrganizationID(),
 		Verifier:       v,
 		Replay:         idtoken.NewReplayGuard(replaySize, c.Now),
