@@ -611,4 +611,9 @@ func TestAnswerTooLarge(t *testing.T) {
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "larger than") {
 		t.Fatalf("err = %v, want a *CallError about the size", err)
 	}
+	// Asking again would not shrink the answer, and each retry could mint
+	// another token.
+	if n := len(h.broker.Calls()); n != 1 {
+		t.Errorf("broker calls = %d, want 1 (an oversized answer is not retried)", n)
+	}
 }
