@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"maps"
+	"net"
 	"net/http"
 	"os"
 	"strings"
@@ -507,6 +509,45 @@ func TestMainRotate(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestRotateRetriesOnlyWhatTheBrokerCannotHaveDone: a rotation is not
+// idempotent, so a request the broker read but did not answer is not
+// repeated (a second rotation would invalidate the first one's value),
+// while a connection that was never made is.
+func TestRotateRetriesOnlyWhatTheBrokerCannotHaveDone(t *testing.T) {
+	rotateInputs := map[string]string{InputMode: "rotate", InputRotation: "airflow-ci"}
+	t.Run("no answer after the request: not retried", func(t *testing.T) {
+		h := newHarness(t, rotateInputs, nil)
+		h.broker.on("/v1/rotate", cannedReply{hangUp: true}, cannedReply{status: 200, body: `{"name":"airflow-ci","token_id":"tok_9","sinks":[]}`})
+		err := Main(context.Background(), h.action(nil), h.deps())
+		var ce *CallError
+		if !errors.As(err, &ce) || ce.Attempts != 1 {
+			t.Fatalf("err = %v, want a *CallError after 1 attempt", err)
+		}
+		if n := len(h.broker.Calls()); n != 1 {
+			t.Errorf("broker calls = %d, want 1", n)
+		}
+	})
+	t.Run("connection refused: retried", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		closed := "http://" + ln.Addr().String()
+		ln.Close()
+		in := maps.Clone(rotateInputs)
+		in[InputBrokerURL] = closed
+		h := newHarness(t, in, nil)
+		err = Main(context.Background(), h.action(nil), h.deps())
+		var ce *CallError
+		if !errors.As(err, &ce) || ce.Attempts != brokerAttempts {
+			t.Fatalf("err = %v, want a *CallError after %d attempts", err, brokerAttempts)
+		}
+		if got := h.ids.Requests(); got != brokerAttempts {
+			t.Errorf("OIDC tokens requested = %d, want one per attempt (%d)", got, brokerAttempts)
+		}
+	})
 }
 
 func TestPost(t *testing.T) {

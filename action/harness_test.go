@@ -30,6 +30,9 @@ type cannedReply struct {
 	status int
 	body   string
 	header map[string]string
+	// hangUp closes the connection without an answer, after the request
+	// was read: the broker may have acted on it.
+	hangUp bool
 }
 
 // fakeBroker stands in for the broker's HTTP contract: it checks the
@@ -113,6 +116,15 @@ func (b *fakeBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if rep == nil {
 		writeErr(http.StatusNotFound, "not_found", "no such route")
+		return
+	}
+	if rep.hangUp {
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			b.t.Errorf("hijack: %v", err)
+			return
+		}
+		conn.Close()
 		return
 	}
 	for k, v := range rep.header {
