@@ -293,6 +293,26 @@ func TestMainRetries(t *testing.T) {
 	}
 }
 
+// TestMainRetryHonoursRetryAfter: a 503's Retry-After sets the wait
+// before the next attempt when it is longer than the backoff (1ms here).
+// The wait is read from the log line, not timed.
+func TestMainRetryHonoursRetryAfter(t *testing.T) {
+	h := newHarness(t, nil, nil)
+	h.broker.on("/v1/exchange",
+		cannedReply{status: 503, body: `{"error":"unavailable","message":"starting"}`, header: map[string]string{"Retry-After": "1"}},
+		exchangeOK(astroToken))
+	if err := Main(context.Background(), h.action(nil), h.deps()); err != nil {
+		t.Fatalf("Main: %v", err)
+	}
+	if n := len(h.broker.Calls()); n != 2 {
+		t.Errorf("broker calls = %d, want 2", n)
+	}
+	if want := "The broker answered 503 to the exchange; retrying in 1s (attempt 2 of 4)."; !strings.Contains(h.stdout.String(), want) {
+		t.Errorf("stdout lacks %q:\n%s", want, h.stdout.String())
+	}
+	h.checkNoLeak(nil, astroToken)
+}
+
 func TestMainIDTokenEndpointRefuses(t *testing.T) {
 	h := newHarness(t, nil, nil)
 	h.ids.FailFirst, h.ids.FailStatus = 10, http.StatusForbidden
