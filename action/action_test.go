@@ -329,6 +329,24 @@ func TestMainIDTokenEndpointRefuses(t *testing.T) {
 	}
 }
 
+// TestMainIDTokenEndpointGivesUp: the runner's token endpoint gets 3
+// attempts in all, as docs/action.md says.
+func TestMainIDTokenEndpointGivesUp(t *testing.T) {
+	h := newHarness(t, nil, nil)
+	h.ids.FailFirst, h.ids.FailStatus = 10, http.StatusServiceUnavailable
+	err := Main(context.Background(), h.action(nil), h.deps())
+	var ie *IDTokenError
+	if !errors.As(err, &ie) || ie.Status != http.StatusServiceUnavailable || ie.Attempts != 3 {
+		t.Fatalf("err = %#v, want an *IDTokenError with status 503 after 3 attempts", err)
+	}
+	if got := h.ids.Requests(); got != 3 {
+		t.Errorf("token endpoint requests = %d, want 3", got)
+	}
+	if n := len(h.broker.Calls()); n != 0 {
+		t.Errorf("broker called %d times without an OIDC token", n)
+	}
+}
+
 func TestMainNoIDToken(t *testing.T) {
 	h := newHarness(t, nil, nil)
 	env := h.runner.Env()
