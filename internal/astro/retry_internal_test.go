@@ -86,6 +86,45 @@ func FuzzParseRetryAfter(f *testing.F) {
 	})
 }
 
+// TestDelayFollowsRetryAfter: the wait before the next attempt is the
+// answer's Retry-After (either form), capped at MaxRetryAfter; without a
+// usable one it is the jittered backoff. Computed, not timed.
+func TestDelayFollowsRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	const base = 100 * time.Millisecond
+	backoffRange := [2]time.Duration{base / 2, base}
+	tests := []struct {
+		name   string
+		header string // "" for none
+		maxRA  time.Duration
+		want   [2]time.Duration // inclusive range
+	}{
+		{"seconds", "7", time.Minute, [2]time.Duration{7 * time.Second, 7 * time.Second}},
+		{"seconds, capped", "120", 150 * time.Millisecond, [2]time.Duration{150 * time.Millisecond, 150 * time.Millisecond}},
+		{"HTTP date, 1 s after now", now.Add(time.Second).Format(http.TimeFormat), time.Minute, [2]time.Duration{time.Second, time.Second}},
+		{"HTTP date, capped", now.Add(time.Second).Format(http.TimeFormat), 300 * time.Millisecond, [2]time.Duration{300 * time.Millisecond, 300 * time.Millisecond}},
+		{"HTTP date in the past: backoff", now.Add(-time.Hour).Format(http.TimeFormat), time.Hour, backoffRange},
+		{"garbage: backoff", "soon", time.Hour, backoffRange},
+		{"none: backoff", "", time.Hour, backoffRange},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, err := New(Config{BaseURL: "https://api.example.com/v1", Token: "t", BaseDelay: base, MaxDelay: time.Second,
+				MaxRetryAfter: tt.maxRA, Now: func() time.Time { return now }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp := &http.Response{StatusCode: http.StatusTooManyRequests, Header: http.Header{}}
+			if tt.header != "" {
+				resp.Header.Set("Retry-After", tt.header)
+			}
+			if d := c.delay(1, c.apiError(resp, nil)); d < tt.want[0] || d > tt.want[1] {
+				t.Errorf("delay = %v, want %v..%v", d, tt.want[0], tt.want[1])
+			}
+		})
+	}
+}
+
 // TestShouldRetry is the policy as a table: class x failure.
 func TestShouldRetry(t *testing.T) {
 	api := func(code int) error { return &APIError{StatusCode: code} }
