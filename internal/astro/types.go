@@ -8,6 +8,7 @@ package astro
 
 import (
 	"fmt"
+	"log/slog"
 	"time"
 )
 
@@ -108,6 +109,15 @@ type Token struct {
 // %v safely.
 func (t Token) String() string {
 	return fmt.Sprintf("token %s (%s, %q)", t.ID, t.Scope, t.Name)
+}
+
+// GoString keeps %#v from printing the value field by field.
+func (t Token) GoString() string { return "astro.Token{" + t.String() + "}" }
+
+// LogValue keeps log/slog from printing the value: its JSON handler ignores
+// String and marshals the struct with its json tags, value included.
+func (t Token) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", t.ID), slog.String("scope", string(t.Scope)), slog.String("name", t.Name))
 }
 
 // TokenRole is Astro's ApiTokenRole: one role held on one entity.
