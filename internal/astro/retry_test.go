@@ -469,6 +469,13 @@ func TestInvalidArguments(t *testing.T) {
 		"empty workspace":  func() error { _, err := c.AddTokenToWorkspace(ctx, "o", "t", "", astro.RoleWorkspaceOwner); return err },
 		"not a ws role":    func() error { _, err := c.AddTokenToWorkspace(ctx, "o", "t", "w", "ADMIN"); return err },
 		"empty ws, remove": func() error { _, err := c.RemoveTokenFromWorkspace(ctx, "o", "t", ""); return err },
+		// A gateway that normalises dot segments would turn these into
+		// DELETE /organizations/o (or /organizations/o/tokens).
+		"token id ..":      func() error { return c.DeleteToken(ctx, "o", "..") },
+		"token id .":       func() error { return c.DeleteToken(ctx, "o", ".") },
+		"org id ..":        func() error { _, err := c.ListTokensPage(ctx, "..", astro.ListTokensOptions{}, 0, 10); return err },
+		"rotate id ..":     func() error { _, err := c.RotateToken(ctx, "o", ".."); return err },
+		"workspaces of ..": func() error { _, err := c.ListWorkspaces(ctx, ".."); return err },
 		"bad token bytes": func() error {
 			_, err := c.WithToken("tok\r\nX-Evil: 1").GetToken(ctx, "o", "t")
 			if err != nil && strings.Contains(err.Error(), "Evil") {

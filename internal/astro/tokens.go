@@ -67,12 +67,18 @@ func (o ListTokensOptions) pageSize() (int, error) {
 }
 
 // ids path-escapes the given ids and refuses empty ones: an empty token id
-// would turn DELETE /tokens/{id} into a request on the collection.
+// would turn DELETE /tokens/{id} into a request on the collection. "." and
+// ".." are refused for the same reason: path escaping leaves them as they
+// are, and a proxy or gateway that normalises dot segments would turn
+// DELETE /tokens/.. into DELETE /organizations/{org}.
 func ids(names []string, vals ...string) ([]string, error) {
 	out := make([]string, len(vals))
 	for i, v := range vals {
 		if v == "" {
 			return nil, fmt.Errorf("%w: empty %s", ErrInvalidArgument, names[i])
+		}
+		if v == "." || v == ".." {
+			return nil, fmt.Errorf("%w: %s %q is a dot segment", ErrInvalidArgument, names[i], v)
 		}
 		out[i] = url.PathEscape(v)
 	}
