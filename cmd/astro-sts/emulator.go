@@ -55,7 +55,8 @@ func runEmulator(ctx context.Context, args []string, _ map[string]string, stdout
 	if *workspaces < 1 || *workspaces > emulator.MaxWorkspaces {
 		return usageError("emulator: --workspaces must be 1..%d", emulator.MaxWorkspaces)
 	}
-	if *errorRate < 0 || *errorRate > 1 {
+	// Written so that NaN, which flag accepts, fails too.
+	if !(*errorRate >= 0 && *errorRate <= 1) {
 		return usageError("emulator: --error-rate must be within 0..1")
 	}
 	if *latency < 0 {

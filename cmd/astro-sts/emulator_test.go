@@ -84,6 +84,7 @@ func TestRunEmulatorFlags(t *testing.T) {
 		{"no port", []string{"--addr", "127.0.0.1"}, 2, "--addr"},
 		{"zero workspaces", []string{"--workspaces", "0"}, 2, "--workspaces"},
 		{"error rate", []string{"--error-rate", "1.5"}, 2, "--error-rate"},
+		{"error rate NaN", []string{"--error-rate", "NaN"}, 2, "--error-rate"},
 		{"negative latency", []string{"--latency", "-1s"}, 2, "--latency"},
 		{"stray argument", []string{"now"}, 2, "unexpected argument"},
 		{"unknown flag", []string{"--port", "1"}, 2, "port"},
