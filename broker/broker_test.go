@@ -363,8 +363,10 @@ func TestRevokeSomeoneElses(t *testing.T) {
 	if status, _, _ := e.post("/v1/revoke", e.mint(mainClaims()), fmt.Sprintf(`{"token_id":%q}`, orgTok)); status != http.StatusForbidden {
 		t.Errorf("revoke of a foreign token: %d, want 403", status)
 	}
-	if status, _, _ := e.post("/v1/revoke", e.mint(mainClaims()), `{}`); status != http.StatusBadRequest {
-		t.Errorf("revoke without token_id: %d, want 400", status)
+	for _, body := range []string{`{}`, `{"token_id":".."}`, `{"token_id":"a/b"}`, `{"token_id":"%2e%2e"}`} {
+		if status, _, _ := e.post("/v1/revoke", e.mint(mainClaims()), body); status != http.StatusBadRequest {
+			t.Errorf("revoke %s: %d, want 400", body, status)
+		}
 	}
 }
 

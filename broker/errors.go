@@ -73,6 +73,8 @@ func classify(err error) apiError {
 		return apiError{http.StatusRequestEntityTooLarge, "too_large", "request body too large", 0}
 	case errors.As(err, &bad):
 		return apiError{http.StatusBadRequest, "bad_request", bad.msg, 0}
+	case errors.Is(err, astro.ErrInvalidArgument):
+		return apiError{http.StatusBadRequest, "bad_request", "the request names an invalid id", 0}
 	case errors.Is(err, policy.ErrBadRequest):
 		return apiError{http.StatusBadRequest, "bad_request", "the request is malformed: " + err.Error(), 0}
 	case errors.Is(err, errMethodNotAllowed):

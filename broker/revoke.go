@@ -23,8 +23,8 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 	if err := decodeOptional(r.Body, &req); err != nil {
 		return err
 	}
-	if req.TokenID == "" || len(req.TokenID) > 128 {
-		return badRequest("token_id is required")
+	if !validID(req.TokenID) {
+		return badRequest("token_id must be an Astro token id (letters, digits, - and _)")
 	}
 	if err := s.Revoke(r.Context(), raw, req.TokenID); err != nil {
 		return err
@@ -72,4 +72,19 @@ func (s *Server) Revoke(ctx context.Context, rawIDToken, tokenID string) error {
 	s.audit(ctx, "revoke", "allow", claims, auditDetail{tokenID: tokenID})
 	s.metrics.revokes.WithLabelValues("revoked").Inc()
 	return nil
+}
+
+// validID reports whether id looks like an Astro id. It goes into a URL
+// path, so nothing that a proxy could normalise (".", "..", "/", "%") gets
+// that far.
+func validID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '_') {
+			return false
+		}
+	}
+	return true
 }
