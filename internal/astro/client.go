@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -400,4 +401,24 @@ func sleep(ctx context.Context, d time.Duration) error {
 	case <-t.C:
 		return nil
 	}
+}
+
+// String hides the bearer token, so a Config can be printed or logged.
+func (c Config) String() string {
+	return fmt.Sprintf("astro.Config{BaseURL: %q, Token: %s, UserAgent: %q}", c.BaseURL, redact(c.Token), c.UserAgent)
+}
+
+// GoString is [Config.String], for %#v.
+func (c Config) GoString() string { return c.String() }
+
+// LogValue keeps the token out of structured logs.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("base_url", c.BaseURL), slog.String("token", redact(c.Token)))
+}
+
+func redact(secret string) string {
+	if secret == "" {
+		return `""`
+	}
+	return "[redacted]"
 }

@@ -51,3 +51,15 @@ func logWith(newHandler func(io.Writer) slog.Handler, key string, v any) string 
 	slog.New(newHandler(&buf)).Info("m", key, v)
 	return buf.String()
 }
+
+// A Config's bearer token never shows when it is printed or logged.
+func TestConfigNeverPrintsItsToken(t *testing.T) {
+	cfg := astro.Config{BaseURL: "https://api.astronomer.io/v1", Token: "secret-bearer"}
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("cfg", "config", cfg)
+	for _, s := range []string{fmt.Sprint(cfg), fmt.Sprintf("%+v", cfg), fmt.Sprintf("%#v", cfg), fmt.Sprintf("%v", &cfg), buf.String()} {
+		if strings.Contains(s, "secret-bearer") || !strings.Contains(s, "api.astronomer.io") {
+			t.Errorf("printed: %s", s)
+		}
+	}
+}

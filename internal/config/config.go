@@ -155,3 +155,20 @@ func trimAll(in []string) []string {
 	}
 	return out
 }
+
+// String hides the organization token, so the configuration can be
+// printed or logged whole.
+func (c Broker) String() string {
+	tok := `""`
+	if c.OrganizationToken != "" {
+		tok = "[redacted]"
+	}
+	return fmt.Sprintf("{Addr:%s Audience:%s Issuers:%v PolicyFile:%s AstroAPIURL:%s OrganizationID:%s OrganizationToken:%s OrganizationTokenFile:%s ReapInterval:%s LogLevel:%s}",
+		c.Addr, c.Audience, c.Issuers, c.PolicyFile, c.AstroAPIURL, c.OrganizationID, tok, c.OrganizationTokenFile, c.ReapInterval, c.LogLevel)
+}
+
+// GoString is [Broker.String], for %#v.
+func (c Broker) GoString() string { return "config.Broker" + c.String() }
+
+// LogValue keeps the organization token out of structured logs.
+func (c Broker) LogValue() slog.Value { return slog.StringValue(c.String()) }

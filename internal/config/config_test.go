@@ -1,6 +1,9 @@
 package config
 
 import (
+	"bytes"
+	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -123,6 +126,27 @@ func TestCheckURL(t *testing.T) {
 	} {
 		if err := CheckURL(tc.url); (err == nil) != tc.ok {
 			t.Errorf("CheckURL(%q) = %v, want ok=%v", tc.url, err, tc.ok)
+		}
+	}
+}
+
+// The organization token never shows when the configuration is printed or
+// logged, however it is formatted.
+func TestBrokerNeverPrintsTheToken(t *testing.T) {
+	c, err := LoadBroker(validEnv())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.OrganizationToken = "secret-org-token"
+	var buf bytes.Buffer
+	slog.New(slog.NewJSONHandler(&buf, nil)).Info("cfg", "config", c)
+	slog.New(slog.NewTextHandler(&buf, nil)).Info("cfg", "config", c)
+	for _, s := range []string{fmt.Sprint(c), fmt.Sprintf("%+v", c), fmt.Sprintf("%#v", c), fmt.Sprintf("%v", &c), buf.String()} {
+		if strings.Contains(s, "secret-org-token") {
+			t.Errorf("token printed: %s", s)
+		}
+		if !strings.Contains(s, "clorg") {
+			t.Errorf("configuration not printed: %s", s)
 		}
 	}
 }
