@@ -1,11 +1,9 @@
 package sink_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"testing"
-	"time"
 
 	"github.com/astro-sts/astro-sts/internal/vaulttest"
 )
@@ -19,19 +17,12 @@ func TestMain(m *testing.M) {
 }
 
 func run(m *testing.M) int {
-	bin, ok := vaulttest.Binary()
-	if !ok && vaulttest.Required() {
-		fmt.Fprintf(os.Stderr, "CI=true but %s (looked for %s)\n", vaulttest.BuildHint, bin)
+	s, err := vaulttest.Shared()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	if ok {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		s, err := vaulttest.Start(ctx, bin)
-		cancel()
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
+	if s != nil {
 		defer s.Close()
 		testVault = s
 	}

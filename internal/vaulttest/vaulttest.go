@@ -94,6 +94,24 @@ type Server struct {
 	once   sync.Once
 }
 
+// Shared starts the one Vault dev server a test package shares (from its
+// TestMain: starting one per test would cost seconds each). With no Vault
+// binary it returns nil and no error, so the package's Vault tests can skip
+// with [BuildHint]; when [Required] (CI), a missing binary is an error
+// instead, so CI never passes by skipping them.
+func Shared() (*Server, error) {
+	bin, ok := Binary()
+	if !ok {
+		if Required() {
+			return nil, fmt.Errorf("CI=true but %s (looked for %s)", BuildHint, bin)
+		}
+		return nil, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	return Start(ctx, bin)
+}
+
 // Start runs `bin server -dev` on a free loopback port and returns once
 // /v1/sys/health answers. HOME points into a temporary directory and
 // -dev-no-store-token is given, so the server never writes ~/.vault-token.
