@@ -19,31 +19,13 @@ import (
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/fakeclock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
 )
 
 const audience = "https://sts.example.com"
-
-// clock is a settable clock shared by every part of a test environment, so
-// that a test can move time forward (for the reaper) without sleeping.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // syncBuffer collects log output written from several goroutines.
 type syncBuffer struct {
@@ -67,7 +49,7 @@ func (s *syncBuffer) String() string {
 // over HTTP on loopback.
 type testEnv struct {
 	t        testing.TB
-	clock    *clock
+	clock    *fakeclock.Clock
 	emu      *emulator.Emulator
 	emuURL   string
 	iss      *issuer.Issuer
@@ -132,7 +114,7 @@ rotations:
 
 func newEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Helper()
-	c := &clock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	c := fakeclock.New(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	ecfg := opts.emulator
 	ecfg.Now = c.Now
 	esrv, emu, err := emulator.Start(ecfg)

@@ -18,6 +18,7 @@ import (
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/fakeclock"
 	"github.com/astro-sts/astro-sts/internal/githubtest"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
@@ -39,7 +40,7 @@ type rotateEnv struct {
 
 func newRotateEnv(t *testing.T) *rotateEnv {
 	t.Helper()
-	c := &clock{now: time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC)}
+	c := fakeclock.New(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	esrv, emu, err := emulator.Start(emulator.Config{Now: c.Now})
 	if err != nil {
 		t.Fatal(err)

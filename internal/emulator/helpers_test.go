@@ -5,49 +5,27 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/fakeclock"
 )
-
-// fakeClock is a settable clock, safe for the server's goroutines.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 1, 2, 3, 4, 5, 678_000_000, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // env is one emulator served over loopback for one test.
 type env struct {
 	t     *testing.T
 	srv   *emulator.Server
 	emu   *emulator.Emulator
-	clock *fakeClock
+	clock *fakeclock.Clock
 	org   string
 	owner string
 }
 
 func start(t *testing.T, cfg emulator.Config) *env {
 	t.Helper()
-	clock := newClock()
+	clock := fakeclock.New(time.Date(2026, 1, 2, 3, 4, 5, 678_000_000, time.UTC))
 	if cfg.Now == nil {
 		cfg.Now = clock.Now
 	}

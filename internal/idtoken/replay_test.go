@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/astro-sts/astro-sts/internal/fakeclock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
@@ -58,7 +59,7 @@ func TestReplayGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk := newClock(t0)
+			clk := fakeclock.New(t0)
 			g := idtoken.NewReplayGuard(tt.max, clk.Now)
 			var got, want []string
 			for _, u := range tt.uses {
@@ -109,7 +110,7 @@ func TestReplayGuardConcurrent(t *testing.T) {
 // token verifies twice (verification does not consume it) but is
 // exchanged once.
 func TestReplayAfterVerify(t *testing.T) {
-	clk := newClock(t0)
+	clk := fakeclock.New(t0)
 	a := startIssuer(t, clk.Now)
 	v := newVerifier(t, clk.Now, nil, a.URL())
 	g := idtoken.NewReplayGuard(100, clk.Now)

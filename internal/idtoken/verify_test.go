@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/astro-sts/astro-sts/internal/fakeclock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
@@ -26,26 +27,6 @@ import (
 const audience = "https://sts.example"
 
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// clock is a test clock that tests move by hand.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock(t time.Time) *clock { return &clock{t: t} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-}
 
 // countingTransport counts requests by URL path, so tests can prove that a
 // token was refused without a network call, or that discovery ran once.
@@ -146,7 +127,7 @@ func payloadOf(t *testing.T, tok string) map[string]any {
 // TestVerifyBadTokens is the table: each bad token is refused with
 // an error the broker maps to 401, and no error carries the token.
 func TestVerifyBadTokens(t *testing.T) {
-	clk := newClock(t0)
+	clk := fakeclock.New(t0)
 	a := startIssuer(t, clk.Now)
 	b := startIssuer(t, clk.Now)
 	stranger := startIssuer(t, clk.Now)
@@ -301,7 +282,7 @@ func assertNoToken(t *testing.T, err error, tok string) {
 }
 
 func TestVerifyAcceptsAndDecodes(t *testing.T) {
-	clk := newClock(t0)
+	clk := fakeclock.New(t0)
 	a := startIssuer(t, clk.Now)
 	v := newVerifier(t, clk.Now, http.DefaultTransport, a.URL())
 
@@ -498,7 +479,7 @@ func TestDiscoveryFailureIsNotCached(t *testing.T) {
 // TestJWKSOutageRecovers: after a JWKS failure the verifier waits the
 // refresh interval, then tries again.
 func TestJWKSOutageRecovers(t *testing.T) {
-	clk := newClock(t0)
+	clk := fakeclock.New(t0)
 	real := startIssuer(t, clk.Now)
 	f := startFlaky(t, real, func(f *flakyIssuer) { f.failJWKS.Store(true) })
 	v := newVerifier(t, clk.Now, http.DefaultTransport, f.url)
@@ -524,7 +505,7 @@ func TestJWKSOutageRecovers(t *testing.T) {
 // unknown kid triggers at most one refetch per interval; keys are fetched
 // again after an hour.
 func TestKeyCache(t *testing.T) {
-	clk := newClock(t0)
+	clk := fakeclock.New(t0)
 	a := startIssuer(t, clk.Now)
 	tr := &countingTransport{}
 	v := newVerifier(t, clk.Now, tr, a.URL())
@@ -616,7 +597,7 @@ func TestNewValidatesConfig(t *testing.T) {
 }
 
 func TestLeewayAndSizeConfig(t *testing.T) {
-	clk := newClock(t0)
+	clk := fakeclock.New(t0)
 	a := startIssuer(t, clk.Now)
 	v, err := idtoken.New(idtoken.Config{Issuers: []string{a.URL()}, Audience: audience, Now: clk.Now, Leeway: 5 * time.Second, MaxTokenSize: 4000})
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/fakeclock"
 	"github.com/astro-sts/astro-sts/internal/githubtest"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
@@ -80,25 +81,6 @@ func closedAddr(t *testing.T) string {
 	addr := "http://" + ln.Addr().String()
 	ln.Close()
 	return addr
-}
-
-// clock is the emulator's clock; tests move it between runs so that
-// creation times differ as they would in production.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
 }
 
 // syncBuffer collects log output written from several goroutines.
@@ -166,7 +148,7 @@ type envOptions struct {
 // (optionally) the package's Vault, all over loopback HTTP.
 type testEnv struct {
 	t         *testing.T
-	clock     *clock
+	clock     *fakeclock.Clock
 	emu       *emulator.Emulator
 	emuURL    string
 	ac        *astro.Client
@@ -188,7 +170,7 @@ type testEnv struct {
 func newEnv(t *testing.T, opts envOptions) *testEnv {
 	t.Helper()
 	ctx := ctxT(t)
-	e := &testEnv{t: t, clock: &clock{now: time.Now().UTC().Truncate(time.Second)}, logs: &syncBuffer{}}
+	e := &testEnv{t: t, clock: fakeclock.New(time.Now().UTC().Truncate(time.Second)), logs: &syncBuffer{}}
 	e.logger = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	esrv, emu, err := emulator.Start(emulator.Config{Now: e.clock.Now})
