@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -23,27 +21,10 @@ import (
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
 const audience = "https://sts.example.com"
-
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // testEnv is a broker wired to a real emulator and a real OIDC issuer, all
 // over HTTP on loopback.
@@ -55,7 +36,7 @@ type testEnv struct {
 	iss      *issuer.Issuer
 	broker   *broker.Server
 	url      string
-	logs     *syncBuffer
+	logs     *syncbuf.Buffer
 	policy   string // path of the policy file
 	astroOrg *astro.Client
 }
@@ -134,7 +115,7 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	if err := os.WriteFile(policyPath, []byte(samplePolicy(emu.WorkspaceIDs(), emu.DeploymentIDs())), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store, err := policy.NewStore(policyPath, logger)
 	if err != nil {

@@ -25,6 +25,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/sink"
+	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
 const rotateGitHubToken = "ghp_broker-test-token-never-printed"
@@ -89,7 +90,7 @@ rotations:
 	if err := os.WriteFile(policyPath, []byte(src), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	store, err := policy.NewStore(policyPath, logger)
 	if err != nil {

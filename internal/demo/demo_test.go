@@ -1,7 +1,6 @@
 package demo_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,32 +10,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/demo"
 	"github.com/astro-sts/astro-sts/internal/runnertest"
+	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
-
-// syncBuffer collects logs written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // exportedTokens reads back, from the jobs' GITHUB_ENV files the demo left
 // in dir, every token value it minted.
@@ -63,7 +44,7 @@ func exportedTokens(t *testing.T, dir string) []string {
 // step in order, and no token value anywhere.
 func TestRun(t *testing.T) {
 	dir := t.TempDir()
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	var out strings.Builder
 	err := demo.Run(t.Context(), &out, demo.Options{
 		Dir:    dir,

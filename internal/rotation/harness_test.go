@@ -1,7 +1,6 @@
 package rotation_test
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -15,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -28,6 +26,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/sink"
+	"github.com/astro-sts/astro-sts/internal/syncbuf"
 	"github.com/astro-sts/astro-sts/internal/vaulttest"
 )
 
@@ -81,24 +80,6 @@ func closedAddr(t *testing.T) string {
 	addr := "http://" + ln.Addr().String()
 	ln.Close()
 	return addr
-}
-
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // ghSecret is one GitHub secret of the default targets.
@@ -156,7 +137,7 @@ type testEnv struct {
 	vault     *vaulttest.Server
 	vaultPath string
 	sinkCfg   sink.Config
-	logs      *syncBuffer
+	logs      *syncbuf.Buffer
 	logger    *slog.Logger
 	pol       *policy.Policy
 	rot       *policy.Rotation
@@ -170,7 +151,7 @@ type testEnv struct {
 func newEnv(t *testing.T, opts envOptions) *testEnv {
 	t.Helper()
 	ctx := ctxT(t)
-	e := &testEnv{t: t, clock: fakeclock.New(time.Now().UTC().Truncate(time.Second)), logs: &syncBuffer{}}
+	e := &testEnv{t: t, clock: fakeclock.New(time.Now().UTC().Truncate(time.Second)), logs: &syncbuf.Buffer{}}
 	e.logger = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	esrv, emu, err := emulator.Start(emulator.Config{Now: e.clock.Now})

@@ -12,7 +12,6 @@
 package vaulttest
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -28,6 +27,8 @@ import (
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
+
+	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
 // Version is the Vault release tools/vault builds; it names the cached
@@ -88,7 +89,7 @@ type Server struct {
 
 	cmd    *exec.Cmd
 	dir    string
-	out    *syncBuffer
+	out    *syncbuf.Buffer
 	exited chan struct{}
 	client *vaultapi.Client
 	once   sync.Once
@@ -157,7 +158,7 @@ func start(ctx context.Context, bin string) (*Server, error) {
 		Addr:      "http://" + listen,
 		RootToken: token,
 		dir:       dir,
-		out:       &syncBuffer{limit: 64 << 10},
+		out:       &syncbuf.Buffer{Limit: 64 << 10},
 		exited:    make(chan struct{}),
 	}
 	// Not exec.CommandContext: ctx bounds the start, not the server's life.
@@ -295,27 +296,4 @@ func randomToken() (string, error) {
 		return "", err
 	}
 	return "root-" + hex.EncodeToString(b), nil
-}
-
-// syncBuffer collects the server's output from two pipes, keeping the first
-// limit bytes (the start-up banner and any early failure).
-type syncBuffer struct {
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	limit int
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	if room := b.limit - b.buf.Len(); room > 0 {
-		b.buf.Write(p[:min(len(p), room)])
-	}
-	return len(p), nil
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
