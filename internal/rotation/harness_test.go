@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	vaultapi "github.com/hashicorp/vault/api"
-
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/fakeclock"
@@ -368,21 +366,14 @@ func (e *testEnv) checkLogs() {
 }
 
 // policyToken creates a Vault token holding only the named policy (plus
-// "default").
+// "default"); see [vaulttest.Server.TokenWithPolicy].
 func policyToken(t *testing.T, v *vaulttest.Server, name, hcl string) string {
 	t.Helper()
-	ctx := ctxT(t)
-	root := v.Client()
-	if hcl != "" {
-		if err := root.Sys().PutPolicyWithContext(ctx, name, hcl); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sec, err := root.Auth().Token().CreateWithContext(ctx, &vaultapi.TokenCreateRequest{Policies: []string{name}, TTL: "10m"})
+	tok, err := v.TokenWithPolicy(ctxT(t), name, hcl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sec.Auth.ClientToken
+	return tok
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -53,22 +53,15 @@ func unique(name string) string {
 	return name + "-" + hex.EncodeToString(b)
 }
 
-// policyToken creates a token holding only the named policies (plus
-// "default").
-func policyToken(t *testing.T, v *vaulttest.Server, policy, hcl string) string {
+// policyToken creates a Vault token holding only the named policy (plus
+// "default"); see [vaulttest.Server.TokenWithPolicy].
+func policyToken(t *testing.T, v *vaulttest.Server, name, hcl string) string {
 	t.Helper()
-	ctx := ctxT(t)
-	root := v.Client()
-	if hcl != "" {
-		if err := root.Sys().PutPolicyWithContext(ctx, policy, hcl); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sec, err := root.Auth().Token().CreateWithContext(ctx, &vaultapi.TokenCreateRequest{Policies: []string{policy}, TTL: "10m"})
+	tok, err := v.TokenWithPolicy(ctxT(t), name, hcl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return sec.Auth.ClientToken
+	return tok
 }
 
 func writerClient(t *testing.T, v *vaulttest.Server) *vaultapi.Client {
