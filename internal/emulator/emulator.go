@@ -91,6 +91,10 @@ type Emulator struct {
 	tokens   map[string]*record
 	throttle int
 	retryAft time.Duration
+	// Faults after processing (faults.go): every answer held this long,
+	// and the share of answers lost.
+	slowAnswers time.Duration
+	loseRate    float64
 }
 
 type deployment struct {
