@@ -10,6 +10,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -31,7 +32,7 @@ type Astro interface {
 	SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error)
 	GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error)
 	DeleteToken(ctx context.Context, orgID, tokenID string) error
-	ListTokens(ctx context.Context, orgID string, opts astro.ListTokensOptions) ([]astro.Token, error)
+	ListTokensPage(ctx context.Context, orgID string, opts astro.ListTokensOptions, offset, limit int) (*astro.TokensPage, error)
 	ListOrganizations(ctx context.Context) ([]astro.Organization, error)
 }
 
@@ -74,6 +75,16 @@ type Config struct {
 	// ReadyCacheTTL bounds how often /readyz asks Astro whether it is up;
 	// 0 means 10s.
 	ReadyCacheTTL time.Duration
+
+	// AstroConcurrency bounds the broker's Astro calls in flight (0 means
+	// [DefaultAstroConcurrency]); AstroTimeout bounds each, once it has a
+	// slot (0 means [DefaultAstroTimeout]).
+	AstroConcurrency int
+	AstroTimeout     time.Duration
+	// ReapConcurrency bounds a reaper pass's deletes in flight, within
+	// AstroConcurrency; 0 means [DefaultReapConcurrency] (or
+	// AstroConcurrency if that is smaller).
+	ReapConcurrency int
 }
 
 // Server is the broker. Create it with [New]; it is safe for concurrent use.
@@ -88,6 +99,8 @@ type Server struct {
 	now      func() time.Time
 	metrics  *Metrics
 	registry *prometheus.Registry
+
+	reapConc int
 
 	readyTTL time.Duration
 	readyMu  sync.Mutex
@@ -112,6 +125,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Policies == nil {
 		errs = append(errs, errors.New("broker: Policies is required"))
+	}
+	if cfg.AstroConcurrency < 0 || cfg.ReapConcurrency < 0 || cfg.AstroTimeout < 0 {
+		errs = append(errs, errors.New("broker: AstroConcurrency, ReapConcurrency and AstroTimeout must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -148,6 +164,9 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.metrics = m
 	}
+	conc := cmp.Or(cfg.AstroConcurrency, DefaultAstroConcurrency)
+	s.astro = newBoundedAstro(cfg.Astro, conc, cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout), s.metrics)
+	s.reapConc = min(cmp.Or(cfg.ReapConcurrency, DefaultReapConcurrency), conc)
 	return s, nil
 }
 

@@ -48,6 +48,8 @@ type envOptions struct {
 	// wrapAstro, if set, wraps the broker's Astro client (the real one,
 	// over HTTP) to make upstream misbehave in ways the emulator does not.
 	wrapAstro func(broker.Astro) broker.Astro
+	// configure, if set, adjusts the broker's configuration before New.
+	configure func(*broker.Config)
 }
 
 // samplePolicy grants, for acme/dags (repository id 123456) on main, up to
@@ -140,7 +142,7 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	if opts.wrapAstro != nil {
 		upstream = opts.wrapAstro(ac)
 	}
-	b, err := broker.New(broker.Config{
+	bcfg := broker.Config{
 		Astro:          upstream,
 		OrganizationID: emu.OrganizationID(),
 		Verifier:       v,
@@ -149,7 +151,11 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 		Rotator:        opts.rotator,
 		Logger:         logger,
 		Now:            c.Now,
-	})
+	}
+	if opts.configure != nil {
+		opts.configure(&bcfg)
+	}
+	b, err := broker.New(bcfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,14 +13,21 @@ import (
 // Metrics are the broker's Prometheus metrics. None carries a token value
 // or a claim with unbounded cardinality (only rule names, outcomes, routes).
 type Metrics struct {
-	exchanges       *prometheus.CounterVec
-	exchangeLatency *prometheus.HistogramVec
-	revokes         *prometheus.CounterVec
-	rotations       *prometheus.CounterVec
-	upstream        *prometheus.CounterVec
-	upstreamLatency *prometheus.HistogramVec
-	reaped          prometheus.Counter
-	reapErrors      prometheus.Counter
+	exchanges        *prometheus.CounterVec
+	exchangeLatency  *prometheus.HistogramVec
+	revokes          *prometheus.CounterVec
+	rotations        *prometheus.CounterVec
+	upstream         *prometheus.CounterVec
+	upstreamLatency  *prometheus.HistogramVec
+	upstreamInFlight prometheus.Gauge
+	upstreamWait     prometheus.Histogram
+	reaped           prometheus.Counter
+	reapErrors       prometheus.Counter
+	reapFailedCalls  prometheus.Counter
+	reapDuration     prometheus.Histogram
+	reapExpired      prometheus.Gauge
+	reapOverdue      prometheus.Gauge
+	reapSkipped      prometheus.Counter
 }
 
 // NewMetrics registers the broker's metrics in reg.
@@ -52,9 +59,33 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 		reapErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "astro_sts_reap_errors_total", Help: "Reaper passes that failed in part or whole.",
 		}),
+		upstreamInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "astro_sts_upstream_in_flight", Help: "Calls to the Astro API in flight (bounded by ASTRO_STS_ASTRO_CONCURRENCY).",
+		}),
+		upstreamWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "astro_sts_upstream_wait_seconds", Help: "Time a call to the Astro API waited for a free slot.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}),
+		reapFailedCalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "astro_sts_reap_failed_calls_total", Help: "Astro calls (lists, deletes) of reaper passes that failed.",
+		}),
+		reapDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "astro_sts_reap_duration_seconds", Help: "Duration of reaper passes.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+		}),
+		reapExpired: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "astro_sts_reap_expired_tokens", Help: "Expired broker tokens the last reaper pass found.",
+		}),
+		reapOverdue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "astro_sts_reap_most_overdue_seconds", Help: "How long past its deadline the most overdue token of the last reaper pass was (0: none).",
+		}),
+		reapSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "astro_sts_reap_skipped_ticks_total", Help: "Reaper ticks skipped because the previous pass was still running.",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.exchanges, m.exchangeLatency, m.revokes, m.rotations, m.upstream, m.upstreamLatency, m.reaped, m.reapErrors,
+		m.upstreamInFlight, m.upstreamWait, m.reapFailedCalls, m.reapDuration, m.reapExpired, m.reapOverdue, m.reapSkipped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := reg.Register(c); err != nil {
