@@ -164,6 +164,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.metrics = m
 	}
+	if ph, ok := cfg.Policies.(policyHealth); ok {
+		if err := registerPolicyHealth(s.registry, ph); err != nil {
+			return nil, err
+		}
+	}
 	conc := cmp.Or(cfg.AstroConcurrency, DefaultAstroConcurrency)
 	s.astro = newBoundedAstro(cfg.Astro, conc, cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout), s.metrics)
 	s.reapConc = min(cmp.Or(cfg.ReapConcurrency, DefaultReapConcurrency), conc)
@@ -242,6 +247,13 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
+	// Still ready (the last good policy decides, as it should), but say
+	// it: the next restart would fail.
+	if ph, ok := s.policies.(policyHealth); ok {
+		if h := ph.Health(); !h.OK {
+			_, _ = w.Write([]byte("warning: the policy file does not load; serving the last good policy (loaded " + h.LastGood.UTC().Format(time.RFC3339) + "); a restart would fail\n"))
+		}
+	}
 }
 
 // upstreamReady asks Astro at most once per readyTTL, so that a tight

@@ -38,6 +38,7 @@ type testEnv struct {
 	url      string
 	logs     *syncbuf.Buffer
 	policy   string // path of the policy file
+	store    *policy.Store
 	astroOrg *astro.Client
 }
 
@@ -163,7 +164,7 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Cleanup(hs.Close)
 	return &testEnv{
 		t: t, clock: c, emu: emu, emuURL: esrv.URL, iss: iss, broker: b, url: hs.URL,
-		logs: logs, policy: policyPath, astroOrg: ac,
+		logs: logs, policy: policyPath, store: store, astroOrg: ac,
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -110,4 +111,47 @@ func (m *Metrics) ObserveUpstream(method, route string, status int, d time.Durat
 func (m *Metrics) exchange(outcome, rule string, start, end time.Time) {
 	m.exchanges.WithLabelValues(outcome, rule).Inc()
 	m.exchangeLatency.WithLabelValues(outcome).Observe(end.Sub(start).Seconds())
+}
+
+// policyHealth is implemented by a policy source that knows how its last
+// reload went; *policy.Store does.
+type policyHealth interface {
+	Health() policy.Health
+}
+
+// registerPolicyHealth exposes the policy's reload health: a file that
+// stopped loading leaves the broker serving the last good policy (right),
+// silently (wrong) until the next restart fails. docs/reliability.md says
+// what to alert on.
+func registerPolicyHealth(reg *prometheus.Registry, ph policyHealth) error {
+	unix := func(t time.Time) float64 {
+		if t.IsZero() {
+			return 0
+		}
+		return float64(t.UnixNano()) / 1e9
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "astro_sts_policy_reload_ok", Help: "1 if the policy file loaded at the last look, 0 while it is invalid, unreadable or gone (the last good policy stays in force).",
+		}, func() float64 {
+			if ph.Health().OK {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "astro_sts_policy_last_reload_timestamp_seconds", Help: "When the policy file was last read and found changed or unreadable (Unix time).",
+		}, func() float64 { return unix(ph.Health().Checked) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "astro_sts_policy_last_good_timestamp_seconds", Help: "When a good policy file was last read (Unix time).",
+		}, func() float64 { return unix(ph.Health().LastGood) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "astro_sts_policy_rules", Help: "Rules of the policy in force.",
+		}, func() float64 { return float64(ph.Health().Rules) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -283,4 +284,63 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool) {
 func waitForLog(t *testing.T, e *testEnv, substr string, limit time.Duration) {
 	t.Helper()
 	waitFor(t, limit, func() bool { return strings.Contains(e.logs.String(), substr) })
+}
+
+// A policy file that stops loading shows in /metrics and /readyz (which
+// stays ready: the last good policy decides), and clears when it is fixed.
+func TestPolicyHealthIsVisible(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	store := e.store
+	m := metricsText(t, e)
+	for _, want := range []string{"astro_sts_policy_reload_ok 1", "astro_sts_policy_rules 3"} {
+		if !strings.Contains(m, want+"\n") {
+			t.Errorf("metrics lack %q:\n%s", want, grepLines(m, "astro_sts_policy"))
+		}
+	}
+	good, err := os.ReadFile(e.policy)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(e.policy, []byte("rules: [{name: r}]\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Reload(); err == nil {
+		t.Fatal("a bad policy loaded")
+	}
+	if m := metricsText(t, e); !strings.Contains(m, "astro_sts_policy_reload_ok 0\n") || !strings.Contains(m, "astro_sts_policy_rules 3\n") {
+		t.Errorf("a failed reload does not show:\n%s", grepLines(m, "astro_sts_policy"))
+	}
+	status, body := getText(t, e.url+"/readyz")
+	if status != http.StatusOK || !strings.Contains(body, "the policy file does not load") {
+		t.Errorf("readyz with a broken policy file: %d %q", status, body)
+	}
+	if err := os.WriteFile(e.policy, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Reload(); err != nil {
+		t.Fatal(err)
+	}
+	if m := metricsText(t, e); !strings.Contains(m, "astro_sts_policy_reload_ok 1\n") {
+		t.Errorf("the fix does not show:\n%s", grepLines(m, "astro_sts_policy"))
+	}
+	if status, body := getText(t, e.url+"/readyz"); status != http.StatusOK || body != "ready\n" {
+		t.Errorf("readyz after the fix: %d %q", status, body)
+	}
+	if !strings.Contains(e.logs.String(), "policy file good again") {
+		t.Error("the recovery was not logged")
+	}
+}
+
+func getText(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
 }
