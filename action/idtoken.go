@@ -49,6 +49,7 @@ type idTokens struct {
 	audience string
 	attempts int
 	backoff  backoff
+	timeout  time.Duration // of each attempt
 }
 
 // fetch returns a fresh token, already masked: it is a bearer credential for
@@ -56,9 +57,10 @@ type idTokens struct {
 func (s idTokens) fetch(ctx context.Context) (string, error) {
 	last := &IDTokenError{}
 	for attempt := 1; ; attempt++ {
-		actx, cancel := context.WithTimeout(ctx, callTimeout)
+		actx, cancel := context.WithTimeout(ctx, s.timeout)
 		tok, err := s.a.GetIDToken(actx, s.audience)
 		cancel()
+		err = explainTimeout(ctx, err, "the runner's OIDC token endpoint", s.timeout)
 		if err == nil && tok != "" {
 			mask(s.a, tok)
 			return tok, nil
