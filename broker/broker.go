@@ -102,6 +102,10 @@ type Server struct {
 
 	reapConc int
 
+	astroTimeout   time.Duration
+	requestTimeout time.Duration
+	track          *tracker // operations in flight and their clean-ups
+
 	readyTTL time.Duration
 	readyMu  sync.Mutex
 	readyAt  time.Time
@@ -172,6 +176,8 @@ func New(cfg Config) (*Server, error) {
 	conc := cmp.Or(cfg.AstroConcurrency, DefaultAstroConcurrency)
 	s.astro = newBoundedAstro(cfg.Astro, conc, cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout), s.metrics)
 	s.reapConc = min(cmp.Or(cfg.ReapConcurrency, DefaultReapConcurrency), conc)
+	s.astroTimeout = cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout)
+	s.track = newTracker()
 	return s, nil
 }
 

@@ -29,6 +29,7 @@ type Metrics struct {
 	reapExpired      prometheus.Gauge
 	reapOverdue      prometheus.Gauge
 	reapSkipped      prometheus.Counter
+	undelivered      *prometheus.CounterVec
 }
 
 // NewMetrics registers the broker's metrics in reg.
@@ -83,10 +84,13 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 		reapSkipped: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "astro_sts_reap_skipped_ticks_total", Help: "Reaper ticks skipped because the previous pass was still running.",
 		}),
+		undelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "astro_sts_undelivered_tokens_total", Help: "Tokens minted and not handed out, by why (create_outcome_unknown, caller_gone, half_made) and what became of them (deleted, delete_failed, not_found).",
+		}, []string{"why", "outcome"}),
 	}
 	for _, c := range []prometheus.Collector{
 		m.exchanges, m.exchangeLatency, m.revokes, m.rotations, m.upstream, m.upstreamLatency, m.reaped, m.reapErrors,
-		m.upstreamInFlight, m.upstreamWait, m.reapFailedCalls, m.reapDuration, m.reapExpired, m.reapOverdue, m.reapSkipped,
+		m.upstreamInFlight, m.upstreamWait, m.reapFailedCalls, m.reapDuration, m.reapExpired, m.reapOverdue, m.reapSkipped, m.undelivered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := reg.Register(c); err != nil {
