@@ -2,8 +2,6 @@ package broker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/http"
@@ -42,16 +40,13 @@ type ExchangeResponse struct {
 const upstreamExpiryDays = 1
 
 func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
-	start := s.now()
 	raw, err := bearer(r)
-	if err != nil {
-		s.metrics.exchange(outcome(err), "", start, s.now())
-		return err
-	}
 	var req ExchangeRequest
-	if err := decodeOptional(r.Body, &req); err != nil {
-		s.metrics.exchange(outcome(err), "", start, s.now())
-		return err
+	if err == nil {
+		err = decodeOptional(r.Body, &req)
+	}
+	if err != nil {
+		return s.refuse(r.Context(), opExchange, err)
 	}
 	resp, err := s.Exchange(r.Context(), raw, req)
 	if err != nil {
@@ -64,36 +59,31 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 // Exchange is the heart of the broker: verify the OIDC token, decide with
 // the policy, mint the Astro token, record the decision. It returns the
 // minted token, or an error that [classify] maps to a status code.
-func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (*ExchangeResponse, error) {
-	start := s.now()
+func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *ExchangeResponse, err error) {
+	e := s.begin(opExchange)
+	defer func() { s.record(ctx, e, err) }()
+
 	claims, err := s.verifier.Verify(ctx, rawIDToken)
-	if err == nil && (claims.RepositoryID == "" || claims.RunID == "") {
-		err = errNoRunClaims
-	}
 	if err != nil {
-		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
-		s.metrics.exchange(outcome(err), "", start, s.now())
 		return nil, err
+	}
+	e.claims = claims
+	if claims.RepositoryID == "" || claims.RunID == "" {
+		return nil, errNoRunClaims
 	}
 	d, err := s.decide(claims, req)
 	if err != nil {
-		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
-		s.metrics.exchange(outcome(err), "", start, s.now())
 		return nil, err
 	}
+	e.decision = &d
 	if err := s.spend(claims); err != nil {
-		s.audit(ctx, "exchange", "deny", claims, auditDetail{decision: &d, reason: err})
-		s.metrics.exchange(outcome(err), d.Rule, start, s.now())
 		return nil, err
 	}
 	tok, deadline, err := s.mint(ctx, claims, d)
 	if err != nil {
-		s.audit(ctx, "exchange", "error", claims, auditDetail{decision: &d, reason: err})
-		s.metrics.exchange(outcome(err), d.Rule, start, s.now())
 		return nil, err
 	}
-	s.audit(ctx, "exchange", "allow", claims, auditDetail{decision: &d, token: tok})
-	s.metrics.exchange("allow", d.Rule, start, s.now())
+	e.token = tok
 	return &ExchangeResponse{
 		Token:          tok.Token,
 		TokenID:        tok.ID,
@@ -104,22 +94,6 @@ func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 		ExpiresAt:      deadline,
 		Rule:           d.Rule,
 	}, nil
-}
-
-// outcome is the metrics label of a failed exchange, derived from the
-// status [classify] gives the error, so the two can never disagree.
-func outcome(err error) string {
-	switch st := classify(err).status; {
-	case st == http.StatusUnauthorized:
-		return "unauthorized"
-	case st == http.StatusForbidden:
-		return "deny"
-	case st == http.StatusTooManyRequests || st == http.StatusBadGateway || st == http.StatusServiceUnavailable:
-		return "unavailable"
-	case st >= 400 && st < 500:
-		return "bad_request"
-	}
-	return "error"
 }
 
 func (s *Server) decide(claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {
@@ -206,11 +180,4 @@ func (s *Server) discard(ctx context.Context, tokenID string) {
 	if err := s.astro.DeleteToken(cctx, s.org, tokenID); err != nil {
 		s.log.Error("could not delete a half-made token; the reaper will", "token_id", tokenID, "error", err)
 	}
-}
-
-// tokenSHA256 is how a token value appears in the audit log: enough to
-// match a value found elsewhere, useless to use.
-func tokenSHA256(value string) string {
-	sum := sha256.Sum256([]byte(value))
-	return hex.EncodeToString(sum[:])
 }
