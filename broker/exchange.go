@@ -40,11 +40,8 @@ type ExchangeResponse struct {
 const upstreamExpiryDays = 1
 
 func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
-	raw, err := bearer(r)
 	var req ExchangeRequest
-	if err == nil {
-		err = decodeOptional(r.Body, &req)
-	}
+	raw, err := readRequest(r, &req)
 	if err != nil {
 		return s.refuse(r.Context(), opExchange, err)
 	}
@@ -63,13 +60,12 @@ func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 	e := s.begin(opExchange)
 	defer func() { s.record(ctx, e, err) }()
 
-	claims, err := s.verifier.Verify(ctx, rawIDToken)
+	claims, err := s.verify(ctx, e, rawIDToken)
+	if err == nil && (claims.RepositoryID == "" || claims.RunID == "") {
+		err = errNoRunClaims
+	}
 	if err != nil {
 		return nil, err
-	}
-	e.claims = claims
-	if claims.RepositoryID == "" || claims.RunID == "" {
-		return nil, errNoRunClaims
 	}
 	d, err := s.decide(claims, req)
 	if err != nil {

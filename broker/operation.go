@@ -14,8 +14,19 @@ import (
 )
 
 // What exchange, revoke and rotate have in common: each reads a bearer
-// token and a strict JSON body, spends the verified ID token only once the
-// request is authorized, and marks a failure to reach Astro as upstream's.
+// token and a strict JSON body, verifies the ID token, spends it only once
+// the request is authorized, and marks a failure to reach Astro as
+// upstream's.
+
+// readRequest reads what every endpoint takes: the caller's ID token, as a
+// Bearer token, and a strict JSON body into v.
+func readRequest(r *http.Request, v any) (rawIDToken string, err error) {
+	raw, err := bearer(r)
+	if err != nil {
+		return "", err
+	}
+	return raw, decodeOptional(r.Body, v)
+}
 
 // bearer extracts the Bearer token from the Authorization header.
 func bearer(r *http.Request) (string, error) {
@@ -65,6 +76,17 @@ func jsonProblem(err error) string {
 		return strings.TrimPrefix(err.Error(), "json: ")
 	}
 	return "malformed"
+}
+
+// verify checks the caller's ID token; from then on the event's record
+// says who asked.
+func (s *Server) verify(ctx context.Context, e *event, rawIDToken string) (*idtoken.Claims, error) {
+	claims, err := s.verifier.Verify(ctx, rawIDToken)
+	if err != nil {
+		return nil, err
+	}
+	e.claims = claims
+	return claims, nil
 }
 
 // spend uses up the verified token's jti, so that a token lifted from a log

@@ -15,11 +15,8 @@ type RevokeRequest struct {
 }
 
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
-	raw, err := bearer(r)
 	var req RevokeRequest
-	if err == nil {
-		err = decodeOptional(r.Body, &req)
-	}
+	raw, err := readRequest(r, &req)
 	if err == nil && !validID(req.TokenID) {
 		err = badRequest("token_id must be an Astro token id (letters, digits, - and _)")
 	}
@@ -41,11 +38,10 @@ func (s *Server) Revoke(ctx context.Context, rawIDToken, tokenID string) (err er
 	e.tokenID = tokenID
 	defer func() { s.record(ctx, e, err) }()
 
-	claims, err := s.verifier.Verify(ctx, rawIDToken)
+	claims, err := s.verify(ctx, e, rawIDToken)
 	if err != nil {
 		return err
 	}
-	e.claims = claims
 	tok, err := s.astro.GetToken(ctx, s.org, tokenID)
 	var apiErr *astro.APIError
 	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {

@@ -31,11 +31,8 @@ type rotateErrorBody struct {
 }
 
 func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
-	raw, err := bearer(r)
 	var req RotateRequest
-	if err == nil {
-		err = decodeOptional(r.Body, &req)
-	}
+	raw, err := readRequest(r, &req)
 	if err == nil && (req.Name == "" || len(req.Name) > 256) {
 		err = badRequest("name is required")
 	}
@@ -66,11 +63,10 @@ func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (_ *rotati
 	e := s.begin(opRotate)
 	defer func() { s.record(ctx, e, err) }()
 
-	claims, err := s.verifier.Verify(ctx, rawIDToken)
+	claims, err := s.verify(ctx, e, rawIDToken)
 	if err != nil {
 		return nil, err
 	}
-	e.claims = claims
 	if s.rotator == nil {
 		return nil, errNoRotator
 	}
