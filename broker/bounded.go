@@ -18,6 +18,9 @@ const (
 	// DefaultAstroTimeout bounds one Astro operation (the client's retries
 	// included) once it has a slot.
 	DefaultAstroTimeout = 10 * time.Second
+	// DefaultRequestTimeout is the deadline of an exchange or a revoke:
+	// longer than one Astro call, shorter than the action's 30s per call.
+	DefaultRequestTimeout = 15 * time.Second
 )
 
 // errNoAstroSlot means the caller's context ended while its Astro call was

@@ -36,6 +36,14 @@ type Astro interface {
 	ListOrganizations(ctx context.Context) ([]astro.Organization, error)
 }
 
+// ReplayStore spends ID tokens, each (issuer, jti) once;
+// *idtoken.ReplayGuard implements it in memory. A store whose memory
+// outlives the process says so with a SurvivesRestart() bool method, which
+// turns off the restart rule of [Config.Started].
+type ReplayStore interface {
+	Use(issuer, jti string, exp time.Time) error
+}
+
 // Verifier verifies OIDC ID tokens; *idtoken.Verifier implements it.
 type Verifier interface {
 	Verify(ctx context.Context, raw string) (*idtoken.Claims, error)
@@ -57,7 +65,7 @@ type Config struct {
 	Astro          Astro
 	OrganizationID string
 	Verifier       Verifier
-	Replay         *idtoken.ReplayGuard
+	Replay         ReplayStore
 	Policies       Policies
 	Rotator        Rotator // optional
 
@@ -81,6 +89,20 @@ type Config struct {
 	// slot (0 means [DefaultAstroTimeout]).
 	AstroConcurrency int
 	AstroTimeout     time.Duration
+	// RequestTimeout is the deadline of an exchange or a revoke: the broker
+	// answers within it, "try again" if Astro is slow, and deletes what it
+	// minted too late to deliver. It must stay below the action's per-call
+	// timeout (30s) so that the answer arrives while the action waits; 0
+	// means [DefaultRequestTimeout].
+	RequestTimeout time.Duration
+	// Started is when this broker began to accept requests. Unless the
+	// replay store survives restarts, an ID token issued before it is
+	// refused with a "try again" (see restart.go): it may have been spent
+	// in a process whose replay memory is gone. Zero turns the rule off,
+	// for a broker that lives as long as its callers (tests, the demo).
+	// `astro-sts serve` sets it to its start rounded up to a whole second
+	// (the resolution of iat) and serves nothing before that.
+	Started time.Time
 	// ReapConcurrency bounds a reaper pass's deletes in flight, within
 	// AstroConcurrency; 0 means [DefaultReapConcurrency] (or
 	// AstroConcurrency if that is smaller).
@@ -92,7 +114,7 @@ type Server struct {
 	astro    Astro
 	org      string
 	verifier Verifier
-	replay   *idtoken.ReplayGuard
+	replay   ReplayStore
 	policies Policies
 	rotator  Rotator
 	log      *slog.Logger
@@ -105,6 +127,7 @@ type Server struct {
 	astroTimeout   time.Duration
 	requestTimeout time.Duration
 	track          *tracker // operations in flight and their clean-ups
+	started        time.Time
 
 	readyTTL time.Duration
 	readyMu  sync.Mutex
@@ -130,8 +153,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Policies == nil {
 		errs = append(errs, errors.New("broker: Policies is required"))
 	}
-	if cfg.AstroConcurrency < 0 || cfg.ReapConcurrency < 0 || cfg.AstroTimeout < 0 {
-		errs = append(errs, errors.New("broker: AstroConcurrency, ReapConcurrency and AstroTimeout must not be negative"))
+	if cfg.AstroConcurrency < 0 || cfg.ReapConcurrency < 0 || cfg.AstroTimeout < 0 || cfg.RequestTimeout < 0 {
+		errs = append(errs, errors.New("broker: AstroConcurrency, ReapConcurrency, AstroTimeout and RequestTimeout must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -177,6 +200,8 @@ func New(cfg Config) (*Server, error) {
 	s.astro = newBoundedAstro(cfg.Astro, conc, cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout), s.metrics)
 	s.reapConc = min(cmp.Or(cfg.ReapConcurrency, DefaultReapConcurrency), conc)
 	s.astroTimeout = cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout)
+	s.requestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
+	s.started = cfg.Started
 	s.track = newTracker()
 	return s, nil
 }
@@ -235,6 +260,10 @@ type apiHandler func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) api(endpoint string, h apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Counted until it returns, so that a shutdown waits for what it
+		// minted to be delivered or deleted (see [Server.Drain]).
+		s.track.enter()
+		defer s.track.leave()
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, endpoint, err)

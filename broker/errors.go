@@ -88,6 +88,8 @@ func classify(err error) apiError {
 		return apiError{http.StatusUnauthorized, "unauthorized", "an OIDC ID token is required as a Bearer token", 0}
 	case errors.Is(err, idtoken.ErrIssuerUnavailable):
 		return apiError{http.StatusServiceUnavailable, "issuer_unavailable", "the OIDC issuer's keys could not be fetched; try again", 5 * time.Second}
+	case errors.Is(err, errIssuedBeforeStart):
+		return apiError{http.StatusServiceUnavailable, "restarted", "the broker restarted after this OIDC token was issued; fetch a fresh one and try again", time.Second}
 	case errors.Is(err, idtoken.ErrReplayCacheFull):
 		return apiError{http.StatusServiceUnavailable, "busy", "the broker is busy; try again", 5 * time.Second}
 	case errors.Is(err, idtoken.ErrMalformed), errors.Is(err, idtoken.ErrUntrustedIssuer),

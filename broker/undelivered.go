@@ -70,6 +70,8 @@ func (s *Server) recoverCreate(p pendingCreate) {
 		defer cancel()
 		start := time.Now()
 		for i, at := range recoveryLooks {
+			// Once draining, one more look (at once) is the last.
+			last := s.track.isDraining()
 			if wait := time.Duration(at*float64(s.astroTimeout)) - time.Since(start); wait > 0 {
 				t := time.NewTimer(wait)
 				select {
@@ -87,7 +89,7 @@ func (s *Server) recoverCreate(p pendingCreate) {
 				s.deleteUndelivered(ctx, id, p.marker, undeliveredUnknown, p.cause)
 				return
 			}
-			if s.track.isDraining() || ctx.Err() != nil {
+			if last || ctx.Err() != nil {
 				break
 			}
 		}
