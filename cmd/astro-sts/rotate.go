@@ -16,6 +16,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/config"
+	"github.com/astro-sts/astro-sts/internal/loopback"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/sink"
@@ -60,7 +61,7 @@ func loadRotateConfig(environ map[string]string) (rotateConfig, error) {
 	}
 	var errs []error
 	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if err := config.CheckURL(c.AstroAPIURL); err != nil {
+	if _, err := loopback.ParseURL(c.AstroAPIURL); err != nil {
 		add("ASTRO_API_URL: %v", err)
 	}
 	if c.OrganizationID == "" {

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -79,15 +78,15 @@ func (c Broker) Validate() error {
 	if len(c.Issuers) == 0 {
 		add("ASTRO_STS_ISSUERS must name at least one issuer")
 	}
-	for _, iss := range c.Issuers {
-		if err := CheckURL(iss); err != nil {
-			add("ASTRO_STS_ISSUERS: %v", err)
+	for i, iss := range c.Issuers {
+		if _, err := loopback.ParseURL(iss); err != nil {
+			add("ASTRO_STS_ISSUERS entry %d: %v", i+1, err)
 		}
 	}
 	if c.PolicyFile == "" {
 		add("ASTRO_STS_POLICY_FILE is required")
 	}
-	if err := CheckURL(c.AstroAPIURL); err != nil {
+	if _, err := loopback.ParseURL(c.AstroAPIURL); err != nil {
 		add("ASTRO_API_URL: %v", err)
 	}
 	if c.OrganizationID == "" {
@@ -121,26 +120,6 @@ func ParseLevel(s string) (slog.Level, error) {
 		return 0, fmt.Errorf("unknown log level %q (want debug, info, warn or error)", s)
 	}
 	return l, nil
-}
-
-// CheckURL accepts an absolute https URL, or plain http only when the host
-// is a loopback address or "localhost": nothing that carries a token should
-// travel unencrypted beyond this machine.
-func CheckURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", raw)
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if loopback.IsHost(u.Hostname()) {
-			return nil
-		}
-		return fmt.Errorf("%q uses plain http; only https is allowed except on loopback", raw)
-	}
-	return fmt.Errorf("%q: scheme must be https", raw)
 }
 
 // trimAll drops blanks around and between the comma-separated entries. An

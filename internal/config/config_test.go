@@ -109,24 +109,35 @@ func TestMissingTokenFileDoesNotLeak(t *testing.T) {
 	}
 }
 
-func TestCheckURL(t *testing.T) {
+// The URL settings follow loopback.ParseURL, the rule of the clients that
+// use them: a URL with user information or a query used to pass here and
+// fail later, or never.
+func TestURLSettings(t *testing.T) {
 	for _, tc := range []struct {
-		url string
-		ok  bool
+		name, key, value, want string
 	}{
-		{"https://api.astronomer.io/v1", true},
-		{"http://127.0.0.1:8888/v1", true},
-		{"http://localhost:8888/v1", true},
-		{"http://[::1]:8888/v1", true},
-		{"http://api.astronomer.io/v1", false},
-		{"http://127.0.0.1.evil.com/v1", false},
-		{"/v1", false},
-		{"ftp://127.0.0.1/", false},
-		{"::::", false},
+		{"loopback http", "ASTRO_API_URL", "http://[::1]:8888/v1", ""},
+		{"issuers on loopback", "ASTRO_STS_ISSUERS", "http://localhost:9000, https://token.actions.githubusercontent.com/acme", ""},
+		{"plain http to another host", "ASTRO_API_URL", "http://api.astronomer.io/v1", "ASTRO_API_URL: plain http is allowed only for loopback hosts"},
+		{"user info", "ASTRO_API_URL", "https://user:hunter2@api.astronomer.io/v1", "ASTRO_API_URL: must not contain user information"},
+		{"a query", "ASTRO_API_URL", "https://api.astronomer.io/v1?org=x", "ASTRO_API_URL: must not have a query or fragment"},
+		{"an issuer with a query", "ASTRO_STS_ISSUERS", "https://token.actions.githubusercontent.com,https://ghe.example.com/_services/token?x", "ASTRO_STS_ISSUERS entry 2: must not have a query or fragment"},
+		{"an issuer with user info", "ASTRO_STS_ISSUERS", "https://u:hunter2@ghe.example.com/_services/token", "ASTRO_STS_ISSUERS entry 1: must not contain user information"},
 	} {
-		if err := CheckURL(tc.url); (err == nil) != tc.ok {
-			t.Errorf("CheckURL(%q) = %v, want ok=%v", tc.url, err, tc.ok)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			e := validEnv()
+			e[tc.key] = tc.value
+			_, err := LoadBroker(e)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("LoadBroker = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }
 

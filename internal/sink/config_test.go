@@ -137,6 +137,9 @@ func TestVaultConfigValidate(t *testing.T) {
 		{"no host, and credentials in the URL stay unprinted", sink.VaultConfig{Addr: "https://user:hunter2@", Token: "t"}, []string{
 			"VAULT_ADDR: must not contain user information",
 		}},
+		{"a query in the address", sink.VaultConfig{Addr: "https://vault.example.com:8200/?namespace=x", Token: "t"}, []string{
+			"VAULT_ADDR: must not have a query or fragment",
+		}},
 		{"both token sources", sink.VaultConfig{Addr: "https://v", Token: "t", TokenFile: "/t"}, []string{
 			"set only one of VAULT_TOKEN and VAULT_TOKEN_FILE",
 		}},
@@ -199,6 +202,9 @@ func TestGitHubConfigValidate(t *testing.T) {
 		}},
 		{"plain http to a remote GHES", sink.GitHubConfig{Token: "t", APIURL: "http://ghes.corp/api/v3"}, []string{
 			"GITHUB_API_URL: plain http is allowed only for loopback hosts",
+		}},
+		{"a query in the API URL", sink.GitHubConfig{Token: "t", APIURL: "https://ghes.corp/api/v3?per_page=1"}, []string{
+			"GITHUB_API_URL: must not have a query or fragment",
 		}},
 		{"not https", sink.GitHubConfig{Token: "t", APIURL: "ftp://ghes.corp"}, []string{
 			"GITHUB_API_URL: scheme must be https",
