@@ -63,12 +63,13 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 }
 
 // serve runs the broker on ln until ctx ends, then shuts down gracefully.
-// It is separate from runServe so that tests and the demo can hand it a
-// listener on a free loopback port.
+// It is separate from runServe so that tests can hand it a listener on a
+// free loopback port.
 func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
+	// Whatever the exit; once served, Shutdown has closed it already.
+	defer ln.Close()
 	store, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(cfg.Sinks))
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: policy: %w", err)
 	}
 	httpClient := &http.Client{Timeout: 30 * time.Second}
@@ -76,7 +77,6 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 	reg := prometheus.NewRegistry()
 	metrics, err := broker.NewMetrics(reg)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
 	ac, err := astro.New(astro.Config{
@@ -87,7 +87,6 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 		Observe:    metrics.ObserveUpstream,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: astro client: %w", err)
 	}
 	verifier, err := idtoken.New(idtoken.Config{
@@ -96,12 +95,10 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 		HTTPClient: httpClient,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
 	rotator, err := newRotator(cfg.Sinks, ac, cfg.Astro.OrganizationID, httpClient, logger)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: rotation: %w", err)
 	}
 	b, err := broker.New(broker.Config{
@@ -116,21 +113,10 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 		Metrics:        metrics,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
 
-	srv := &http.Server{
-		Handler:           b.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		// A rotation waits out sinks' Retry-After and backoff before it
-		// answers; every other handler answers in seconds.
-		WriteTimeout:   5 * time.Minute,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	srv := b.HTTPServer()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go b.RunReaper(ctx, cfg.ReapInterval)
