@@ -1,13 +1,17 @@
 // Package emulator is an in-memory emulator of the token endpoints of the
-// Astro API v1, faithful enough that [astro.Client], the broker and the
-// real astro CLI cannot tell it from Astro for what they use.
+// Astro API v1, and of the Deployment endpoints the astro CLI calls for
+// `astro deployment list|inspect|create --deployment-file|delete` (what
+// astronomer/deploy-action runs for preview Deployments), faithful enough
+// that [astro.Client], the broker and the real astro CLI cannot tell it
+// from Astro for what they use.
 //
 // It serves the paths, JSON shapes, status codes and error bodies of
 // ../../../shared/reference/astro-api.md, issues token values that are
 // Ed25519-signed JWTs with the claims the astro CLI reads, and enforces
 // what Astro enforces: revoked, rotated and expired values get 401 at once,
-// a Workspace token stays inside its Workspace, role names and expiry bounds
-// are validated. Where the facts are silent, the comment at the code says
+// a Workspace token stays inside its Workspace, only a Workspace Operator or
+// Owner creates and deletes Deployments, role names, expiry bounds and
+// Deployment configurations are validated. Where the facts are silent, the comment at the code says
 // which reading the emulator takes; docs/emulator.md lists them all.
 //
 // Tests use it in-process through [Start]; `astro-sts emulator` serves it
