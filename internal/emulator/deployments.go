@@ -88,12 +88,12 @@ var (
 		"AZURE": {"eastus2", "westeurope"},
 		"GCP":   {"us-central1", "europe-west4"},
 	}
-	cloudProviders   = []string{"AWS", "AZURE", "GCP"}
-	deploymentTypes  = []string{astro.DeploymentTypeStandard, astro.DeploymentTypeDedicated, astro.DeploymentTypeHybrid}
-	deploymentSorts  = []string{"name", "createdAt", "updatedAt"}
-	clusterSorts     = deploymentSorts
-	schedulerSizes   = []string{astro.SchedulerSmall, astro.SchedulerMedium, astro.SchedulerLarge, astro.SchedulerExtraLarge}
-	deploymentOption = astro.DeploymentOptions{
+	cloudProviders  = []string{"AWS", "AZURE", "GCP"}
+	deploymentTypes = []string{astro.DeploymentTypeStandard, astro.DeploymentTypeDedicated, astro.DeploymentTypeHybrid}
+	deploymentSorts = []string{"name", "createdAt", "updatedAt"}
+	clusterSorts    = deploymentSorts
+	schedulerSizes  = []string{astro.SchedulerSmall, astro.SchedulerMedium, astro.SchedulerLarge, astro.SchedulerExtraLarge}
+	catalog         = astro.DeploymentOptions{
 		Executors: executors, RuntimeReleases: runtimeReleases, SchedulerMachines: schedulerMachines,
 		WorkerMachines: workerMachines, WorkerQueues: workerQueueOptions, ResourceQuotas: resourceQuotas,
 	}
@@ -827,5 +827,5 @@ func (e *Emulator) deploymentOptions(w http.ResponseWriter, r *http.Request, p *
 			return
 		}
 	}
-	writeJSON(w, http.StatusOK, deploymentOption)
+	writeJSON(w, http.StatusOK, catalog)
 }
