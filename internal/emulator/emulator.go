@@ -61,6 +61,10 @@ type Config struct {
 	// Logger receives one Debug record per request (never a token value);
 	// nil discards.
 	Logger *slog.Logger
+	// RecordCreates keeps the id of every token created, for
+	// [Emulator.Created]: a test that must account for every token ever
+	// made, deleted since or not, turns it on.
+	RecordCreates bool
 }
 
 // MaxWorkspaces bounds [Config.Workspaces].
@@ -102,6 +106,7 @@ type Emulator struct {
 	// and the share of answers lost.
 	slowAnswers time.Duration
 	loseRate    float64
+	created     *[]string // with Config.RecordCreates: every id created
 }
 
 // record is a token as the emulator stores it: never the value, only its
@@ -195,6 +200,9 @@ func New(cfg Config) (*Emulator, error) {
 	}, t)
 	e.ownerValue = value
 	e.seedDeployments(depIDs, *seedUser, t)
+	if cfg.RecordCreates { // after the seeded tokens: only what clients create
+		e.created = &[]string{}
+	}
 	e.handler = e.routes()
 	return e, nil
 }
@@ -356,6 +364,9 @@ func (e *Emulator) createLocked(n newToken, now time.Time) (astro.Token, string)
 	value := e.signLocked(&t, now)
 	t.ShortToken = shortToken(value)
 	e.tokens[t.ID] = &record{tok: t, hash: sha256Sum(value)}
+	if e.created != nil {
+		*e.created = append(*e.created, t.ID)
+	}
 	return cloneToken(t), value
 }
 

@@ -77,3 +77,26 @@ func TestSlowAnswersProcessBeforeHolding(t *testing.T) {
 	}
 	e.emu.SlowAnswers(0)
 }
+
+// Created lists what clients created, lost answers included, and not the
+// seeded owner token; without RecordCreates it is nil.
+func TestCreated(t *testing.T) {
+	e := start(t, emulator.Config{RecordCreates: true})
+	if got := e.emu.Created(); len(got) != 0 {
+		t.Fatalf("Created before any create = %v", got)
+	}
+	a := e.create(astro.CreateTokenRequest{Name: "a", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	e.emu.LoseAnswers(1)
+	e.doJSON("POST", e.tokensPath(), e.owner, astro.CreateTokenRequest{Name: "lost", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	e.emu.LoseAnswers(0)
+	if r := e.do("DELETE", e.tokensPath()+"/"+a.ID, e.owner, nil); r.status != http.StatusNoContent {
+		t.Fatalf("delete: %d", r.status)
+	}
+	got := e.emu.Created()
+	if len(got) != 2 || got[0] != a.ID {
+		t.Errorf("Created = %v, want %s and the lost one", got, a.ID)
+	}
+	if off := start(t, emulator.Config{}); off.emu.Created() != nil {
+		t.Error("Created without RecordCreates is not nil")
+	}
+}
