@@ -110,11 +110,12 @@ func (b *boundedAstro) ListTokensPage(ctx context.Context, orgID string, opts as
 	return b.next.ListTokensPage(ctx, orgID, opts, offset, limit)
 }
 
+// ListOrganizations is the readiness probe's call: it does not queue for a
+// slot, so that a broker busy with a burst or a sweep is not reported
+// unready (and taken out of service) for being busy. It is at most one
+// call per ReadyCacheTTL.
 func (b *boundedAstro) ListOrganizations(ctx context.Context) ([]astro.Organization, error) {
-	ctx, done, err := b.enter(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
+	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	defer cancel()
 	return b.next.ListOrganizations(ctx)
 }

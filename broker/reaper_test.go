@@ -344,3 +344,74 @@ func getText(t *testing.T, url string) (int, string) {
 	}
 	return resp.StatusCode, string(b)
 }
+
+// With every Astro slot taken, exchanges queue, but /readyz still asks
+// Astro and answers ready: busy is not unready.
+func TestBusyBrokerIsReady(t *testing.T) {
+	g := newGated()
+	e := newEnv(t, envOptions{
+		wrapAstro: func(a broker.Astro) broker.Astro { g.Astro = a; return g },
+		configure: func(c *broker.Config) { c.AstroConcurrency = 1 },
+	})
+	go e.post("/v1/exchange", e.mint(mainClaims()), "")
+	<-g.made // the one slot is taken
+	status, body := getText(t, e.url+"/readyz")
+	close(g.release)
+	if status != http.StatusOK {
+		t.Errorf("readyz while busy: %d %q", status, body)
+	}
+	if m := metricsText(t, e); !strings.Contains(m, "astro_sts_upstream_wait_seconds_count") {
+		t.Error("no wait histogram")
+	}
+}
+
+// peakCreates counts creates in flight below the broker's bound.
+type peakCreates struct {
+	broker.Astro
+	inFlight, peak atomic.Int64
+}
+
+func (p *peakCreates) CreateToken(ctx context.Context, org string, req astro.CreateTokenRequest) (*astro.Token, error) {
+	n := p.inFlight.Add(1)
+	defer p.inFlight.Add(-1)
+	for {
+		old := p.peak.Load()
+		if n <= old || p.peak.CompareAndSwap(old, n) {
+			break
+		}
+	}
+	return p.Astro.CreateToken(ctx, org, req)
+}
+
+// A burst of exchanges queues in the broker: never more Astro calls in
+// flight than the bound, and every exchange is served.
+func TestBurstQueuesWithinTheBound(t *testing.T) {
+	pc := &peakCreates{}
+	e := newEnv(t, envOptions{
+		emulator:  emulator.Config{Latency: 50 * time.Millisecond},
+		wrapAstro: func(a broker.Astro) broker.Astro { pc.Astro = a; return pc },
+		configure: func(c *broker.Config) { c.AstroConcurrency = 2 },
+	})
+	var wg sync.WaitGroup
+	statuses := make(chan int, 12)
+	for i := range 12 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := mainClaims()
+			c.RunID = fmt.Sprint(2000 + i)
+			st, _, _ := e.post("/v1/exchange", e.mint(c), "")
+			statuses <- st
+		}()
+	}
+	wg.Wait()
+	close(statuses)
+	for st := range statuses {
+		if st != http.StatusOK {
+			t.Errorf("exchange in a burst: %d", st)
+		}
+	}
+	if p := pc.peak.Load(); p > 2 {
+		t.Errorf("%d creates in flight at once, bound 2", p)
+	}
+}
