@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 
 	"github.com/google/go-github/v62/github"
@@ -19,14 +18,6 @@ const (
 	VisibilityAll      = "all"
 	VisibilityPrivate  = "private"
 	VisibilitySelected = "selected"
-)
-
-var (
-	// GitHub's rule for secret names: letters, digits and underscores, not
-	// starting with a digit. The GITHUB_ prefix is checked separately.
-	secretNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	// Account and repository names.
-	ghNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 )
 
 // GitHubTarget is one GitHub Actions secret: of a repository (Repository),
@@ -85,15 +76,14 @@ func (t GitHubTarget) Validate() error {
 	case t.Repository == "" && t.Organization == "":
 		bad("repository or organization is required")
 	case t.Repository != "":
-		owner, name, ok := strings.Cut(t.Repository, "/")
-		if !ok || !ghNameRE.MatchString(owner) || !ghNameRE.MatchString(name) {
+		if !ValidRepository(t.Repository) {
 			bad("repository %q: want owner/name", t.Repository)
 		}
 		if t.Visibility != "" || len(t.SelectedRepositoryIDs) > 0 {
 			bad("visibility and selected repositories apply to organization secrets only")
 		}
 	case t.Organization != "":
-		if !ghNameRE.MatchString(t.Organization) {
+		if !ValidOrganization(t.Organization) {
 			bad("organization %q is not a valid account name", t.Organization)
 		}
 		if t.Environment != "" {
@@ -119,16 +109,13 @@ func (t GitHubTarget) Validate() error {
 			bad("visibility %q: want all, private or selected", t.Visibility)
 		}
 	}
-	if t.Environment != "" && strings.TrimSpace(t.Environment) != t.Environment {
-		bad("environment %q has leading or trailing spaces", t.Environment)
+	if t.Environment != "" && !ValidEnvironment(t.Environment) {
+		bad("environment %q: at most 255 characters, no control characters, no leading or trailing spaces", t.Environment)
 	}
-	switch {
-	case t.Secret == "":
+	if t.Secret == "" {
 		bad("secret name is required")
-	case !secretNameRE.MatchString(t.Secret):
-		bad("secret name %q: only letters, digits and _, not starting with a digit", t.Secret)
-	case strings.HasPrefix(strings.ToUpper(t.Secret), "GITHUB_"):
-		bad("secret name %q: the GITHUB_ prefix is reserved", t.Secret)
+	} else if err := CheckSecretName(t.Secret); err != nil {
+		bad("secret name %q: %v", t.Secret, err)
 	}
 	return errors.Join(errs...)
 }

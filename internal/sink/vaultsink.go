@@ -32,29 +32,21 @@ func (t VaultTarget) String() string {
 	return t.Mount + "/" + t.Path + "#" + t.Field
 }
 
-// Validate reports every problem with the target at once.
+// Validate reports every problem with the target at once, by the rules of
+// [CheckVaultPath] and [CheckVaultField].
 func (t VaultTarget) Validate() error {
 	var errs []error
-	check := func(name, v string, slashes bool) {
-		switch {
-		case v == "":
-			errs = append(errs, fmt.Errorf("%w: vault target: %s is required", ErrInvalidConfig, name))
-		case strings.Trim(v, "/") != v:
-			errs = append(errs, fmt.Errorf("%w: vault target: %s %q must not start or end with /", ErrInvalidConfig, name, v))
-		case !slashes && strings.Contains(v, "/"):
-			errs = append(errs, fmt.Errorf("%w: vault target: %s %q must not contain /", ErrInvalidConfig, name, v))
-		default:
-			for _, seg := range strings.Split(v, "/") {
-				if seg == "" || seg == "." || seg == ".." {
-					errs = append(errs, fmt.Errorf("%w: vault target: %s %q has an empty, . or .. segment", ErrInvalidConfig, name, v))
-					break
-				}
-			}
+	for _, c := range []struct {
+		name, value string
+		check       func(string) error
+	}{{"mount", t.Mount, CheckVaultPath}, {"path", t.Path, CheckVaultPath}, {"field", t.Field, CheckVaultField}} {
+		switch err := c.check(c.value); {
+		case c.value == "":
+			errs = append(errs, fmt.Errorf("%w: vault target: %s is required", ErrInvalidConfig, c.name))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%w: vault target: %s %q %v", ErrInvalidConfig, c.name, c.value, err))
 		}
 	}
-	check("mount", t.Mount, true)
-	check("path", t.Path, true)
-	check("field", t.Field, false)
 	return errors.Join(errs...)
 }
 
