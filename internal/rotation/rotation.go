@@ -96,7 +96,8 @@ type Restorer interface {
 
 // ErrNothingToRestore is returned by a [Restorer] that held no value before
 // the run (or whose secret someone else changed since): it is left as it is.
-var ErrNothingToRestore = errors.New("no previous value to restore")
+// It is the sink package's error, which [sink.VaultSink] returns.
+var ErrNothingToRestore = sink.ErrNothingToRestore
 
 // Config holds a [Rotator]'s dependencies.
 type Config struct {
@@ -316,10 +317,10 @@ func (rt *Rotator) acquire(ctx context.Context, name string) (func(), error) {
 func planned(r *policy.Rotation) []SinkResult {
 	out := []SinkResult{}
 	if r.Vault != nil {
-		out = append(out, SinkResult{Kind: sink.KindVault, Target: vaultTarget(*r.Vault).String(), Status: SinkNotWritten})
+		out = append(out, SinkResult{Kind: sink.KindVault, Target: r.Vault.String(), Status: SinkNotWritten})
 	}
 	for _, t := range r.GitHub {
-		out = append(out, SinkResult{Kind: sink.KindGitHub, Target: githubTarget(t).String(), Status: SinkNotWritten})
+		out = append(out, SinkResult{Kind: sink.KindGitHub, Target: t.String(), Status: SinkNotWritten})
 	}
 	return out
 }

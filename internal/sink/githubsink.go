@@ -144,17 +144,49 @@ func (s *GitHubSink) Kind() string { return KindGitHub }
 // Target names the secret, see [GitHubTarget.String].
 func (s *GitHubSink) Target() string { return s.target.String() }
 
+// Preflight fetches the public key a Write would seal the value with,
+// which needs the same access as writing: a token that is refused or a
+// target that does not exist fails here, before anything changes. The
+// rotation calls it before it rotates or creates a token.
+func (s *GitHubSink) Preflight(ctx context.Context) error {
+	if err := s.target.Validate(); err != nil {
+		return err
+	}
+	_, _, err := s.secrets(ctx)
+	return err
+}
+
 // Write seals value with the target's public key and stores it. version is
 // the key_id the value was sealed with. m is not recorded: GitHub secrets
 // have no metadata.
 func (s *GitHubSink) Write(ctx context.Context, value string, _ Metadata) (string, error) {
-	t := s.target
-	if err := t.Validate(); err != nil {
+	if err := s.target.Validate(); err != nil {
 		return "", err
 	}
 	if value == "" {
 		return "", &Error{Sink: KindGitHub, Target: s.Target(), Op: "write", Err: errors.New("refusing to write an empty value")}
 	}
+	key, put, err := s.secrets(ctx)
+	if err != nil {
+		return "", err
+	}
+	sealed, err := seal(key, value)
+	if err != nil {
+		return "", &Error{Sink: KindGitHub, Target: s.Target(), Op: "public key", Err: err}
+	}
+	es := &github.EncryptedSecret{Name: s.target.Secret, KeyID: key.GetKeyID(), EncryptedValue: sealed}
+	if err := put(es); err != nil {
+		return "", githubError(s.Target(), "write", err)
+	}
+	return key.GetKeyID(), nil
+}
+
+// secrets finds where the target's secret lives, as the organization,
+// environment or repository secrets API: the public key to seal a value
+// with, and the call that stores the sealed value. Its errors are
+// classified [*Error]s.
+func (s *GitHubSink) secrets(ctx context.Context) (*github.PublicKey, func(*github.EncryptedSecret) error, error) {
+	t := s.target
 	actions := s.client.Actions
 	var (
 		key *github.PublicKey
@@ -177,7 +209,7 @@ func (s *GitHubSink) Write(ctx context.Context, value string, _ Metadata) (strin
 		// go-github addresses environment secrets by repository id.
 		repo, _, rerr := s.client.Repositories.Get(ctx, owner, name)
 		if rerr != nil {
-			return "", githubError(s.Target(), "repository", rerr)
+			return nil, nil, githubError(s.Target(), "repository", rerr)
 		}
 		id := int(repo.GetID())
 		env := url.PathEscape(t.Environment)
@@ -195,17 +227,9 @@ func (s *GitHubSink) Write(ctx context.Context, value string, _ Metadata) (strin
 		}
 	}
 	if err != nil {
-		return "", githubError(s.Target(), "public key", err)
+		return nil, nil, githubError(s.Target(), "public key", err)
 	}
-	sealed, err := seal(key, value)
-	if err != nil {
-		return "", &Error{Sink: KindGitHub, Target: s.Target(), Op: "public key", Err: err}
-	}
-	es := &github.EncryptedSecret{Name: t.Secret, KeyID: key.GetKeyID(), EncryptedValue: sealed}
-	if err := put(es); err != nil {
-		return "", githubError(s.Target(), "write", err)
-	}
-	return key.GetKeyID(), nil
+	return key, put, nil
 }
 
 // seal encrypts value to key (base64 of a Curve25519 public key) with an
