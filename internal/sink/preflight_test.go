@@ -140,7 +140,7 @@ func TestVaultSinkRestore(t *testing.T) {
 		if d := cmp.Diff(map[string]any{"token": "old-value"}, data); d != "" {
 			t.Errorf("data (-want +got):\n%s", d)
 		}
-		wantMeta := map[string]string{sink.MetaTokenID: "clold", sink.MetaStrategy: "rotate", sink.MetaRotatedAt: before.Format(time.RFC3339)}
+		wantMeta := map[string]any{sink.MetaTokenID: "clold", sink.MetaStrategy: "rotate", sink.MetaRotatedAt: before.Format(time.RFC3339)}
 		if d := cmp.Diff(wantMeta, meta.CustomMetadata); d != "" {
 			t.Errorf("custom_metadata (-want +got):\n%s", d)
 		}
