@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/astro-sts/astro-sts/internal/githubtest"
+	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
@@ -93,7 +94,7 @@ func TestVaultSinkPreflight(t *testing.T) {
 	if err := sink.NewVaultSink(writerClient(t, v), target).Preflight(ctxT(t)); err != nil {
 		t.Fatalf("Preflight with the writer policy = %v", err)
 	}
-	none, err := sink.NewVaultClient(ctxT(t), sink.VaultConfig{Addr: v.Addr, Token: policyToken(t, v, "astro-sts-nothing", `path "sys/nothing" { capabilities = ["read"] }`)}, nil)
+	none, err := sink.NewVaultClient(ctxT(t), sink.VaultConfig{Addr: v.Addr, Token: secret.Value(policyToken(t, v, "astro-sts-nothing", `path "sys/nothing" { capabilities = ["read"] }`))}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
