@@ -16,12 +16,15 @@ package redistest
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,6 +77,9 @@ type Options struct {
 	// User, if set, is an ACL user with Password and every right, and the
 	// default user is disabled: a client must name the user.
 	User string
+	// TLS serves TLS only (no plain port), with a certificate for
+	// 127.0.0.1 from a CA made for this server: see [Server.CAPool].
+	TLS bool
 }
 
 // Server is a running (or stopped, see [Server.Stop]) redis-server.
@@ -81,9 +87,11 @@ type Server struct {
 	// Addr is "127.0.0.1:PORT"; it stays the same across Stop and Restart.
 	Addr string
 
-	bin  string
-	opts Options
-	dir  string
+	bin   string
+	opts  Options
+	dir   string
+	ca    *x509.CertPool // TLS only
+	caPEM []byte
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -123,6 +131,12 @@ func Start(ctx context.Context, bin string, opts Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{bin: bin, opts: opts, dir: dir}
+	if opts.TLS {
+		if err := s.writeCerts(); err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+	}
 	// Picking a port and handing it over leaves a small window in which
 	// another process may take it: try a few times.
 	var lastErr error
@@ -149,6 +163,18 @@ func (s *Server) start(ctx context.Context) error {
 	_, port, _ := net.SplitHostPort(s.Addr)
 	args := []string{
 		"--port", port,
+	}
+	if s.opts.TLS {
+		args = []string{
+			"--port", "0",
+			"--tls-port", port,
+			"--tls-cert-file", filepath.Join(s.dir, "server.crt"),
+			"--tls-key-file", filepath.Join(s.dir, "server.key"),
+			"--tls-ca-cert-file", filepath.Join(s.dir, "ca.crt"),
+			"--tls-auth-clients", "no",
+		}
+	}
+	args = append(args,
 		"--bind", "127.0.0.1",
 		"--save", "",
 		"--appendonly", "no",
@@ -156,7 +182,7 @@ func (s *Server) start(ctx context.Context) error {
 		"--daemonize", "no",
 		"--protected-mode", "yes",
 		"--maxmemory-policy", "noeviction",
-	}
+	)
 	switch {
 	case s.opts.User != "":
 		args = append(args, "--user", "default", "off",
@@ -221,28 +247,43 @@ func (s *Server) waitReady(ctx context.Context) error {
 	}
 }
 
-// URL is the redis:// URL of the server, with the user and password of
-// its [Options] when it has them.
+// URL is the redis:// (rediss:// with TLS) URL of the server, with the
+// user and password of its [Options] when it has them.
 func (s *Server) URL() string {
+	scheme := "redis://"
+	if s.opts.TLS {
+		scheme = "rediss://"
+	}
 	switch {
 	case s.opts.User != "":
-		return "redis://" + s.opts.User + ":" + s.opts.Password + "@" + s.Addr
+		return scheme + s.opts.User + ":" + s.opts.Password + "@" + s.Addr
 	case s.opts.Password != "":
-		return "redis://:" + s.opts.Password + "@" + s.Addr
+		return scheme + ":" + s.opts.Password + "@" + s.Addr
 	}
-	return "redis://" + s.Addr
+	return scheme + s.Addr
 }
+
+// CAPool holds the CA that signed a TLS server's certificate; nil without
+// TLS.
+func (s *Server) CAPool() *x509.CertPool { return s.ca }
+
+// CAPEM is [Server.CAPool]'s certificate in PEM, for a CA file setting.
+func (s *Server) CAPEM() []byte { return s.caPEM }
 
 // Client returns a new client for the server, logged in as its [Options]
 // say. The caller closes it.
 func (s *Server) Client() *redis.Client {
-	return redis.NewClient(&redis.Options{
+	o := &redis.Options{
 		Addr:        s.Addr,
 		Username:    s.opts.User,
 		Password:    s.opts.Password,
 		DialTimeout: time.Second,
 		MaxRetries:  -1,
-	})
+	}
+	if s.opts.TLS {
+		o.TLSConfig = &tls.Config{RootCAs: s.ca, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
+	}
+	return redis.NewClient(o)
 }
 
 // Flush empties the server, so that one test's keys do not reach the next.

@@ -178,3 +178,22 @@ func TestRequired(t *testing.T) {
 		t.Error("Required() true without CI")
 	}
 }
+
+func TestTLS(t *testing.T) {
+	s := start(t, redistest.Options{TLS: true, Password: redistest.RandomPassword()})
+	ctx := context.Background()
+	if !strings.HasPrefix(s.URL(), "rediss://") || s.CAPool() == nil || len(s.CAPEM()) == 0 {
+		t.Fatal("want a rediss:// URL and a CA")
+	}
+	c := s.Client()
+	defer c.Close()
+	if err := c.Ping(ctx).Err(); err != nil {
+		t.Fatalf("PING over TLS: %v", err)
+	}
+	// No plain-text port: a client without TLS gets nowhere.
+	plain := redis.NewClient(&redis.Options{Addr: s.Addr, Password: "x", MaxRetries: -1, DialTimeout: time.Second, ReadTimeout: time.Second})
+	defer plain.Close()
+	if err := plain.Ping(ctx).Err(); err == nil {
+		t.Error("PING without TLS succeeded")
+	}
+}

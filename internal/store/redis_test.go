@@ -311,3 +311,36 @@ func TestRedisConfigRedacts(t *testing.T) {
 		t.Errorf("LogValue %q shows the password", got)
 	}
 }
+
+// TestRedisTLS: rediss:// verifies the server against RootCAs (a private
+// CA), and refuses a server the system's roots do not vouch for.
+func TestRedisTLS(t *testing.T) {
+	bin, ok := redistest.Binary()
+	if !ok {
+		needRedis(t)
+	}
+	ctx := context.Background()
+	srv, err := redistest.Start(ctx, bin, redistest.Options{TLS: true, Password: redistest.RandomPassword()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+
+	s, err := store.NewRedis(store.RedisConfig{URL: srv.URL(), RootCAs: srv.CAPool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if err := s.Use(ctx, "https://iss", "j", time.Now().Add(time.Minute)); err != nil {
+		t.Errorf("over TLS with the CA: %v", err)
+	}
+
+	untrusted, err := store.NewRedis(store.RedisConfig{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer untrusted.Close()
+	if err := untrusted.Ping(ctx); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("without the CA: %v, want ErrUnavailable about the certificate", err)
+	}
+}
