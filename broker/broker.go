@@ -182,6 +182,23 @@ func (s *Server) Handler() http.Handler {
 	return securityHeaders(mux)
 }
 
+// HTTPServer returns the [http.Server] that serves the broker's [Handler]
+// with its timeouts, and its errors in the broker's log. `astro-sts serve`
+// and the demo both serve it, so that the two cannot drift apart.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// A rotation waits out sinks' Retry-After and backoff before it
+		// answers; every other handler answers in seconds.
+		WriteTimeout:   5 * time.Minute,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+}
+
 // apiHandler is a JSON endpoint: it returns its answer or an error that
 // writeError maps to a status code.
 type apiHandler func(w http.ResponseWriter, r *http.Request) error

@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -469,6 +471,39 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 	if s, b := get("/v1/exchange"); s != http.StatusMethodNotAllowed || !strings.Contains(b, "method_not_allowed") {
 		t.Errorf("GET /v1/exchange: %d %s", s, b)
+	}
+}
+
+// HTTPServer is what serve and the demo run: the broker's routes, with a
+// bound on every phase of a connection so that a slow client cannot hold
+// one open, and the server's own errors in the broker's log.
+func TestHTTPServer(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	srv := e.broker.HTTPServer()
+	for name, d := range map[string]time.Duration{
+		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
+		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout,
+	} {
+		if d <= 0 {
+			t.Errorf("%s is %v: unbounded", name, d)
+		}
+	}
+	if srv.MaxHeaderBytes <= 0 || srv.ErrorLog == nil {
+		t.Errorf("MaxHeaderBytes %d, ErrorLog %v", srv.MaxHeaderBytes, srv.ErrorLog)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	e.url = "http://" + ln.Addr().String()
+	e.exchange(mainClaims(), "")
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
 	}
 }
 

@@ -46,6 +46,9 @@ type errorBody struct {
 	Message string `json:"message"`
 }
 
+// codeRotationFailed is the code of a rotation that started and failed.
+const codeRotationFailed = "rotation_failed"
+
 // apiError is what classify decides for an error: the status, a stable
 // code, a message safe for an unauthenticated caller, and how loudly to log.
 type apiError struct {
@@ -68,7 +71,7 @@ func classify(err error) apiError {
 	)
 	switch {
 	case errors.As(err, &rotErr):
-		return apiError{http.StatusBadGateway, "rotation_failed", "the rotation did not complete; the broker's log says why; check the sinks before running it again", 0}
+		return apiError{http.StatusBadGateway, codeRotationFailed, "the rotation did not complete; the broker's log says why; check the sinks before running it again", 0}
 	case errors.As(err, &maxErr):
 		return apiError{http.StatusRequestEntityTooLarge, "too_large", "request body too large", 0}
 	case errors.As(err, &bad):
@@ -121,6 +124,38 @@ func classify(err error) apiError {
 		return apiError{http.StatusBadGateway, "upstream_unreachable", "the Astro API could not be reached; try again", 0}
 	}
 	return apiError{http.StatusInternalServerError, "internal", "internal error", 0}
+}
+
+// outcome is the metrics label of a failed operation, derived from the
+// answer classify gave the caller, so the two can never disagree.
+func (e apiError) outcome() string {
+	switch st := e.status; {
+	case e.code == codeRotationFailed:
+		// A 502, but not upstream trouble to wait out: the rotation ran
+		// and failed, and must not be run again blindly.
+		return "error"
+	case st == http.StatusUnauthorized:
+		return "unauthorized"
+	case st == http.StatusForbidden:
+		return "deny"
+	case st == http.StatusNotFound:
+		return "not_found"
+	case st == http.StatusNotImplemented:
+		return "not_configured"
+	case st == http.StatusTooManyRequests || st == http.StatusBadGateway || st == http.StatusServiceUnavailable:
+		return "unavailable"
+	case st >= 400 && st < 500:
+		return "bad_request"
+	}
+	return "error"
+}
+
+// refused reports whether the answer refuses the caller's request (a 4xx,
+// except the 429 that passes on Astro's throttling) rather than failing to
+// serve it: the audit record says "deny" for the one, "error" for the
+// other.
+func (e apiError) refused() bool {
+	return e.status >= 400 && e.status < 500 && e.status != http.StatusTooManyRequests
 }
 
 // upstreamError marks a transport failure talking to Astro.

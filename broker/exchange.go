@@ -2,15 +2,10 @@ package broker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
@@ -45,16 +40,10 @@ type ExchangeResponse struct {
 const upstreamExpiryDays = 1
 
 func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
-	start := s.now()
-	raw, err := bearer(r)
-	if err != nil {
-		s.metrics.exchange(outcome(err), "", start, s.now())
-		return err
-	}
 	var req ExchangeRequest
-	if err := decodeOptional(r.Body, &req); err != nil {
-		s.metrics.exchange(outcome(err), "", start, s.now())
-		return err
+	raw, err := readRequest(r, &req)
+	if err != nil {
+		return s.refuse(r.Context(), opExchange, err)
 	}
 	resp, err := s.Exchange(r.Context(), raw, req)
 	if err != nil {
@@ -67,36 +56,30 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 // Exchange is the heart of the broker: verify the OIDC token, decide with
 // the policy, mint the Astro token, record the decision. It returns the
 // minted token, or an error that [classify] maps to a status code.
-func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (*ExchangeResponse, error) {
-	start := s.now()
-	claims, err := s.verifier.Verify(ctx, rawIDToken)
+func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *ExchangeResponse, err error) {
+	e := s.begin(opExchange)
+	defer func() { s.record(ctx, e, err) }()
+
+	claims, err := s.verify(ctx, e, rawIDToken)
 	if err == nil && (claims.RepositoryID == "" || claims.RunID == "") {
 		err = errNoRunClaims
 	}
 	if err != nil {
-		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
-		s.metrics.exchange(outcome(err), "", start, s.now())
 		return nil, err
 	}
 	d, err := s.decide(claims, req)
 	if err != nil {
-		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
-		s.metrics.exchange(outcome(err), "", start, s.now())
 		return nil, err
 	}
+	e.decision = &d
 	if err := s.spend(claims); err != nil {
-		s.audit(ctx, "exchange", "deny", claims, auditDetail{decision: &d, reason: err})
-		s.metrics.exchange(outcome(err), d.Rule, start, s.now())
 		return nil, err
 	}
 	tok, deadline, err := s.mint(ctx, claims, d)
 	if err != nil {
-		s.audit(ctx, "exchange", "error", claims, auditDetail{decision: &d, reason: err})
-		s.metrics.exchange(outcome(err), d.Rule, start, s.now())
 		return nil, err
 	}
-	s.audit(ctx, "exchange", "allow", claims, auditDetail{decision: &d, token: tok})
-	s.metrics.exchange("allow", d.Rule, start, s.now())
+	e.token = tok
 	return &ExchangeResponse{
 		Token:          tok.Token,
 		TokenID:        tok.ID,
@@ -107,32 +90,6 @@ func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 		ExpiresAt:      deadline,
 		Rule:           d.Rule,
 	}, nil
-}
-
-// outcome is the metrics label of a failed exchange, derived from the
-// status [classify] gives the error, so the two can never disagree.
-func outcome(err error) string {
-	switch st := classify(err).status; {
-	case st == http.StatusUnauthorized:
-		return "unauthorized"
-	case st == http.StatusForbidden:
-		return "deny"
-	case st == http.StatusTooManyRequests || st == http.StatusBadGateway || st == http.StatusServiceUnavailable:
-		return "unavailable"
-	case st >= 400 && st < 500:
-		return "bad_request"
-	}
-	return "error"
-}
-
-// spend uses up the verified token's jti, so that a token lifted from a log
-// cannot be replayed. Every endpoint calls it only once the request is
-// authorized, just before it acts: any workflow on GitHub can get a token
-// for the broker's audience, and if a token no rule trusts took a place in
-// the bounded replay cache, anyone could fill it and make the broker refuse
-// every workflow (it fails closed when full).
-func (s *Server) spend(claims *idtoken.Claims) error {
-	return s.replay.Use(claims.Issuer, claims.JTI, claims.Expiry)
 }
 
 func (s *Server) decide(claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {
@@ -219,71 +176,4 @@ func (s *Server) discard(ctx context.Context, tokenID string) {
 	if err := s.astro.DeleteToken(cctx, s.org, tokenID); err != nil {
 		s.log.Error("could not delete a half-made token; the reaper will", "token_id", tokenID, "error", err)
 	}
-}
-
-// upstream marks a transport failure (anything but an [astro.APIError]) so
-// that classify answers 502, not 500.
-func upstream(err error) error {
-	var apiErr *astro.APIError
-	if errors.As(err, &apiErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return &upstreamError{err: err}
-}
-
-// bearer extracts the Bearer token from the Authorization header.
-func bearer(r *http.Request) (string, error) {
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-		return "", errMissingToken
-	}
-	return strings.TrimSpace(tok), nil
-}
-
-// decodeOptional decodes a strict JSON body into v; an empty body leaves v
-// as it is.
-func decodeOptional(body io.Reader, v any) error {
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
-			return err
-		}
-		return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
-	}
-	if dec.More() {
-		return badRequest("the body must hold a single JSON object")
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return badRequest("the body must hold a single JSON object")
-	}
-	return nil
-}
-
-// jsonProblem describes a JSON decoding error without echoing the body.
-func jsonProblem(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		return fmt.Sprintf("field %q has the wrong type", typ.Field)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return strings.TrimPrefix(err.Error(), "json: ")
-	}
-	return "malformed"
-}
-
-// tokenSHA256 is how a token value appears in the audit log: enough to
-// match a value found elsewhere, useless to use.
-func tokenSHA256(value string) string {
-	sum := sha256.Sum256([]byte(value))
-	return hex.EncodeToString(sum[:])
 }

@@ -257,3 +257,35 @@ func errorCode(t testing.TB, body []byte) (code, message string) {
 	}
 	return eb.Error, eb.Message
 }
+
+// metrics returns the broker's /metrics page.
+func (e *testEnv) metrics() string {
+	e.t.Helper()
+	resp, err := http.Get(e.url + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// audits returns the audit records the broker logged for action
+// ("exchange", "revoke", "rotate"), in order.
+func (e *testEnv) audits(action string) []map[string]any {
+	e.t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			e.t.Fatalf("log line is not JSON: %q", line)
+		}
+		if rec["audit"] == action {
+			out = append(out, rec)
+		}
+	}
+	return out
+}

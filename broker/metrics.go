@@ -76,7 +76,21 @@ func (m *Metrics) ObserveUpstream(method, route string, status int, d time.Durat
 	m.upstreamLatency.WithLabelValues(method, route).Observe(d.Seconds())
 }
 
-func (m *Metrics) exchange(outcome, rule string, start, end time.Time) {
-	m.exchanges.WithLabelValues(outcome, rule).Inc()
-	m.exchangeLatency.WithLabelValues(outcome).Observe(end.Sub(start).Seconds())
+// observe counts one finished operation under outcome, in the operation's
+// own metric.
+func (m *Metrics) observe(e *event, outcome string, end time.Time) {
+	switch e.op {
+	case opExchange:
+		var rule string
+		if e.decision != nil {
+			rule = e.decision.Rule
+		}
+		m.exchanges.WithLabelValues(outcome, rule).Inc()
+		m.exchangeLatency.WithLabelValues(outcome).Observe(end.Sub(e.start).Seconds())
+	case opRevoke:
+		m.revokes.WithLabelValues(outcome).Inc()
+	case opRotate:
+		// Only a name the policy knows: the caller's could be anything.
+		m.rotations.WithLabelValues(e.rotation, outcome).Inc()
+	}
 }

@@ -62,17 +62,17 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 }
 
 // serve runs the broker on ln until ctx ends, then shuts down gracefully.
-// It is separate from runServe so that tests and the demo can hand it a
-// listener on a free loopback port.
+// It is separate from runServe so that tests can hand it a listener on a
+// free loopback port.
 func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
+	// Whatever the exit; once served, Shutdown has closed it already.
+	defer ln.Close()
 	sinkCfg, err := sink.LoadConfig(env)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: sink configuration:\n%w", err)
 	}
 	store, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(sinkCfg))
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: policy: %w", err)
 	}
 	httpClient := &http.Client{Timeout: 30 * time.Second}
@@ -80,7 +80,6 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 	reg := prometheus.NewRegistry()
 	metrics, err := broker.NewMetrics(reg)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
 	ac, err := astro.New(astro.Config{
@@ -91,7 +90,6 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 		Observe:    metrics.ObserveUpstream,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: astro client: %w", err)
 	}
 	verifier, err := idtoken.New(idtoken.Config{
@@ -100,12 +98,10 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 		HTTPClient: httpClient,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
 	rotator, err := newRotator(sinkCfg, ac, cfg.OrganizationID, httpClient, logger)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: rotation: %w", err)
 	}
 	b, err := broker.New(broker.Config{
@@ -120,21 +116,10 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 		Metrics:        metrics,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
 
-	srv := &http.Server{
-		Handler:           b.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		// A rotation waits out sinks' Retry-After and backoff before it
-		// answers; every other handler answers in seconds.
-		WriteTimeout:   5 * time.Minute,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	srv := b.HTTPServer()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go b.RunReaper(ctx, cfg.ReapInterval)
