@@ -19,6 +19,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/sink"
+	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -71,7 +72,7 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 	if err != nil {
 		return fmt.Errorf("serve: sink configuration:\n%w", err)
 	}
-	store, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(sinkCfg))
+	policies, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(sinkCfg))
 	if err != nil {
 		return fmt.Errorf("serve: policy: %w", err)
 	}
@@ -108,8 +109,8 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 		Astro:          ac,
 		OrganizationID: cfg.OrganizationID,
 		Verifier:       verifier,
-		Replay:         idtoken.NewReplayGuard(cfg.ReplayCacheSize, time.Now),
-		Policies:       store,
+		Store:          store.NewMemory(cfg.ReplayCacheSize, time.Now),
+		Policies:       policies,
 		Rotator:        rotator,
 		Logger:         logger,
 		Registry:       reg,
@@ -123,12 +124,12 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go b.RunReaper(ctx, cfg.ReapInterval)
-	go store.Watch(ctx, cfg.PolicyInterval, sighup)
+	go policies.Watch(ctx, cfg.PolicyInterval, sighup)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("broker listening", "addr", ln.Addr().String(), "issuers", cfg.Issuers,
-		"audience", cfg.Audience, "policy", cfg.PolicyFile, "policy_digest", store.Current().Digest())
+		"audience", cfg.Audience, "policy", cfg.PolicyFile, "policy_digest", policies.Current().Digest())
 
 	select {
 	case err := <-errc:
