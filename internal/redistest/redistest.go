@@ -74,9 +74,13 @@ type Options struct {
 	// Password, if set, is required of every client: as the default user's
 	// password (requirepass), or as User's when User is set.
 	Password string
-	// User, if set, is an ACL user with Password and every right, and the
-	// default user is disabled: a client must name the user.
+	// User, if set, is an ACL user with Password and the rights of
+	// UserRules, and the default user is disabled: a client must name the
+	// user.
 	User string
+	// UserRules are User's ACL rules (as ACL SETUSER takes them); nil
+	// means every key and command ("~*", "&*", "+@all").
+	UserRules []string
 	// TLS serves TLS only (no plain port), with a certificate for
 	// 127.0.0.1 from a CA made for this server: see [Server.CAPool].
 	TLS bool
@@ -185,8 +189,12 @@ func (s *Server) start(ctx context.Context) error {
 	)
 	switch {
 	case s.opts.User != "":
-		args = append(args, "--user", "default", "off",
-			"--user", s.opts.User, "on", ">"+s.opts.Password, "~*", "&*", "+@all")
+		rules := s.opts.UserRules
+		if rules == nil {
+			rules = []string{"~*", "&*", "+@all"}
+		}
+		args = append(args, "--user", "default", "off", "--user", s.opts.User, "on", ">"+s.opts.Password)
+		args = append(args, rules...)
 	case s.opts.Password != "":
 		args = append(args, "--requirepass", s.opts.Password)
 	}

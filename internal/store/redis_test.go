@@ -344,3 +344,49 @@ func TestRedisTLS(t *testing.T) {
 		t.Errorf("without the CA: %v, want ErrUnavailable about the certificate", err)
 	}
 }
+
+// brokerACL is the least-privileged ACL user docs/operations.md gives:
+// the broker's keys, and the commands its store sends.
+var brokerACL = []string{"~astro-sts:*", "~rate:astro-sts:*", "+get", "+set", "+pexpire", "+del", "+time", "+eval", "+evalsha", "+script|load", "+ping"}
+
+// TestRedisLeastPrivilege: every operation works as an ACL user with only
+// the rights docs/operations.md lists.
+func TestRedisLeastPrivilege(t *testing.T) {
+	bin, ok := redistest.Binary()
+	if !ok {
+		needRedis(t)
+	}
+	ctx := context.Background()
+	srv, err := redistest.Start(ctx, bin, redistest.Options{User: "astro-sts", Password: redistest.RandomPassword(), UserRules: brokerACL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	s := newRedis(t, srv.URL())
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("Ping: %v", err)
+	}
+	if err := s.Use(ctx, "https://iss", "j", time.Now().Add(time.Minute)); err != nil {
+		t.Errorf("Use: %v", err)
+	}
+	if err := s.Use(ctx, "https://iss", "j", time.Now().Add(time.Minute)); !errors.Is(err, idtoken.ErrReplayed) {
+		t.Errorf("second Use: %v, want ErrReplayed", err)
+	}
+	if v, err := s.Allow(ctx, "k", store.Limit{Rate: 1, Period: time.Minute, Burst: 1}); err != nil || !v.Allowed {
+		t.Errorf("Allow: %+v, %v", v, err)
+	}
+	for i := range 2 { // take, then renew
+		if held, err := s.Lease(ctx, "reaper", time.Minute); err != nil || !held {
+			t.Errorf("Lease #%d: %v, %v", i, held, err)
+		}
+	}
+	if err := s.ReleaseLease(ctx, "reaper"); err != nil {
+		t.Errorf("ReleaseLease: %v", err)
+	}
+	// The user really is confined: another key is refused.
+	c := srv.Client()
+	defer c.Close()
+	if err := c.Set(ctx, "other:key", "v", 0).Err(); err == nil {
+		t.Error("the ACL user could write outside astro-sts:*")
+	}
+}
