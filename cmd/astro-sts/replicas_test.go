@@ -517,7 +517,7 @@ func (w *replicaWorld) startReplica(name, policy, tokenFile string) *replica {
 	}
 	r.cmd.Stdout = r.out
 	r.cmd.Stderr = r.out
-	r.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	dieWithTest(r.cmd)
 	if err := r.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -71,11 +71,12 @@ func redact(secret string) string {
 }
 
 // RedactURL returns raw with any password replaced, for logs; a string
-// that does not parse is hidden whole.
+// that is not a URL with a host (which could hold a password anywhere) is
+// hidden whole.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
-	if err != nil {
-		return "[unparsable URL]"
+	if err != nil || u.Opaque != "" || u.Host == "" {
+		return "[not a URL with a host]"
 	}
 	return u.Redacted()
 }
