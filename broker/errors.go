@@ -13,6 +13,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // Errors of the broker's own making. Errors from the packages it calls
@@ -49,6 +50,9 @@ type errorBody struct {
 // codeRotationFailed is the code of a rotation that started and failed.
 const codeRotationFailed = "rotation_failed"
 
+// codeRateLimited refuses an exchange over its rule's rate limit.
+const codeRateLimited = "rate_limited"
+
 // apiError is what classify decides for an error: the status, a stable
 // code, a message safe for an unauthenticated caller, and how loudly to log.
 type apiError struct {
@@ -68,6 +72,7 @@ func classify(err error) apiError {
 		widen  *policy.WidenError
 		apiErr *astro.APIError
 		maxErr *http.MaxBytesError
+		rate   *rateLimitedError
 	)
 	switch {
 	case errors.As(err, &rotErr):
@@ -88,6 +93,10 @@ func classify(err error) apiError {
 		return apiError{http.StatusUnauthorized, "unauthorized", "an OIDC ID token is required as a Bearer token", 0}
 	case errors.Is(err, idtoken.ErrIssuerUnavailable):
 		return apiError{http.StatusServiceUnavailable, "issuer_unavailable", "the OIDC issuer's keys could not be fetched; try again", 5 * time.Second}
+	case errors.Is(err, store.ErrUnavailable):
+		return apiError{http.StatusServiceUnavailable, "store_unavailable", "the broker cannot reach its shared state; try again", 5 * time.Second}
+	case errors.As(err, &rate):
+		return apiError{http.StatusTooManyRequests, codeRateLimited, fmt.Sprintf("this repository has had its share of tokens from rule %q (%d per %s, burst %d); try again later", rate.rule, rate.limit.Rate, rate.limit.Period, rate.limit.Burst), max(rate.retryAfter, time.Second)}
 	case errors.Is(err, idtoken.ErrReplayCacheFull):
 		return apiError{http.StatusServiceUnavailable, "busy", "the broker is busy; try again", 5 * time.Second}
 	case errors.Is(err, idtoken.ErrMalformed), errors.Is(err, idtoken.ErrUntrustedIssuer),
@@ -134,6 +143,8 @@ func (e apiError) outcome() string {
 		// A 502, but not upstream trouble to wait out: the rotation ran
 		// and failed, and must not be run again blindly.
 		return "error"
+	case e.code == codeRateLimited:
+		return codeRateLimited
 	case st == http.StatusUnauthorized:
 		return "unauthorized"
 	case st == http.StatusForbidden:
@@ -155,7 +166,7 @@ func (e apiError) outcome() string {
 // serve it: the audit record says "deny" for the one, "error" for the
 // other.
 func (e apiError) refused() bool {
-	return e.status >= 400 && e.status < 500 && e.status != http.StatusTooManyRequests
+	return e.status >= 400 && e.status < 500 && (e.status != http.StatusTooManyRequests || e.code == codeRateLimited)
 }
 
 // upstreamError marks a transport failure talking to Astro.

@@ -72,7 +72,10 @@ func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 		return nil, err
 	}
 	e.decision = &d
-	if err := s.spend(claims); err != nil {
+	if err := s.spend(ctx, claims); err != nil {
+		return nil, err
+	}
+	if err := s.limit(ctx, claims, d); err != nil {
 		return nil, err
 	}
 	tok, deadline, err := s.mint(ctx, claims, d)

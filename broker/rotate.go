@@ -82,7 +82,7 @@ func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (_ *rotati
 	if !rot.Allows(policy.Claims(claims.Strings)) {
 		return nil, errRotationDenied
 	}
-	if err := s.spend(claims); err != nil {
+	if err := s.spend(ctx, claims); err != nil {
 		return nil, err
 	}
 	// The rotation must finish even if the caller goes away: stopping

@@ -130,6 +130,8 @@ type policyCheckResult struct {
 	WorkspaceRoles map[string]string `json:"workspace_roles,omitempty"`
 	Role           string            `json:"role,omitempty"`
 	TTL            string            `json:"ttl,omitempty"`
+	// RateLimit is the deciding rule's limit per repository, if any.
+	RateLimit string `json:"rate_limit,omitempty"`
 	// Reason is why a request was denied, as the broker would say it.
 	Reason string `json:"reason,omitempty"`
 	// Kind classifies a denial: no_matching_rule, too_wide, bad_request.
@@ -157,6 +159,9 @@ func newPolicyCheckResult(p *policy.Policy, d policy.Decision, err error) policy
 	r.Decision = "allow"
 	r.Rule, r.Scope, r.WorkspaceID, r.DeploymentID = d.Rule, d.Scope, d.WorkspaceID, d.DeploymentID
 	r.WorkspaceRoles, r.Role, r.TTL = d.WorkspaceRoles, d.Role, d.TTL.String()
+	if !d.RateLimit.IsZero() {
+		r.RateLimit = d.RateLimit.String()
+	}
 	return r
 }
 
@@ -183,6 +188,9 @@ func (r policyCheckResult) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  role:       %s\n", r.Role)
 	fmt.Fprintf(w, "  ttl:        %s\n", r.TTL)
+	if r.RateLimit != "" {
+		fmt.Fprintf(w, "  rate limit: %s per repository\n", r.RateLimit)
+	}
 	fmt.Fprintf(w, "  policy:     sha256 %s\n", r.PolicyDigest)
 }
 

@@ -221,3 +221,27 @@ func TestPolicyHelp(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyCheckRateLimit: the deciding rule's rate limit is part of what
+// a check shows, in text and JSON.
+func TestPolicyCheckRateLimit(t *testing.T) {
+	pol := writePolicyTemp(t, "policy.yaml", "rate_limit: {rate: 30/h, burst: 10}\n"+policyCheckYAML)
+	claims := writePolicyTemp(t, "claims.json", policyCheckClaims)
+	var text, js bytes.Buffer
+	if err := runPolicy(context.Background(), []string{"check", "--policy", pol, "--claims", claims}, nil, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "  rate limit: 30/1h0m0s, burst 10 per repository\n") {
+		t.Errorf("output lacks the rate limit:\n%s", text.String())
+	}
+	if err := runPolicy(context.Background(), []string{"check", "--json", "--policy", pol, "--claims", claims}, nil, &js, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(js.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["rate_limit"] != "30/1h0m0s, burst 10" {
+		t.Errorf("rate_limit = %v, want 30/1h0m0s, burst 10", got["rate_limit"])
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // EmulatorSeed is the seed of the demo's Astro API emulator. It makes the
@@ -100,7 +101,7 @@ func (s *stack) startBroker() (err error) {
 	// (its default), so that is the audience the broker requires.
 	s.brokerURL = "http://" + ln.Addr().String()
 
-	store, err := policy.NewStore(s.policyPath, logger)
+	policies, err := policy.NewStore(s.policyPath, logger)
 	if err != nil {
 		return fmt.Errorf("broker: sample policy: %w", err)
 	}
@@ -127,8 +128,8 @@ func (s *stack) startBroker() (err error) {
 		Astro:          ac,
 		OrganizationID: s.emu.OrganizationID(),
 		Verifier:       verifier,
-		Replay:         idtoken.NewReplayGuard(1000, s.clock.Now),
-		Policies:       store,
+		Store:          store.NewMemory(1000, s.clock.Now),
+		Policies:       policies,
 		Logger:         logger,
 		Now:            s.clock.Now,
 	})

@@ -18,6 +18,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(basePolicy)
 	f.Add(rotationPolicy)
 	f.Add(otherPolicy)
+	f.Add(limitedPolicy)
 	f.Add("rules: []\n")
 	f.Add("rules: [{name: r, match: {repository: [acme/x, {regex: 'acme/(a|b)'}]}, grant: {deployments: [d], max_ttl: 1m}}]")
 	f.Add("rules:\n  - name: r\n    match: &a {repository_id: '1'}\n    grant: *a\n")
