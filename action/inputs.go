@@ -242,29 +242,14 @@ func knownRole(role string) bool {
 // loopback host (the demo and tests), with an optional path prefix. The job's
 // OIDC token is a bearer credential, so it never travels in clear text to
 // another machine, and a URL carrying credentials, a query or a fragment is
-// refused rather than guessed at.
+// refused rather than guessed at ([loopback.ParseURL]).
 func parseBrokerURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, errors.New("not a URL: use the broker's base URL, e.g. https://astro-sts.example.com")
-	}
-	if u.Host == "" || u.Opaque != "" {
-		return nil, errors.New("not an absolute URL: use the broker's base URL, e.g. https://astro-sts.example.com")
-	}
-	if u.User != nil {
-		return nil, errors.New("must not carry credentials: the action authenticates with the job's OIDC token")
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, errors.New("must not have a query or fragment: use the broker's base URL")
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !loopback.IsHost(u.Hostname()) {
-			return nil, ErrInsecureBrokerURL
-		}
-	default:
+	u, err := loopback.ParseURL(raw)
+	switch {
+	case errors.Is(err, loopback.ErrInsecure):
 		return nil, ErrInsecureBrokerURL
+	case err != nil:
+		return nil, fmt.Errorf("%w: use the broker's base URL, e.g. https://astro-sts.example.com", err)
 	}
 	return u, nil
 }

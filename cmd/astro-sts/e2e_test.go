@@ -180,7 +180,7 @@ func (w *e2eWorld) startBroker() (url string, stop func()) {
 	logs := &e2eLogs{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, env, ln, slog.New(slog.NewJSONHandler(logs, nil)), nil) }()
+	go func() { done <- serve(ctx, cfg, ln, slog.New(slog.NewJSONHandler(logs, nil)), nil) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {

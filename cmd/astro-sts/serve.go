@@ -18,7 +18,6 @@ import (
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
-	"github.com/astro-sts/astro-sts/internal/sink"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -36,6 +35,8 @@ Configuration comes from the environment (every problem is reported at once):
   ASTRO_ORGANIZATION_TOKEN        an Organization Owner token, or
   ASTRO_ORGANIZATION_TOKEN_FILE   a file holding it
   ASTRO_STS_REAP_INTERVAL         default 30s
+  ASTRO_STS_POLICY_RELOAD_INTERVAL  how often the policy file is checked (default 10s; 0: SIGHUP only)
+  ASTRO_STS_REPLAY_CACHE_SIZE     ID tokens remembered against replay (default 100000)
   ASTRO_STS_LOG_LEVEL             debug, info (default), warn, error
   plus the Vault and GitHub settings of docs/sinks.md when the policy has rotations.`
 
@@ -58,20 +59,16 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 	sighup := make(chan os.Signal, 1)
 	signal.Notify(sighup, syscall.SIGHUP)
 	defer signal.Stop(sighup)
-	return serve(ctx, cfg, env, ln, logger, sighup)
+	return serve(ctx, cfg, ln, logger, sighup)
 }
 
 // serve runs the broker on ln until ctx ends, then shuts down gracefully.
 // It is separate from runServe so that tests can hand it a listener on a
 // free loopback port.
-func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
+func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
 	// Whatever the exit; once served, Shutdown has closed it already.
 	defer ln.Close()
-	sinkCfg, err := sink.LoadConfig(env)
-	if err != nil {
-		return fmt.Errorf("serve: sink configuration:\n%w", err)
-	}
-	store, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(sinkCfg))
+	store, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(cfg.Sinks))
 	if err != nil {
 		return fmt.Errorf("serve: policy: %w", err)
 	}
@@ -83,8 +80,8 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 		return fmt.Errorf("serve: %w", err)
 	}
 	ac, err := astro.New(astro.Config{
-		BaseURL:    cfg.AstroAPIURL,
-		Token:      cfg.OrganizationToken,
+		BaseURL:    cfg.Astro.APIURL,
+		Token:      cfg.Astro.OrganizationToken().Reveal(),
 		HTTPClient: httpClient,
 		UserAgent:  "astro-sts/" + version,
 		Observe:    metrics.ObserveUpstream,
@@ -100,13 +97,13 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	rotator, err := newRotator(sinkCfg, ac, cfg.OrganizationID, httpClient, logger)
+	rotator, err := newRotator(cfg.Sinks, ac, cfg.Astro.OrganizationID, httpClient, logger)
 	if err != nil {
 		return fmt.Errorf("serve: rotation: %w", err)
 	}
 	b, err := broker.New(broker.Config{
 		Astro:          ac,
-		OrganizationID: cfg.OrganizationID,
+		OrganizationID: cfg.Astro.OrganizationID,
 		Verifier:       verifier,
 		Replay:         idtoken.NewReplayGuard(cfg.ReplayCacheSize, time.Now),
 		Policies:       store,

@@ -103,17 +103,9 @@ type Client struct {
 // New checks cfg and returns a [Client]. It refuses a BaseURL that is not
 // absolute https (or http on a loopback host), and negative limits.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(cfg.BaseURL)
+	u, err := loopback.ParseURL(cfg.BaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: BaseURL does not parse", ErrInvalidConfig)
-	}
-	switch {
-	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		return nil, fmt.Errorf("%w: BaseURL must be an absolute URL without user info, query or fragment", ErrInvalidConfig)
-	case u.Scheme == "https":
-	case u.Scheme == "http" && loopback.IsHost(u.Hostname()):
-	default:
-		return nil, fmt.Errorf("%w: BaseURL must use https (http only for loopback hosts)", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: BaseURL: %w", ErrInvalidConfig, err)
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""

@@ -7,7 +7,9 @@
 // each job its file-command files and environment, and the action's own
 // [action.Main] and [action.Post] run in-process): an exchange, the exported
 // token used as the astro CLI would, the post step's revoke, a denied
-// exchange, and a job whose post step never ran, cleaned up by the reaper.
+// exchange, a job whose post step never ran, cleaned up by the reaper, and a
+// preview Deployment created by a pull_request run and deleted when its
+// branch is, as docs/examples/ documents it.
 //
 // Each step checks its result, so the demo doubles as a smoke test: [Run]
 // returns a [*StepError] when anything turns out differently.
@@ -40,11 +42,13 @@ import (
 //go:embed policy.yaml
 var samplePolicy []byte
 
-// SamplePolicy returns the trust policy the demo's broker runs with: one
-// commented rule, bound to a repository id, a branch, the events and the
-// workflow files, granting WORKSPACE_AUTHOR on the emulator's first
-// Workspace for at most 30 minutes. It is meant as the starting point of a
-// real policy (`astro-sts demo --print-policy`). Each call returns a copy.
+// SamplePolicy returns the trust policy the demo's broker runs with, and
+// docs/examples/policy.yaml: rule deploy-main grants WORKSPACE_AUTHOR on
+// the emulator's first Workspace to pushes to main; rules preview and
+// preview-cleanup grant WORKSPACE_OPERATOR on its second Workspace to the
+// preview workflows. Every rule is bound to a repository id, the events
+// and the workflow files. It is meant as the starting point of a real
+// policy (`astro-sts demo --print-policy`). Each call returns a copy.
 func SamplePolicy() []byte { return slices.Clone(samplePolicy) }
 
 // Options configure [Run]. The zero value is the demo as
@@ -173,6 +177,16 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.reap(ctx); err != nil {
 		return err
 	}
+	previewID, err := d.previewCreate(ctx)
+	if err != nil {
+		return err
+	}
+	if err := d.previewCleanup(ctx, previewID); err != nil {
+		return err
+	}
+	if err := d.operatorRefused(ctx); err != nil {
+		return err
+	}
 	d.whatNext()
 	return nil
 }
@@ -183,7 +197,7 @@ func (d *demo) intro() {
 	p.f("Started:\n")
 	p.f("  Astro API emulator  %s  (organization %s, Workspace %s)\n", d.emuSrv.URL, d.emu.OrganizationID(), d.emu.WorkspaceIDs()[0])
 	p.f("  OIDC issuer         %s  (stands in for https://token.actions.githubusercontent.com)\n", d.iss.URL())
-	p.f("  broker              %s  (sample policy: rule deploy-main, see astro-sts demo --print-policy)\n", d.brokerURL)
+	p.f("  broker              %s  (sample policy: astro-sts demo --print-policy)\n", d.brokerURL)
 }
 
 // exchange runs the action's main step for a push to main of the trusted
@@ -200,7 +214,7 @@ func (d *demo) exchange(ctx context.Context) (issued, error) {
 		return issued{}, &StepError{Step: step, Err: err}
 	}
 	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log)
+	tok, err := d.collect(j, log, d.emu.WorkspaceIDs()[0])
 	if err != nil {
 		return issued{}, &StepError{Step: step, Err: err}
 	}
@@ -211,8 +225,9 @@ func (d *demo) exchange(ctx context.Context) (issued, error) {
 }
 
 // collect reads the main step's file commands the way the runner does and
-// checks that they and the log agree with each other.
-func (d *demo) collect(j *job, log jobLog) (issued, error) {
+// checks that they and the log agree with each other, and that the token
+// is for Workspace ws.
+func (d *demo) collect(j *job, log jobLog, ws string) (issued, error) {
 	exported, err := j.runner.ExportedEnv()
 	if err != nil {
 		return issued{}, err
@@ -233,8 +248,8 @@ func (d *demo) collect(j *job, log jobLog) (issued, error) {
 		return issued{}, fmt.Errorf("%w: the token output differs from the exported token", ErrUnexpected)
 	case tok.tokenID == "" || state[action.StateTokenID] != tok.tokenID:
 		return issued{}, fmt.Errorf("%w: GITHUB_STATE's %s is %q, the token-id output %q", ErrUnexpected, action.StateTokenID, state[action.StateTokenID], tok.tokenID)
-	case tok.workspaceID != d.emu.WorkspaceIDs()[0]:
-		return issued{}, fmt.Errorf("%w: token for Workspace %q, want the policy's %q", ErrUnexpected, tok.workspaceID, d.emu.WorkspaceIDs()[0])
+	case tok.workspaceID != ws:
+		return issued{}, fmt.Errorf("%w: token for Workspace %q, want the policy's %q", ErrUnexpected, tok.workspaceID, ws)
 	}
 	if err := checkMasked(log, tok.value); err != nil {
 		return issued{}, fmt.Errorf("%w: %w", ErrUnexpected, err)
@@ -331,7 +346,7 @@ func (d *demo) reap(ctx context.Context) error {
 		return &StepError{Step: step, Err: err}
 	}
 	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log)
+	tok, err := d.collect(j, log, d.emu.WorkspaceIDs()[0])
 	if err != nil {
 		return &StepError{Step: step, Err: err}
 	}

@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
 // GitHubIssuer is the issuer of GitHub.com's Actions ID tokens, trusted when
@@ -185,9 +187,9 @@ func New(cfg Config) (*Verifier, error) {
 		client:   boundedClient(cfg.HTTPClient),
 		issuers:  make(map[string]*issuerState, len(issuers)),
 	}
-	for _, iss := range issuers {
-		if err := checkFetchURL(iss); err != nil {
-			errs = append(errs, fmt.Errorf("issuer: %v", err))
+	for i, iss := range issuers {
+		if _, err := loopback.ParseURL(iss); err != nil {
+			errs = append(errs, fmt.Errorf("issuer %d: %w (%s)", i+1, err, urlRule))
 			continue
 		}
 		v.issuers[iss] = &issuerState{url: iss}
@@ -401,8 +403,8 @@ func (v *Verifier) discover(ctx context.Context, issuer string) (*keySet, error)
 	if meta.JWKSURI == "" {
 		return nil, errors.New("discovery document has no jwks_uri")
 	}
-	if err := checkFetchURL(meta.JWKSURI); err != nil {
-		return nil, fmt.Errorf("jwks_uri: %v", err)
+	if _, err := loopback.ParseURL(meta.JWKSURI); err != nil {
+		return nil, fmt.Errorf("jwks_uri: %w (%s)", err, urlRule)
 	}
 	return newKeySet(meta.JWKSURI, v.client, v.now), nil
 }

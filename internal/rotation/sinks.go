@@ -20,7 +20,8 @@ import (
 )
 
 // SinkFactory builds the real sinks of a rotation from the sink
-// configuration ([sink.LoadConfig]); create it with [NewSinks].
+// configuration (the sinks' section of internal/config); create it with
+// [NewSinks].
 //
 // Vault is logged in to afresh for every run ([sink.NewVaultClient] does
 // not renew its token, and a broker runs for longer than a login lives).

@@ -88,7 +88,7 @@ func NewGitHubClient(ctx context.Context, cfg GitHubConfig, hc *http.Client) (*g
 	}
 
 	if cfg.Token != "" {
-		return newClient(&bearerTransport{base: base, host: api.Host, token: cfg.Token})
+		return newClient(&bearerTransport{base: base, host: api.Host, token: cfg.Token.Reveal()})
 	}
 
 	key, err := loadAppKey(cfg.AppPrivateKeyFile)
