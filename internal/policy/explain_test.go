@@ -143,6 +143,13 @@ rules:
       environment: production
       event_name: push
     grant: {workspaces: [ws], max_role: WORKSPACE_AUTHOR, max_ttl: 30m}
+  - name: pull-requests-into-main
+    match:
+      repository_owner_id: "65"
+      repository_id: "123456"
+      event_name: pull_request
+      base_ref: main
+    grant: {workspaces: [ws], max_role: WORKSPACE_AUTHOR, max_ttl: 30m}
 rotations:
   - name: airflow-ci
     token_id: cltoken

@@ -26,8 +26,9 @@ var riskyEvents = []string{"pull_request_target", "workflow_run"}
 
 // Warnings lists, rule by rule and then rotation by rotation, what the
 // docs' security advice (docs/policy.md) warns against:
-//   - a rule that binds neither ref nor environment: any branch of the
-//     repository, a pull request's included, gets the grant;
+//   - a rule that binds neither ref nor environment (nor, for pull
+//     requests, base_ref): any branch of the repository, a pull request's
+//     included, gets the grant;
 //   - events that include pull_request_target or workflow_run, or no
 //     event_name at all, which includes them;
 //   - job_workflow_ref as the identity without repository_owner_id (or
@@ -58,7 +59,9 @@ func (ms matchSet) warnings(where string) []Warning {
 		return slices.ContainsFunc(ms, func(m matcher) bool { return m.claim == claim })
 	}
 
-	if !has("ref") && !has("environment") {
+	// A pull_request run's ref is refs/pull/<n>/merge, which no rule can
+	// name in advance; base_ref, the branch it merges into, is its "where".
+	if !has("ref") && !has("environment") && !has("base_ref") {
 		warn("binds neither ref nor environment: every branch of the repository gets the grant, a pull request's included")
 	}
 	if i := slices.IndexFunc(ms, func(m matcher) bool { return m.claim == "event_name" }); i < 0 {
