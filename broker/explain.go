@@ -9,6 +9,11 @@ import (
 	"github.com/astro-sts/astro-sts/internal/policy"
 )
 
+// DenialExplained is the message of the log records that explain a denial
+// to the operator, one per rule that came closest, each with request_id,
+// op, rule, held, of, key, expected and actual.
+const DenialExplained = "denial explained"
+
 // explainedRules is how many of the closest rules a denial's explanation
 // names: enough to spot the one that was meant, few enough to read.
 const explainedRules = 3
@@ -24,14 +29,14 @@ func (s *Server) explain(ctx context.Context, p *policy.Policy, claims *idtoken.
 	var widen *policy.WidenError
 	switch {
 	case errors.As(err, &widen):
-		s.log.LogAttrs(ctx, slog.LevelInfo, "denial explained",
+		s.log.LogAttrs(ctx, slog.LevelInfo, DenialExplained,
 			slog.String("request_id", id), slog.String("op", string(opExchange)),
 			slog.String("rule", widen.Rule), slog.String("key", widen.Field),
 			slog.String("expected", "at most "+widen.Allowed), slog.String("actual", widen.Asked))
 	case errors.Is(err, policy.ErrNoMatchingRule):
 		misses := p.Explain(policy.Claims(claims.Strings), explainedRules)
 		if len(misses) == 0 {
-			s.log.LogAttrs(ctx, slog.LevelInfo, "denial explained",
+			s.log.LogAttrs(ctx, slog.LevelInfo, DenialExplained,
 				slog.String("request_id", id), slog.String("op", string(opExchange)),
 				slog.String("rule", ""), slog.String("key", ""), slog.String("expected", "a rule: the policy has none"))
 		}
@@ -43,7 +48,7 @@ func (s *Server) explain(ctx context.Context, p *policy.Policy, claims *idtoken.
 
 // logMiss writes one rule's (or rotation's) explanation line.
 func (s *Server) logMiss(ctx context.Context, o op, m policy.Miss) {
-	s.log.LogAttrs(ctx, slog.LevelInfo, "denial explained",
+	s.log.LogAttrs(ctx, slog.LevelInfo, DenialExplained,
 		slog.String("request_id", requestID(ctx)), slog.String("op", string(o)),
 		slog.String("rule", m.Rule), slog.Int("held", m.Held), slog.Int("of", m.Of),
 		slog.String("key", m.Key), slog.String("expected", m.Expected), slog.String("actual", m.Actual))
