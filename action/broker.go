@@ -19,6 +19,7 @@ import (
 	"github.com/sethvargo/go-githubactions"
 
 	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/retry"
 )
 
 // requestIDHeader is the broker's request id header (broker.RequestIDHeader).
@@ -228,8 +229,7 @@ type brokerClient struct {
 	http      *http.Client
 	ids       idTokens
 	a         *githubactions.Action
-	attempts  int
-	backoff   backoff
+	retry     retry.Policy
 	userAgent string
 	now       func() time.Time
 
@@ -246,14 +246,17 @@ func newBrokerClient(a *githubactions.Action, in inputs, deps Deps) *brokerClien
 	// request elsewhere.
 	hc := *deps.HTTPClient
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	bo := backoff{base: deps.RetryDelay}
+	// base, 2*base, 4*base ... capped at maxRetryDelay, or the server's
+	// Retry-After when that is longer (capped at maxRetryAfter).
+	limits := func(attempts int) retry.Policy {
+		return retry.Policy{Attempts: attempts, Base: deps.RetryDelay, Max: maxRetryDelay, MaxRetryAfter: maxRetryAfter}
+	}
 	return &brokerClient{
 		base:      in.brokerURL,
 		http:      &hc,
-		ids:       idTokens{a: a, audience: in.audience, attempts: idTokenAttempts, backoff: bo},
+		ids:       idTokens{a: a, audience: in.audience, retry: limits(idTokenAttempts)},
 		a:         a,
-		attempts:  brokerAttempts,
-		backoff:   bo,
+		retry:     limits(brokerAttempts),
 		userAgent: deps.UserAgent,
 		now:       deps.Now,
 	}
@@ -484,7 +487,7 @@ func (c *brokerClient) call(ctx context.Context, op, path string, body any, poli
 		if r != nil {
 			r.attempts = attempt
 		}
-		if attempt >= c.attempts || !policy(r, err) || ctx.Err() != nil {
+		if attempt >= c.retry.Attempts || !policy(r, err) || ctx.Err() != nil {
 			if err != nil {
 				return nil, &CallError{Op: op, Attempts: attempt, Err: err}
 			}
@@ -493,12 +496,12 @@ func (c *brokerClient) call(ctx context.Context, op, path string, body any, poli
 		var retryAfter time.Duration
 		what := "got no answer"
 		if r != nil {
-			retryAfter = parseRetryAfter(r.header.Get("Retry-After"), c.now())
+			retryAfter = retry.ParseAfter(r.header.Get("Retry-After"), c.now())
 			what = fmt.Sprintf("answered %d", r.status)
 		}
-		wait := c.backoff.delay(attempt, retryAfter)
-		c.a.Infof("The broker %s to the %s; retrying in %s (attempt %d of %d).", what, op, wait.Round(time.Millisecond), attempt+1, c.attempts)
-		if err := c.backoff.sleep(ctx, attempt, retryAfter); err != nil {
+		wait, _ := c.retry.Delay(attempt, retryAfter)
+		c.a.Infof("The broker %s to the %s; retrying in %s (attempt %d of %d).", what, op, wait.Round(time.Millisecond), attempt+1, c.retry.Attempts)
+		if err := c.retry.Wait(ctx, wait); err != nil {
 			return nil, &CallError{Op: op, Attempts: attempt, Err: err}
 		}
 	}
@@ -566,30 +569,13 @@ func (c *brokerClient) brokerError(op string, r *reply) *BrokerError {
 		Code:       cleanText(b.Error, 64),
 		Reason:     cleanText(b.Reason, 64),
 		Message:    cleanText(b.Message, 300),
-		RetryAfter: parseRetryAfter(r.header.Get("Retry-After"), c.now()),
+		RetryAfter: retry.ParseAfter(r.header.Get("Retry-After"), c.now()),
 		Attempts:   r.attempts,
 		RequestID:  cleanText(id, 64),
 		Rule:       cleanText(b.Rule, 64),
 		Field:      cleanText(b.Field, 64),
 		Allowed:    cleanText(b.Allowed, 300),
 	}
-}
-
-// parseRetryAfter reads delay-seconds or an HTTP date; anything else is 0.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.Atoi(v); err == nil {
-		if n <= 0 {
-			return 0
-		}
-		return time.Duration(min(n, 24*3600)) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return min(t.Sub(now).Round(time.Second), 24*time.Hour)
-	}
-	return 0
 }
 
 // cleanText makes text from the broker safe for one log line: control
