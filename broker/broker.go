@@ -184,7 +184,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, "", errNotFound)
 	})
-	return securityHeaders(mux)
+	return withRequestID(securityHeaders(mux))
 }
 
 // HTTPServer returns the [http.Server] that serves the broker's [Handler]

@@ -262,14 +262,21 @@ func (e *testEnv) astroToken(id string) (*astro.Token, error) {
 
 func errorCode(t testing.TB, body []byte) (code, message string) {
 	t.Helper()
-	var eb struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
-	}
-	if err := json.Unmarshal(body, &eb); err != nil {
+	eb := errorBody(t, body)
+	return eb.Error, eb.Message
+}
+
+// errorBody decodes an error answer strictly: every field it has is one
+// the contract names.
+func errorBody(t testing.TB, body []byte) broker.ErrorBody {
+	t.Helper()
+	var eb broker.ErrorBody
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&eb); err != nil {
 		t.Fatalf("error body %q: %v", body, err)
 	}
-	return eb.Error, eb.Message
+	return eb
 }
 
 // metrics returns the broker's /metrics page.

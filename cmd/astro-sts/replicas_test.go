@@ -137,7 +137,7 @@ func TestReplicas(t *testing.T) {
 			t.Fatalf("first use on %s: %d %s", a.name, st, code)
 		}
 		for _, r := range []*replica{b, c} {
-			if st, code, _ := w.exchange(r, tok); st != http.StatusUnauthorized || code != "unauthorized" {
+			if st, code, _ := w.exchange(r, tok); st != http.StatusUnauthorized || code != broker.CodeTokenInvalid {
 				t.Errorf("replay on %s: %d %s, want 401", r.name, st, code)
 			}
 		}

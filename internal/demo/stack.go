@@ -32,6 +32,8 @@ type stack struct {
 	clock *clock
 	http  *http.Client
 	log   *slog.Logger
+	// explained keeps the broker's explanations of denials.
+	explained explanations
 
 	emuSrv *emulator.Server
 	emu    *emulator.Emulator
@@ -47,7 +49,7 @@ type stack struct {
 // startStack starts the three servers; on error, whatever started is
 // stopped again. dir receives the policy file.
 func startStack(c *clock, hc *http.Client, logger *slog.Logger, dir string) (_ *stack, err error) {
-	s := &stack{clock: c, http: hc, log: logger}
+	s := &stack{clock: c, http: hc, log: logger, explained: newExplanations()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.close())
@@ -87,7 +89,7 @@ func startStack(c *clock, hc *http.Client, logger *slog.Logger, dir string) (_ *
 // wants, instead of the background reaper on a timer. The HTTP side is the
 // production one: serve's [broker.Server.HTTPServer].
 func (s *stack) startBroker() (err error) {
-	logger := s.log.With("component", "broker")
+	logger := slog.New(slog.NewMultiHandler(s.log.Handler(), s.explained)).With("component", "broker")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("broker: listen: %w", err)

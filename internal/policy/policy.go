@@ -402,7 +402,7 @@ func (p *Policy) Decide(c Claims, r Request) (Decision, error) {
 	if p == nil {
 		return Decision{}, ErrNoMatchingRule
 	}
-	if err := r.validate(); err != nil {
+	if err := r.Validate(); err != nil {
 		return Decision{}, err
 	}
 	var refusal error
@@ -425,9 +425,10 @@ func (p *Policy) Decide(c Claims, r Request) (Decision, error) {
 	return Decision{}, ErrNoMatchingRule
 }
 
-// validate refuses requests that no grant could cover. Its messages quote
+// Validate refuses requests that no grant could cover ([ErrBadRequest]),
+// whatever the policy: [Policy.Decide] calls it first. Its messages quote
 // the caller's input only after checking it is short and plain.
-func (r Request) validate() error {
+func (r Request) Validate() error {
 	var errs []string
 	if r.Role != "" && !astro.ValidRole(astro.EntityWorkspace, r.Role) && r.Role != astro.RoleDeploymentAdmin {
 		errs = append(errs, fmt.Sprintf("unknown role %s (want a Workspace role or %s)", quote(r.Role), astro.RoleDeploymentAdmin))
