@@ -28,6 +28,7 @@ const (
 	InputEnvName      = "env-name"
 	InputExportEnv    = "export-env"
 	InputRevoke       = "revoke"
+	InputDryRun       = "dry-run"
 )
 
 // InputNames lists every input the action reads, in action.yml's order; a
@@ -36,7 +37,7 @@ func InputNames() []string {
 	return []string{
 		InputBrokerURL, InputAudience, InputMode, InputRotation,
 		InputWorkspaceID, InputDeploymentID, InputRole, InputTTL,
-		InputEnvName, InputExportEnv, InputRevoke,
+		InputEnvName, InputExportEnv, InputRevoke, InputDryRun,
 	}
 }
 
@@ -113,6 +114,7 @@ type inputs struct {
 	envName      string
 	exportEnv    bool
 	revoke       bool
+	dryRun       bool
 }
 
 var (
@@ -206,6 +208,11 @@ func readInputs(a *githubactions.Action) (inputs, error) {
 	}
 	if in.revoke, err = boolInput(a, InputRevoke, true); err != nil {
 		bad(InputRevoke, err)
+	}
+	if in.dryRun, err = boolInput(a, InputDryRun, false); err != nil {
+		bad(InputDryRun, err)
+	} else if in.dryRun && in.mode == ModeRotate {
+		bad(InputDryRun, errors.New("only applies to mode: exchange"))
 	}
 
 	if len(errs) > 0 {

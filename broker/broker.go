@@ -4,7 +4,9 @@
 // them, reaps the ones whose post step never ran, and triggers rotations of
 // long-lived tokens.
 //
-// The broker keeps no state beyond a replay cache of OIDC token ids: what a
+// The broker keeps no state beyond its [store.Store] (which OIDC tokens
+// were used, rate limits, the reaper's lease), in memory or shared by the
+// replicas through Redis: what a
 // minted token is for, and when it must die, lives in the token's own
 // description (see [Marker]), so any number of replicas can serve and reap.
 package broker
@@ -22,6 +24,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
+	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -34,14 +37,6 @@ type Astro interface {
 	DeleteToken(ctx context.Context, orgID, tokenID string) error
 	ListTokensPage(ctx context.Context, orgID string, opts astro.ListTokensOptions, offset, limit int) (*astro.TokensPage, error)
 	ListOrganizations(ctx context.Context) ([]astro.Organization, error)
-}
-
-// ReplayStore spends ID tokens, each (issuer, jti) once;
-// *idtoken.ReplayGuard implements it in memory. A store whose memory
-// outlives the process says so with a SurvivesRestart() bool method, which
-// turns off the restart rule of [Config.Started].
-type ReplayStore interface {
-	Use(issuer, jti string, exp time.Time) error
 }
 
 // Verifier verifies OIDC ID tokens; *idtoken.Verifier implements it.
@@ -65,9 +60,11 @@ type Config struct {
 	Astro          Astro
 	OrganizationID string
 	Verifier       Verifier
-	Replay         ReplayStore
-	Policies       Policies
-	Rotator        Rotator // optional
+	// Store holds the replay check, the rate limits and the reaper lease:
+	// [store.Memory] for one replica, [store.Redis] shared by several.
+	Store    store.Store
+	Policies Policies
+	Rotator  Rotator // optional
 
 	// Logger receives operational logs and the audit records (one per
 	// decision). nil discards.
@@ -114,7 +111,7 @@ type Server struct {
 	astro    Astro
 	org      string
 	verifier Verifier
-	replay   ReplayStore
+	store    store.Store
 	policies Policies
 	rotator  Rotator
 	log      *slog.Logger
@@ -147,8 +144,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Verifier == nil {
 		errs = append(errs, errors.New("broker: Verifier is required"))
 	}
-	if cfg.Replay == nil {
-		errs = append(errs, errors.New("broker: Replay guard is required"))
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("broker: Store is required"))
 	}
 	if cfg.Policies == nil {
 		errs = append(errs, errors.New("broker: Policies is required"))
@@ -163,7 +160,7 @@ func New(cfg Config) (*Server, error) {
 		astro:    cfg.Astro,
 		org:      cfg.OrganizationID,
 		verifier: cfg.Verifier,
-		replay:   cfg.Replay,
+		store:    cfg.Store,
 		policies: cfg.Policies,
 		rotator:  cfg.Rotator,
 		log:      cfg.Logger,
@@ -234,7 +231,7 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, "", errNotFound)
 	})
-	return securityHeaders(mux)
+	return withRequestID(securityHeaders(mux))
 }
 
 // HTTPServer returns the [http.Server] that serves the broker's [Handler]
@@ -285,6 +282,10 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	var problems []string
 	if s.policies.Current() == nil {
 		problems = append(problems, "policy not loaded")
+	}
+	if err := s.storeReady(r.Context()); err != nil {
+		s.log.Warn("readiness: store unreachable", "error", err)
+		problems = append(problems, "shared store unreachable")
 	}
 	if err := s.upstreamReady(r.Context()); err != nil {
 		s.log.Warn("readiness: Astro API unreachable", "error", err)

@@ -236,33 +236,42 @@ func TestBadTokens(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name string
-		tok  string
+		name   string
+		tok    string
+		reason string
 	}{
-		{"alg none", b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + "."},
-		{"HS256 with the public key", hs256()},
-		{"wrong issuer", e.mint(with(func(c *issuer.Claims) { c.Issuer = "https://token.actions.githubusercontent.com" }))},
-		{"issuer not in list", e.mint(with(func(c *issuer.Claims) { c.Issuer = "http://127.0.0.1:1" }))},
-		{"wrong audience", e.mint(with(func(c *issuer.Claims) { c.Audience = "https://github.com/acme" }))},
+		{"alg none", b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + ".", broker.ReasonBadSignature},
+		{"HS256 with the public key", hs256(), broker.ReasonBadSignature},
+		{"wrong issuer", e.mint(with(func(c *issuer.Claims) { c.Issuer = "https://token.actions.githubusercontent.com" })), broker.ReasonUnknownIssuer},
+		{"issuer not in list", e.mint(with(func(c *issuer.Claims) { c.Issuer = "http://127.0.0.1:1" })), broker.ReasonUnknownIssuer},
+		{"wrong audience", e.mint(with(func(c *issuer.Claims) { c.Audience = "https://github.com/acme" })), broker.ReasonWrongAudience},
 		{"expired", e.mint(with(func(c *issuer.Claims) {
 			c.IssuedAt, c.NotBefore, c.Expiry = now.Add(-10*time.Minute), now.Add(-10*time.Minute), now.Add(-2*time.Minute)
-		}))},
-		{"nbf in the future", e.mint(with(func(c *issuer.Claims) { c.NotBefore = now.Add(5 * time.Minute) }))},
-		{"unknown kid", signed(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nope"}, mainClaims())},
-		{"bad signature", parts[0] + "." + b64(append(payload[:len(payload)-1], ' ', '}')) + "." + parts[2]},
-		{"truncated", good[:len(good)-20]},
-		{"not a JWT", "hello"},
-		{"1 MB of garbage", strings.Repeat("x", 1<<20)},
-		{"replayed jti", replayed},
+		})), broker.ReasonExpired},
+		{"nbf in the future", e.mint(with(func(c *issuer.Claims) { c.NotBefore = now.Add(5 * time.Minute) })), broker.ReasonNotYetValid},
+		{"unknown kid", signed(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nope"}, mainClaims()), broker.ReasonBadSignature},
+		{"bad signature", parts[0] + "." + b64(append(payload[:len(payload)-1], ' ', '}')) + "." + parts[2], broker.ReasonBadSignature},
+		{"truncated", good[:len(good)-20], broker.ReasonBadSignature},
+		{"no jti", e.mint(with(func(c *issuer.Claims) { c.Extra = map[string]any{"jti": nil} })), broker.ReasonBadClaims},
+		{"not a JWT", "hello", broker.ReasonMalformed},
+		{"1 MB of garbage", strings.Repeat("x", 1<<20), broker.ReasonMalformed},
+		{"replayed jti", replayed, broker.ReasonReplayed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			status, body, _ := e.post("/v1/exchange", tc.tok, "")
+			status, body, h := e.post("/v1/exchange", tc.tok, "")
 			if status != http.StatusUnauthorized {
 				t.Fatalf("status %d, want 401: %s", status, body)
 			}
-			code, msg := errorCode(t, body)
-			if code != "unauthorized" || msg != "the OIDC token was not accepted" {
-				t.Errorf("body %s", body)
+			eb := errorBody(t, body)
+			if eb.Error != broker.CodeTokenInvalid || eb.Reason != tc.reason || eb.RequestID != h.Get(broker.RequestIDHeader) {
+				t.Errorf("body %s, want %s/%s under the answer's request id", body, broker.CodeTokenInvalid, tc.reason)
+			}
+			// The message is the reason's own sentence: nothing of the
+			// token, the issuer list or the configured audience.
+			for _, leak := range []string{audience, e.iss.URL(), "127.0.0.1", "github.com/acme"} {
+				if strings.Contains(eb.Message, leak) {
+					t.Errorf("message %q shows %q", eb.Message, leak)
+				}
 			}
 		})
 	}
@@ -394,8 +403,8 @@ func TestUpstreamTrouble(t *testing.T) {
 	if status != http.StatusBadGateway {
 		t.Fatalf("Astro failing: %d %s", status, body)
 	}
-	if code, _ := errorCode(t, body); code != "upstream_error" {
-		t.Errorf("code %s", code)
+	if eb := errorBody(t, body); eb.Error != broker.CodeUpstreamUnavailable || eb.Reason != broker.ReasonAstroError {
+		t.Errorf("body %s", body)
 	}
 }
 
@@ -612,8 +621,8 @@ func TestExchangeNeedsTheRunClaims(t *testing.T) {
 			if status != http.StatusUnauthorized {
 				t.Fatalf("status %d, want 401: %s", status, body)
 			}
-			if code, _ := errorCode(t, body); code != "unauthorized" {
-				t.Errorf("code %s", code)
+			if eb := errorBody(t, body); eb.Error != broker.CodeTokenInvalid || eb.Reason != broker.ReasonMissingRunClaims {
+				t.Errorf("body %s", body)
 			}
 		})
 	}

@@ -26,17 +26,20 @@ const (
 // operation fills it in as it learns who asked and what was decided, and
 // records it with one deferred call to [Server.record], so that no exit,
 // however early, goes unrecorded or is recorded twice. Whatever every
-// record should carry (a request id, say) is a field here and an attribute
-// in [Server.audit].
+// record should carry is a field here and an attribute in [Server.audit];
+// the request id comes from the request's context.
 type event struct {
 	op    op
 	start time.Time
 	// success is the metrics outcome if the operation succeeds: "allow",
-	// "revoked", "gone" or "ok". A failure's outcome comes from classify.
+	// "dry_run", "revoked", "gone" or "ok". A failure's outcome comes from
+	// classify.
 	success string
 	// note says why a success is unusual ("already gone"); it is logged
 	// as the reason.
 	note string
+	// dryRun marks an exchange that decided and stopped there.
+	dryRun bool
 
 	claims   *idtoken.Claims  // the verified ID token's claims, once verified
 	decision *policy.Decision // exchange: the policy's decision
@@ -89,6 +92,10 @@ func (s *Server) audit(ctx context.Context, e *event, verdict string, err error)
 	attrs := []slog.Attr{
 		slog.String("audit", string(e.op)),
 		slog.String("outcome", verdict),
+		slog.String("request_id", requestID(ctx)),
+	}
+	if e.dryRun {
+		attrs = append(attrs, slog.Bool("dry_run", true))
 	}
 	if c := e.claims; c != nil {
 		attrs = append(attrs,
@@ -127,6 +134,12 @@ func (s *Server) audit(ctx context.Context, e *event, verdict string, err error)
 	}
 	switch {
 	case err != nil:
+		// The code the caller got, and the detail it did not.
+		ae := classify(err)
+		attrs = append(attrs, slog.String("code", ae.code))
+		if ae.reason != "" {
+			attrs = append(attrs, slog.String("code_reason", ae.reason))
+		}
 		attrs = append(attrs, slog.String("reason", err.Error()))
 	case e.note != "":
 		attrs = append(attrs, slog.String("reason", e.note))

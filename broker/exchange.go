@@ -39,13 +39,41 @@ type ExchangeResponse struct {
 // by the action's post step and, failing that, by the reaper.
 const upstreamExpiryDays = 1
 
+// DryRunResponse is the answer to POST /v1/exchange?dry_run=true: what an
+// exchange would mint, and under which rule. Nothing was minted and the ID
+// token was not spent, so the same token can still be exchanged.
+type DryRunResponse struct {
+	DryRun         bool              `json:"dry_run"`  // always true
+	Decision       string            `json:"decision"` // always "allow": a refusal is an error answer, as for an exchange
+	Rule           string            `json:"rule"`
+	Scope          astro.Scope       `json:"scope"`
+	OrganizationID string            `json:"organization_id"`
+	WorkspaceID    string            `json:"workspace_id,omitempty"`
+	DeploymentID   string            `json:"deployment_id,omitempty"`
+	WorkspaceRoles map[string]string `json:"workspace_roles,omitempty"`
+	Role           string            `json:"role"`
+	TTL            string            `json:"ttl"`
+}
+
 func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
 	var req ExchangeRequest
 	raw, err := readRequest(r, &req)
+	var dryRun bool
+	if err == nil {
+		dryRun, err = dryRunParam(r)
+	}
 	if err != nil {
 		return s.refuse(ctx, opExchange, err)
+	}
+	if dryRun {
+		resp, err := s.DryRun(ctx, raw, req)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return nil
 	}
 	resp, m, err := s.exchange(ctx, raw, req)
 	if err != nil {
@@ -71,6 +99,23 @@ func (s *Server) deliver(ctx context.Context, w http.ResponseWriter, resp *Excha
 	return nil
 }
 
+// dryRunParam reads the dry_run query parameter: absent, "true" or
+// "false", given once. Anything else is refused rather than guessed: a
+// dry run taken for an exchange would mint a token the caller did not
+// want, an exchange taken for a dry run would fail a deploy.
+func dryRunParam(r *http.Request) (bool, error) {
+	vs, ok := r.URL.Query()["dry_run"]
+	switch {
+	case !ok:
+		return false, nil
+	case len(vs) == 1 && vs[0] == "true":
+		return true, nil
+	case len(vs) == 1 && vs[0] == "false":
+		return false, nil
+	}
+	return false, badRequest("dry_run must be true or false, given once")
+}
+
 // Exchange is the heart of the broker: verify the OIDC token, decide with
 // the policy, mint the Astro token, record the decision. It returns the
 // minted token, or an error that [classify] maps to a status code.
@@ -85,19 +130,14 @@ func (s *Server) exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 	e := s.begin(opExchange)
 	defer func() { s.record(ctx, e, err) }()
 
-	claims, err := s.verify(ctx, e, rawIDToken)
-	if err == nil && (claims.RepositoryID == "" || claims.RunID == "") {
-		err = errNoRunClaims
-	}
+	claims, d, err := s.authorize(ctx, e, rawIDToken, req)
 	if err != nil {
 		return nil, Marker{}, err
 	}
-	d, err := s.decide(claims, req)
-	if err != nil {
+	if err := s.spend(ctx, claims); err != nil {
 		return nil, Marker{}, err
 	}
-	e.decision = &d
-	if err := s.spend(claims); err != nil {
+	if err := s.limit(ctx, claims, d); err != nil {
 		return nil, Marker{}, err
 	}
 	tok, m, err := s.mint(ctx, claims, d)
@@ -117,7 +157,57 @@ func (s *Server) exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 	}, m, nil
 }
 
-func (s *Server) decide(claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {
+// DryRun decides an exchange as [Server.Exchange] would, and stops there:
+// nothing is minted and the ID token's jti is not spent, so that a new
+// workflow can be tried before the policy changes, and the same token then
+// exchanged for real. Its record says dry_run, and its metric's outcome is
+// "dry_run" when allowed.
+func (s *Server) DryRun(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *DryRunResponse, err error) {
+	e := s.begin(opExchange)
+	e.dryRun, e.success = true, "dry_run"
+	defer func() { s.record(ctx, e, err) }()
+
+	_, d, err := s.authorize(ctx, e, rawIDToken, req)
+	if err != nil {
+		return nil, err
+	}
+	return &DryRunResponse{
+		DryRun:         true,
+		Decision:       "allow",
+		Rule:           d.Rule,
+		Scope:          d.Scope,
+		OrganizationID: s.org,
+		WorkspaceID:    d.WorkspaceID,
+		DeploymentID:   d.DeploymentID,
+		WorkspaceRoles: d.WorkspaceRoles,
+		Role:           d.Role,
+		TTL:            d.TTL.String(),
+	}, nil
+}
+
+// authorize is what an exchange and its dry run share: verify the token,
+// require the run claims, decide. A refusal by the policy is explained in
+// the operator's log (see [Server.explain]); the caller learns only its
+// code.
+func (s *Server) authorize(ctx context.Context, e *event, rawIDToken string, req ExchangeRequest) (*idtoken.Claims, policy.Decision, error) {
+	claims, err := s.verify(ctx, e, rawIDToken)
+	if err == nil {
+		err = claims.RequireRun()
+	}
+	if err != nil {
+		return nil, policy.Decision{}, err
+	}
+	p := s.policies.Current()
+	d, err := s.decide(p, claims, req)
+	if err != nil {
+		s.explain(ctx, p, claims, err)
+		return nil, policy.Decision{}, err
+	}
+	e.decision = &d
+	return claims, d, nil
+}
+
+func (s *Server) decide(p *policy.Policy, claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {
 	pr := policy.Request{WorkspaceID: req.WorkspaceID, DeploymentID: req.DeploymentID, Role: req.Role}
 	if req.TTL != "" {
 		ttl, err := time.ParseDuration(req.TTL)
@@ -131,7 +221,6 @@ func (s *Server) decide(claims *idtoken.Claims, req ExchangeRequest) (policy.Dec
 		}
 		pr.TTL = ttl
 	}
-	p := s.policies.Current()
 	if p == nil {
 		return policy.Decision{}, policy.ErrNoMatchingRule
 	}

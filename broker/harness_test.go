@@ -21,6 +21,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
@@ -51,6 +52,11 @@ type envOptions struct {
 	wrapAstro func(broker.Astro) broker.Astro
 	// configure, if set, adjusts the broker's configuration before New.
 	configure func(*broker.Config)
+	// store, if set, makes the store on the test's clock instead of the
+	// default memory store (of replaySize).
+	store func(now func() time.Time) store.Store
+	// policy, if set, writes the policy instead of samplePolicy.
+	policy func(ws, deps []string) string
 }
 
 // samplePolicy grants, for acme/dags (repository id 123456) on main, up to
@@ -115,7 +121,11 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 
 	dir := t.TempDir()
 	policyPath := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyPath, []byte(samplePolicy(emu.WorkspaceIDs(), emu.DeploymentIDs())), 0o600); err != nil {
+	writePolicy := samplePolicy
+	if opts.policy != nil {
+		writePolicy = opts.policy
+	}
+	if err := os.WriteFile(policyPath, []byte(writePolicy(emu.WorkspaceIDs(), emu.DeploymentIDs())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncbuf.Buffer{}
@@ -139,6 +149,10 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	if replaySize == 0 {
 		replaySize = 1000
 	}
+	st := memStore(replaySize, c.Now)
+	if opts.store != nil {
+		st = opts.store(c.Now)
+	}
 	var upstream broker.Astro = ac
 	if opts.wrapAstro != nil {
 		upstream = opts.wrapAstro(ac)
@@ -147,7 +161,7 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 		Astro:          upstream,
 		OrganizationID: emu.OrganizationID(),
 		Verifier:       v,
-		Replay:         idtoken.NewReplayGuard(replaySize, c.Now),
+		Store:          st,
 		Policies:       store,
 		Rotator:        opts.rotator,
 		Logger:         logger,
@@ -255,14 +269,21 @@ func (e *testEnv) astroToken(id string) (*astro.Token, error) {
 
 func errorCode(t testing.TB, body []byte) (code, message string) {
 	t.Helper()
-	var eb struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
-	}
-	if err := json.Unmarshal(body, &eb); err != nil {
+	eb := errorBody(t, body)
+	return eb.Error, eb.Message
+}
+
+// errorBody decodes an error answer strictly: every field it has is one
+// the contract names.
+func errorBody(t testing.TB, body []byte) broker.ErrorBody {
+	t.Helper()
+	var eb broker.ErrorBody
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&eb); err != nil {
 		t.Fatalf("error body %q: %v", body, err)
 	}
-	return eb.Error, eb.Message
+	return eb
 }
 
 // metrics returns the broker's /metrics page.
@@ -295,4 +316,10 @@ func (e *testEnv) audits(action string) []map[string]any {
 		}
 	}
 	return out
+}
+
+// memStore is the broker's default store, one replica's memory, with a
+// replay cache of size entries.
+func memStore(size int, now func() time.Time) store.Store {
+	return store.NewMemory(size, now)
 }

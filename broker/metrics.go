@@ -30,6 +30,9 @@ type Metrics struct {
 	reapOverdue      prometheus.Gauge
 	reapSkipped      prometheus.Counter
 	undelivered      *prometheus.CounterVec
+	rateLimited      *prometheus.CounterVec
+	storeErrors      *prometheus.CounterVec
+	leaseHeld        prometheus.Gauge
 }
 
 // NewMetrics registers the broker's metrics in reg.
@@ -87,9 +90,18 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 		undelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "astro_sts_undelivered_tokens_total", Help: "Tokens minted and not handed out, by why (create_outcome_unknown, caller_gone, half_made) and what became of them (deleted, delete_failed, not_found).",
 		}, []string{"why", "outcome"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "astro_sts_rate_limited_total", Help: "Exchanges refused (429) by the deciding rule's rate limit.",
+		}, []string{"rule"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "astro_sts_store_errors_total", Help: "Failures to reach the store (replay, rate_limit, lease, ping); with Redis, each failed request answered 503.",
+		}, []string{"op"}),
+		leaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "astro_sts_reaper_lease_held", Help: "1 while this replica holds the reaper's lease (always, without a shared store).",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
-		m.exchanges, m.exchangeLatency, m.revokes, m.rotations, m.upstream, m.upstreamLatency, m.reaped, m.reapErrors,
+		m.exchanges, m.exchangeLatency, m.revokes, m.rotations, m.upstream, m.upstreamLatency, m.reaped, m.reapErrors, m.rateLimited, m.storeErrors, m.leaseHeld,
 		m.upstreamInFlight, m.upstreamWait, m.reapFailedCalls, m.reapDuration, m.reapExpired, m.reapOverdue, m.reapSkipped, m.undelivered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {

@@ -79,8 +79,12 @@ func (s *Server) verify(ctx context.Context, e *event, rawIDToken string) (*idto
 // for the broker's audience, and if a token no rule trusts took a place in
 // the bounded replay cache, anyone could fill it and make the broker refuse
 // every workflow (it fails closed when full).
-func (s *Server) spend(claims *idtoken.Claims) error {
-	return s.replay.Use(claims.Issuer, claims.JTI, claims.Expiry)
+//
+// With a shared store the check holds across replicas and restarts; if the
+// store cannot answer, the request fails (503): nothing is minted without
+// the check.
+func (s *Server) spend(ctx context.Context, claims *idtoken.Claims) error {
+	return s.storeErr("replay", s.store.Use(ctx, claims.Issuer, claims.JTI, claims.Expiry))
 }
 
 // upstream marks a transport failure (anything but an [astro.APIError]) so

@@ -214,6 +214,7 @@ type reapItem struct {
 func (s *Server) RunReaper(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	defer s.releaseLease()
 	for {
 		select {
 		case <-ctx.Done():
@@ -221,7 +222,9 @@ func (s *Server) RunReaper(ctx context.Context, interval time.Duration) {
 		case <-t.C:
 		}
 		start := time.Now()
-		s.reapOnce(ctx)
+		// One pass, under the reaper's lease when the store is shared
+		// (with Redis, one replica sweeps per interval).
+		s.underLease(ctx, interval, func() { s.reapOnce(ctx) })
 		// A tick that fell during the pass is waiting in the channel:
 		// drop it, so that the next pass starts on a fresh tick.
 		select {

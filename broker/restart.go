@@ -23,26 +23,19 @@ import (
 // the whole organization before the broker may serve. The rule here costs
 // nothing to run and covers all three endpoints.
 //
-// A replay store that survives restarts (a shared one) makes the rule
-// unnecessary, and it does not apply then: see [restartSurvivor].
+// A store that survives restarts (shared: Redis) makes the rule
+// unnecessary, and it does not apply then (the store says so: Shared).
 
 // errIssuedBeforeStart refuses an ID token issued before this broker
 // started, while the replay store forgets on restart.
 var errIssuedBeforeStart = errors.New("the OIDC token was issued before this broker started; fetch a fresh one and try again")
-
-// restartSurvivor is implemented by a replay store that says whether what
-// it remembers outlives this process (a shared store, such as Redis, does;
-// [idtoken.ReplayGuard], in memory, does not implement it).
-type restartSurvivor interface {
-	SurvivesRestart() bool
-}
 
 // issuedAfterStart applies the restart rule to verified claims.
 func (s *Server) issuedAfterStart(c *idtoken.Claims) error {
 	if s.started.IsZero() {
 		return nil
 	}
-	if rs, ok := s.replay.(restartSurvivor); ok && rs.SurvivesRestart() {
+	if s.store.Shared() {
 		return nil
 	}
 	if c.IssuedAt.Before(s.started) {

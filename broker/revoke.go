@@ -57,7 +57,7 @@ func (s *Server) Revoke(ctx context.Context, rawIDToken, tokenID string) (err er
 	if !ok || !m.sameRun(claims.RepositoryID, claims.RunID, claims.RunAttempt) {
 		return errNotOwner
 	}
-	if err := s.spend(claims); err != nil {
+	if err := s.spend(ctx, claims); err != nil {
 		return err
 	}
 	if err := s.astro.DeleteToken(ctx, s.org, tokenID); err != nil {

@@ -25,7 +25,7 @@ func (e *rotationFailedError) Unwrap() error { return e.err }
 // rotateErrorBody is the error answer of a failed rotation: the error body
 // plus every sink and what happened there.
 type rotateErrorBody struct {
-	errorBody
+	ErrorBody
 	Sinks    []rotation.SinkResult `json:"sinks,omitempty"`
 	Warnings []string              `json:"warnings,omitempty"`
 }
@@ -42,9 +42,9 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 	res, err := s.Rotate(r.Context(), raw, req.Name)
 	var rerr *rotation.Error
 	if errors.As(err, &rerr) && rerr.Result != nil {
-		s.log.Error("rotation failed", "name", req.Name, "error", rerr.Err)
+		s.log.Error("rotation failed", "request_id", requestID(r.Context()), "name", req.Name, "error", rerr.Err)
 		writeJSON(w, http.StatusBadGateway, rotateErrorBody{
-			errorBody: errorBody{Error: "rotation_incomplete", Message: rerr.Message},
+			ErrorBody: ErrorBody{Error: CodeRotationIncomplete, Message: rerr.Message, RequestID: requestID(r.Context())},
 			Sinks:     rerr.Result.Sinks,
 			Warnings:  rerr.Result.Warnings,
 		})
@@ -79,10 +79,11 @@ func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (_ *rotati
 		return nil, errNoSuchRotation
 	}
 	e.rotation, e.tokenID = rot.Name, rot.TokenID
-	if !rot.Allows(policy.Claims(claims.Strings)) {
+	if m, missed := rot.Explain(policy.Claims(claims.Strings)); missed {
+		s.logMiss(ctx, opRotate, m)
 		return nil, errRotationDenied
 	}
-	if err := s.spend(claims); err != nil {
+	if err := s.spend(ctx, claims); err != nil {
 		return nil, err
 	}
 	// The rotation must finish even if the caller goes away: stopping

@@ -14,7 +14,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
-	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // lostCreate lets the create reach Astro, which makes the token, and then
@@ -139,8 +139,9 @@ func TestSlowCreateIsFoundAndDeleted(t *testing.T) {
 	if status != http.StatusServiceUnavailable {
 		t.Fatalf("exchange with a slow Astro: %d %s, want 503", status, b)
 	}
-	if code, _ := errorCode(t, b); code != "timeout" {
-		t.Errorf("code %s", code)
+	var eb broker.ErrorBody
+	if err := json.Unmarshal(b, &eb); err != nil || eb.Error != broker.CodeUpstreamUnavailable || eb.Reason != broker.ReasonTimeout {
+		t.Errorf("answer %s: want %s/%s", b, broker.CodeUpstreamUnavailable, broker.ReasonTimeout)
 	}
 	if err := e.broker.Drain(context.Background()); err != nil {
 		t.Fatal(err)
@@ -309,10 +310,11 @@ func TestDrainIsBounded(t *testing.T) {
 	}
 }
 
-// survivingReplay is a replay store whose memory outlives the process.
-type survivingReplay struct{ *idtoken.ReplayGuard }
+// sharedMemory is the memory store claiming to be shared, as Redis is:
+// what it remembers would outlive a restart.
+type sharedMemory struct{ *store.Memory }
 
-func (survivingReplay) SurvivesRestart() bool { return true }
+func (sharedMemory) Shared() bool { return true }
 
 // After a restart, an ID token issued before it (which may have been used
 // before it) is refused with a "try again"; a fresh one is accepted. With
@@ -340,9 +342,9 @@ func TestRestartDoesNotReopenReplay(t *testing.T) {
 		t.Errorf("the refusal is not counted as unavailable:\n%s", grepLines(metricsText(t, e), "astro_sts_exchanges_total"))
 	}
 
-	shared := newEnv(t, envOptions{configure: func(c *broker.Config) {
-		c.Started = c.Now().Add(2 * time.Second)
-		c.Replay = survivingReplay{idtoken.NewReplayGuard(10, c.Now)}
-	}})
+	shared := newEnv(t, envOptions{
+		store:     func(now func() time.Time) store.Store { return sharedMemory{store.NewMemory(10, now)} },
+		configure: func(c *broker.Config) { c.Started = c.Now().Add(2 * time.Second) },
+	})
 	shared.exchange(mainClaims(), "")
 }

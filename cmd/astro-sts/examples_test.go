@@ -310,22 +310,22 @@ func TestExamplePolicyRefusals(t *testing.T) {
 		kind   string // of the refusal
 		rule   string // the refusing rule, for too_wide
 	}{
-		{"push to a feature branch", ghClaims("deploy.yml", ghEvent{name: "push", branch: "feature/x"}), nil, "no_matching_rule", ""},
+		{"push to a feature branch", ghClaims("deploy.yml", ghEvent{name: "push", branch: "feature/x"}), nil, "denied", ""},
 		{"push to main asking for Operator", ghClaims("deploy.yml", ghEvent{name: "push", branch: "main"}),
 			map[string]string{"role": astro.RoleWorkspaceOperator}, "too_wide", "deploy-main"},
 		{"a preview asking for production", ghClaims("preview.yml", ghEvent{name: "pull_request", branch: "feature/x"}),
 			map[string]string{"workspace_id": seeded.WorkspaceIDs()[0]}, "too_wide", "preview"},
 		{"a preview asking for Owner", ghClaims("preview.yml", ghEvent{name: "pull_request", branch: "feature/x"}),
 			map[string]string{"role": astro.RoleWorkspaceOwner}, "too_wide", "preview"},
-		{"the preview workflow on pull_request_target", ghClaims("preview.yml", ghEvent{name: "pull_request_target", branch: "feature/x"}), nil, "no_matching_rule", ""},
-		{"the cleanup workflow pushed to a branch", ghClaims("preview-cleanup.yml", ghEvent{name: "push", branch: "feature/x"}), nil, "no_matching_rule", ""},
-		{"a delete run from the deleted branch (never happens)", cleanupFromBranch, nil, "no_matching_rule", ""},
-		{"a delete run of another workflow", ghClaims("deploy.yml", ghEvent{name: "delete", branch: "feature/x"}), nil, "no_matching_rule", ""},
+		{"the preview workflow on pull_request_target", ghClaims("preview.yml", ghEvent{name: "pull_request_target", branch: "feature/x"}), nil, "denied", ""},
+		{"the cleanup workflow pushed to a branch", ghClaims("preview-cleanup.yml", ghEvent{name: "push", branch: "feature/x"}), nil, "denied", ""},
+		{"a delete run from the deleted branch (never happens)", cleanupFromBranch, nil, "denied", ""},
+		{"a delete run of another workflow", ghClaims("deploy.yml", ghEvent{name: "delete", branch: "feature/x"}), nil, "denied", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			res := checkDecision(t, policyPath, tt.claims, tt.req)
-			if res.Decision != "deny" || res.Kind != tt.kind || res.Rule != tt.rule {
+			if res.Decision != "deny" || res.Code != tt.kind || res.Rule != tt.rule {
 				t.Errorf("%+v, want deny (%s) by %q", res, tt.kind, tt.rule)
 			}
 		})

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,7 +19,9 @@ import (
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 const serveAbout = `Run the broker: verify GitHub Actions OIDC ID tokens, decide with the trust
@@ -36,7 +39,11 @@ Configuration comes from the environment (every problem is reported at once):
   ASTRO_ORGANIZATION_TOKEN_FILE   a file holding it
   ASTRO_STS_REAP_INTERVAL         default 30s
   ASTRO_STS_POLICY_RELOAD_INTERVAL  how often the policy file is checked (default 10s; 0: SIGHUP only)
-  ASTRO_STS_REPLAY_CACHE_SIZE     ID tokens remembered against replay (default 100000)
+  ASTRO_STS_REPLAY_CACHE_SIZE     ID tokens remembered against replay (default 100000; memory only)
+  ASTRO_STS_REDIS_URL             redis:// or rediss:// (TLS), user and password allowed: share replay,
+                                  rate limits and the reaper among replicas (default: this process's memory)
+  ASTRO_STS_REDIS_PASSWORD_FILE   a file holding the Redis password (instead of one in the URL)
+  ASTRO_STS_REDIS_CA_FILE         PEM CAs for a rediss:// server (default: the system's)
   ASTRO_STS_LOG_LEVEL             debug, info (default), warn, error
   ASTRO_STS_ASTRO_TIMEOUT         bound on one Astro call, retries included (default 10s)
   ASTRO_STS_REQUEST_TIMEOUT       deadline of an exchange or revoke (default 15s; longer than the
@@ -58,6 +65,11 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 	}
 	level, _ := config.ParseLevel(cfg.LogLevel)
 	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	// go-redis reports its pool's failures (a refused dial) through a
+	// logger of its own, a process global, in plain text on stderr. Each
+	// such failure also fails the request that met it, which the broker
+	// logs and counts: keep go-redis's copy in the JSON log, at debug.
+	redis.SetLogger(redisLog{logger})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -75,7 +87,12 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
 	// Whatever the exit; once served, Shutdown has closed it already.
 	defer ln.Close()
-	store, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(cfg.Sinks))
+	st, err := newStore(cfg)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	defer st.Close()
+	policies, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(cfg.Sinks))
 	if err != nil {
 		return fmt.Errorf("serve: policy: %w", err)
 	}
@@ -117,8 +134,8 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 		Astro:            ac,
 		OrganizationID:   cfg.Astro.OrganizationID,
 		Verifier:         verifier,
-		Replay:           idtoken.NewReplayGuard(cfg.ReplayCacheSize, time.Now),
-		Policies:         store,
+		Store:            st,
+		Policies:         policies,
 		Rotator:          rotator,
 		Logger:           logger,
 		Registry:         reg,
@@ -136,8 +153,11 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 	srv := b.HTTPServer()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go b.RunReaper(ctx, cfg.ReapInterval)
-	go store.Watch(ctx, cfg.PolicyInterval, sighup)
+	// The reaper gives its lease up as it stops: wait for it.
+	var reaper sync.WaitGroup
+	reaper.Go(func() { b.RunReaper(ctx, cfg.ReapInterval) })
+	defer func() { cancel(); reaper.Wait() }()
+	go policies.Watch(ctx, cfg.PolicyInterval, sighup)
 
 	select {
 	case <-time.After(time.Until(started)):
@@ -147,7 +167,8 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("broker listening", "addr", ln.Addr().String(), "issuers", cfg.Issuers,
-		"audience", cfg.Audience, "policy", cfg.PolicyFile, "policy_digest", store.Current().Digest())
+		"audience", cfg.Audience, "policy", cfg.PolicyFile, "policy_digest", policies.Current().Digest(),
+		"store", storeName(cfg))
 
 	select {
 	case err := <-errc:
@@ -181,4 +202,38 @@ func shutdown(ctx context.Context, srv *http.Server, b *broker.Server, cfg confi
 		return fmt.Errorf("serve: shutdown: %w", err)
 	}
 	return nil
+}
+
+// newStore is the broker's store: Redis when ASTRO_STS_REDIS_URL is set,
+// shared by the replicas; else this process's memory. Redis need not be up
+// yet: the broker starts, not ready, and serves once it answers.
+func newStore(cfg config.Broker) (store.Store, error) {
+	if !cfg.Store.Shared() {
+		return store.NewMemory(cfg.ReplayCacheSize, time.Now), nil
+	}
+	roots, err := cfg.Store.RootCAs()
+	if err != nil {
+		return nil, fmt.Errorf("ASTRO_STS_REDIS_CA_FILE: %w", err)
+	}
+	return store.NewRedis(store.RedisConfig{
+		URL:      cfg.Store.RedisURL.Reveal(),
+		Password: cfg.Store.RedisPassword.Reveal(),
+		RootCAs:  roots,
+	})
+}
+
+// storeName says in the start-up log which store is in use, without the
+// password.
+func storeName(cfg config.Broker) string {
+	if !cfg.Store.Shared() {
+		return "memory"
+	}
+	return store.RedactURL(cfg.Store.RedisURL.Reveal())
+}
+
+// redisLog is go-redis's logger, writing into the broker's at debug.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
 }

@@ -12,6 +12,7 @@
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/loopback"
 	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/sink"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // DefaultIssuer is GitHub Actions' OIDC issuer.
@@ -66,6 +68,72 @@ type Broker struct {
 	// Sinks are needed only when the policy has rotations; the policy store
 	// checks that at every load.
 	Sinks sink.Config
+	// Store is where the replay check, the rate limits and the reaper's
+	// lease live: this process's memory, or Redis shared by the replicas.
+	Store Store
+}
+
+// Store chooses the broker's store: memory unless ASTRO_STS_REDIS_URL is
+// set (see docs/operations.md).
+type Store struct {
+	// RedisURL is redis:// or rediss:// (TLS), with an ACL user and
+	// password if Redis wants them: a secret, removed from the process
+	// environment once read.
+	RedisURL secret.Value `env:"ASTRO_STS_REDIS_URL,unset"`
+	// RedisPasswordFile names a file holding the password instead;
+	// RedisPassword is its content.
+	RedisPasswordFile string       `env:"ASTRO_STS_REDIS_PASSWORD_FILE"`
+	RedisPassword     secret.Value `env:"ASTRO_STS_REDIS_PASSWORD_FILE,file"`
+	// RedisCAFile names a PEM file of the CAs that vouch for a rediss://
+	// server (default: the system's); RedisCA is its content.
+	RedisCAFile string `env:"ASTRO_STS_REDIS_CA_FILE"`
+	RedisCA     string `env:"ASTRO_STS_REDIS_CA_FILE,file"`
+}
+
+// Shared reports whether the replicas share their state through Redis.
+func (s Store) Shared() bool { return s.RedisURL != "" }
+
+// Validate reports every problem at once. No error shows the URL or the
+// password.
+func (s Store) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !s.Shared() {
+		for _, v := range []struct{ name, value string }{
+			{"ASTRO_STS_REDIS_PASSWORD_FILE", s.RedisPasswordFile},
+			{"ASTRO_STS_REDIS_CA_FILE", s.RedisCAFile},
+		} {
+			if v.value != "" {
+				add("%s is set but ASTRO_STS_REDIS_URL is not", v.name)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	if s.RedisPasswordFile != "" && s.RedisPassword == "" {
+		add("ASTRO_STS_REDIS_PASSWORD_FILE %q is empty", s.RedisPasswordFile)
+	}
+	if _, err := store.RedisOptions(s.RedisURL.Reveal(), s.RedisPassword.Reveal()); err != nil {
+		add("ASTRO_STS_REDIS_URL: %v", err)
+	}
+	if s.RedisCAFile != "" {
+		if _, err := s.RootCAs(); err != nil {
+			add("ASTRO_STS_REDIS_CA_FILE %q: %v", s.RedisCAFile, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RootCAs is the pool of ASTRO_STS_REDIS_CA_FILE, or nil (the system's
+// roots) when it is not set.
+func (s Store) RootCAs() (*x509.CertPool, error) {
+	if s.RedisCAFile == "" {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(s.RedisCA)) {
+		return nil, errors.New("holds no PEM certificate")
+	}
+	return pool, nil
 }
 
 // Rotate is the configuration of `astro-sts rotate`: the broker's
@@ -176,7 +244,7 @@ func (c Broker) Validate() error {
 	if c.ReapConcurrency < 1 || c.ReapConcurrency > c.AstroConcurrency {
 		add("ASTRO_STS_REAP_CONCURRENCY must be 1..ASTRO_STS_ASTRO_CONCURRENCY (%d), got %d", c.AstroConcurrency, c.ReapConcurrency)
 	}
-	return errors.Join(append(errs, c.Astro.Validate(), c.Sinks.Validate())...)
+	return errors.Join(append(errs, c.Astro.Validate(), c.Sinks.Validate(), c.Store.Validate())...)
 }
 
 // Validate reports every problem at once.

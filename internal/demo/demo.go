@@ -34,8 +34,11 @@ import (
 	"github.com/sethvargo/go-githubactions"
 
 	"github.com/astro-sts/astro-sts/action"
+	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
+	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/runnertest"
 )
 
@@ -303,24 +306,51 @@ func (d *demo) post(ctx context.Context, tok issued) error {
 	return nil
 }
 
-// denied runs the main step for a repository the policy does not trust.
+// denied runs the main step for a repository the policy does not trust,
+// and shows both sides of the refusal: the job log, where the action
+// explains it with what the job may know (the request id, the code, its
+// own identity and a rule that would trust it), and the broker's log,
+// where the platform team finds why under that request id.
 func (d *demo) denied(ctx context.Context) error {
 	const step = "denied exchange"
 	d.p.f("\n4. Main step in %s (repository_id %s), which no rule of the policy trusts:\n", untrustedRepo, untrustedRepoID)
 	before := len(d.emu.Tokens())
-	j, err := d.newJob(untrustedClaims("2001"), nil)
+	claims := untrustedClaims("2001")
+	j, err := d.newJob(claims, nil)
 	if err != nil {
 		return &StepError{Step: step, Err: err}
 	}
 	log, mainErr := d.runMain(ctx, j)
 	var be *action.BrokerError
-	if !errors.As(mainErr, &be) || be.Status != http.StatusForbidden {
-		return unexpected(step, "the exchange was not refused with 403 (got: %v)", mainErr)
+	if !errors.As(mainErr, &be) || be.Status != http.StatusForbidden || be.Code != broker.CodeDenied || be.RequestID == "" {
+		return unexpected(step, "the exchange was not refused with 403 denied and a request id (got: %v)", mainErr)
 	}
 	d.p.lines(log.Lines)
-	d.p.f("   The broker answered %d %s: %q\n", be.Status, be.Code, be.Message)
-	d.p.f("   The step fails (the action exits 1); the job log shows:\n")
 	d.p.lines([]string{"Error: " + mainErr.Error()})
+	d.p.f("   The step fails (the action exits 1); the step summary holds the same explanation.\n")
+
+	// The rule the job log suggests is ready to paste: it parses and trusts
+	// exactly this job.
+	rule, err := suggestedRule(log)
+	if err != nil {
+		return unexpected(step, "%v", err)
+	}
+	allowedBy, err := d.decideWith(rule, claims)
+	if err != nil {
+		return unexpected(step, "the suggested rule does not allow the job: %v", err)
+	}
+	d.p.f("   The suggested rule, parsed and decided by the broker's policy code, allows this job (rule %s).\n", allowedBy)
+
+	// The answer said nothing about the policy; the broker's log did.
+	why := d.explained.of(be.RequestID)
+	if len(why) == 0 {
+		return unexpected(step, "the broker's log has no explanation under request id %s", be.RequestID)
+	}
+	d.p.f("   The answer named no rule. The broker's log, under request id %s, tells the platform team:\n", be.RequestID)
+	for _, e := range why {
+		d.p.f("     rule %s (%d of %d entries hold): %s wants %s, the token has %s\n", e.rule, e.held, e.of, e.key, e.expected, e.actual)
+	}
+
 	exported, err := j.runner.ExportedEnv()
 	if err != nil {
 		return &StepError{Step: step, Err: err}
@@ -330,6 +360,44 @@ func (d *demo) denied(ctx context.Context) error {
 	}
 	d.p.f("   Nothing was minted and nothing exported.\n")
 	return nil
+}
+
+// suggestedRule cuts the suggested rule out of a refused job's log: the
+// lines from "  - name:" to the line after the rule.
+func suggestedRule(log jobLog) (string, error) {
+	var b strings.Builder
+	in := false
+	for _, l := range log.Lines {
+		switch {
+		case strings.HasPrefix(l, "  - name: "):
+			in = true
+		case in && !strings.HasPrefix(l, "    "):
+			return b.String(), nil
+		}
+		if in {
+			b.WriteString(l + "\n")
+		}
+	}
+	return "", errors.New("the job log suggests no rule")
+}
+
+// decideWith decides claims with a policy holding rule alone, and returns
+// the name of the rule that allows them.
+func (d *demo) decideWith(rule string, claims issuer.Claims) (string, error) {
+	p, err := policy.Parse([]byte("rules:\n" + rule))
+	if err != nil {
+		return "", err
+	}
+	tok, err := d.iss.Mint(claims)
+	if err != nil {
+		return "", err
+	}
+	c, err := idtoken.UnverifiedClaims(tok) // the demo's own token: it was just signed
+	if err != nil {
+		return "", err
+	}
+	dec, err := p.Decide(policy.Claims(c), policy.Request{})
+	return dec.Rule, err
 }
 
 // reap plays a job whose post step never runs, and the reaper deleting its
@@ -425,7 +493,7 @@ func runnerInputs(brokerURL string, set map[string]string) map[string]string {
 		action.InputBrokerURL: brokerURL, action.InputAudience: "", action.InputMode: string(action.ModeExchange),
 		action.InputRotation: "", action.InputWorkspaceID: "", action.InputDeploymentID: "",
 		action.InputRole: "", action.InputTTL: "", action.InputEnvName: action.DefaultEnvName,
-		action.InputExportEnv: "true", action.InputRevoke: "true",
+		action.InputExportEnv: "true", action.InputRevoke: "true", action.InputDryRun: "false",
 	}
 	for k, v := range set {
 		in[k] = v

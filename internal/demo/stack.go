@@ -17,6 +17,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // EmulatorSeed is the seed of the demo's Astro API emulator. It makes the
@@ -31,6 +32,8 @@ type stack struct {
 	clock *clock
 	http  *http.Client
 	log   *slog.Logger
+	// explained keeps the broker's explanations of denials.
+	explained explanations
 
 	emuSrv *emulator.Server
 	emu    *emulator.Emulator
@@ -46,7 +49,7 @@ type stack struct {
 // startStack starts the three servers; on error, whatever started is
 // stopped again. dir receives the policy file.
 func startStack(c *clock, hc *http.Client, logger *slog.Logger, dir string) (_ *stack, err error) {
-	s := &stack{clock: c, http: hc, log: logger}
+	s := &stack{clock: c, http: hc, log: logger, explained: newExplanations()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.close())
@@ -86,7 +89,7 @@ func startStack(c *clock, hc *http.Client, logger *slog.Logger, dir string) (_ *
 // wants, instead of the background reaper on a timer. The HTTP side is the
 // production one: serve's [broker.Server.HTTPServer].
 func (s *stack) startBroker() (err error) {
-	logger := s.log.With("component", "broker")
+	logger := slog.New(slog.NewMultiHandler(s.log.Handler(), s.explained)).With("component", "broker")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("broker: listen: %w", err)
@@ -100,7 +103,7 @@ func (s *stack) startBroker() (err error) {
 	// (its default), so that is the audience the broker requires.
 	s.brokerURL = "http://" + ln.Addr().String()
 
-	store, err := policy.NewStore(s.policyPath, logger)
+	policies, err := policy.NewStore(s.policyPath, logger)
 	if err != nil {
 		return fmt.Errorf("broker: sample policy: %w", err)
 	}
@@ -127,8 +130,8 @@ func (s *stack) startBroker() (err error) {
 		Astro:          ac,
 		OrganizationID: s.emu.OrganizationID(),
 		Verifier:       verifier,
-		Replay:         idtoken.NewReplayGuard(1000, s.clock.Now),
-		Policies:       store,
+		Store:          store.NewMemory(1000, s.clock.Now),
+		Policies:       policies,
 		Logger:         logger,
 		Now:            s.clock.Now,
 	})
