@@ -273,7 +273,7 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 	tok, err := s.astro.CreateToken(ctx, s.org, req)
 	if err != nil {
 		if !errors.Is(err, errNoAstroSlot) && !astro.NotProcessed(err) {
-			s.recoverCreate(pendingCreate{marker: marker, filter: where, since: sent, cause: err})
+			s.recoverCreate(pendingCreate{marker: marker, filter: where, since: sent, cause: err, requestID: requestID(ctx)})
 		}
 		return nil, Marker{}, upstream(fmt.Errorf("create token: %w", err))
 	}

@@ -48,8 +48,9 @@ type pendingCreate struct {
 	// filter narrows the listing to where the token would be.
 	filter astro.ListTokensOptions
 	// since is when the create was sent, by the broker's clock.
-	since time.Time
-	cause error
+	since     time.Time
+	cause     error
+	requestID string // of the exchange that sent the create
 }
 
 // recoveryLooks are when, after a create with an unknown outcome, the
@@ -86,7 +87,7 @@ func (s *Server) recoverCreate(p pendingCreate) {
 				s.log.Warn("looking for a token whose create had an unknown outcome", "look", i+1, "error", err)
 			}
 			if id != "" {
-				s.deleteUndelivered(ctx, id, p.marker, undeliveredUnknown, p.cause)
+				s.deleteUndelivered(context.WithValue(ctx, requestIDKey{}, p.requestID), id, p.marker, undeliveredUnknown, p.cause)
 				return
 			}
 			if last || ctx.Err() != nil {
@@ -96,6 +97,7 @@ func (s *Server) recoverCreate(p pendingCreate) {
 		s.metrics.undelivered.WithLabelValues(undeliveredUnknown, "not_found").Inc()
 		s.log.LogAttrs(ctx, slog.LevelWarn, "undelivered", append(markerAttrs(p.marker),
 			slog.String("audit", "undelivered"),
+			slog.String("request_id", p.requestID),
 			slog.String("outcome", "not_found"),
 			slog.String("why", undeliveredUnknown),
 			slog.String("reason", "no token with this create's nonce was found; if Astro made one late, the reaper deletes it after its deadline: "+p.cause.Error()),
@@ -148,6 +150,7 @@ func (s *Server) deleteUndelivered(ctx context.Context, tokenID string, m Marker
 	s.metrics.undelivered.WithLabelValues(why, outcome).Inc()
 	s.log.LogAttrs(ctx, level, "undelivered", append(markerAttrs(m),
 		slog.String("audit", "undelivered"),
+		slog.String("request_id", requestID(ctx)),
 		slog.String("outcome", outcome),
 		slog.String("why", why),
 		slog.String("token_id", tokenID),

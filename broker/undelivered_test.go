@@ -92,6 +92,9 @@ func TestCreateWithLostAnswerIsFoundAndDeleted(t *testing.T) {
 			if len(recs) != 1 || recs[0]["outcome"] != "deleted" || recs[0]["why"] != "create_outcome_unknown" || recs[0]["token_id"] == "" {
 				t.Fatalf("undelivered records: %v", recs)
 			}
+			if exch := auditRecords(t, e, "exchange"); len(exch) != 1 || exch[0]["request_id"] == "" || exch[0]["request_id"] != recs[0]["request_id"] {
+				t.Errorf("the undelivered record's request id %v is not the exchange's %v", recs[0]["request_id"], exch)
+			}
 			if left := markedLeft(e); left != 0 {
 				t.Errorf("%d broker tokens left in Astro", left)
 			}
