@@ -117,14 +117,18 @@ func Main(ctx context.Context, a *githubactions.Action, deps Deps) (err error) {
 }
 
 func exchange(ctx context.Context, a *githubactions.Action, c *brokerClient, in inputs, deps Deps) error {
-	x, err := c.exchange(ctx, exchangeRequest{
+	req := exchangeRequest{
 		WorkspaceID:  in.workspaceID,
 		DeploymentID: in.deploymentID,
 		Role:         in.role,
 		TTL:          in.ttl,
-	})
+	}
+	if in.dryRun {
+		return dryRun(ctx, a, c, in, req)
+	}
+	x, err := c.exchange(ctx, req)
 	if err != nil {
-		return err
+		return explain(a, err, c, in)
 	}
 	// The token is masked (c.exchange did it). Save its id first, so that
 	// the post step revokes it even if a later write fails.
@@ -162,6 +166,37 @@ func exchange(ctx context.Context, a *githubactions.Action, c *brokerClient, in 
 		a.Noticef("%s", legacyNote(in))
 	}
 	return nil
+}
+
+// dryRun asks the broker to decide the exchange and stop there: it prints
+// the decision and the rule, exports nothing and leaves nothing to revoke.
+// A refusal fails the step as the exchange would.
+func dryRun(ctx context.Context, a *githubactions.Action, c *brokerClient, in inputs, req exchangeRequest) error {
+	d, err := c.dryRun(ctx, req)
+	if err != nil {
+		return explain(a, err, c, in)
+	}
+	if a.Getenv("GITHUB_STEP_SUMMARY") != "" {
+		a.AddStepSummary(dryRunSummary(d))
+	}
+	// The broker's fields are cleaned: a line break could start a workflow
+	// command in the log.
+	a.Infof("Dry run: the broker would mint %s. Nothing was minted or exported, and the OIDC token was not spent (request id %s).", cleanText(dryRunText(d), 500), d.RequestID)
+	return nil
+}
+
+// explain writes the explanation of a refused exchange to the job log and
+// the step summary, and returns err for the step to fail with.
+func explain(a *githubactions.Action, err error, c *brokerClient, in inputs) error {
+	r, ok := newRefusal(err, c.lastClaims, in)
+	if !ok {
+		return err
+	}
+	r.log(a)
+	if a.Getenv("GITHUB_STEP_SUMMARY") != "" {
+		a.AddStepSummary(r.summary())
+	}
+	return err
 }
 
 func rotate(ctx context.Context, a *githubactions.Action, c *brokerClient, in inputs) error {
@@ -225,7 +260,7 @@ func Post(ctx context.Context, a *githubactions.Action, deps Deps) (err error) {
 // delivered: without these files the token would be minted for nothing.
 func checkRunnerFiles(a *githubactions.Action, in inputs) error {
 	var need []string
-	if in.mode == ModeExchange {
+	if in.mode == ModeExchange && !in.dryRun {
 		need = append(need, "GITHUB_OUTPUT")
 		if in.exportEnv {
 			need = append(need, "GITHUB_ENV")

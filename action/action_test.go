@@ -100,10 +100,11 @@ func TestMainExchange(t *testing.T) {
 			}
 			got := calls[0]
 			want := brokerCall{
-				Path: tt.wantPath,
-				JTI:  got.JTI,
-				Aud:  strings.ReplaceAll(tt.wantAud, "{broker}", h.brokerURL),
-				Body: tt.wantBody,
+				Path:      tt.wantPath,
+				JTI:       got.JTI,
+				Aud:       strings.ReplaceAll(tt.wantAud, "{broker}", h.brokerURL),
+				Body:      tt.wantBody,
+				RequestID: got.RequestID, // TestRequestIDs
 			}
 			if diff := cmp.Diff(want, got); diff != "" {
 				t.Errorf("broker request (-want +got):\n%s", diff)
@@ -217,7 +218,7 @@ func TestMainRetries(t *testing.T) {
 			wantCalls:   1,
 			wantIDReqs:  1,
 			wantStatus:  403,
-			wantErrText: "the broker refused the exchange (403 forbidden): role WORKSPACE_OWNER exceeds the rule's maximum WORKSPACE_AUTHOR — ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl",
+			wantErrText: "the broker refused the exchange (403 forbidden, request id req-1): role WORKSPACE_OWNER exceeds the rule's maximum WORKSPACE_AUTHOR — ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl",
 		},
 		{
 			name:       "429 is not retried",
@@ -232,7 +233,7 @@ func TestMainRetries(t *testing.T) {
 			wantCalls:   brokerAttempts,
 			wantIDReqs:  brokerAttempts,
 			wantStatus:  500,
-			wantErrText: "the broker failed the exchange (500 internal): astro api failed — gave up after 4 attempts: re-run the job, and tell your platform team if it persists",
+			wantErrText: "the broker failed the exchange (500 internal, request id req-4): astro api failed — gave up after 4 attempts: re-run the job, and tell your platform team if it persists",
 		},
 		{
 			name:         "the token endpoint's 503s are retried",
@@ -534,7 +535,7 @@ func TestMainRotate(t *testing.T) {
 				t.Fatalf("broker calls = %d, want %d", len(calls), tt.wantCalls)
 			}
 			for _, c := range calls {
-				if diff := cmp.Diff(brokerCall{Path: "/v1/rotate", JTI: c.JTI, Aud: h.brokerURL, Body: map[string]any{"name": "airflow-ci"}}, c); diff != "" {
+				if diff := cmp.Diff(brokerCall{Path: "/v1/rotate", JTI: c.JTI, Aud: h.brokerURL, Body: map[string]any{"name": "airflow-ci"}, RequestID: c.RequestID}, c); diff != "" {
 					t.Errorf("request (-want +got):\n%s", diff)
 				}
 			}
@@ -599,7 +600,7 @@ func TestPost(t *testing.T) {
 	}{
 		{name: "revokes", state: "tok_1", replies: []cannedReply{{status: 204}}, wantCalls: 1},
 		{name: "retries 503 with fresh tokens", state: "tok_1", replies: []cannedReply{errReply(503, "unavailable", "x"), {status: 204}}, wantCalls: 2},
-		{name: "another run's token: warning", state: "tok_1", replies: []cannedReply{errReply(403, "forbidden", "token belongs to another run")}, wantCalls: 1, wantWarning: "::warning::Could not revoke Astro token tok_1: the broker refused the revoke (403 forbidden): token belongs to another run"},
+		{name: "another run's token: warning", state: "tok_1", replies: []cannedReply{errReply(403, "forbidden", "token belongs to another run")}, wantCalls: 1, wantWarning: "::warning::Could not revoke Astro token tok_1: the broker refused the revoke (403 forbidden, request id req-1): token belongs to another run"},
 		{name: "broker down: warning", state: "tok_1", replies: []cannedReply{errReply(502, "bad_gateway", "x")}, wantCalls: brokerAttempts, wantWarning: "reaper deletes it"},
 		{name: "revoke false: nothing", state: "tok_1", inputs: map[string]string{InputRevoke: "false"}, wantCalls: 0},
 		{name: "no state: nothing", wantCalls: 0},
@@ -622,7 +623,7 @@ func TestPost(t *testing.T) {
 				t.Fatalf("broker calls = %d, want %d", len(calls), tt.wantCalls)
 			}
 			for _, c := range calls {
-				if diff := cmp.Diff(brokerCall{Path: "/v1/revoke", JTI: c.JTI, Aud: h.brokerURL, Body: map[string]any{"token_id": tt.state}}, c); diff != "" {
+				if diff := cmp.Diff(brokerCall{Path: "/v1/revoke", JTI: c.JTI, Aud: h.brokerURL, Body: map[string]any{"token_id": tt.state}, RequestID: c.RequestID}, c); diff != "" {
 					t.Errorf("request (-want +got):\n%s", diff)
 				}
 			}

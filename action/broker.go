@@ -3,6 +3,7 @@ package action
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -16,7 +17,13 @@ import (
 	"unicode"
 
 	"github.com/sethvargo/go-githubactions"
+
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/retry"
 )
+
+// requestIDHeader is the broker's request id header (broker.RequestIDHeader).
+const requestIDHeader = "X-Request-Id"
 
 // The broker's operations, as named in errors and logs.
 const (
@@ -26,16 +33,24 @@ const (
 )
 
 // BrokerError is the broker's refusal or failure, as its error body
-// {"error": code, "message": text} describes it. Message is the broker's
-// safe text, stripped of control characters and shortened; nothing else of
-// the body is kept.
+// {"error": code, "reason": ..., "message": text, "request_id": ...}
+// describes it. Message is the broker's safe text, stripped of control
+// characters and shortened; the other fields are cleaned the same way.
 type BrokerError struct {
 	Op         string // "exchange", "revoke" or "rotate"
 	Status     int
-	Code       string
+	Code       string // the broker's stable code: denied, too_wide, token_invalid, ...
+	Reason     string // for token_invalid and upstream_unavailable: why
 	Message    string
 	RetryAfter time.Duration // from Retry-After on 429/503, 0 if absent
 	Attempts   int
+	// RequestID is the answer's X-Request-Id: the key to the broker's
+	// records of this request, for the platform team.
+	RequestID string
+	// Rule, Field and Allowed explain a too_wide refusal: the rule that
+	// trusts this job, what was asked beyond its grant, and the most it
+	// allows.
+	Rule, Field, Allowed string
 	// Rotation is the rotation name, for the rotate operation.
 	Rotation string
 	// Sinks are the per-sink results a failed rotation reports.
@@ -55,6 +70,12 @@ func (e *BrokerError) Error() string {
 	status := strconv.Itoa(e.Status)
 	if e.Code != "" {
 		status += " " + e.Code
+		if e.Reason != "" {
+			status += "/" + e.Reason
+		}
+	}
+	if e.RequestID != "" {
+		status += ", request id " + e.RequestID
 	}
 	msg := e.Message
 	if msg == "" {
@@ -68,6 +89,16 @@ func (e *BrokerError) Error() string {
 
 func (e *BrokerError) hint() string {
 	switch {
+	case e.Code == "token_invalid" && e.Reason == "wrong_audience":
+		return "set the audience input to the broker's configured audience (by default it is broker-url)"
+	case e.Code == "token_invalid" && (e.Reason == "expired" || e.Reason == "not_yet_valid"):
+		return "check the runner's clock, and re-run the job"
+	case e.Code == "token_invalid" && e.Reason == "unknown_issuer":
+		return "the broker does not trust this GitHub's OIDC issuer (GHES or an enterprise issuer?): ask your platform team"
+	case e.Code == "too_wide" && e.Op == opExchange:
+		return "ask for less (inputs role, ttl, workspace-id, deployment-id), or ask your platform team to widen the rule; see the step summary"
+	case e.Code == "denied" && e.Op == opExchange:
+		return "no rule of the trust policy trusts this job: hand the rule in the step summary, and the request id, to your platform team"
 	case e.Status == http.StatusBadRequest && e.Op == opExchange:
 		return "check the inputs workspace-id, deployment-id, role and ttl"
 	case e.Status == http.StatusBadRequest:
@@ -106,10 +137,17 @@ type CallError struct {
 	Op       string
 	Attempts int
 	Err      error
+	// RequestID is the X-Request-Id the last attempt sent, if it got as
+	// far as sending: the broker's log has it if the request arrived.
+	RequestID string
 }
 
 func (e *CallError) Error() string {
-	return fmt.Sprintf("the %s call to the broker failed after %d attempts: %v — check broker-url and that the broker is up", e.Op, e.Attempts, e.Err)
+	id := ""
+	if e.RequestID != "" {
+		id = " (last request id " + e.RequestID + ")"
+	}
+	return fmt.Sprintf("the %s call to the broker failed after %d attempts%s: %v — check broker-url and that the broker is up", e.Op, e.Attempts, id, e.Err)
 }
 
 func (e *CallError) Unwrap() error { return e.Err }
@@ -191,10 +229,15 @@ type brokerClient struct {
 	http      *http.Client
 	ids       idTokens
 	a         *githubactions.Action
-	attempts  int
-	backoff   backoff
+	retry     retry.Policy
 	userAgent string
 	now       func() time.Time
+
+	// lastRequestID and lastClaims are the X-Request-Id and the OIDC
+	// token's claims (never the token) of the last attempt, so that a
+	// refusal can say which request and which identity it was about.
+	lastRequestID string
+	lastClaims    map[string]string
 }
 
 func newBrokerClient(a *githubactions.Action, in inputs, deps Deps) *brokerClient {
@@ -203,14 +246,17 @@ func newBrokerClient(a *githubactions.Action, in inputs, deps Deps) *brokerClien
 	// request elsewhere.
 	hc := *deps.HTTPClient
 	hc.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	bo := backoff{base: deps.RetryDelay}
+	// base, 2*base, 4*base ... capped at maxRetryDelay, or the server's
+	// Retry-After when that is longer (capped at maxRetryAfter).
+	limits := func(attempts int) retry.Policy {
+		return retry.Policy{Attempts: attempts, Base: deps.RetryDelay, Max: maxRetryDelay, MaxRetryAfter: maxRetryAfter}
+	}
 	return &brokerClient{
 		base:      in.brokerURL,
 		http:      &hc,
-		ids:       idTokens{a: a, audience: in.audience, attempts: idTokenAttempts, backoff: bo},
+		ids:       idTokens{a: a, audience: in.audience, retry: limits(idTokenAttempts)},
 		a:         a,
-		attempts:  brokerAttempts,
-		backoff:   bo,
+		retry:     limits(brokerAttempts),
 		userAgent: deps.UserAgent,
 		now:       deps.Now,
 	}
@@ -245,7 +291,7 @@ type exchangeReply struct {
 func (c *brokerClient) exchange(ctx context.Context, req exchangeRequest) (exchanged, error) {
 	r, err := c.call(ctx, opExchange, "v1/exchange", req, retryTransient)
 	if err != nil {
-		return exchanged{}, err
+		return exchanged{}, c.withRequestID(err)
 	}
 	if r.status != http.StatusOK {
 		return exchanged{}, c.brokerError(opExchange, r)
@@ -295,12 +341,61 @@ func validateExchange(w exchangeReply) (exchanged, error) {
 	return x, nil
 }
 
+// dryRunReply is the broker's answer to an exchange's dry run.
+type dryRunReply struct {
+	DryRun         bool              `json:"dry_run"`
+	Decision       string            `json:"decision"`
+	Rule           string            `json:"rule"`
+	Scope          string            `json:"scope"`
+	OrganizationID string            `json:"organization_id"`
+	WorkspaceID    string            `json:"workspace_id"`
+	DeploymentID   string            `json:"deployment_id"`
+	WorkspaceRoles map[string]string `json:"workspace_roles"`
+	Role           string            `json:"role"`
+	TTL            string            `json:"ttl"`
+	// RequestID is the answer's X-Request-Id (not in the body).
+	RequestID string `json:"-"`
+}
+
+// dryRun asks the broker to decide the exchange without minting and
+// without spending the OIDC token. A refusal is the exchange's.
+func (c *brokerClient) dryRun(ctx context.Context, req exchangeRequest) (dryRunReply, error) {
+	r, err := c.call(ctx, opExchange, "v1/exchange?dry_run=true", req, retryTransient)
+	if err != nil {
+		return dryRunReply{}, c.withRequestID(err)
+	}
+	if r.status != http.StatusOK {
+		return dryRunReply{}, c.brokerError(opExchange, r)
+	}
+	var d dryRunReply
+	if err := json.Unmarshal(r.body, &d); err != nil || !d.DryRun || d.Decision != "allow" {
+		// An older broker that ignores dry_run would have minted a token:
+		// say so rather than pretend it was a dry run.
+		return dryRunReply{}, &CallError{Op: opExchange, Attempts: r.attempts, RequestID: c.lastRequestID,
+			Err: errors.New("the answer is not a dry run's: the broker may not support dry_run (and may have minted a token, which its reaper deletes)")}
+	}
+	d.RequestID = cleanText(r.header.Get(requestIDHeader), 64)
+	if d.RequestID == "" {
+		d.RequestID = c.lastRequestID
+	}
+	return d, nil
+}
+
+// withRequestID adds the last attempt's request id to a [CallError].
+func (c *brokerClient) withRequestID(err error) error {
+	var ce *CallError
+	if errors.As(err, &ce) && ce.RequestID == "" {
+		ce.RequestID = c.lastRequestID
+	}
+	return err
+}
+
 // revoke deletes the token tokenID; the broker answers 204 also when it is
 // already gone, so retries are safe.
 func (c *brokerClient) revoke(ctx context.Context, tokenID string) error {
 	r, err := c.call(ctx, opRevoke, "v1/revoke", map[string]string{"token_id": tokenID}, retryTransient)
 	if err != nil {
-		return err
+		return c.withRequestID(err)
 	}
 	if r.status != http.StatusNoContent && r.status != http.StatusOK {
 		return c.brokerError(opRevoke, r)
@@ -314,7 +409,7 @@ func (c *brokerClient) revoke(ctx context.Context, tokenID string) error {
 func (c *brokerClient) rotate(ctx context.Context, name string) (rotated, error) {
 	r, err := c.call(ctx, opRotate, "v1/rotate", map[string]string{"name": name}, retryUnprocessed)
 	if err != nil {
-		return rotated{}, err
+		return rotated{}, c.withRequestID(err)
 	}
 	if r.status != http.StatusOK {
 		be := c.brokerError(opRotate, r)
@@ -379,7 +474,10 @@ func (c *brokerClient) call(ctx context.Context, op, path string, body any, poli
 	if err != nil {
 		return nil, err
 	}
-	endpoint := c.base.JoinPath(path).String()
+	path, query, _ := strings.Cut(path, "?")
+	u := c.base.JoinPath(path)
+	u.RawQuery = query
+	endpoint := u.String()
 	for attempt := 1; ; attempt++ {
 		idt, err := c.ids.fetch(ctx)
 		if err != nil {
@@ -389,7 +487,7 @@ func (c *brokerClient) call(ctx context.Context, op, path string, body any, poli
 		if r != nil {
 			r.attempts = attempt
 		}
-		if attempt >= c.attempts || !policy(r, err) || ctx.Err() != nil {
+		if attempt >= c.retry.Attempts || !policy(r, err) || ctx.Err() != nil {
 			if err != nil {
 				return nil, &CallError{Op: op, Attempts: attempt, Err: err}
 			}
@@ -398,12 +496,12 @@ func (c *brokerClient) call(ctx context.Context, op, path string, body any, poli
 		var retryAfter time.Duration
 		what := "got no answer"
 		if r != nil {
-			retryAfter = parseRetryAfter(r.header.Get("Retry-After"), c.now())
+			retryAfter = retry.ParseAfter(r.header.Get("Retry-After"), c.now())
 			what = fmt.Sprintf("answered %d", r.status)
 		}
-		wait := c.backoff.delay(attempt, retryAfter)
-		c.a.Infof("The broker %s to the %s; retrying in %s (attempt %d of %d).", what, op, wait.Round(time.Millisecond), attempt+1, c.attempts)
-		if err := c.backoff.sleep(ctx, attempt, retryAfter); err != nil {
+		wait, _ := c.retry.Delay(attempt, retryAfter)
+		c.a.Infof("The broker %s to the %s; retrying in %s (attempt %d of %d).", what, op, wait.Round(time.Millisecond), attempt+1, c.retry.Attempts)
+		if err := c.retry.Wait(ctx, wait); err != nil {
 			return nil, &CallError{Op: op, Attempts: attempt, Err: err}
 		}
 	}
@@ -417,6 +515,13 @@ func (c *brokerClient) once(ctx context.Context, endpoint, idToken string, paylo
 	if err != nil {
 		return nil, err
 	}
+	// A fresh id per attempt, sent so that the broker's records carry it
+	// even when the answer is lost; the answer's own id wins.
+	c.lastRequestID = rand.Text()
+	if claims, err := idtoken.UnverifiedClaims(idToken); err == nil {
+		c.lastClaims = claims
+	}
+	req.Header.Set(requestIDHeader, c.lastRequestID)
 	req.Header.Set("Authorization", "Bearer "+idToken)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -442,35 +547,35 @@ func (c *brokerClient) once(ctx context.Context, endpoint, idToken string, paylo
 // only the broker's code and a cleaned copy of its message.
 func (c *brokerClient) brokerError(op string, r *reply) *BrokerError {
 	var b struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
+		Error     string `json:"error"`
+		Reason    string `json:"reason"`
+		Message   string `json:"message"`
+		RequestID string `json:"request_id"`
+		Rule      string `json:"rule"`
+		Field     string `json:"field"`
+		Allowed   string `json:"allowed"`
 	}
-	_ = json.Unmarshal(r.body, &b) // a body that is not the contract's leaves both empty
+	_ = json.Unmarshal(r.body, &b) // a body that is not the contract's leaves them empty
+	id := r.header.Get(requestIDHeader)
+	if id == "" {
+		id = b.RequestID
+	}
+	if id == "" {
+		id = c.lastRequestID
+	}
 	return &BrokerError{
 		Op:         op,
 		Status:     r.status,
 		Code:       cleanText(b.Error, 64),
+		Reason:     cleanText(b.Reason, 64),
 		Message:    cleanText(b.Message, 300),
-		RetryAfter: parseRetryAfter(r.header.Get("Retry-After"), c.now()),
+		RetryAfter: retry.ParseAfter(r.header.Get("Retry-After"), c.now()),
 		Attempts:   r.attempts,
+		RequestID:  cleanText(id, 64),
+		Rule:       cleanText(b.Rule, 64),
+		Field:      cleanText(b.Field, 64),
+		Allowed:    cleanText(b.Allowed, 300),
 	}
-}
-
-// parseRetryAfter reads delay-seconds or an HTTP date; anything else is 0.
-func parseRetryAfter(v string, now time.Time) time.Duration {
-	if v == "" {
-		return 0
-	}
-	if n, err := strconv.Atoi(v); err == nil {
-		if n <= 0 {
-			return 0
-		}
-		return time.Duration(min(n, 24*3600)) * time.Second
-	}
-	if t, err := http.ParseTime(v); err == nil && t.After(now) {
-		return min(t.Sub(now).Round(time.Second), 24*time.Hour)
-	}
-	return 0
 }
 
 // cleanText makes text from the broker safe for one log line: control

@@ -97,51 +97,6 @@ func TestBrokerErrorFromBody(t *testing.T) {
 	}
 }
 
-func TestParseRetryAfter(t *testing.T) {
-	tests := []struct {
-		in   string
-		want time.Duration
-	}{
-		{"", 0},
-		{"5", 5 * time.Second},
-		{"0", 0},
-		{"-3", 0},
-		{"soon", 0},
-		{testNow.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
-		{testNow.Add(-time.Minute).Format(http.TimeFormat), 0},
-		{"999999999", 24 * time.Hour},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			if got := parseRetryAfter(tt.in, testNow); got != tt.want {
-				t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
-func TestBackoffDelay(t *testing.T) {
-	b := backoff{base: time.Second}
-	tests := []struct {
-		attempt    int
-		retryAfter time.Duration
-		want       time.Duration
-	}{
-		{1, 0, time.Second},
-		{2, 0, 2 * time.Second},
-		{3, 0, 4 * time.Second},
-		{5, 0, maxRetryDelay},
-		{40, 0, maxRetryDelay},
-		{1, 5 * time.Second, 5 * time.Second},
-		{1, time.Hour, maxRetryAfter},
-	}
-	for _, tt := range tests {
-		if got := b.delay(tt.attempt, tt.retryAfter); got != tt.want {
-			t.Errorf("delay(%d, %v) = %v, want %v", tt.attempt, tt.retryAfter, got, tt.want)
-		}
-	}
-}
-
 func TestSinkResultVersion(t *testing.T) {
 	var got []SinkResult
 	in := `[{"kind":"vault","target":"a","version":3},{"kind":"github","target":"b","version":"v2"},{"kind":"x","target":"c","version":null},{"kind":"y","target":"d"}]`

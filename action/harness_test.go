@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,10 +20,13 @@ import (
 
 // brokerCall is one request the broker stand-in received.
 type brokerCall struct {
-	Path string
-	JTI  string
-	Aud  string
-	Body map[string]any
+	Path  string
+	Query string
+	JTI   string
+	Aud   string
+	Body  map[string]any
+	// RequestID is the X-Request-Id the action sent.
+	RequestID string
 }
 
 // cannedReply is one answer of the broker stand-in.
@@ -38,13 +42,17 @@ type cannedReply struct {
 // fakeBroker stands in for the broker's HTTP contract: it checks the
 // request's shape, refuses a replayed jti with 401 as the real broker does,
 // records every call and answers from a per-path queue (the last answer
-// repeats).
+// repeats). Every answer carries X-Request-Id "req-<n>" for the n-th
+// request: its own id, as a broker behind a proxy that sets one would, so
+// that the tests' expected messages are fixed.
 type fakeBroker struct {
 	t       *testing.T
 	mu      sync.Mutex
 	calls   []brokerCall
 	seenJTI map[string]bool
 	replies map[string][]cannedReply
+	// requests counts every request, for the answers' request ids.
+	requests int
 }
 
 func newFakeBroker(t *testing.T) *fakeBroker {
@@ -67,6 +75,10 @@ func (b *fakeBroker) Calls() []brokerCall {
 }
 
 func (b *fakeBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.mu.Lock()
+	b.requests++
+	w.Header().Set("X-Request-Id", fmt.Sprintf("req-%d", b.requests))
+	b.mu.Unlock()
 	writeErr := func(status int, code, msg string) {
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(status)
@@ -98,7 +110,7 @@ func (b *fakeBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	replayed := b.seenJTI[jti]
 	b.seenJTI[jti] = true
-	b.calls = append(b.calls, brokerCall{Path: r.URL.Path, JTI: jti, Aud: aud, Body: body})
+	b.calls = append(b.calls, brokerCall{Path: r.URL.Path, Query: r.URL.RawQuery, JTI: jti, Aud: aud, Body: body, RequestID: r.Header.Get("X-Request-Id")})
 	var rep *cannedReply
 	for suffix, q := range b.replies {
 		if strings.HasSuffix(r.URL.Path, suffix) && len(q) > 0 {
@@ -187,7 +199,7 @@ func declaredInputs() map[string]string {
 	return map[string]string{
 		InputBrokerURL: "", InputAudience: "", InputMode: "exchange", InputRotation: "",
 		InputWorkspaceID: "", InputDeploymentID: "", InputRole: "", InputTTL: "",
-		InputEnvName: "ASTRO_API_TOKEN", InputExportEnv: "true", InputRevoke: "true",
+		InputEnvName: "ASTRO_API_TOKEN", InputExportEnv: "true", InputRevoke: "true", InputDryRun: "false",
 	}
 }
 

@@ -5,9 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"time"
 
 	"github.com/sethvargo/go-githubactions"
+
+	"github.com/astro-sts/astro-sts/internal/retry"
 )
 
 // ErrNoIDToken means the job cannot get an OIDC token at all: the runner
@@ -47,29 +48,28 @@ func (e *IDTokenError) Unwrap() error { return e.Err }
 type idTokens struct {
 	a        *githubactions.Action
 	audience string
-	attempts int
-	backoff  backoff
+	retry    retry.Policy
 }
 
 // fetch returns a fresh token, already masked: it is a bearer credential for
 // the broker, so it must never show in the log (@actions/core masks it too).
 func (s idTokens) fetch(ctx context.Context) (string, error) {
-	last := &IDTokenError{}
-	for attempt := 1; ; attempt++ {
+	var tok string
+	err := s.retry.Do(ctx, func(attempt int) error {
 		actx, cancel := context.WithTimeout(ctx, callTimeout)
-		tok, err := s.a.GetIDToken(actx, s.audience)
+		t, err := s.a.GetIDToken(actx, s.audience)
 		cancel()
-		if err == nil && tok != "" {
-			mask(s.a, tok)
-			return tok, nil
+		if err == nil && t != "" {
+			tok = t
+			return nil
 		}
 
 		var missing *githubactions.EnvMissingError
 		if errors.As(err, &missing) {
-			return "", ErrNoIDToken
+			return ErrNoIDToken
 		}
 		transient := true
-		last = &IDTokenError{Attempts: attempt}
+		last := &IDTokenError{Attempts: attempt}
 		var failed *githubactions.RequestFailedError
 		switch {
 		case errors.As(err, &failed):
@@ -81,41 +81,14 @@ func (s idTokens) fetch(ctx context.Context) (string, error) {
 		default:
 			last.Err = err
 		}
-		if !transient || attempt >= s.attempts {
-			return "", last
+		if transient {
+			return retry.Again(last, 0)
 		}
-		if err := s.backoff.sleep(ctx, attempt, 0); err != nil {
-			return "", fmt.Errorf("%w (while retrying: %v)", last, err)
-		}
+		return last
+	})
+	if err != nil {
+		return "", err
 	}
-}
-
-// backoff spaces retries: base, 2*base, 4*base ... capped at maxRetryDelay,
-// or the server's Retry-After when that is longer (capped at maxRetryAfter).
-type backoff struct {
-	base time.Duration
-}
-
-func (b backoff) delay(attempt int, retryAfter time.Duration) time.Duration {
-	d := b.base
-	for i := 1; i < attempt && d < maxRetryDelay; i++ {
-		d *= 2
-	}
-	d = min(d, maxRetryDelay)
-	if retryAfter > d {
-		d = min(retryAfter, maxRetryAfter)
-	}
-	return d
-}
-
-// sleep waits before retry number attempt, or until ctx ends.
-func (b backoff) sleep(ctx context.Context, attempt int, retryAfter time.Duration) error {
-	t := time.NewTimer(b.delay(attempt, retryAfter))
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	mask(s.a, tok)
+	return tok, nil
 }

@@ -28,6 +28,7 @@ const (
 	InputEnvName      = "env-name"
 	InputExportEnv    = "export-env"
 	InputRevoke       = "revoke"
+	InputDryRun       = "dry-run"
 )
 
 // InputNames lists every input the action reads, in action.yml's order; a
@@ -36,7 +37,7 @@ func InputNames() []string {
 	return []string{
 		InputBrokerURL, InputAudience, InputMode, InputRotation,
 		InputWorkspaceID, InputDeploymentID, InputRole, InputTTL,
-		InputEnvName, InputExportEnv, InputRevoke,
+		InputEnvName, InputExportEnv, InputRevoke, InputDryRun,
 	}
 }
 
@@ -113,6 +114,7 @@ type inputs struct {
 	envName      string
 	exportEnv    bool
 	revoke       bool
+	dryRun       bool
 }
 
 var (
@@ -207,6 +209,11 @@ func readInputs(a *githubactions.Action) (inputs, error) {
 	if in.revoke, err = boolInput(a, InputRevoke, true); err != nil {
 		bad(InputRevoke, err)
 	}
+	if in.dryRun, err = boolInput(a, InputDryRun, false); err != nil {
+		bad(InputDryRun, err)
+	} else if in.dryRun && in.mode == ModeRotate {
+		bad(InputDryRun, errors.New("only applies to mode: exchange"))
+	}
 
 	if len(errs) > 0 {
 		return inputs{}, errs
@@ -242,29 +249,14 @@ func knownRole(role string) bool {
 // loopback host (the demo and tests), with an optional path prefix. The job's
 // OIDC token is a bearer credential, so it never travels in clear text to
 // another machine, and a URL carrying credentials, a query or a fragment is
-// refused rather than guessed at.
+// refused rather than guessed at ([loopback.ParseURL]).
 func parseBrokerURL(raw string) (*url.URL, error) {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return nil, errors.New("not a URL: use the broker's base URL, e.g. https://astro-sts.example.com")
-	}
-	if u.Host == "" || u.Opaque != "" {
-		return nil, errors.New("not an absolute URL: use the broker's base URL, e.g. https://astro-sts.example.com")
-	}
-	if u.User != nil {
-		return nil, errors.New("must not carry credentials: the action authenticates with the job's OIDC token")
-	}
-	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
-		return nil, errors.New("must not have a query or fragment: use the broker's base URL")
-	}
-	switch u.Scheme {
-	case "https":
-	case "http":
-		if !loopback.IsHost(u.Hostname()) {
-			return nil, ErrInsecureBrokerURL
-		}
-	default:
+	u, err := loopback.ParseURL(raw)
+	switch {
+	case errors.Is(err, loopback.ErrInsecure):
 		return nil, ErrInsecureBrokerURL
+	case err != nil:
+		return nil, fmt.Errorf("%w: use the broker's base URL, e.g. https://astro-sts.example.com", err)
 	}
 	return u, nil
 }

@@ -4,7 +4,9 @@
 // them, reaps the ones whose post step never ran, and triggers rotations of
 // long-lived tokens.
 //
-// The broker keeps no state beyond a replay cache of OIDC token ids: what a
+// The broker keeps no state beyond its [store.Store] (which OIDC tokens
+// were used, rate limits, the reaper's lease), in memory or shared by the
+// replicas through Redis: what a
 // minted token is for, and when it must die, lives in the token's own
 // description (see [Marker]), so any number of replicas can serve and reap.
 package broker
@@ -21,6 +23,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
+	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -56,9 +59,11 @@ type Config struct {
 	Astro          Astro
 	OrganizationID string
 	Verifier       Verifier
-	Replay         *idtoken.ReplayGuard
-	Policies       Policies
-	Rotator        Rotator // optional
+	// Store holds the replay check, the rate limits and the reaper lease:
+	// [store.Memory] for one replica, [store.Redis] shared by several.
+	Store    store.Store
+	Policies Policies
+	Rotator  Rotator // optional
 
 	// Logger receives operational logs and the audit records (one per
 	// decision). nil discards.
@@ -81,7 +86,7 @@ type Server struct {
 	astro    Astro
 	org      string
 	verifier Verifier
-	replay   *idtoken.ReplayGuard
+	store    store.Store
 	policies Policies
 	rotator  Rotator
 	log      *slog.Logger
@@ -107,8 +112,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Verifier == nil {
 		errs = append(errs, errors.New("broker: Verifier is required"))
 	}
-	if cfg.Replay == nil {
-		errs = append(errs, errors.New("broker: Replay guard is required"))
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("broker: Store is required"))
 	}
 	if cfg.Policies == nil {
 		errs = append(errs, errors.New("broker: Policies is required"))
@@ -120,7 +125,7 @@ func New(cfg Config) (*Server, error) {
 		astro:    cfg.Astro,
 		org:      cfg.OrganizationID,
 		verifier: cfg.Verifier,
-		replay:   cfg.Replay,
+		store:    cfg.Store,
 		policies: cfg.Policies,
 		rotator:  cfg.Rotator,
 		log:      cfg.Logger,
@@ -179,7 +184,24 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, "", errNotFound)
 	})
-	return securityHeaders(mux)
+	return withRequestID(securityHeaders(mux))
+}
+
+// HTTPServer returns the [http.Server] that serves the broker's [Handler]
+// with its timeouts, and its errors in the broker's log. `astro-sts serve`
+// and the demo both serve it, so that the two cannot drift apart.
+func (s *Server) HTTPServer() *http.Server {
+	return &http.Server{
+		Handler:           s.Handler(),
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       15 * time.Second,
+		// A rotation waits out sinks' Retry-After and backoff before it
+		// answers; every other handler answers in seconds.
+		WriteTimeout:   5 * time.Minute,
+		IdleTimeout:    120 * time.Second,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
 }
 
 // apiHandler is a JSON endpoint: it returns its answer or an error that
@@ -209,6 +231,10 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 	var problems []string
 	if s.policies.Current() == nil {
 		problems = append(problems, "policy not loaded")
+	}
+	if err := s.storeReady(r.Context()); err != nil {
+		s.log.Warn("readiness: store unreachable", "error", err)
+		problems = append(problems, "shared store unreachable")
 	}
 	if err := s.upstreamReady(r.Context()); err != nil {
 		s.log.Warn("readiness: Astro API unreachable", "error", err)

@@ -6,8 +6,10 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -227,33 +229,42 @@ func TestBadTokens(t *testing.T) {
 	}
 
 	for _, tc := range []struct {
-		name string
-		tok  string
+		name   string
+		tok    string
+		reason string
 	}{
-		{"alg none", b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + "."},
-		{"HS256 with the public key", hs256()},
-		{"wrong issuer", e.mint(with(func(c *issuer.Claims) { c.Issuer = "https://token.actions.githubusercontent.com" }))},
-		{"issuer not in list", e.mint(with(func(c *issuer.Claims) { c.Issuer = "http://127.0.0.1:1" }))},
-		{"wrong audience", e.mint(with(func(c *issuer.Claims) { c.Audience = "https://github.com/acme" }))},
+		{"alg none", b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + ".", broker.ReasonBadSignature},
+		{"HS256 with the public key", hs256(), broker.ReasonBadSignature},
+		{"wrong issuer", e.mint(with(func(c *issuer.Claims) { c.Issuer = "https://token.actions.githubusercontent.com" })), broker.ReasonUnknownIssuer},
+		{"issuer not in list", e.mint(with(func(c *issuer.Claims) { c.Issuer = "http://127.0.0.1:1" })), broker.ReasonUnknownIssuer},
+		{"wrong audience", e.mint(with(func(c *issuer.Claims) { c.Audience = "https://github.com/acme" })), broker.ReasonWrongAudience},
 		{"expired", e.mint(with(func(c *issuer.Claims) {
 			c.IssuedAt, c.NotBefore, c.Expiry = now.Add(-10*time.Minute), now.Add(-10*time.Minute), now.Add(-2*time.Minute)
-		}))},
-		{"nbf in the future", e.mint(with(func(c *issuer.Claims) { c.NotBefore = now.Add(5 * time.Minute) }))},
-		{"unknown kid", signed(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nope"}, mainClaims())},
-		{"bad signature", parts[0] + "." + b64(append(payload[:len(payload)-1], ' ', '}')) + "." + parts[2]},
-		{"truncated", good[:len(good)-20]},
-		{"not a JWT", "hello"},
-		{"1 MB of garbage", strings.Repeat("x", 1<<20)},
-		{"replayed jti", replayed},
+		})), broker.ReasonExpired},
+		{"nbf in the future", e.mint(with(func(c *issuer.Claims) { c.NotBefore = now.Add(5 * time.Minute) })), broker.ReasonNotYetValid},
+		{"unknown kid", signed(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nope"}, mainClaims()), broker.ReasonBadSignature},
+		{"bad signature", parts[0] + "." + b64(append(payload[:len(payload)-1], ' ', '}')) + "." + parts[2], broker.ReasonBadSignature},
+		{"truncated", good[:len(good)-20], broker.ReasonBadSignature},
+		{"no jti", e.mint(with(func(c *issuer.Claims) { c.Extra = map[string]any{"jti": nil} })), broker.ReasonBadClaims},
+		{"not a JWT", "hello", broker.ReasonMalformed},
+		{"1 MB of garbage", strings.Repeat("x", 1<<20), broker.ReasonMalformed},
+		{"replayed jti", replayed, broker.ReasonReplayed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			status, body, _ := e.post("/v1/exchange", tc.tok, "")
+			status, body, h := e.post("/v1/exchange", tc.tok, "")
 			if status != http.StatusUnauthorized {
 				t.Fatalf("status %d, want 401: %s", status, body)
 			}
-			code, msg := errorCode(t, body)
-			if code != "unauthorized" || msg != "the OIDC token was not accepted" {
-				t.Errorf("body %s", body)
+			eb := errorBody(t, body)
+			if eb.Error != broker.CodeTokenInvalid || eb.Reason != tc.reason || eb.RequestID != h.Get(broker.RequestIDHeader) {
+				t.Errorf("body %s, want %s/%s under the answer's request id", body, broker.CodeTokenInvalid, tc.reason)
+			}
+			// The message is the reason's own sentence: nothing of the
+			// token, the issuer list or the configured audience.
+			for _, leak := range []string{audience, e.iss.URL(), "127.0.0.1", "github.com/acme"} {
+				if strings.Contains(eb.Message, leak) {
+					t.Errorf("message %q shows %q", eb.Message, leak)
+				}
 			}
 		})
 	}
@@ -385,8 +396,8 @@ func TestUpstreamTrouble(t *testing.T) {
 	if status != http.StatusBadGateway {
 		t.Fatalf("Astro failing: %d %s", status, body)
 	}
-	if code, _ := errorCode(t, body); code != "upstream_error" {
-		t.Errorf("code %s", code)
+	if eb := errorBody(t, body); eb.Error != broker.CodeUpstreamUnavailable || eb.Reason != broker.ReasonAstroError {
+		t.Errorf("body %s", body)
 	}
 }
 
@@ -469,6 +480,39 @@ func TestHealthReadyMetrics(t *testing.T) {
 	}
 	if s, b := get("/v1/exchange"); s != http.StatusMethodNotAllowed || !strings.Contains(b, "method_not_allowed") {
 		t.Errorf("GET /v1/exchange: %d %s", s, b)
+	}
+}
+
+// HTTPServer is what serve and the demo run: the broker's routes, with a
+// bound on every phase of a connection so that a slow client cannot hold
+// one open, and the server's own errors in the broker's log.
+func TestHTTPServer(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	srv := e.broker.HTTPServer()
+	for name, d := range map[string]time.Duration{
+		"ReadHeaderTimeout": srv.ReadHeaderTimeout, "ReadTimeout": srv.ReadTimeout,
+		"WriteTimeout": srv.WriteTimeout, "IdleTimeout": srv.IdleTimeout,
+	} {
+		if d <= 0 {
+			t.Errorf("%s is %v: unbounded", name, d)
+		}
+	}
+	if srv.MaxHeaderBytes <= 0 || srv.ErrorLog == nil {
+		t.Errorf("MaxHeaderBytes %d, ErrorLog %v", srv.MaxHeaderBytes, srv.ErrorLog)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	e.url = "http://" + ln.Addr().String()
+	e.exchange(mainClaims(), "")
+	if err := srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, http.ErrServerClosed) {
+		t.Errorf("Serve: %v", err)
 	}
 }
 
@@ -570,8 +614,8 @@ func TestExchangeNeedsTheRunClaims(t *testing.T) {
 			if status != http.StatusUnauthorized {
 				t.Fatalf("status %d, want 401: %s", status, body)
 			}
-			if code, _ := errorCode(t, body); code != "unauthorized" {
-				t.Errorf("code %s", code)
+			if eb := errorBody(t, body); eb.Error != broker.CodeTokenInvalid || eb.Reason != broker.ReasonMissingRunClaims {
+				t.Errorf("body %s", body)
 			}
 		})
 	}

@@ -2,15 +2,10 @@ package broker
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
@@ -44,17 +39,39 @@ type ExchangeResponse struct {
 // by the action's post step and, failing that, by the reaper.
 const upstreamExpiryDays = 1
 
+// DryRunResponse is the answer to POST /v1/exchange?dry_run=true: what an
+// exchange would mint, and under which rule. Nothing was minted and the ID
+// token was not spent, so the same token can still be exchanged.
+type DryRunResponse struct {
+	DryRun         bool              `json:"dry_run"`  // always true
+	Decision       string            `json:"decision"` // always "allow": a refusal is an error answer, as for an exchange
+	Rule           string            `json:"rule"`
+	Scope          astro.Scope       `json:"scope"`
+	OrganizationID string            `json:"organization_id"`
+	WorkspaceID    string            `json:"workspace_id,omitempty"`
+	DeploymentID   string            `json:"deployment_id,omitempty"`
+	WorkspaceRoles map[string]string `json:"workspace_roles,omitempty"`
+	Role           string            `json:"role"`
+	TTL            string            `json:"ttl"`
+}
+
 func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
-	start := s.now()
-	raw, err := bearer(r)
-	if err != nil {
-		s.metrics.exchange(outcome(err), "", start, s.now())
-		return err
-	}
 	var req ExchangeRequest
-	if err := decodeOptional(r.Body, &req); err != nil {
-		s.metrics.exchange(outcome(err), "", start, s.now())
-		return err
+	raw, err := readRequest(r, &req)
+	var dryRun bool
+	if err == nil {
+		dryRun, err = dryRunParam(r)
+	}
+	if err != nil {
+		return s.refuse(r.Context(), opExchange, err)
+	}
+	if dryRun {
+		resp, err := s.DryRun(r.Context(), raw, req)
+		if err != nil {
+			return err
+		}
+		writeJSON(w, http.StatusOK, resp)
+		return nil
 	}
 	resp, err := s.Exchange(r.Context(), raw, req)
 	if err != nil {
@@ -64,39 +81,45 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// dryRunParam reads the dry_run query parameter: absent, "true" or
+// "false", given once. Anything else is refused rather than guessed: a
+// dry run taken for an exchange would mint a token the caller did not
+// want, an exchange taken for a dry run would fail a deploy.
+func dryRunParam(r *http.Request) (bool, error) {
+	vs, ok := r.URL.Query()["dry_run"]
+	switch {
+	case !ok:
+		return false, nil
+	case len(vs) == 1 && vs[0] == "true":
+		return true, nil
+	case len(vs) == 1 && vs[0] == "false":
+		return false, nil
+	}
+	return false, badRequest("dry_run must be true or false, given once")
+}
+
 // Exchange is the heart of the broker: verify the OIDC token, decide with
 // the policy, mint the Astro token, record the decision. It returns the
 // minted token, or an error that [classify] maps to a status code.
-func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (*ExchangeResponse, error) {
-	start := s.now()
-	claims, err := s.verifier.Verify(ctx, rawIDToken)
-	if err == nil && (claims.RepositoryID == "" || claims.RunID == "") {
-		err = errNoRunClaims
-	}
+func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *ExchangeResponse, err error) {
+	e := s.begin(opExchange)
+	defer func() { s.record(ctx, e, err) }()
+
+	claims, d, err := s.authorize(ctx, e, rawIDToken, req)
 	if err != nil {
-		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
-		s.metrics.exchange(outcome(err), "", start, s.now())
 		return nil, err
 	}
-	d, err := s.decide(claims, req)
-	if err != nil {
-		s.audit(ctx, "exchange", "deny", claims, auditDetail{reason: err})
-		s.metrics.exchange(outcome(err), "", start, s.now())
+	if err := s.spend(ctx, claims); err != nil {
 		return nil, err
 	}
-	if err := s.spend(claims); err != nil {
-		s.audit(ctx, "exchange", "deny", claims, auditDetail{decision: &d, reason: err})
-		s.metrics.exchange(outcome(err), d.Rule, start, s.now())
+	if err := s.limit(ctx, claims, d); err != nil {
 		return nil, err
 	}
 	tok, deadline, err := s.mint(ctx, claims, d)
 	if err != nil {
-		s.audit(ctx, "exchange", "error", claims, auditDetail{decision: &d, reason: err})
-		s.metrics.exchange(outcome(err), d.Rule, start, s.now())
 		return nil, err
 	}
-	s.audit(ctx, "exchange", "allow", claims, auditDetail{decision: &d, token: tok})
-	s.metrics.exchange("allow", d.Rule, start, s.now())
+	e.token = tok
 	return &ExchangeResponse{
 		Token:          tok.Token,
 		TokenID:        tok.ID,
@@ -109,33 +132,57 @@ func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 	}, nil
 }
 
-// outcome is the metrics label of a failed exchange, derived from the
-// status [classify] gives the error, so the two can never disagree.
-func outcome(err error) string {
-	switch st := classify(err).status; {
-	case st == http.StatusUnauthorized:
-		return "unauthorized"
-	case st == http.StatusForbidden:
-		return "deny"
-	case st == http.StatusTooManyRequests || st == http.StatusBadGateway || st == http.StatusServiceUnavailable:
-		return "unavailable"
-	case st >= 400 && st < 500:
-		return "bad_request"
+// DryRun decides an exchange as [Server.Exchange] would, and stops there:
+// nothing is minted and the ID token's jti is not spent, so that a new
+// workflow can be tried before the policy changes, and the same token then
+// exchanged for real. Its record says dry_run, and its metric's outcome is
+// "dry_run" when allowed.
+func (s *Server) DryRun(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *DryRunResponse, err error) {
+	e := s.begin(opExchange)
+	e.dryRun, e.success = true, "dry_run"
+	defer func() { s.record(ctx, e, err) }()
+
+	_, d, err := s.authorize(ctx, e, rawIDToken, req)
+	if err != nil {
+		return nil, err
 	}
-	return "error"
+	return &DryRunResponse{
+		DryRun:         true,
+		Decision:       "allow",
+		Rule:           d.Rule,
+		Scope:          d.Scope,
+		OrganizationID: s.org,
+		WorkspaceID:    d.WorkspaceID,
+		DeploymentID:   d.DeploymentID,
+		WorkspaceRoles: d.WorkspaceRoles,
+		Role:           d.Role,
+		TTL:            d.TTL.String(),
+	}, nil
 }
 
-// spend uses up the verified token's jti, so that a token lifted from a log
-// cannot be replayed. Every endpoint calls it only once the request is
-// authorized, just before it acts: any workflow on GitHub can get a token
-// for the broker's audience, and if a token no rule trusts took a place in
-// the bounded replay cache, anyone could fill it and make the broker refuse
-// every workflow (it fails closed when full).
-func (s *Server) spend(claims *idtoken.Claims) error {
-	return s.replay.Use(claims.Issuer, claims.JTI, claims.Expiry)
+// authorize is what an exchange and its dry run share: verify the token,
+// require the run claims, decide. A refusal by the policy is explained in
+// the operator's log (see [Server.explain]); the caller learns only its
+// code.
+func (s *Server) authorize(ctx context.Context, e *event, rawIDToken string, req ExchangeRequest) (*idtoken.Claims, policy.Decision, error) {
+	claims, err := s.verify(ctx, e, rawIDToken)
+	if err == nil {
+		err = claims.RequireRun()
+	}
+	if err != nil {
+		return nil, policy.Decision{}, err
+	}
+	p := s.policies.Current()
+	d, err := s.decide(p, claims, req)
+	if err != nil {
+		s.explain(ctx, p, claims, err)
+		return nil, policy.Decision{}, err
+	}
+	e.decision = &d
+	return claims, d, nil
 }
 
-func (s *Server) decide(claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {
+func (s *Server) decide(p *policy.Policy, claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {
 	pr := policy.Request{WorkspaceID: req.WorkspaceID, DeploymentID: req.DeploymentID, Role: req.Role}
 	if req.TTL != "" {
 		ttl, err := time.ParseDuration(req.TTL)
@@ -144,7 +191,6 @@ func (s *Server) decide(claims *idtoken.Claims, req ExchangeRequest) (policy.Dec
 		}
 		pr.TTL = ttl
 	}
-	p := s.policies.Current()
 	if p == nil {
 		return policy.Decision{}, policy.ErrNoMatchingRule
 	}
@@ -217,73 +263,6 @@ func (s *Server) discard(ctx context.Context, tokenID string) {
 	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 	defer cancel()
 	if err := s.astro.DeleteToken(cctx, s.org, tokenID); err != nil {
-		s.log.Error("could not delete a half-made token; the reaper will", "token_id", tokenID, "error", err)
+		s.log.Error("could not delete a half-made token; the reaper will", "request_id", requestID(ctx), "token_id", tokenID, "error", err)
 	}
-}
-
-// upstream marks a transport failure (anything but an [astro.APIError]) so
-// that classify answers 502, not 500.
-func upstream(err error) error {
-	var apiErr *astro.APIError
-	if errors.As(err, &apiErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return &upstreamError{err: err}
-}
-
-// bearer extracts the Bearer token from the Authorization header.
-func bearer(r *http.Request) (string, error) {
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-		return "", errMissingToken
-	}
-	return strings.TrimSpace(tok), nil
-}
-
-// decodeOptional decodes a strict JSON body into v; an empty body leaves v
-// as it is.
-func decodeOptional(body io.Reader, v any) error {
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
-			return err
-		}
-		return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
-	}
-	if dec.More() {
-		return badRequest("the body must hold a single JSON object")
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return badRequest("the body must hold a single JSON object")
-	}
-	return nil
-}
-
-// jsonProblem describes a JSON decoding error without echoing the body.
-func jsonProblem(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		return fmt.Sprintf("field %q has the wrong type", typ.Field)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return strings.TrimPrefix(err.Error(), "json: ")
-	}
-	return "malformed"
-}
-
-// tokenSHA256 is how a token value appears in the audit log: enough to
-// match a value found elsewhere, useless to use.
-func tokenSHA256(value string) string {
-	sum := sha256.Sum256([]byte(value))
-	return hex.EncodeToString(sum[:])
 }

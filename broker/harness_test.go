@@ -21,6 +21,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
@@ -48,6 +49,11 @@ type envOptions struct {
 	// wrapAstro, if set, wraps the broker's Astro client (the real one,
 	// over HTTP) to make upstream misbehave in ways the emulator does not.
 	wrapAstro func(broker.Astro) broker.Astro
+	// store, if set, makes the store on the test's clock instead of the
+	// default memory store (of replaySize).
+	store func(now func() time.Time) store.Store
+	// policy, if set, writes the policy instead of samplePolicy.
+	policy func(ws, deps []string) string
 }
 
 // samplePolicy grants, for acme/dags (repository id 123456) on main, up to
@@ -112,7 +118,11 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 
 	dir := t.TempDir()
 	policyPath := filepath.Join(dir, "policy.yaml")
-	if err := os.WriteFile(policyPath, []byte(samplePolicy(emu.WorkspaceIDs(), emu.DeploymentIDs())), 0o600); err != nil {
+	writePolicy := samplePolicy
+	if opts.policy != nil {
+		writePolicy = opts.policy
+	}
+	if err := os.WriteFile(policyPath, []byte(writePolicy(emu.WorkspaceIDs(), emu.DeploymentIDs())), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	logs := &syncbuf.Buffer{}
@@ -136,6 +146,10 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	if replaySize == 0 {
 		replaySize = 1000
 	}
+	st := memStore(replaySize, c.Now)
+	if opts.store != nil {
+		st = opts.store(c.Now)
+	}
 	var upstream broker.Astro = ac
 	if opts.wrapAstro != nil {
 		upstream = opts.wrapAstro(ac)
@@ -144,7 +158,7 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 		Astro:          upstream,
 		OrganizationID: emu.OrganizationID(),
 		Verifier:       v,
-		Replay:         idtoken.NewReplayGuard(replaySize, c.Now),
+		Store:          st,
 		Policies:       store,
 		Rotator:        opts.rotator,
 		Logger:         logger,
@@ -248,12 +262,57 @@ func (e *testEnv) astroToken(id string) (*astro.Token, error) {
 
 func errorCode(t testing.TB, body []byte) (code, message string) {
 	t.Helper()
-	var eb struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
-	}
-	if err := json.Unmarshal(body, &eb); err != nil {
+	eb := errorBody(t, body)
+	return eb.Error, eb.Message
+}
+
+// errorBody decodes an error answer strictly: every field it has is one
+// the contract names.
+func errorBody(t testing.TB, body []byte) broker.ErrorBody {
+	t.Helper()
+	var eb broker.ErrorBody
+	dec := json.NewDecoder(strings.NewReader(string(body)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&eb); err != nil {
 		t.Fatalf("error body %q: %v", body, err)
 	}
-	return eb.Error, eb.Message
+	return eb
+}
+
+// metrics returns the broker's /metrics page.
+func (e *testEnv) metrics() string {
+	e.t.Helper()
+	resp, err := http.Get(e.url + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(b)
+}
+
+// audits returns the audit records the broker logged for action
+// ("exchange", "revoke", "rotate"), in order.
+func (e *testEnv) audits(action string) []map[string]any {
+	e.t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(e.logs.String()), "\n") {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			e.t.Fatalf("log line is not JSON: %q", line)
+		}
+		if rec["audit"] == action {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// memStore is the broker's default store, one replica's memory, with a
+// replay cache of size entries.
+func memStore(size int, now func() time.Time) store.Store {
+	return store.NewMemory(size, now)
 }

@@ -21,6 +21,9 @@ type Metrics struct {
 	upstreamLatency *prometheus.HistogramVec
 	reaped          prometheus.Counter
 	reapErrors      prometheus.Counter
+	rateLimited     *prometheus.CounterVec
+	storeErrors     *prometheus.CounterVec
+	leaseHeld       prometheus.Gauge
 }
 
 // NewMetrics registers the broker's metrics in reg.
@@ -52,9 +55,18 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 		reapErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "astro_sts_reap_errors_total", Help: "Reaper passes that failed in part or whole.",
 		}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "astro_sts_rate_limited_total", Help: "Exchanges refused (429) by the deciding rule's rate limit.",
+		}, []string{"rule"}),
+		storeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "astro_sts_store_errors_total", Help: "Failures to reach the store (replay, rate_limit, lease, ping); with Redis, each failed request answered 503.",
+		}, []string{"op"}),
+		leaseHeld: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "astro_sts_reaper_lease_held", Help: "1 while this replica holds the reaper's lease (always, without a shared store).",
+		}),
 	}
 	for _, c := range []prometheus.Collector{
-		m.exchanges, m.exchangeLatency, m.revokes, m.rotations, m.upstream, m.upstreamLatency, m.reaped, m.reapErrors,
+		m.exchanges, m.exchangeLatency, m.revokes, m.rotations, m.upstream, m.upstreamLatency, m.reaped, m.reapErrors, m.rateLimited, m.storeErrors, m.leaseHeld,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := reg.Register(c); err != nil {
@@ -76,7 +88,21 @@ func (m *Metrics) ObserveUpstream(method, route string, status int, d time.Durat
 	m.upstreamLatency.WithLabelValues(method, route).Observe(d.Seconds())
 }
 
-func (m *Metrics) exchange(outcome, rule string, start, end time.Time) {
-	m.exchanges.WithLabelValues(outcome, rule).Inc()
-	m.exchangeLatency.WithLabelValues(outcome).Observe(end.Sub(start).Seconds())
+// observe counts one finished operation under outcome, in the operation's
+// own metric.
+func (m *Metrics) observe(e *event, outcome string, end time.Time) {
+	switch e.op {
+	case opExchange:
+		var rule string
+		if e.decision != nil {
+			rule = e.decision.Rule
+		}
+		m.exchanges.WithLabelValues(outcome, rule).Inc()
+		m.exchangeLatency.WithLabelValues(outcome).Observe(end.Sub(e.start).Seconds())
+	case opRevoke:
+		m.revokes.WithLabelValues(outcome).Inc()
+	case opRotate:
+		// Only a name the policy knows: the caller's could be anything.
+		m.rotations.WithLabelValues(e.rotation, outcome).Inc()
+	}
 }

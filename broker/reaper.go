@@ -49,16 +49,19 @@ func (s *Server) Reap(ctx context.Context) (int, error) {
 func (s *Server) RunReaper(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	defer s.releaseLease()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-			pctx, cancel := context.WithTimeout(ctx, interval)
-			if n, err := s.Reap(pctx); err != nil {
-				s.log.Error("reaper pass failed", "reaped", n, "error", err)
-			}
-			cancel()
+			s.underLease(ctx, interval, func() {
+				pctx, cancel := context.WithTimeout(ctx, interval)
+				if n, err := s.Reap(pctx); err != nil {
+					s.log.Error("reaper pass failed", "reaped", n, "error", err)
+				}
+				cancel()
+			})
 		}
 	}
 }

@@ -15,16 +15,13 @@ type RevokeRequest struct {
 }
 
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
-	raw, err := bearer(r)
-	if err != nil {
-		return err
-	}
 	var req RevokeRequest
-	if err := decodeOptional(r.Body, &req); err != nil {
-		return err
+	raw, err := readRequest(r, &req)
+	if err == nil && !validID(req.TokenID) {
+		err = badRequest("token_id must be an Astro token id (letters, digits, - and _)")
 	}
-	if !validID(req.TokenID) {
-		return badRequest("token_id must be an Astro token id (letters, digits, - and _)")
+	if err != nil {
+		return s.refuse(r.Context(), opRevoke, err)
 	}
 	if err := s.Revoke(r.Context(), raw, req.TokenID); err != nil {
 		return err
@@ -36,41 +33,34 @@ func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 // Revoke deletes a token the broker minted, on request of the run it was
 // minted for (same repository id, run id and attempt, proven by a fresh
 // OIDC token). A token that is already gone counts as revoked.
-func (s *Server) Revoke(ctx context.Context, rawIDToken, tokenID string) error {
-	claims, err := s.verifier.Verify(ctx, rawIDToken)
+func (s *Server) Revoke(ctx context.Context, rawIDToken, tokenID string) (err error) {
+	e := s.begin(opRevoke)
+	e.tokenID = tokenID
+	defer func() { s.record(ctx, e, err) }()
+
+	claims, err := s.verify(ctx, e, rawIDToken)
 	if err != nil {
-		s.audit(ctx, "revoke", "deny", nil, auditDetail{tokenID: tokenID, reason: err})
-		s.metrics.revokes.WithLabelValues("unauthorized").Inc()
 		return err
 	}
 	tok, err := s.astro.GetToken(ctx, s.org, tokenID)
 	var apiErr *astro.APIError
 	if errors.As(err, &apiErr) && apiErr.StatusCode == http.StatusNotFound {
-		s.audit(ctx, "revoke", "allow", claims, auditDetail{tokenID: tokenID, reason: errors.New("already gone")})
-		s.metrics.revokes.WithLabelValues("gone").Inc()
+		e.success, e.note = "gone", "already gone"
 		return nil
 	}
 	if err != nil {
-		s.metrics.revokes.WithLabelValues("error").Inc()
 		return upstream(fmt.Errorf("get token: %w", err))
 	}
 	m, ok := ParseMarker(tok.Description)
 	if !ok || !m.sameRun(claims.RepositoryID, claims.RunID, claims.RunAttempt) {
-		s.audit(ctx, "revoke", "deny", claims, auditDetail{tokenID: tokenID, reason: errNotOwner})
-		s.metrics.revokes.WithLabelValues("forbidden").Inc()
 		return errNotOwner
 	}
-	if err := s.spend(claims); err != nil {
-		s.audit(ctx, "revoke", "deny", claims, auditDetail{tokenID: tokenID, reason: err})
-		s.metrics.revokes.WithLabelValues("unauthorized").Inc()
+	if err := s.spend(ctx, claims); err != nil {
 		return err
 	}
 	if err := s.astro.DeleteToken(ctx, s.org, tokenID); err != nil {
-		s.metrics.revokes.WithLabelValues("error").Inc()
 		return upstream(fmt.Errorf("delete token: %w", err))
 	}
-	s.audit(ctx, "revoke", "allow", claims, auditDetail{tokenID: tokenID})
-	s.metrics.revokes.WithLabelValues("revoked").Inc()
 	return nil
 }
 

@@ -25,29 +25,26 @@ func (e *rotationFailedError) Unwrap() error { return e.err }
 // rotateErrorBody is the error answer of a failed rotation: the error body
 // plus every sink and what happened there.
 type rotateErrorBody struct {
-	errorBody
+	ErrorBody
 	Sinks    []rotation.SinkResult `json:"sinks,omitempty"`
 	Warnings []string              `json:"warnings,omitempty"`
 }
 
 func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
-	raw, err := bearer(r)
-	if err != nil {
-		return err
-	}
 	var req RotateRequest
-	if err := decodeOptional(r.Body, &req); err != nil {
-		return err
+	raw, err := readRequest(r, &req)
+	if err == nil && (req.Name == "" || len(req.Name) > 256) {
+		err = badRequest("name is required")
 	}
-	if req.Name == "" || len(req.Name) > 256 {
-		return badRequest("name is required")
+	if err != nil {
+		return s.refuse(r.Context(), opRotate, err)
 	}
 	res, err := s.Rotate(r.Context(), raw, req.Name)
 	var rerr *rotation.Error
 	if errors.As(err, &rerr) && rerr.Result != nil {
-		s.log.Error("rotation failed", "name", req.Name, "error", rerr.Err)
+		s.log.Error("rotation failed", "request_id", requestID(r.Context()), "name", req.Name, "error", rerr.Err)
 		writeJSON(w, http.StatusBadGateway, rotateErrorBody{
-			errorBody: errorBody{Error: "rotation_incomplete", Message: rerr.Message},
+			ErrorBody: ErrorBody{Error: CodeRotationIncomplete, Message: rerr.Message, RequestID: requestID(r.Context())},
 			Sinks:     rerr.Result.Sinks,
 			Warnings:  rerr.Result.Warnings,
 		})
@@ -62,11 +59,12 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 
 // Rotate runs the named rotation if the caller's identity is allowed by the
 // rotation's allow block.
-func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (*rotation.Result, error) {
-	claims, err := s.verifier.Verify(ctx, rawIDToken)
+func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (_ *rotation.Result, err error) {
+	e := s.begin(opRotate)
+	defer func() { s.record(ctx, e, err) }()
+
+	claims, err := s.verify(ctx, e, rawIDToken)
 	if err != nil {
-		s.audit(ctx, "rotate", "deny", nil, auditDetail{reason: err})
-		s.metrics.rotations.WithLabelValues("", "unauthorized").Inc()
 		return nil, err
 	}
 	if s.rotator == nil {
@@ -78,36 +76,26 @@ func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (*rotation
 		rot, _ = p.Rotation(name)
 	}
 	if rot == nil {
-		s.audit(ctx, "rotate", "deny", claims, auditDetail{reason: errNoSuchRotation})
-		s.metrics.rotations.WithLabelValues("", "unknown").Inc()
 		return nil, errNoSuchRotation
 	}
-	if !rot.Allows(policy.Claims(claims.Strings)) {
-		s.audit(ctx, "rotate", "deny", claims, auditDetail{tokenID: rot.TokenID, reason: errRotationDenied})
-		s.metrics.rotations.WithLabelValues(rot.Name, "deny").Inc()
+	e.rotation, e.tokenID = rot.Name, rot.TokenID
+	if m, missed := rot.Explain(policy.Claims(claims.Strings)); missed {
+		s.logMiss(ctx, opRotate, m)
 		return nil, errRotationDenied
 	}
-	if err := s.spend(claims); err != nil {
-		s.audit(ctx, "rotate", "deny", claims, auditDetail{tokenID: rot.TokenID, reason: err})
-		s.metrics.rotations.WithLabelValues(rot.Name, "unauthorized").Inc()
+	if err := s.spend(ctx, claims); err != nil {
 		return nil, err
 	}
 	// The rotation must finish even if the caller goes away: stopping
 	// halfway is what could lose a value.
 	res, err := s.rotator.Rotate(context.WithoutCancel(ctx), rot)
 	if err != nil {
-		s.audit(ctx, "rotate", "error", claims, auditDetail{tokenID: rot.TokenID, reason: err})
-		s.metrics.rotations.WithLabelValues(rot.Name, "error").Inc()
-		var rerr *rotation.Error
-		if !errors.As(err, &rerr) {
-			// Once a rotation has started, no answer may look retryable
-			// (429, 503): the action would run a second rotation. Whatever
-			// the error, it is a 502.
-			err = &rotationFailedError{err: err}
-		}
-		return res, err
+		// Once a rotation has started, no answer may look retryable (429,
+		// 503): the action would run a second rotation. Whatever the
+		// error, it is a 502; a *rotation.Error inside still gives the
+		// answer its sinks.
+		return res, &rotationFailedError{err: err}
 	}
-	s.audit(ctx, "rotate", "allow", claims, auditDetail{tokenID: res.TokenID})
-	s.metrics.rotations.WithLabelValues(rot.Name, "ok").Inc()
+	e.tokenID = res.TokenID
 	return res, nil
 }

@@ -113,7 +113,7 @@ rotations:
 	}
 	b, err := broker.New(broker.Config{
 		Astro: ac, OrganizationID: emu.OrganizationID(), Verifier: v,
-		Replay: idtoken.NewReplayGuard(100, c.Now), Policies: store, Rotator: rot, Logger: logger, Now: c.Now,
+		Store: memStore(100, c.Now), Policies: store, Rotator: rot, Logger: logger, Now: c.Now,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -28,6 +28,7 @@ func (b *actionBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.mu.Lock()
 	b.paths = append(b.paths, r.URL.Path)
 	b.mu.Unlock()
+	w.Header().Set("X-Request-Id", "stub-1")
 	if !strings.HasPrefix(r.Header.Get("Authorization"), "Bearer ") {
 		w.WriteHeader(http.StatusUnauthorized)
 		return
@@ -113,7 +114,7 @@ func TestActionEntrypoints(t *testing.T) {
 			exchangeStatus: 403,
 			wantMainCode:   1,
 			wantPaths:      []string{"/v1/exchange"},
-			wantStdout:     []string{"::error::the broker refused the exchange (403 forbidden): no rule matches — ask your platform team"},
+			wantStdout:     []string{"::error::the broker refused the exchange (403 forbidden, request id stub-1): no rule matches — ask your platform team"},
 		},
 		{
 			name:           "failed revoke: warning, exit 0",
@@ -121,7 +122,7 @@ func TestActionEntrypoints(t *testing.T) {
 			postArgs:       []string{"/usr/local/bin/astro-sts-post"},
 			exchangeStatus: 200, revokeStatus: 403,
 			wantPaths:  []string{"/v1/exchange", "/v1/revoke"},
-			wantStdout: []string{"::warning::Could not revoke Astro token tok_1: the broker refused the revoke (403)"},
+			wantStdout: []string{"::warning::Could not revoke Astro token tok_1: the broker refused the revoke (403, request id stub-1)"},
 		},
 	}
 	for _, tt := range tests {

@@ -33,7 +33,7 @@ func TestRunDemo(t *testing.T) {
 			for _, want := range []string{
 				"1. Main step of the action", "| Exported it as ASTRO_API_TOKEN",
 				"-> 200 OK, 1 token(s)", "| Revoked Astro token ", "-> 401 Unauthorized",
-				"The broker answered 403 denied", "1 token(s) deleted", "All steps turned out as expected.",
+				"403 denied, request id ", "1 token(s) deleted", "All steps turned out as expected.",
 			} {
 				if !strings.Contains(out, want) {
 					t.Errorf("stdout lacks %q:\n%s", want, out)

@@ -15,6 +15,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"sync"
@@ -127,6 +128,7 @@ type e2eWorld struct {
 	iss       *issuer.Issuer
 	policy    string
 	brokerURL string
+	logs      *e2eLogs     // the first broker's log
 	runs      atomic.Int64 // hands out run ids, so that each job is its own run
 }
 
@@ -178,9 +180,12 @@ func (w *e2eWorld) startBroker() (url string, stop func()) {
 		t.Fatal(err)
 	}
 	logs := &e2eLogs{}
+	if w.logs == nil {
+		w.logs = logs
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- serve(ctx, cfg, env, ln, slog.New(slog.NewJSONHandler(logs, nil)), nil) }()
+	go func() { done <- serve(ctx, cfg, ln, slog.New(slog.NewJSONHandler(logs, nil)), nil) }()
 	var once sync.Once
 	stop = func() {
 		once.Do(func() {
@@ -461,7 +466,7 @@ func TestE2EMainFails(t *testing.T) {
 	}{
 		{name: "no broker", brokerURL: dead, wantError: "check broker-url and that the broker is up"},
 		{name: "broker refuses", brokerURL: w.brokerURL, untrusted: true,
-			wantError: "the broker refused the exchange (403 denied): no policy rule allows this identity — ask your platform team"},
+			wantError: "): no policy rule allows this identity — no rule of the trust policy trusts this job: hand the rule in the step summary, and the request id, to your platform team"},
 		{name: "no id-token permission", brokerURL: w.brokerURL, noIDToken: true,
 			wantError: "no OIDC token: add `permissions: id-token: write` to the job"},
 	}
@@ -489,6 +494,9 @@ func TestE2EMainFails(t *testing.T) {
 			if len(errorLines) != 1 || !strings.HasPrefix(errorLines[0], "::error::") || !strings.Contains(errorLines[0], tt.wantError) {
 				t.Errorf("error annotations %q, want one containing %q\nstdout:\n%s", errorLines, tt.wantError, res.stdout)
 			}
+			if tt.untrusted && len(errorLines) == 1 {
+				checkRefusalExplained(t, w, job, res.stdout, errorLines[0])
+			}
 			for name, read := range map[string]func() (map[string]string, error){
 				"GITHUB_ENV": job.runner.ExportedEnv, "GITHUB_OUTPUT": job.runner.Outputs, "GITHUB_STATE": job.runner.State,
 			} {
@@ -501,6 +509,46 @@ func TestE2EMainFails(t *testing.T) {
 				t.Errorf("a failed main step minted %v", ids)
 			}
 		})
+	}
+}
+
+// checkRefusalExplained: the job log and the step summary of a refused job
+// hold the request id of its error, its identity and a rule for it; the
+// broker's log explains the refusal under that id; no OIDC token shows
+// anywhere but in its ::add-mask:: line.
+func checkRefusalExplained(t *testing.T, w *e2eWorld, job *e2eJob, stdout, errorLine string) {
+	t.Helper()
+	m := regexp.MustCompile(`\(403 denied, request id ([A-Za-z0-9._-]+)\)`).FindStringSubmatch(errorLine)
+	if m == nil {
+		t.Fatalf("the error %q has no request id", errorLine)
+	}
+	id := m[1]
+	for _, want := range []string{
+		"The broker refused this job's token exchange. Request id: " + id + " ",
+		"  repository_id:       654321\n",
+		"      repository_id: \"654321\"\n",
+	} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("the job log lacks %q:\n%s", want, stdout)
+		}
+	}
+	summary, err := job.runner.Summary()
+	if err != nil || !strings.Contains(summary, "### Astro API token refused") || !strings.Contains(summary, id) {
+		t.Errorf("step summary (%v):\n%s", err, summary)
+	}
+	for i, line := range strings.Split(stdout+"\n"+summary, "\n") {
+		if strings.Contains(line, "eyJ") && !strings.HasPrefix(line, "::add-mask::") {
+			t.Errorf("line %d shows a JWT: %q", i+1, line)
+		}
+	}
+	explained := 0
+	for _, line := range strings.Split(w.logs.String(), "\n") {
+		if strings.Contains(line, `"msg":"denial explained"`) && strings.Contains(line, `"request_id":"`+id+`"`) {
+			explained++
+		}
+	}
+	if explained == 0 {
+		t.Errorf("the broker's log has no explanation under request id %s", id)
 	}
 }
 

@@ -14,15 +14,17 @@ import (
 	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
-const emulatorAbout = `Serve an in-memory emulator of the Astro API v1 token endpoints, for tests,
-demos and the real astro CLI (which uses http://localhost:8888/v1 for the
-domain localhost). See docs/emulator.md.
+const emulatorAbout = `Serve an in-memory emulator of the Astro API v1 token and Deployment
+endpoints, for tests, demos and the real astro CLI (which uses
+http://localhost:8888/v1 for the domain localhost). See docs/emulator.md.
 
 The first line on stdout is one JSON object with what a client needs:
   {"url": "http://127.0.0.1:8888/v1", "organization_id": "...",
-   "organization_token": "...", "workspace_ids": [...], "deployment_ids": [...]}
-organization_token is an ORGANIZATION_OWNER token that never expires. The
-emulator then serves until SIGINT or SIGTERM and shuts down gracefully.
+   "organization_token": "...", "workspace_ids": [...], "deployment_ids": [...],
+   "cluster_id": "..."}
+organization_token is an ORGANIZATION_OWNER token that never expires. Each
+Workspace has one Dedicated Deployment on the cluster. The emulator then
+serves until SIGINT or SIGTERM and shuts down gracefully.
 
 It refuses to listen on anything but loopback unless --allow-remote is given:
 whoever reaches it gets an owner token printed on its stdout.`
@@ -37,6 +39,7 @@ type emulatorInfo struct {
 	OrganizationToken string   `json:"organization_token"`
 	WorkspaceIDs      []string `json:"workspace_ids"`
 	DeploymentIDs     []string `json:"deployment_ids"`
+	ClusterID         string   `json:"cluster_id"`
 }
 
 // runEmulator is the 'emulator' subcommand.
@@ -89,6 +92,7 @@ func runEmulator(ctx context.Context, args []string, _ map[string]string, stdout
 		OrganizationToken: emu.OrganizationToken(),
 		WorkspaceIDs:      emu.WorkspaceIDs(),
 		DeploymentIDs:     emu.DeploymentIDs(),
+		ClusterID:         emu.ClusterID(),
 	})
 	if err == nil {
 		_, err = fmt.Fprintf(stdout, "%s\n", line)

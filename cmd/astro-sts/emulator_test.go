@@ -39,7 +39,7 @@ func TestRunEmulator(t *testing.T) {
 		t.Fatalf("first line %q: %v", line, err)
 	}
 	if !strings.HasPrefix(info.URL, "http://127.0.0.1:") || !strings.HasSuffix(info.URL, "/v1") ||
-		info.OrganizationID == "" || info.OrganizationToken == "" || len(info.WorkspaceIDs) != 3 || len(info.DeploymentIDs) != 3 {
+		info.OrganizationID == "" || info.OrganizationToken == "" || len(info.WorkspaceIDs) != 3 || len(info.DeploymentIDs) != 3 || info.ClusterID == "" {
 		t.Fatalf("info = %+v", info)
 	}
 
@@ -54,6 +54,18 @@ func TestRunEmulator(t *testing.T) {
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != 200 || page.TotalCount != 1 || page.Tokens[0].Scope != astro.ScopeOrganization {
 		t.Fatalf("list: %d %+v %v", resp.StatusCode, page, err)
+	}
+
+	req, _ = http.NewRequestWithContext(t.Context(), "GET", info.URL+"/organizations/"+info.OrganizationID+"/deployments", nil)
+	req.Header.Set("Authorization", "Bearer "+info.OrganizationToken)
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	var deps astro.DeploymentsPage
+	err = json.NewDecoder(resp.Body).Decode(&deps)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || deps.TotalCount != 3 || *deps.Deployments[0].ClusterID != info.ClusterID {
+		t.Fatalf("list Deployments: %d %+v %v", resp.StatusCode, deps, err)
 	}
 
 	cancel()

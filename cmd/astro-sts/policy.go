@@ -12,7 +12,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
 )
 
@@ -21,8 +23,11 @@ const maxPolicyInputSize = 1 << 20
 
 // runPolicy is the 'policy' subcommand, for platform teams to run in CI on
 // policy changes: 'policy check' decides a set of claims and a request
-// exactly as the broker would (exit 0 allow, 1 deny); 'policy validate'
-// loads a policy and reports every problem (exit 0 or 1).
+// exactly as the broker would (exit 0 allow, 1 deny, 2 when the policy, the
+// claims or the usage is wrong, so that a job asserting a denial cannot
+// pass on a broken input); 'policy validate' loads a policy, reports every
+// problem (exit 1) and warns about rules wider than they look (exit 0, or
+// 1 with --strict).
 func runPolicy(_ context.Context, args []string, _ map[string]string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		printPolicyUsage(stderr)
@@ -45,8 +50,10 @@ func printPolicyUsage(w io.Writer) {
 	fmt.Fprint(w, `Usage: astro-sts policy <command> [flags]
 
 Commands:
-  check     decide a set of claims and a request as the broker would (exit 0 allow, 1 deny)
-  validate  load a policy and report every problem (exit 0 valid, 1 invalid)
+  check     decide a set of claims and a request as the broker would
+            (exit 0 allow, 1 deny, 2 invalid policy, claims or usage)
+  validate  load a policy, report every problem and warn about wide rules
+            (exit 0 valid, 1 invalid, or with --strict any warning)
 
 Run 'astro-sts policy <command> --help' for its flags.
 `)
@@ -54,25 +61,35 @@ Run 'astro-sts policy <command> --help' for its flags.
 
 func runPolicyCheck(args []string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("policy check", `Decide a token's claims and a request with a trust policy, exactly as the
-broker would, and print the decision and the deciding rule. Exit 0 on allow,
-1 on deny (or an invalid policy), 2 on bad usage.
+broker would, and print the decision, the deciding rule and, for a denial,
+the broker's code and the rules that came closest. Exit 0 on allow, 1 on
+deny, 2 on an invalid policy, claims or request file, or bad usage: a CI
+job that expects a denial cannot pass on a broken input.
 
---claims is a decoded token payload (JSON object); non-string claims are
-ignored, as the broker ignores them. --request is strict JSON with any of
-workspace_id, deployment_id, role and ttl (a Go duration such as "15m"), or
-@FILE to read it from a file.`, stderr)
+--claims is a decoded token payload (JSON object); --token is a whole ID
+token (a JWT, e.g. one a debug step printed), decoded WITHOUT verification:
+for testing only. Non-string claims are ignored, as the broker ignores
+them. --request is strict JSON with any of workspace_id, deployment_id, role
+and ttl (a Go duration such as "15m"), or @FILE to read it from a file.`, stderr)
 	policyPath := fs.String("policy", "", "trust policy `FILE` (required)")
-	claimsPath := fs.String("claims", "", "claims `FILE`: a decoded ID token payload, JSON (required)")
+	claimsPath := fs.String("claims", "", "claims `FILE`: a decoded ID token payload, JSON (this or --token)")
+	tokenPath := fs.String("token", "", "ID token `FILE`: a JWT whose claims are decoded, not verified (this or --claims)")
 	requestArg := fs.String("request", "", `request as `+"`JSON`"+`, e.g. '{"role": "WORKSPACE_AUTHOR", "ttl": "15m"}', or @FILE`)
 	asJSON := fs.Bool("json", false, "print the decision as JSON")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *policyPath == "" || *claimsPath == "" {
+	if *policyPath == "" || (*claimsPath == "") == (*tokenPath == "") {
 		fs.Usage()
-		return usageError("policy check: --policy and --claims are required")
+		return usageError("policy check: --policy and one of --claims or --token are required")
 	}
-	claims, err := readPolicyClaims(*claimsPath)
+	var claims policy.Claims
+	var err error
+	if *tokenPath != "" {
+		claims, err = readPolicyToken(*tokenPath)
+	} else {
+		claims, err = readPolicyClaims(*claimsPath)
+	}
 	if err != nil {
 		return usageError("policy check: %v", err)
 	}
@@ -82,11 +99,11 @@ workspace_id, deployment_id, role and ttl (a Go duration such as "15m"), or
 	}
 	p, err := policy.Load(*policyPath)
 	if err != nil {
-		return &exitError{code: 1, err: fmt.Errorf("policy check: the policy does not load: %w", err)}
+		return &exitError{code: 2, err: fmt.Errorf("policy check: the policy does not load: %w", err)}
 	}
 
 	d, derr := p.Decide(claims, req)
-	out := newPolicyCheckResult(p, d, derr)
+	out := newPolicyCheckResult(p, claims, d, derr)
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")
@@ -97,14 +114,19 @@ workspace_id, deployment_id, role and ttl (a Go duration such as "15m"), or
 		out.print(stdout)
 	}
 	if derr != nil {
-		return &exitError{code: 1, err: fmt.Errorf("policy check: denied: %w", derr)}
+		return &exitError{code: 1, err: fmt.Errorf("policy check: denied (%s): %w", out.Code, derr)}
 	}
 	return nil
 }
 
 func runPolicyValidate(args []string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("policy validate", "Load a trust policy and report every problem in it. Exit 0 if it is valid, 1 if not.", stderr)
+	fs := newFlagSet("policy validate", `Load a trust policy and report every problem in it (exit 1). Then warn, on
+stderr, about what the file shows to be wider than it may look: rules that
+bind neither ref nor environment, events that include pull_request_target or
+workflow_run, job_workflow_ref without repository_owner_id, names without
+their numeric ids. Warnings exit 0, or 1 with --strict.`, stderr)
 	policyPath := fs.String("policy", "", "trust policy `FILE` (required)")
+	strict := fs.Bool("strict", false, "exit 1 if there is any warning")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -117,6 +139,13 @@ func runPolicyValidate(args []string, stdout, stderr io.Writer) error {
 		return &exitError{code: 1, err: fmt.Errorf("policy validate: %w", err)}
 	}
 	fmt.Fprintf(stdout, "ok: %d rules, %d rotations (sha256 %s)\n", p.Rules(), len(p.Rotations()), p.Digest())
+	warnings := p.Warnings()
+	for _, w := range warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
+	if *strict && len(warnings) > 0 {
+		return &exitError{code: 1, err: fmt.Errorf("policy validate: %d warnings (--strict)", len(warnings))}
+	}
 	return nil
 }
 
@@ -130,39 +159,51 @@ type policyCheckResult struct {
 	WorkspaceRoles map[string]string `json:"workspace_roles,omitempty"`
 	Role           string            `json:"role,omitempty"`
 	TTL            string            `json:"ttl,omitempty"`
-	// Reason is why a request was denied, as the broker would say it.
-	Reason string `json:"reason,omitempty"`
-	// Kind classifies a denial: no_matching_rule, too_wide, bad_request.
-	Kind         string `json:"kind,omitempty"`
-	PolicyDigest string `json:"policy_sha256"`
+	// RateLimit is the deciding rule's limit per repository, if any.
+	RateLimit string `json:"rate_limit,omitempty"`
+	// Code and Message are the broker's answer to a denied request: its
+	// stable code (denied, too_wide, bad_request) and its message.
+	Code    string `json:"code,omitempty"`
+	Message string `json:"message,omitempty"`
+	// Field and Allowed explain too_wide: what was asked for beyond the
+	// rule's grant, and the most the rule allows.
+	Field   string `json:"field,omitempty"`
+	Allowed string `json:"allowed,omitempty"`
+	// Closest explains denied: the rules that came closest and the first
+	// match entry of each that failed, as the broker's log says it.
+	Closest      []policy.Miss `json:"closest,omitempty"`
+	PolicyDigest string        `json:"policy_sha256"`
 }
 
-func newPolicyCheckResult(p *policy.Policy, d policy.Decision, err error) policyCheckResult {
+// closestRules is how many rules a denial's explanation names.
+const closestRules = 3
+
+func newPolicyCheckResult(p *policy.Policy, c policy.Claims, d policy.Decision, err error) policyCheckResult {
 	r := policyCheckResult{PolicyDigest: p.Digest()}
 	if err != nil {
-		r.Decision = "deny"
-		var we *policy.WidenError
-		switch {
-		case errors.As(err, &we):
-			r.Kind, r.Rule, r.Reason = "too_wide", we.Rule, err.Error()
-		case errors.Is(err, policy.ErrBadRequest):
-			r.Kind, r.Reason = "bad_request", err.Error()
-		case errors.Is(err, policy.ErrNoMatchingRule):
-			r.Kind, r.Reason = "no_matching_rule", "no rule matches the claims"
-		default:
-			r.Kind, r.Reason = "error", err.Error()
+		_, body := broker.Classify(err)
+		r.Decision, r.Code, r.Message = "deny", body.Error, body.Message
+		r.Rule, r.Field, r.Allowed = body.Rule, body.Field, body.Allowed
+		if errors.Is(err, policy.ErrNoMatchingRule) {
+			r.Closest = p.Explain(c, closestRules)
 		}
 		return r
 	}
 	r.Decision = "allow"
 	r.Rule, r.Scope, r.WorkspaceID, r.DeploymentID = d.Rule, d.Scope, d.WorkspaceID, d.DeploymentID
 	r.WorkspaceRoles, r.Role, r.TTL = d.WorkspaceRoles, d.Role, d.TTL.String()
+	if !d.RateLimit.IsZero() {
+		r.RateLimit = d.RateLimit.String()
+	}
 	return r
 }
 
 func (r policyCheckResult) print(w io.Writer) {
 	if r.Decision == "deny" {
-		fmt.Fprintf(w, "deny (%s): %s\n", r.Kind, r.Reason)
+		fmt.Fprintf(w, "deny (%s): %s\n", r.Code, r.Message)
+		for _, m := range r.Closest {
+			fmt.Fprintf(w, "  closest:    rule %q (%d of %d entries hold): %s wants %s, the token has %s\n", m.Rule, m.Held, m.Of, m.Key, m.Expected, m.Actual)
+		}
 		fmt.Fprintf(w, "  policy:     sha256 %s\n", r.PolicyDigest)
 		return
 	}
@@ -183,6 +224,9 @@ func (r policyCheckResult) print(w io.Writer) {
 	}
 	fmt.Fprintf(w, "  role:       %s\n", r.Role)
 	fmt.Fprintf(w, "  ttl:        %s\n", r.TTL)
+	if r.RateLimit != "" {
+		fmt.Fprintf(w, "  rate limit: %s per repository\n", r.RateLimit)
+	}
 	fmt.Fprintf(w, "  policy:     sha256 %s\n", r.PolicyDigest)
 }
 
@@ -209,6 +253,20 @@ func readPolicyClaims(path string) (policy.Claims, error) {
 		}
 	}
 	return c, nil
+}
+
+// readPolicyToken reads an ID token (a JWT) and decodes its string claims
+// without verifying it: --token is for trying a real token's claims.
+func readPolicyToken(path string) (policy.Claims, error) {
+	data, err := readPolicyInput(path)
+	if err != nil {
+		return nil, fmt.Errorf("--token: %w", err)
+	}
+	c, err := idtoken.UnverifiedClaims(strings.TrimSpace(string(data)))
+	if err != nil {
+		return nil, fmt.Errorf("--token %s: not an ID token: %v", path, err)
+	}
+	return policy.Claims(c), nil
 }
 
 // parsePolicyRequest decodes --request: strict JSON, inline or @FILE. Empty is
@@ -239,6 +297,11 @@ func parsePolicyRequest(arg string) (policy.Request, error) {
 		return policy.Request{}, errors.New("trailing data after the JSON object")
 	}
 	r := policy.Request{WorkspaceID: in.WorkspaceID, DeploymentID: in.DeploymentID, Role: in.Role}
+	if err := r.Validate(); err != nil {
+		// Malformed whatever the policy: the broker refuses it (400)
+		// before any rule is tried, and the check calls it bad usage.
+		return policy.Request{}, err
+	}
 	if in.TTL != "" {
 		// The broker refuses a ttl that is not a positive duration before
 		// the policy sees it (400); so does the check, rather than print

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -73,6 +74,15 @@ func TestPolicyCheck(t *testing.T) {
 	pushClaims := writePolicyTemp(t, "push.json", strings.Replace(policyCheckClaims, `"workflow_dispatch"`, `"schedule"`, 1))
 	otherRepo := writePolicyTemp(t, "other.json", `{"repository_id": "75", "repository_owner_id": "66", "ref": "refs/heads/main"}`)
 	reqFile := writePolicyTemp(t, "req.json", `{"role": "WORKSPACE_MEMBER"}`)
+	severalDepsYAML := "rules:\n  - name: deps\n    match: {repository_id: \"74\"}\n    grant: {deployments: [d1, d2], max_ttl: 5m}\n"
+	severalDeps := writePolicyTemp(t, "deps.yaml", severalDepsYAML)
+	severalDepsSum := sha256.Sum256([]byte(severalDepsYAML))
+	severalDepsDigest := hex.EncodeToString(severalDepsSum[:])
+	cleanYAML := "rules:\n  - name: narrow\n    match: {repository_owner_id: \"65\", repository_id: \"74\", ref: refs/heads/main, event_name: push}\n    grant: {deployments: [d1], max_ttl: 5m}\n"
+	cleanPolicy := writePolicyTemp(t, "clean.yaml", cleanYAML)
+	cleanSum := sha256.Sum256([]byte(cleanYAML))
+	cleanDigest := hex.EncodeToString(cleanSum[:])
+	tokenFile := writePolicyTemp(t, "token.jwt", unsignedJWT(t, policyCheckClaims)+"\n")
 	badPolicy := writePolicyTemp(t, "bad.yaml", "rules:\n  - name: r\n    match: {event_name: push}\n    grant: {workspaces: [ws], max_role: WORKSPACE_GOD, max_ttl: 5m}\n")
 
 	tests := []struct {
@@ -127,9 +137,11 @@ func TestPolicyCheck(t *testing.T) {
 			name:     "deny: no rule matches",
 			args:     []string{"check", "--policy", pol, "--claims", otherRepo},
 			wantCode: 1,
-			wantStdout: `deny (no_matching_rule): no rule matches the claims
+			wantStdout: `deny (denied): no policy rule allows this identity
+  closest:    rule "deploy-main" (1 of 3 entries hold): repository_id wants "74", the token has "75"
+  closest:    rule "org-wide" (0 of 2 entries hold): repository_owner_id wants "65", the token has "66"
   policy:     sha256 ` + digest + "\n",
-			wantErr: []string{"denied", "no rule matches"},
+			wantErr: []string{"denied (denied)", "no rule matches"},
 		},
 		{
 			name:     "deny: widening",
@@ -140,19 +152,37 @@ func TestPolicyCheck(t *testing.T) {
 			wantErr: []string{"denied"},
 		},
 		{
-			name:     "deny: bad request",
-			args:     []string{"check", "--policy", pol, "--claims", claims, "--request", `{"workspace_id": "ws-prod", "deployment_id": "dep"}`},
+			name:     "deny: the grant needs more than the request says",
+			args:     []string{"check", "--policy", severalDeps, "--claims", claims},
 			wantCode: 1,
-			wantStdout: `deny (bad_request): policy: bad request: ask for workspace_id or deployment_id, not both
+			wantStdout: `deny (bad_request): the request is malformed: policy: bad request: rule "deps" grants several Deployments: ask for one with deployment_id
+  policy:     sha256 ` + severalDepsDigest + "\n",
+		},
+		// Malformed whatever the policy: bad usage, as the broker's 400
+		// before any rule.
+		{"request for a Workspace and a Deployment", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"workspace_id": "ws-prod", "deployment_id": "dep"}`}, 2, "", []string{"not both"}},
+		{"request for an unknown role", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"role": "ROOT"}`}, 2, "", []string{`unknown role "ROOT"`}},
+		{
+			name:     "a real token's claims, unverified",
+			args:     []string{"check", "--policy", pol, "--token", tokenFile},
+			wantCode: 0,
+			wantStdout: `allow: rule "deploy-main"
+  scope:      WORKSPACE
+  workspace:  ws-prod
+  role:       WORKSPACE_OPERATOR
+  ttl:        30m0s
   policy:     sha256 ` + digest + "\n",
 		},
+		{"a token that is not one", []string{"check", "--policy", pol, "--token", writePolicyTemp(t, "t.jwt", "not.a-token")}, 2, "", []string{"not an ID token"}},
+		{"both --claims and --token", []string{"check", "--policy", pol, "--claims", claims, "--token", tokenFile}, 2, "", []string{"one of --claims or --token"}},
 		{
 			name:     "bad policy file: every problem",
 			args:     []string{"check", "--policy", badPolicy, "--claims", claims},
-			wantCode: 1,
+			wantCode: 2,
 			wantErr:  []string{"the policy does not load", "identity constraint", `"WORKSPACE_GOD"`},
 		},
-		{"missing policy file", []string{"check", "--policy", filepath.Join(t.TempDir(), "nope.yaml"), "--claims", claims}, 1, "", []string{"no such file"}},
+		{"missing policy file", []string{"check", "--policy", filepath.Join(t.TempDir(), "nope.yaml"), "--claims", claims}, 2, "", []string{"no such file"}},
+		{"missing claims file", []string{"check", "--policy", pol, "--claims", filepath.Join(t.TempDir(), "nope.json")}, 2, "", []string{"no such file"}},
 		{"request with an unknown field", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"roles": "x"}`}, 2, "", []string{`unknown field "roles"`}},
 		{"request with a bad ttl", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "30"}`}, 2, "", []string{`ttl "30"`}},
 		// The broker refuses these (400) before the policy sees them: a zero
@@ -161,11 +191,13 @@ func TestPolicyCheck(t *testing.T) {
 		{"request with a negative ttl", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "-5m"}`}, 2, "", []string{`ttl "-5m" is not a positive duration`}},
 		{"request with trailing data", []string{"check", "--policy", pol, "--claims", claims, "--request", `{} {}`}, 2, "", []string{"trailing data"}},
 		{"claims not an object", []string{"check", "--policy", pol, "--claims", writePolicyTemp(t, "c.json", `["a"]`)}, 2, "", []string{"not a JSON object"}},
-		{"missing claims flag", []string{"check", "--policy", pol}, 2, "", []string{"--policy and --claims are required"}},
+		{"missing claims flag", []string{"check", "--policy", pol}, 2, "", []string{"--policy and one of --claims or --token are required"}},
 		{"stray argument", []string{"check", "--policy", pol, "--claims", claims, "extra"}, 2, "", []string{`unexpected argument "extra"`}},
 		{"unknown subcommand", []string{"frobnicate"}, 2, "", []string{`unknown command "frobnicate"`}},
 		{"no subcommand", nil, 2, "", []string{"say check or validate"}},
-		{"validate ok", []string{"validate", "--policy", pol}, 0, "ok: 2 rules, 0 rotations (sha256 " + digest + ")\n", nil},
+		{"validate ok, with a warning", []string{"validate", "--policy", pol}, 0, "ok: 2 rules, 0 rotations (sha256 " + digest + ")\n", nil},
+		{"validate --strict fails on a warning", []string{"validate", "--strict", "--policy", pol}, 1, "ok: 2 rules, 0 rotations (sha256 " + digest + ")\n", []string{"1 warnings (--strict)"}},
+		{"validate --strict passes without one", []string{"validate", "--strict", "--policy", cleanPolicy}, 0, "ok: 1 rules, 0 rotations (sha256 " + cleanDigest + ")\n", nil},
 		{"validate bad", []string{"validate", "--policy", badPolicy}, 1, "", []string{"policy validate", `rules[0] "r".match: needs at least one identity constraint`, `rules[0] "r".grant.max_role`}},
 		{"validate without --policy", []string{"validate"}, 2, "", []string{"--policy is required"}},
 	}
@@ -188,6 +220,27 @@ func TestPolicyCheck(t *testing.T) {
 	}
 }
 
+// unsignedJWT wraps a claims payload in a JWT with an empty signature: all
+// --token needs, since it never verifies.
+func unsignedJWT(t *testing.T, payload string) string {
+	t.Helper()
+	enc := base64.RawURLEncoding.EncodeToString
+	return enc([]byte(`{"alg":"RS256","kid":"k"}`)) + "." + enc([]byte(payload)) + "."
+}
+
+// validate's warnings go to stderr, one per line, whatever the exit code.
+func TestPolicyValidateWarnings(t *testing.T) {
+	pol := writePolicyTemp(t, "policy.yaml", policyCheckYAML)
+	var stdout, stderr bytes.Buffer
+	if err := runPolicy(context.Background(), []string{"validate", "--policy", pol}, nil, &stdout, &stderr); err != nil {
+		t.Fatal(err)
+	}
+	want := `warning: rules[1] "org-wide": binds no event_name: pull_request_target and workflow_run runs, which carry the repository's identity for code it may not have reviewed, match too` + "\n"
+	if diff := cmp.Diff(want, stderr.String()); diff != "" {
+		t.Errorf("stderr (-want +got):\n%s", diff)
+	}
+}
+
 func TestPolicyCheckJSON(t *testing.T) {
 	pol := writePolicyTemp(t, "policy.yaml", policyCheckYAML)
 	claims := writePolicyTemp(t, "claims.json", policyCheckClaims)
@@ -202,8 +255,8 @@ func TestPolicyCheckJSON(t *testing.T) {
 		t.Fatal(err)
 	}
 	delete(got, "policy_sha256")
-	want := map[string]any{"decision": "deny", "kind": "too_wide", "rule": "deploy-main",
-		"reason": `role WORKSPACE_OWNER exceeds WORKSPACE_OPERATOR allowed by rule "deploy-main"`}
+	want := map[string]any{"decision": "deny", "code": "too_wide", "rule": "deploy-main", "field": "role", "allowed": "WORKSPACE_OPERATOR",
+		"message": `role WORKSPACE_OWNER exceeds WORKSPACE_OPERATOR allowed by rule "deploy-main"`}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
@@ -219,5 +272,29 @@ func TestPolicyHelp(t *testing.T) {
 		if stdout.Len()+stderr.Len() == 0 {
 			t.Errorf("%v printed no help", args)
 		}
+	}
+}
+
+// TestPolicyCheckRateLimit: the deciding rule's rate limit is part of what
+// a check shows, in text and JSON.
+func TestPolicyCheckRateLimit(t *testing.T) {
+	pol := writePolicyTemp(t, "policy.yaml", "rate_limit: {rate: 30/h, burst: 10}\n"+policyCheckYAML)
+	claims := writePolicyTemp(t, "claims.json", policyCheckClaims)
+	var text, js bytes.Buffer
+	if err := runPolicy(context.Background(), []string{"check", "--policy", pol, "--claims", claims}, nil, &text, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(text.String(), "  rate limit: 30/1h0m0s, burst 10 per repository\n") {
+		t.Errorf("output lacks the rate limit:\n%s", text.String())
+	}
+	if err := runPolicy(context.Background(), []string{"check", "--json", "--policy", pol, "--claims", claims}, nil, &js, io.Discard); err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(js.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got["rate_limit"] != "30/1h0m0s, burst 10" {
+		t.Errorf("rate_limit = %v, want 30/1h0m0s, burst 10", got["rate_limit"])
 	}
 }

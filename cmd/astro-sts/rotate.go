@@ -3,22 +3,17 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"strings"
 	"time"
-
-	"github.com/caarlos0/env/v11"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
-	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
 const rotateAbout = `Run one rotation of a trust policy's rotations section without a broker, for
@@ -40,53 +35,6 @@ Configuration comes from the environment (every problem is reported at once):
   plus the Vault and GitHub settings of docs/sinks.md for the rotation's sinks
   (only those of the rotation run are required).`
 
-// rotateConfig is the Astro part of `astro-sts rotate`'s environment: the
-// broker's variables of the same names (internal/config.Broker), without
-// the ones only a server needs.
-type rotateConfig struct {
-	AstroAPIURL           string `env:"ASTRO_API_URL" envDefault:"https://api.astronomer.io/v1"`
-	OrganizationID        string `env:"ASTRO_ORGANIZATION_ID"`
-	OrganizationToken     string `env:"ASTRO_ORGANIZATION_TOKEN,unset"`
-	OrganizationTokenFile string `env:"ASTRO_ORGANIZATION_TOKEN_FILE"`
-	LogLevel              string `env:"ASTRO_STS_LOG_LEVEL" envDefault:"info"`
-}
-
-// loadRotateConfig parses environ, reads the token file if one is named,
-// and reports every problem at once. No error shows the token.
-func loadRotateConfig(environ map[string]string) (rotateConfig, error) {
-	var c rotateConfig
-	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
-		return c, err
-	}
-	var errs []error
-	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	if err := config.CheckURL(c.AstroAPIURL); err != nil {
-		add("ASTRO_API_URL: %v", err)
-	}
-	if c.OrganizationID == "" {
-		add("ASTRO_ORGANIZATION_ID is required")
-	}
-	switch {
-	case c.OrganizationToken != "":
-	case c.OrganizationTokenFile == "":
-		add("one of ASTRO_ORGANIZATION_TOKEN or ASTRO_ORGANIZATION_TOKEN_FILE is required")
-	default:
-		b, err := os.ReadFile(c.OrganizationTokenFile)
-		switch {
-		case err != nil:
-			add("ASTRO_ORGANIZATION_TOKEN_FILE: %v", err)
-		case strings.TrimSpace(string(b)) == "":
-			add("ASTRO_ORGANIZATION_TOKEN_FILE %q is empty", c.OrganizationTokenFile)
-		default:
-			c.OrganizationToken = strings.TrimSpace(string(b))
-		}
-	}
-	if _, err := config.ParseLevel(c.LogLevel); err != nil {
-		add("ASTRO_STS_LOG_LEVEL: %v", err)
-	}
-	return c, errors.Join(errs...)
-}
-
 // runRotate is the 'rotate' subcommand.
 func runRotate(ctx context.Context, args []string, environ map[string]string, stdout, stderr io.Writer) error {
 	fs := newFlagSet("rotate", rotateAbout, stderr)
@@ -99,9 +47,8 @@ func runRotate(ctx context.Context, args []string, environ map[string]string, st
 		return usageError("rotate: --policy and --name are required (see astro-sts rotate --help)")
 	}
 
-	cfg, err := loadRotateConfig(environ)
-	sinkCfg, serr := sink.LoadConfig(environ)
-	if err := errors.Join(err, serr); err != nil {
+	cfg, err := config.LoadRotate(environ)
+	if err != nil {
 		return fmt.Errorf("rotate: invalid configuration:\n%w", err)
 	}
 	p, err := policy.Load(*policyFile)
@@ -117,7 +64,7 @@ func runRotate(ctx context.Context, args []string, environ map[string]string, st
 		return fmt.Errorf("rotate: %s has no rotation %q (it has: %s)", *policyFile, *name, strings.Join(names, ", "))
 	}
 	// Only this rotation's sinks need credentials: a CronJob runs one.
-	if err := rotation.CheckRotation(r, sinkCfg); err != nil {
+	if err := rotation.CheckRotation(r, cfg.Sinks); err != nil {
 		return fmt.Errorf("rotate: invalid configuration:\n%w", err)
 	}
 
@@ -125,8 +72,8 @@ func runRotate(ctx context.Context, args []string, environ map[string]string, st
 	logger := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	httpClient := &http.Client{Timeout: 30 * time.Second}
 	ac, err := astro.New(astro.Config{
-		BaseURL:    cfg.AstroAPIURL,
-		Token:      cfg.OrganizationToken,
+		BaseURL:    cfg.Astro.APIURL,
+		Token:      cfg.Astro.OrganizationToken().Reveal(),
 		HTTPClient: httpClient,
 		UserAgent:  "astro-sts/" + version,
 	})
@@ -135,8 +82,8 @@ func runRotate(ctx context.Context, args []string, environ map[string]string, st
 	}
 	rt, err := rotation.New(rotation.Config{
 		Astro:          ac,
-		OrganizationID: cfg.OrganizationID,
-		Sinks:          rotation.NewSinks(sinkCfg, httpClient, logger),
+		OrganizationID: cfg.Astro.OrganizationID,
+		Sinks:          rotation.NewSinks(cfg.Sinks, httpClient, logger),
 		Logger:         logger,
 	})
 	if err != nil {

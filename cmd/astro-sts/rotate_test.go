@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/githubtest"
 	"github.com/astro-sts/astro-sts/internal/policy"
@@ -239,7 +240,7 @@ func TestRotateConfigTokenFile(t *testing.T) {
 	if err := os.WriteFile(empty, []byte(" \n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, err := loadRotateConfig(map[string]string{
+	_, err := config.LoadRotate(map[string]string{
 		"ASTRO_ORGANIZATION_ID": "org", "ASTRO_ORGANIZATION_TOKEN_FILE": empty, "ASTRO_API_URL": "http://astro.example.com/v1",
 		"ASTRO_STS_LOG_LEVEL": "loud",
 	})
@@ -259,23 +260,24 @@ func TestRotateConfigTokenFile(t *testing.T) {
 func TestRotationCheck(t *testing.T) {
 	e := newRotateEnv(t)
 	rulesOnly := writePolicyTemp(t, "rules.yaml", policyCheckYAML)
+	withCredentials, err := config.LoadRotate(e.environ)
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name    string
 		path    string
-		environ map[string]string
+		cfg     sink.Config
 		wantErr string
 	}{
-		{"no rotations", rulesOnly, map[string]string{}, ""},
-		{"rotations with credentials", e.policy, e.environ, ""},
-		{"rotations without credentials", e.policy, map[string]string{}, `rotation "airflow-ci"`},
+		{"no rotations", rulesOnly, sink.Config{}, ""},
+		{"rotations with credentials", e.policy, withCredentials.Sinks, ""},
+		{"rotations without credentials", e.policy, sink.Config{}, `rotation "airflow-ci"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, err := sink.LoadConfig(tt.environ)
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, err = policy.NewStore(tt.path, nil, rotationCheck(cfg))
+			cfg := tt.cfg
+			_, err := policy.NewStore(tt.path, nil, rotationCheck(cfg))
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("err = %v, want %q", err, tt.wantErr)
 			}
@@ -289,7 +291,7 @@ func TestRotationCheck(t *testing.T) {
 		})
 	}
 	// A half-configured sink is refused when the configuration loads.
-	if _, err := sink.LoadConfig(map[string]string{"GITHUB_TOKEN": "x", "VAULT_TOKEN": "y"}); err == nil || !strings.Contains(err.Error(), "VAULT_ADDR") {
+	if _, err := config.LoadRotate(map[string]string{"GITHUB_TOKEN": "x", "VAULT_TOKEN": "y"}); err == nil || !strings.Contains(err.Error(), "VAULT_ADDR") {
 		t.Errorf("half-configured Vault: %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,8 +19,9 @@ import (
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
-	"github.com/astro-sts/astro-sts/internal/sink"
+	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 )
 
 const serveAbout = `Run the broker: verify GitHub Actions OIDC ID tokens, decide with the trust
@@ -36,6 +38,12 @@ Configuration comes from the environment (every problem is reported at once):
   ASTRO_ORGANIZATION_TOKEN        an Organization Owner token, or
   ASTRO_ORGANIZATION_TOKEN_FILE   a file holding it
   ASTRO_STS_REAP_INTERVAL         default 30s
+  ASTRO_STS_POLICY_RELOAD_INTERVAL  how often the policy file is checked (default 10s; 0: SIGHUP only)
+  ASTRO_STS_REPLAY_CACHE_SIZE     ID tokens remembered against replay (default 100000; memory only)
+  ASTRO_STS_REDIS_URL             redis:// or rediss:// (TLS), user and password allowed: share replay,
+                                  rate limits and the reaper among replicas (default: this process's memory)
+  ASTRO_STS_REDIS_PASSWORD_FILE   a file holding the Redis password (instead of one in the URL)
+  ASTRO_STS_REDIS_CA_FILE         PEM CAs for a rediss:// server (default: the system's)
   ASTRO_STS_LOG_LEVEL             debug, info (default), warn, error
   plus the Vault and GitHub settings of docs/sinks.md when the policy has rotations.`
 
@@ -50,6 +58,11 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 	}
 	level, _ := config.ParseLevel(cfg.LogLevel)
 	logger := slog.New(slog.NewJSONHandler(stdout, &slog.HandlerOptions{Level: level}))
+	// go-redis reports its pool's failures (a refused dial) through a
+	// logger of its own, a process global, in plain text on stderr. Each
+	// such failure also fails the request that met it, which the broker
+	// logs and counts: keep go-redis's copy in the JSON log, at debug.
+	redis.SetLogger(redisLog{logger})
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
@@ -58,21 +71,22 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 	sighup := make(chan os.Signal, 1)
 	signal.Notify(sighup, syscall.SIGHUP)
 	defer signal.Stop(sighup)
-	return serve(ctx, cfg, env, ln, logger, sighup)
+	return serve(ctx, cfg, ln, logger, sighup)
 }
 
 // serve runs the broker on ln until ctx ends, then shuts down gracefully.
-// It is separate from runServe so that tests and the demo can hand it a
-// listener on a free loopback port.
-func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
-	sinkCfg, err := sink.LoadConfig(env)
+// It is separate from runServe so that tests can hand it a listener on a
+// free loopback port.
+func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
+	// Whatever the exit; once served, Shutdown has closed it already.
+	defer ln.Close()
+	st, err := newStore(cfg)
 	if err != nil {
-		ln.Close()
-		return fmt.Errorf("serve: sink configuration:\n%w", err)
+		return fmt.Errorf("serve: %w", err)
 	}
-	store, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(sinkCfg))
+	defer st.Close()
+	policies, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(cfg.Sinks))
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: policy: %w", err)
 	}
 	httpClient := &http.Client{Timeout: 30 * time.Second}
@@ -80,18 +94,16 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 	reg := prometheus.NewRegistry()
 	metrics, err := broker.NewMetrics(reg)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
 	ac, err := astro.New(astro.Config{
-		BaseURL:    cfg.AstroAPIURL,
-		Token:      cfg.OrganizationToken,
+		BaseURL:    cfg.Astro.APIURL,
+		Token:      cfg.Astro.OrganizationToken().Reveal(),
 		HTTPClient: httpClient,
 		UserAgent:  "astro-sts/" + version,
 		Observe:    metrics.ObserveUpstream,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: astro client: %w", err)
 	}
 	verifier, err := idtoken.New(idtoken.Config{
@@ -100,50 +112,41 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 		HTTPClient: httpClient,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
-	rotator, err := newRotator(sinkCfg, ac, cfg.OrganizationID, httpClient, logger)
+	rotator, err := newRotator(cfg.Sinks, ac, cfg.Astro.OrganizationID, httpClient, logger)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: rotation: %w", err)
 	}
 	b, err := broker.New(broker.Config{
 		Astro:          ac,
-		OrganizationID: cfg.OrganizationID,
+		OrganizationID: cfg.Astro.OrganizationID,
 		Verifier:       verifier,
-		Replay:         idtoken.NewReplayGuard(cfg.ReplayCacheSize, time.Now),
-		Policies:       store,
+		Store:          st,
+		Policies:       policies,
 		Rotator:        rotator,
 		Logger:         logger,
 		Registry:       reg,
 		Metrics:        metrics,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("serve: %w", err)
 	}
 
-	srv := &http.Server{
-		Handler:           b.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		// A rotation waits out sinks' Retry-After and backoff before it
-		// answers; every other handler answers in seconds.
-		WriteTimeout:   5 * time.Minute,
-		IdleTimeout:    120 * time.Second,
-		MaxHeaderBytes: 64 << 10,
-		ErrorLog:       slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	srv := b.HTTPServer()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	go b.RunReaper(ctx, cfg.ReapInterval)
-	go store.Watch(ctx, cfg.PolicyInterval, sighup)
+	// The reaper gives its lease up as it stops: wait for it.
+	var reaper sync.WaitGroup
+	reaper.Go(func() { b.RunReaper(ctx, cfg.ReapInterval) })
+	defer func() { cancel(); reaper.Wait() }()
+	go policies.Watch(ctx, cfg.PolicyInterval, sighup)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("broker listening", "addr", ln.Addr().String(), "issuers", cfg.Issuers,
-		"audience", cfg.Audience, "policy", cfg.PolicyFile, "policy_digest", store.Current().Digest())
+		"audience", cfg.Audience, "policy", cfg.PolicyFile, "policy_digest", policies.Current().Digest(),
+		"store", storeName(cfg))
 
 	select {
 	case err := <-errc:
@@ -157,4 +160,38 @@ func serve(ctx context.Context, cfg config.Broker, env map[string]string, ln net
 		return fmt.Errorf("serve: shutdown: %w", err)
 	}
 	return nil
+}
+
+// newStore is the broker's store: Redis when ASTRO_STS_REDIS_URL is set,
+// shared by the replicas; else this process's memory. Redis need not be up
+// yet: the broker starts, not ready, and serves once it answers.
+func newStore(cfg config.Broker) (store.Store, error) {
+	if !cfg.Store.Shared() {
+		return store.NewMemory(cfg.ReplayCacheSize, time.Now), nil
+	}
+	roots, err := cfg.Store.RootCAs()
+	if err != nil {
+		return nil, fmt.Errorf("ASTRO_STS_REDIS_CA_FILE: %w", err)
+	}
+	return store.NewRedis(store.RedisConfig{
+		URL:      cfg.Store.RedisURL.Reveal(),
+		Password: cfg.Store.RedisPassword.Reveal(),
+		RootCAs:  roots,
+	})
+}
+
+// storeName says in the start-up log which store is in use, without the
+// password.
+func storeName(cfg config.Broker) string {
+	if !cfg.Store.Shared() {
+		return "memory"
+	}
+	return store.RedactURL(cfg.Store.RedisURL.Reveal())
+}
+
+// redisLog is go-redis's logger, writing into the broker's at debug.
+type redisLog struct{ log *slog.Logger }
+
+func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
 }

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/loopback"
+	"github.com/astro-sts/astro-sts/internal/retry"
 )
 
 // Limits and defaults of [Client].
@@ -88,32 +89,21 @@ type Config struct {
 // is safe for concurrent use; [Client.WithToken] derives a client that
 // shares the configuration but sends another bearer token.
 type Client struct {
-	base          *url.URL
-	token         string
-	hc            *http.Client
-	maxAttempts   int
-	baseDelay     time.Duration
-	maxDelay      time.Duration
-	maxRetryAfter time.Duration
-	userAgent     string
-	observe       func(method, route string, status int, d time.Duration)
-	now           func() time.Time
+	base      *url.URL
+	token     string
+	hc        *http.Client
+	retry     retry.Policy
+	userAgent string
+	observe   func(method, route string, status int, d time.Duration)
+	now       func() time.Time
 }
 
 // New checks cfg and returns a [Client]. It refuses a BaseURL that is not
 // absolute https (or http on a loopback host), and negative limits.
 func New(cfg Config) (*Client, error) {
-	u, err := url.Parse(cfg.BaseURL)
+	u, err := loopback.ParseURL(cfg.BaseURL)
 	if err != nil {
-		return nil, fmt.Errorf("%w: BaseURL does not parse", ErrInvalidConfig)
-	}
-	switch {
-	case u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "":
-		return nil, fmt.Errorf("%w: BaseURL must be an absolute URL without user info, query or fragment", ErrInvalidConfig)
-	case u.Scheme == "https":
-	case u.Scheme == "http" && loopback.IsHost(u.Hostname()):
-	default:
-		return nil, fmt.Errorf("%w: BaseURL must use https (http only for loopback hosts)", ErrInvalidConfig)
+		return nil, fmt.Errorf("%w: BaseURL: %w", ErrInvalidConfig, err)
 	}
 	u.Path = strings.TrimRight(u.Path, "/")
 	u.RawPath = ""
@@ -124,15 +114,18 @@ func New(cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("%w: %w", ErrInvalidConfig, err)
 	}
 	c := &Client{
-		base:          u,
-		token:         cfg.Token,
-		maxAttempts:   orDefault(cfg.MaxAttempts, DefaultMaxAttempts),
-		baseDelay:     orDefault(cfg.BaseDelay, DefaultBaseDelay),
-		maxDelay:      orDefault(cfg.MaxDelay, DefaultMaxDelay),
-		maxRetryAfter: orDefault(cfg.MaxRetryAfter, DefaultMaxRetryAfter),
-		userAgent:     cfg.UserAgent,
-		observe:       cfg.Observe,
-		now:           cfg.Now,
+		base:  u,
+		token: cfg.Token,
+		retry: retry.Policy{
+			Attempts:      orDefault(cfg.MaxAttempts, DefaultMaxAttempts),
+			Base:          orDefault(cfg.BaseDelay, DefaultBaseDelay),
+			Max:           orDefault(cfg.MaxDelay, DefaultMaxDelay),
+			Jitter:        true,
+			MaxRetryAfter: orDefault(cfg.MaxRetryAfter, DefaultMaxRetryAfter),
+		},
+		userAgent: cfg.UserAgent,
+		observe:   cfg.Observe,
+		now:       cfg.Now,
 	}
 	if c.userAgent == "" {
 		c.userAgent = DefaultUserAgent
@@ -140,9 +133,7 @@ func New(cfg Config) (*Client, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
-	if c.maxDelay < c.baseDelay {
-		c.maxDelay = c.baseDelay
-	}
+	c.retry.Max = max(c.retry.Max, c.retry.Base)
 	c.hc = noRedirects(cfg.HTTPClient)
 	return c, nil
 }
@@ -217,8 +208,9 @@ type call struct {
 	out    any // decoded from a 2xx body when non-nil
 }
 
-// do runs c with retries according to its class and returns the last error.
-// Waits between attempts honour ctx.
+// do runs c with retries according to its class ([shouldRetry]) and the
+// client's [retry.Policy], and returns the last error. Waits between
+// attempts honour ctx.
 func (c *Client) do(ctx context.Context, cl call) error {
 	if err := checkToken(c.token); err != nil {
 		return err
@@ -236,18 +228,13 @@ func (c *Client) do(ctx context.Context, cl call) error {
 		target += "?" + cl.query.Encode()
 	}
 
-	for attempt := 1; ; attempt++ {
+	return c.retry.Do(ctx, func(int) error {
 		err := c.once(ctx, cl, target, body)
-		if err == nil {
-			return nil
+		if err != nil && shouldRetry(cl.class, err) {
+			return retry.Again(err, retryAfter(err))
 		}
-		if attempt >= c.maxAttempts || !shouldRetry(cl.class, err) || ctx.Err() != nil {
-			return err
-		}
-		if werr := sleep(ctx, c.delay(attempt, err)); werr != nil {
-			return errors.Join(werr, err)
-		}
-	}
+		return err
+	})
 }
 
 // once sends one attempt and decodes its answer.
@@ -323,7 +310,7 @@ func (c *Client) apiError(resp *http.Response, data []byte) *APIError {
 	if e.RequestID == "" {
 		e.RequestID = resp.Header.Get("X-Request-Id")
 	}
-	e.RetryAfter = parseRetryAfter(resp.Header.Get("Retry-After"), c.now())
+	e.RetryAfter = retry.ParseAfter(resp.Header.Get("Retry-After"), c.now())
 	return e
 }
 
@@ -377,30 +364,22 @@ func shouldRetry(class retryClass, err error) bool {
 	return false
 }
 
-// delay is the wait before attempt+1: the server's Retry-After when it gave
-// one (capped at MaxRetryAfter), otherwise capped exponential backoff with
+// delay is the wait before attempt+1: capped exponential backoff with
 // equal jitter (half fixed, half random), so that many brokers retrying at
-// once spread out but none retries immediately.
+// once spread out but none retries immediately, or the server's
+// Retry-After when that is longer (capped at MaxRetryAfter).
 func (c *Client) delay(attempt int, err error) time.Duration {
-	var ae *APIError
-	if errors.As(err, &ae) && ae.RetryAfter > 0 {
-		return min(ae.RetryAfter, c.maxRetryAfter)
-	}
-	return backoff(attempt, c.baseDelay, c.maxDelay)
+	d, _ := c.retry.Delay(attempt, retryAfter(err))
+	return d
 }
 
-func sleep(ctx context.Context, d time.Duration) error {
-	if d <= 0 {
-		return ctx.Err()
+// retryAfter is the Retry-After of the answer behind err, 0 when none.
+func retryAfter(err error) time.Duration {
+	var ae *APIError
+	if errors.As(err, &ae) {
+		return ae.RetryAfter
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-t.C:
-		return nil
-	}
+	return 0
 }
 
 // String hides the bearer token, so a Config can be printed or logged.

@@ -3,88 +3,11 @@ package astro
 import (
 	"context"
 	"errors"
-	"fmt"
 	"net"
 	"net/http"
 	"testing"
 	"time"
 )
-
-// TestBackoff: the wait doubles, is capped, and its random half stays in
-// [d/2, d].
-func TestBackoff(t *testing.T) {
-	base, maxDelay := 100*time.Millisecond, time.Second
-	tests := []struct {
-		attempt int
-		want    time.Duration // the upper bound d
-	}{
-		{0, 100 * time.Millisecond},
-		{1, 100 * time.Millisecond},
-		{2, 200 * time.Millisecond},
-		{3, 400 * time.Millisecond},
-		{4, 800 * time.Millisecond},
-		{5, time.Second},
-		{63, time.Second},
-		{1 << 30, time.Second},
-	}
-	for _, tt := range tests {
-		t.Run(fmt.Sprint(tt.attempt), func(t *testing.T) {
-			seen := map[time.Duration]bool{}
-			for range 50 {
-				d := backoff(tt.attempt, base, maxDelay)
-				if d < tt.want/2 || d > tt.want {
-					t.Fatalf("backoff = %v, want within [%v, %v]", d, tt.want/2, tt.want)
-				}
-				seen[d] = true
-			}
-			if len(seen) < 2 {
-				t.Error("no jitter")
-			}
-		})
-	}
-}
-
-func TestParseRetryAfter(t *testing.T) {
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	tests := []struct {
-		in   string
-		want time.Duration
-	}{
-		{"", 0},
-		{"0", 0},
-		{"3", 3 * time.Second},
-		{" 3 ", 3 * time.Second},
-		{"86400", 24 * time.Hour},
-		{"86401", 24 * time.Hour},
-		{"99999999999999999999999", 24 * time.Hour},
-		{"-1", 0},
-		{"1.5", 0},
-		{"3s", 0},
-		{now.Add(90 * time.Second).Format(http.TimeFormat), 90 * time.Second},
-		{now.Add(-time.Second).Format(http.TimeFormat), 0},
-		{now.Add(48 * time.Hour).Format(http.TimeFormat), 24 * time.Hour},
-		{"tomorrow", 0},
-	}
-	for _, tt := range tests {
-		t.Run(tt.in, func(t *testing.T) {
-			if got := parseRetryAfter(tt.in, now); got != tt.want {
-				t.Errorf("parseRetryAfter(%q) = %v, want %v", tt.in, got, tt.want)
-			}
-		})
-	}
-}
-
-func FuzzParseRetryAfter(f *testing.F) {
-	for _, s := range []string{"", "0", "120", "Wed, 21 Oct 2015 07:28:00 GMT", "-5", "1e9", "99999999999999999999"} {
-		f.Add(s)
-	}
-	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	f.Fuzz(func(t *testing.T, s string) {
-		if d := parseRetryAfter(s, now); d < 0 || d > maxRetryAfterHeader {
-			t.Fatalf("parseRetryAfter(%q) = %v", s, d)
-		}
-	})
-}
 
 // TestDelayFollowsRetryAfter: the wait before the next attempt is the
 // answer's Retry-After (either form), capped at MaxRetryAfter; without a

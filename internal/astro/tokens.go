@@ -54,17 +54,7 @@ func (o ListTokensOptions) query() url.Values {
 	return q
 }
 
-func (o ListTokensOptions) pageSize() (int, error) {
-	switch {
-	case o.PageSize < 0:
-		return 0, fmt.Errorf("%w: negative page size", ErrInvalidArgument)
-	case o.PageSize == 0:
-		return DefaultPageSize, nil
-	case o.PageSize > MaxPageSize:
-		return MaxPageSize, nil
-	}
-	return o.PageSize, nil
-}
+func (o ListTokensOptions) pageSize() (int, error) { return pageSize(o.PageSize) }
 
 // ids path-escapes the given ids and refuses empty ones: an empty token id
 // would turn DELETE /tokens/{id} into a request on the collection. "." and

@@ -1,6 +1,8 @@
 // Package astro is a typed client for the token endpoints of the Astro API v1
-// (https://api.astronomer.io/v1), and the shared vocabulary (scopes, roles,
-// token shapes) that the emulator, the broker and the rotation code speak.
+// (https://api.astronomer.io/v1) and for the Deployment endpoints the astro
+// CLI calls for preview Deployments, and the shared vocabulary (scopes,
+// roles, token and Deployment shapes) that the emulator, the broker, the
+// rotation code and the demo speak.
 //
 // The shapes follow ../shared/reference/astro-api.md; where the public
 // material is silent, the comment on the field says which behaviour we chose.

@@ -1,21 +1,32 @@
-// Package config loads the broker's configuration from the environment with
-// caarlos0/env, and validates all of it at once so that an operator sees
-// every mistake in one start-up instead of one per restart.
+// Package config is the environment of each astro-sts command that reads
+// one: [Broker] for `astro-sts serve`, [Rotate] for `astro-sts rotate`. They
+// share their sections ([Astro], and the sinks' [sink.Config]), so a
+// variable means the same to both, and each command parses its whole
+// environment once, with caarlos0/env, and validates all of it at once: an
+// operator sees every mistake in one start-up instead of one per restart.
+//
+// A setting is one line: a field with its variable (`env`), its default
+// (`envDefault`), and `file` for a secret read from the file a *_FILE
+// variable names. Secrets are [secret.Value]s, so a configuration prints and
+// logs whole without them.
 package config
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"net/url"
-	"os"
+	"reflect"
 	"strings"
 	"time"
 
 	"github.com/caarlos0/env/v11"
 
 	"github.com/astro-sts/astro-sts/internal/loopback"
+	"github.com/astro-sts/astro-sts/internal/secret"
+	"github.com/astro-sts/astro-sts/internal/sink"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // DefaultIssuer is GitHub Actions' OIDC issuer.
@@ -23,15 +34,10 @@ const DefaultIssuer = "https://token.actions.githubusercontent.com"
 
 // Broker is the configuration of `astro-sts serve`.
 type Broker struct {
-	Addr       string   `env:"ASTRO_STS_ADDR" envDefault:":8080"`
-	Audience   string   `env:"ASTRO_STS_AUDIENCE"`
-	Issuers    []string `env:"ASTRO_STS_ISSUERS" envDefault:"https://token.actions.githubusercontent.com" envSeparator:","`
-	PolicyFile string   `env:"ASTRO_STS_POLICY_FILE"`
-
-	AstroAPIURL           string `env:"ASTRO_API_URL" envDefault:"https://api.astronomer.io/v1"`
-	OrganizationID        string `env:"ASTRO_ORGANIZATION_ID"`
-	OrganizationToken     string `env:"ASTRO_ORGANIZATION_TOKEN,unset"`
-	OrganizationTokenFile string `env:"ASTRO_ORGANIZATION_TOKEN_FILE"`
+	Addr       string `env:"ASTRO_STS_ADDR" envDefault:":8080"`
+	Audience   string `env:"ASTRO_STS_AUDIENCE"`
+	Issuers    List   `env:"ASTRO_STS_ISSUERS" envDefault:"https://token.actions.githubusercontent.com"`
+	PolicyFile string `env:"ASTRO_STS_POLICY_FILE"`
 
 	ReapInterval   time.Duration `env:"ASTRO_STS_REAP_INTERVAL" envDefault:"30s"`
 	PolicyInterval time.Duration `env:"ASTRO_STS_POLICY_RELOAD_INTERVAL" envDefault:"10s"`
@@ -40,25 +46,131 @@ type Broker struct {
 	// protection. When full of live entries the broker refuses new tokens
 	// (fails closed) rather than forgetting one that could be replayed.
 	ReplayCacheSize int `env:"ASTRO_STS_REPLAY_CACHE_SIZE" envDefault:"100000"`
+
+	Astro Astro
+	// Sinks are needed only when the policy has rotations; the policy store
+	// checks that at every load.
+	Sinks sink.Config
+	// Store is where the replay check, the rate limits and the reaper's
+	// lease live: this process's memory, or Redis shared by the replicas.
+	Store Store
+}
+
+// Store chooses the broker's store: memory unless ASTRO_STS_REDIS_URL is
+// set (see docs/operations.md).
+type Store struct {
+	// RedisURL is redis:// or rediss:// (TLS), with an ACL user and
+	// password if Redis wants them: a secret, removed from the process
+	// environment once read.
+	RedisURL secret.Value `env:"ASTRO_STS_REDIS_URL,unset"`
+	// RedisPasswordFile names a file holding the password instead;
+	// RedisPassword is its content.
+	RedisPasswordFile string       `env:"ASTRO_STS_REDIS_PASSWORD_FILE"`
+	RedisPassword     secret.Value `env:"ASTRO_STS_REDIS_PASSWORD_FILE,file"`
+	// RedisCAFile names a PEM file of the CAs that vouch for a rediss://
+	// server (default: the system's); RedisCA is its content.
+	RedisCAFile string `env:"ASTRO_STS_REDIS_CA_FILE"`
+	RedisCA     string `env:"ASTRO_STS_REDIS_CA_FILE,file"`
+}
+
+// Shared reports whether the replicas share their state through Redis.
+func (s Store) Shared() bool { return s.RedisURL != "" }
+
+// Validate reports every problem at once. No error shows the URL or the
+// password.
+func (s Store) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if !s.Shared() {
+		for _, v := range []struct{ name, value string }{
+			{"ASTRO_STS_REDIS_PASSWORD_FILE", s.RedisPasswordFile},
+			{"ASTRO_STS_REDIS_CA_FILE", s.RedisCAFile},
+		} {
+			if v.value != "" {
+				add("%s is set but ASTRO_STS_REDIS_URL is not", v.name)
+			}
+		}
+		return errors.Join(errs...)
+	}
+	if s.RedisPasswordFile != "" && s.RedisPassword == "" {
+		add("ASTRO_STS_REDIS_PASSWORD_FILE %q is empty", s.RedisPasswordFile)
+	}
+	if _, err := store.RedisOptions(s.RedisURL.Reveal(), s.RedisPassword.Reveal()); err != nil {
+		add("ASTRO_STS_REDIS_URL: %v", err)
+	}
+	if s.RedisCAFile != "" {
+		if _, err := s.RootCAs(); err != nil {
+			add("ASTRO_STS_REDIS_CA_FILE %q: %v", s.RedisCAFile, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// RootCAs is the pool of ASTRO_STS_REDIS_CA_FILE, or nil (the system's
+// roots) when it is not set.
+func (s Store) RootCAs() (*x509.CertPool, error) {
+	if s.RedisCAFile == "" {
+		return nil, nil
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM([]byte(s.RedisCA)) {
+		return nil, errors.New("holds no PEM certificate")
+	}
+	return pool, nil
+}
+
+// Rotate is the configuration of `astro-sts rotate`: the broker's
+// variables of the same names, without those only a server needs.
+type Rotate struct {
+	LogLevel string `env:"ASTRO_STS_LOG_LEVEL" envDefault:"info"`
+	Astro    Astro
+	// Sinks: only the run rotation's sinks need credentials, which the
+	// command checks once it has read the policy.
+	Sinks sink.Config
+}
+
+// Astro is how a command reaches the Astro API as the Organization.
+type Astro struct {
+	APIURL         string `env:"ASTRO_API_URL" envDefault:"https://api.astronomer.io/v1"`
+	OrganizationID string `env:"ASTRO_ORGANIZATION_ID"`
+	// Token is an Organization token that may manage API tokens. It is
+	// removed from the process environment once read, so no child process
+	// inherits it; [Astro.OrganizationToken] prefers it to TokenFromFile.
+	Token secret.Value `env:"ASTRO_ORGANIZATION_TOKEN,unset"`
+	// TokenFile names a file holding the token, mounted from a secret
+	// store; TokenFromFile is its content, read once at start (restart
+	// after rotating it).
+	TokenFile     string       `env:"ASTRO_ORGANIZATION_TOKEN_FILE"`
+	TokenFromFile secret.Value `env:"ASTRO_ORGANIZATION_TOKEN_FILE,file"`
+}
+
+// OrganizationToken is the token to send to Astro.
+func (a Astro) OrganizationToken() secret.Value {
+	if a.Token != "" {
+		return a.Token
+	}
+	return a.TokenFromFile
 }
 
 // LoadBroker parses the broker's configuration from environ (not from the
-// process environment, so tests stay hermetic), reads the organization token
-// file if one is named, and validates the result.
+// process environment, so tests stay hermetic) and validates it.
 func LoadBroker(environ map[string]string) (Broker, error) {
-	var c Broker
+	return load[Broker](environ)
+}
+
+// LoadRotate parses `astro-sts rotate`'s configuration from environ and
+// validates it.
+func LoadRotate(environ map[string]string) (Rotate, error) {
+	return load[Rotate](environ)
+}
+
+// load is the one parse of a command's environment. A variable that does
+// not parse (a duration, a number, a file that cannot be read) is reported
+// on its own: the rest is not validated against the zero value it left.
+func load[C interface{ Validate() error }](environ map[string]string) (C, error) {
+	var c C
 	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
-		return c, fmt.Errorf("config: %w", err)
-	}
-	c.Issuers = trimAll(c.Issuers)
-	if c.OrganizationToken == "" && c.OrganizationTokenFile != "" {
-		b, err := os.ReadFile(c.OrganizationTokenFile)
-		if err != nil {
-			// The path is configuration, not a secret; the content never
-			// appears in an error.
-			return c, fmt.Errorf("config: ASTRO_ORGANIZATION_TOKEN_FILE: %w", err)
-		}
-		c.OrganizationToken = strings.TrimSpace(string(b))
+		return c, parseErrors(err, reflect.TypeFor[C]())
 	}
 	return c, c.Validate()
 }
@@ -79,25 +191,13 @@ func (c Broker) Validate() error {
 	if len(c.Issuers) == 0 {
 		add("ASTRO_STS_ISSUERS must name at least one issuer")
 	}
-	for _, iss := range c.Issuers {
-		if err := CheckURL(iss); err != nil {
-			add("ASTRO_STS_ISSUERS: %v", err)
+	for i, iss := range c.Issuers {
+		if _, err := loopback.ParseURL(iss); err != nil {
+			add("ASTRO_STS_ISSUERS entry %d: %v", i+1, err)
 		}
 	}
 	if c.PolicyFile == "" {
 		add("ASTRO_STS_POLICY_FILE is required")
-	}
-	if err := CheckURL(c.AstroAPIURL); err != nil {
-		add("ASTRO_API_URL: %v", err)
-	}
-	if c.OrganizationID == "" {
-		add("ASTRO_ORGANIZATION_ID is required")
-	}
-	switch {
-	case c.OrganizationToken == "" && c.OrganizationTokenFile == "":
-		add("one of ASTRO_ORGANIZATION_TOKEN or ASTRO_ORGANIZATION_TOKEN_FILE is required")
-	case c.OrganizationToken == "":
-		add("ASTRO_ORGANIZATION_TOKEN_FILE %q is empty", c.OrganizationTokenFile)
 	}
 	if c.ReapInterval < time.Second {
 		add("ASTRO_STS_REAP_INTERVAL must be at least 1s, got %s", c.ReapInterval)
@@ -111,7 +211,52 @@ func (c Broker) Validate() error {
 	if c.ReplayCacheSize < 1 {
 		add("ASTRO_STS_REPLAY_CACHE_SIZE must be positive")
 	}
+	return errors.Join(append(errs, c.Astro.Validate(), c.Sinks.Validate(), c.Store.Validate())...)
+}
+
+// Validate reports every problem at once.
+func (c Rotate) Validate() error {
+	var errs []error
+	if _, err := ParseLevel(c.LogLevel); err != nil {
+		errs = append(errs, fmt.Errorf("ASTRO_STS_LOG_LEVEL: %w", err))
+	}
+	return errors.Join(append(errs, c.Astro.Validate(), c.Sinks.Validate())...)
+}
+
+// Validate reports every problem at once. No error shows the token.
+func (a Astro) Validate() error {
+	var errs []error
+	add := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	if _, err := loopback.ParseURL(a.APIURL); err != nil {
+		add("ASTRO_API_URL: %v", err)
+	}
+	if a.OrganizationID == "" {
+		add("ASTRO_ORGANIZATION_ID is required")
+	}
+	switch {
+	case a.Token != "":
+	case a.TokenFile == "":
+		add("one of ASTRO_ORGANIZATION_TOKEN or ASTRO_ORGANIZATION_TOKEN_FILE is required")
+	case a.TokenFromFile == "":
+		add("ASTRO_ORGANIZATION_TOKEN_FILE %q is empty", a.TokenFile)
+	}
 	return errors.Join(errs...)
+}
+
+// List is a comma-separated variable. Blanks around the commas and empty
+// entries are dropped; an entry is otherwise kept exactly as written (an
+// issuer is compared byte for byte with a token's iss claim).
+type List []string
+
+// UnmarshalText splits text at its commas.
+func (l *List) UnmarshalText(text []byte) error {
+	*l = nil
+	for _, s := range strings.Split(string(text), ",") {
+		if s = strings.TrimSpace(s); s != "" {
+			*l = append(*l, s)
+		}
+	}
+	return nil
 }
 
 // ParseLevel turns debug, info, warn or error into a slog level.
@@ -123,52 +268,55 @@ func ParseLevel(s string) (slog.Level, error) {
 	return l, nil
 }
 
-// CheckURL accepts an absolute https URL, or plain http only when the host
-// is a loopback address or "localhost": nothing that carries a token should
-// travel unencrypted beyond this machine.
-func CheckURL(raw string) error {
-	u, err := url.Parse(raw)
-	if err != nil || u.Host == "" {
-		return fmt.Errorf("%q is not an absolute URL", raw)
+// parseErrors names the variable behind each of env's errors (its parse
+// errors name the Go field) and leaves the value out: it may be a secret
+// put in the wrong variable.
+func parseErrors(err error, t reflect.Type) error {
+	var agg env.AggregateError
+	if !errors.As(err, &agg) {
+		return err
 	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if loopback.IsHost(u.Hostname()) {
-			return nil
+	vars := map[field][]string{}
+	variables(t, vars)
+	var errs []error
+	for _, e := range agg.Errors {
+		var (
+			pe env.ParseError
+			fe env.LoadFileContentError
+		)
+		switch {
+		case errors.As(e, &pe) && len(vars[field{pe.Name, pe.Type}]) > 0:
+			want := pe.Type.String()
+			if pe.Type == reflect.TypeFor[time.Duration]() {
+				want = "a duration such as 30s"
+			}
+			errs = append(errs, fmt.Errorf("%s: want %s", strings.Join(vars[field{pe.Name, pe.Type}], " or "), want))
+		case errors.As(e, &fe):
+			errs = append(errs, fmt.Errorf("%s: %w", fe.Key, fe.Err))
+		default:
+			errs = append(errs, e)
 		}
-		return fmt.Errorf("%q uses plain http; only https is allowed except on loopback", raw)
 	}
-	return fmt.Errorf("%q: scheme must be https", raw)
+	return errors.Join(errs...)
 }
 
-// trimAll drops blanks around and between the comma-separated entries. An
-// issuer is otherwise kept exactly as written: it is compared byte for byte
-// with the token's iss claim.
-func trimAll(in []string) []string {
-	out := in[:0]
-	for _, s := range in {
-		if s = strings.TrimSpace(s); s != "" {
-			out = append(out, s)
+// field is what env's ParseError says of the field that failed.
+type field struct {
+	name string
+	typ  reflect.Type
+}
+
+// variables collects the variable of each field of t, and of its sections
+// (struct fields without a variable of their own, which env descends into).
+func variables(t reflect.Type, into map[field][]string) {
+	for f := range t.Fields() {
+		name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
+		switch {
+		case name == "" && f.Type.Kind() == reflect.Struct:
+			variables(f.Type, into)
+		case name != "" && name != "-":
+			k := field{f.Name, f.Type}
+			into[k] = append(into[k], name)
 		}
 	}
-	return out
 }
-
-// String hides the organization token, so the configuration can be
-// printed or logged whole.
-func (c Broker) String() string {
-	tok := `""`
-	if c.OrganizationToken != "" {
-		tok = "[redacted]"
-	}
-	return fmt.Sprintf("{Addr:%s Audience:%s Issuers:%v PolicyFile:%s AstroAPIURL:%s OrganizationID:%s OrganizationToken:%s OrganizationTokenFile:%s ReapInterval:%s LogLevel:%s}",
-		c.Addr, c.Audience, c.Issuers, c.PolicyFile, c.AstroAPIURL, c.OrganizationID, tok, c.OrganizationTokenFile, c.ReapInterval, c.LogLevel)
-}
-
-// GoString is [Broker.String], for %#v.
-func (c Broker) GoString() string { return "config.Broker" + c.String() }
-
-// LogValue keeps the organization token out of structured logs.
-func (c Broker) LogValue() slog.Value { return slog.StringValue(c.String()) }

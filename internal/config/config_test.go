@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +12,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
 func validEnv() map[string]string {
@@ -28,17 +32,23 @@ func TestLoadBrokerDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Broker{
-		Addr:              ":8080",
-		Audience:          "https://sts.example.com",
-		Issuers:           []string{DefaultIssuer},
-		PolicyFile:        "/etc/astro-sts/policy.yaml",
-		AstroAPIURL:       "https://api.astronomer.io/v1",
-		OrganizationID:    "clorg",
-		OrganizationToken: "value",
-		ReapInterval:      30 * time.Second,
-		PolicyInterval:    10 * time.Second,
-		LogLevel:          "info",
-		ReplayCacheSize:   100000,
+		Addr:            ":8080",
+		Audience:        "https://sts.example.com",
+		Issuers:         []string{DefaultIssuer},
+		PolicyFile:      "/etc/astro-sts/policy.yaml",
+		ReapInterval:    30 * time.Second,
+		PolicyInterval:  10 * time.Second,
+		LogLevel:        "info",
+		ReplayCacheSize: 100000,
+		Astro: Astro{
+			APIURL:         "https://api.astronomer.io/v1",
+			OrganizationID: "clorg",
+			Token:          "value",
+		},
+		Sinks: sink.Config{
+			Vault:  sink.VaultConfig{Auth: sink.VaultAuthToken},
+			GitHub: sink.GitHubConfig{APIURL: sink.DefaultGitHubAPIURL},
+		},
 	}
 	if d := cmp.Diff(want, c); d != "" {
 		t.Errorf("LoadBroker (-want +got):\n%s", d)
@@ -58,11 +68,11 @@ func TestLoadBrokerIssuersAndTokenFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.OrganizationToken != "from-file" {
+	if c.Astro.OrganizationToken() != "from-file" {
 		t.Errorf("token from file not read and trimmed")
 	}
 	want := []string{DefaultIssuer, DefaultIssuer + "/acme", "http://127.0.0.1:9000"}
-	if d := cmp.Diff(want, c.Issuers); d != "" {
+	if d := cmp.Diff(want, []string(c.Issuers)); d != "" {
 		t.Errorf("issuers (-want +got):\n%s", d)
 	}
 }
@@ -109,24 +119,35 @@ func TestMissingTokenFileDoesNotLeak(t *testing.T) {
 	}
 }
 
-func TestCheckURL(t *testing.T) {
+// The URL settings follow loopback.ParseURL, the rule of the clients that
+// use them: a URL with user information or a query used to pass here and
+// fail later, or never.
+func TestURLSettings(t *testing.T) {
 	for _, tc := range []struct {
-		url string
-		ok  bool
+		name, key, value, want string
 	}{
-		{"https://api.astronomer.io/v1", true},
-		{"http://127.0.0.1:8888/v1", true},
-		{"http://localhost:8888/v1", true},
-		{"http://[::1]:8888/v1", true},
-		{"http://api.astronomer.io/v1", false},
-		{"http://127.0.0.1.evil.com/v1", false},
-		{"/v1", false},
-		{"ftp://127.0.0.1/", false},
-		{"::::", false},
+		{"loopback http", "ASTRO_API_URL", "http://[::1]:8888/v1", ""},
+		{"issuers on loopback", "ASTRO_STS_ISSUERS", "http://localhost:9000, https://token.actions.githubusercontent.com/acme", ""},
+		{"plain http to another host", "ASTRO_API_URL", "http://api.astronomer.io/v1", "ASTRO_API_URL: plain http is allowed only for loopback hosts"},
+		{"user info", "ASTRO_API_URL", "https://user:hunter2@api.astronomer.io/v1", "ASTRO_API_URL: must not contain user information"},
+		{"a query", "ASTRO_API_URL", "https://api.astronomer.io/v1?org=x", "ASTRO_API_URL: must not have a query or fragment"},
+		{"an issuer with a query", "ASTRO_STS_ISSUERS", "https://token.actions.githubusercontent.com,https://ghe.example.com/_services/token?x", "ASTRO_STS_ISSUERS entry 2: must not have a query or fragment"},
+		{"an issuer with user info", "ASTRO_STS_ISSUERS", "https://u:hunter2@ghe.example.com/_services/token", "ASTRO_STS_ISSUERS entry 1: must not contain user information"},
 	} {
-		if err := CheckURL(tc.url); (err == nil) != tc.ok {
-			t.Errorf("CheckURL(%q) = %v, want ok=%v", tc.url, err, tc.ok)
-		}
+		t.Run(tc.name, func(t *testing.T) {
+			e := validEnv()
+			e[tc.key] = tc.value
+			_, err := LoadBroker(e)
+			if tc.want == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || err.Error() != tc.want {
+				t.Fatalf("LoadBroker = %v, want %q", err, tc.want)
+			}
+		})
 	}
 }
 
@@ -137,7 +158,7 @@ func TestBrokerNeverPrintsTheToken(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.OrganizationToken = "secret-org-token"
+	c.Astro.Token = "secret-org-token"
 	var buf bytes.Buffer
 	slog.New(slog.NewJSONHandler(&buf, nil)).Info("cfg", "config", c)
 	slog.New(slog.NewTextHandler(&buf, nil)).Info("cfg", "config", c)
@@ -149,4 +170,219 @@ func TestBrokerNeverPrintsTheToken(t *testing.T) {
 			t.Errorf("configuration not printed: %s", s)
 		}
 	}
+}
+
+// The sinks' section is parsed with the rest: each sink that is configured
+// at all is validated, a sink with no settings is not an error yet.
+func TestLoadSinks(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		want    sink.Config
+		wantErr []string
+	}{
+		{
+			name: "nothing configured",
+			env:  map[string]string{"PATH": "/bin", "GITHUB_API_URL": "https://api.github.com"},
+			want: sink.Config{
+				Vault:  sink.VaultConfig{Auth: "token"},
+				GitHub: sink.GitHubConfig{APIURL: "https://api.github.com"},
+			},
+		},
+		{
+			name: "vault token and github token",
+			env: map[string]string{
+				"VAULT_ADDR": "https://vault.example.com:8200", "VAULT_TOKEN": "hvs.x", "VAULT_NAMESPACE": "team",
+				"GITHUB_TOKEN": "ghp_x",
+			},
+			want: sink.Config{
+				Vault:  sink.VaultConfig{Addr: "https://vault.example.com:8200", Token: "hvs.x", Namespace: "team", Auth: "token"},
+				GitHub: sink.GitHubConfig{Token: "ghp_x", APIURL: "https://api.github.com"},
+			},
+		},
+		{
+			name: "vault approle and a github app on GHES",
+			env: map[string]string{
+				"VAULT_ADDR": "http://127.0.0.1:8200", "ASTRO_STS_VAULT_AUTH": "approle", "ASTRO_STS_VAULT_AUTH_MOUNT": "ci/approle",
+				"ASTRO_STS_VAULT_APPROLE_ROLE_ID": "rid", "ASTRO_STS_VAULT_APPROLE_SECRET_ID_FILE": "/run/secret-id",
+				"GITHUB_APP_ID": "42", "GITHUB_APP_PRIVATE_KEY_FILE": "/run/app.pem", "GITHUB_APP_INSTALLATION_ID": "7",
+				"GITHUB_API_URL": "https://ghes.example.com/api/v3",
+			},
+			want: sink.Config{
+				Vault:  sink.VaultConfig{Addr: "http://127.0.0.1:8200", Auth: "approle", AuthMount: "ci/approle", RoleID: "rid", SecretIDFile: "/run/secret-id"},
+				GitHub: sink.GitHubConfig{AppID: 42, AppPrivateKeyFile: "/run/app.pem", InstallationID: 7, APIURL: "https://ghes.example.com/api/v3"},
+			},
+		},
+		{
+			name: "vault kubernetes with the default JWT file",
+			env:  map[string]string{"VAULT_ADDR": "https://vault:8200", "ASTRO_STS_VAULT_AUTH": "kubernetes", "ASTRO_STS_VAULT_ROLE": "astro-sts"},
+			want: sink.Config{
+				Vault:  sink.VaultConfig{Addr: "https://vault:8200", Auth: "kubernetes", Role: "astro-sts"},
+				GitHub: sink.GitHubConfig{APIURL: "https://api.github.com"},
+			},
+		},
+		{
+			name:    "a non-numeric app id",
+			env:     map[string]string{"GITHUB_APP_ID": "my-app", "GITHUB_APP_PRIVATE_KEY_FILE": "/k.pem"},
+			wantErr: []string{"GITHUB_APP_ID"},
+		},
+		{
+			name: "half-configured sinks are reported together",
+			env:  map[string]string{"VAULT_ADDR": "https://vault:8200", "GITHUB_APP_ID": "42"},
+			wantErr: []string{
+				"ASTRO_STS_VAULT_AUTH=token needs VAULT_TOKEN or VAULT_TOKEN_FILE",
+				"GITHUB_APP_PRIVATE_KEY_FILE is required with GITHUB_APP_ID",
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := maps.Clone(rotateEnv)
+			maps.Copy(e, tt.env)
+			c, err := LoadRotate(e)
+			got := c.Sinks
+			if tt.wantErr != nil {
+				if err == nil {
+					t.Fatal("want an error")
+				}
+				for _, w := range tt.wantErr {
+					if !strings.Contains(err.Error(), w) {
+						t.Errorf("error %q does not mention %q", err, w)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got, cmpopts.IgnoreFields(sink.GitHubConfig{}, "Now")); diff != "" {
+				t.Errorf("-want +got:\n%s", diff)
+			}
+		})
+	}
+}
+
+// rotateEnv is the least `astro-sts rotate` runs with.
+var rotateEnv = map[string]string{
+	"ASTRO_ORGANIZATION_ID":    "clorg",
+	"ASTRO_ORGANIZATION_TOKEN": "value",
+}
+
+func TestLoadRotate(t *testing.T) {
+	f := filepath.Join(t.TempDir(), "tok")
+	if err := os.WriteFile(f, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadRotate(map[string]string{
+		"ASTRO_API_URL":                 "http://127.0.0.1:8888/v1",
+		"ASTRO_ORGANIZATION_ID":         "clorg",
+		"ASTRO_ORGANIZATION_TOKEN_FILE": f,
+		"ASTRO_STS_LOG_LEVEL":           "debug",
+		"GITHUB_TOKEN":                  "ghp_x",
+		// The broker's own settings mean nothing here, and are not checked.
+		"ASTRO_STS_REAP_INTERVAL": "soon",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Rotate{
+		LogLevel: "debug",
+		Astro:    Astro{APIURL: "http://127.0.0.1:8888/v1", OrganizationID: "clorg", TokenFile: f, TokenFromFile: "from-file"},
+		Sinks: sink.Config{
+			Vault:  sink.VaultConfig{Auth: sink.VaultAuthToken},
+			GitHub: sink.GitHubConfig{Token: "ghp_x", APIURL: sink.DefaultGitHubAPIURL},
+		},
+	}
+	if d := cmp.Diff(want, c); d != "" {
+		t.Errorf("LoadRotate (-want +got):\n%s", d)
+	}
+	if c.Astro.OrganizationToken() != "from-file" {
+		t.Errorf("token from file not read and trimmed")
+	}
+}
+
+// The Astro section is the broker's and the rotate command's alike: the
+// same rules, the same messages, every problem at once.
+func TestAstroSectionShared(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		env  map[string]string
+		want []string
+	}{
+		{"nothing", map[string]string{}, []string{
+			"ASTRO_ORGANIZATION_ID is required",
+			"one of ASTRO_ORGANIZATION_TOKEN or ASTRO_ORGANIZATION_TOKEN_FILE is required",
+		}},
+		{"an empty token file and a lax URL", map[string]string{
+			"ASTRO_API_URL": "https://u:hunter2@api.astronomer.io/v1", "ASTRO_ORGANIZATION_ID": "o", "ASTRO_ORGANIZATION_TOKEN_FILE": empty,
+		}, []string{
+			"ASTRO_API_URL: must not contain user information",
+			fmt.Sprintf("ASTRO_ORGANIZATION_TOKEN_FILE %q is empty", empty),
+		}},
+		{"the token wins over the file", map[string]string{
+			"ASTRO_ORGANIZATION_ID": "o", "ASTRO_ORGANIZATION_TOKEN": "t", "ASTRO_ORGANIZATION_TOKEN_FILE": empty,
+		}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, rerr := LoadRotate(tc.env)
+			b := maps.Clone(validEnv())
+			for _, k := range []string{"ASTRO_ORGANIZATION_ID", "ASTRO_ORGANIZATION_TOKEN"} {
+				delete(b, k)
+			}
+			maps.Copy(b, tc.env)
+			_, berr := LoadBroker(b)
+			for _, err := range []error{rerr, berr} {
+				if d := cmp.Diff(tc.want, leaves(err)); d != "" {
+					t.Errorf("(-want +got):\n%s", d)
+				}
+				if strings.Contains(fmt.Sprint(err), "hunter2") {
+					t.Errorf("error shows the URL's password: %v", err)
+				}
+			}
+		})
+	}
+}
+
+// A value that does not parse is named by its variable, never shown, and
+// reported with every other one that does not parse.
+func TestParseErrorsNameTheVariable(t *testing.T) {
+	e := validEnv()
+	e["ASTRO_STS_REAP_INTERVAL"] = "soon"
+	e["ASTRO_STS_REPLAY_CACHE_SIZE"] = "many"
+	e["GITHUB_APP_ID"] = "hunter2"
+	e["ASTRO_ORGANIZATION_TOKEN_FILE"] = filepath.Join(t.TempDir(), "missing")
+	_, err := LoadBroker(e)
+	got := leaves(err)
+	want := []string{
+		"ASTRO_STS_REAP_INTERVAL: want a duration such as 30s",
+		"ASTRO_STS_REPLAY_CACHE_SIZE: want int",
+		"ASTRO_ORGANIZATION_TOKEN_FILE: open " + e["ASTRO_ORGANIZATION_TOKEN_FILE"] + ": no such file or directory",
+		"GITHUB_APP_ID: want int64",
+	}
+	if d := cmp.Diff(want, got, cmpopts.SortSlices(func(a, b string) bool { return a < b })); d != "" {
+		t.Errorf("(-want +got):\n%s", d)
+	}
+	if strings.Contains(fmt.Sprint(err), "hunter2") {
+		t.Errorf("error shows a value: %v", err)
+	}
+}
+
+// leaves flattens an errors.Join tree into its messages.
+func leaves(err error) []string {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []string
+		for _, e := range j.Unwrap() {
+			out = append(out, leaves(e)...)
+		}
+		return out
+	}
+	return []string{err.Error()}
 }

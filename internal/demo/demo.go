@@ -7,7 +7,9 @@
 // each job its file-command files and environment, and the action's own
 // [action.Main] and [action.Post] run in-process): an exchange, the exported
 // token used as the astro CLI would, the post step's revoke, a denied
-// exchange, and a job whose post step never ran, cleaned up by the reaper.
+// exchange, a job whose post step never ran, cleaned up by the reaper, and a
+// preview Deployment created by a pull_request run and deleted when its
+// branch is, as docs/examples/ documents it.
 //
 // Each step checks its result, so the demo doubles as a smoke test: [Run]
 // returns a [*StepError] when anything turns out differently.
@@ -32,19 +34,24 @@ import (
 	"github.com/sethvargo/go-githubactions"
 
 	"github.com/astro-sts/astro-sts/action"
+	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
+	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/runnertest"
 )
 
 //go:embed policy.yaml
 var samplePolicy []byte
 
-// SamplePolicy returns the trust policy the demo's broker runs with: one
-// commented rule, bound to a repository id, a branch, the events and the
-// workflow files, granting WORKSPACE_AUTHOR on the emulator's first
-// Workspace for at most 30 minutes. It is meant as the starting point of a
-// real policy (`astro-sts demo --print-policy`). Each call returns a copy.
+// SamplePolicy returns the trust policy the demo's broker runs with, and
+// docs/examples/policy.yaml: rule deploy-main grants WORKSPACE_AUTHOR on
+// the emulator's first Workspace to pushes to main; rules preview and
+// preview-cleanup grant WORKSPACE_OPERATOR on its second Workspace to the
+// preview workflows. Every rule is bound to a repository id, the events
+// and the workflow files. It is meant as the starting point of a real
+// policy (`astro-sts demo --print-policy`). Each call returns a copy.
 func SamplePolicy() []byte { return slices.Clone(samplePolicy) }
 
 // Options configure [Run]. The zero value is the demo as
@@ -173,6 +180,16 @@ func (d *demo) run(ctx context.Context) error {
 	if err := d.reap(ctx); err != nil {
 		return err
 	}
+	previewID, err := d.previewCreate(ctx)
+	if err != nil {
+		return err
+	}
+	if err := d.previewCleanup(ctx, previewID); err != nil {
+		return err
+	}
+	if err := d.operatorRefused(ctx); err != nil {
+		return err
+	}
 	d.whatNext()
 	return nil
 }
@@ -183,7 +200,7 @@ func (d *demo) intro() {
 	p.f("Started:\n")
 	p.f("  Astro API emulator  %s  (organization %s, Workspace %s)\n", d.emuSrv.URL, d.emu.OrganizationID(), d.emu.WorkspaceIDs()[0])
 	p.f("  OIDC issuer         %s  (stands in for https://token.actions.githubusercontent.com)\n", d.iss.URL())
-	p.f("  broker              %s  (sample policy: rule deploy-main, see astro-sts demo --print-policy)\n", d.brokerURL)
+	p.f("  broker              %s  (sample policy: astro-sts demo --print-policy)\n", d.brokerURL)
 }
 
 // exchange runs the action's main step for a push to main of the trusted
@@ -200,7 +217,7 @@ func (d *demo) exchange(ctx context.Context) (issued, error) {
 		return issued{}, &StepError{Step: step, Err: err}
 	}
 	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log)
+	tok, err := d.collect(j, log, d.emu.WorkspaceIDs()[0])
 	if err != nil {
 		return issued{}, &StepError{Step: step, Err: err}
 	}
@@ -211,8 +228,9 @@ func (d *demo) exchange(ctx context.Context) (issued, error) {
 }
 
 // collect reads the main step's file commands the way the runner does and
-// checks that they and the log agree with each other.
-func (d *demo) collect(j *job, log jobLog) (issued, error) {
+// checks that they and the log agree with each other, and that the token
+// is for Workspace ws.
+func (d *demo) collect(j *job, log jobLog, ws string) (issued, error) {
 	exported, err := j.runner.ExportedEnv()
 	if err != nil {
 		return issued{}, err
@@ -233,8 +251,8 @@ func (d *demo) collect(j *job, log jobLog) (issued, error) {
 		return issued{}, fmt.Errorf("%w: the token output differs from the exported token", ErrUnexpected)
 	case tok.tokenID == "" || state[action.StateTokenID] != tok.tokenID:
 		return issued{}, fmt.Errorf("%w: GITHUB_STATE's %s is %q, the token-id output %q", ErrUnexpected, action.StateTokenID, state[action.StateTokenID], tok.tokenID)
-	case tok.workspaceID != d.emu.WorkspaceIDs()[0]:
-		return issued{}, fmt.Errorf("%w: token for Workspace %q, want the policy's %q", ErrUnexpected, tok.workspaceID, d.emu.WorkspaceIDs()[0])
+	case tok.workspaceID != ws:
+		return issued{}, fmt.Errorf("%w: token for Workspace %q, want the policy's %q", ErrUnexpected, tok.workspaceID, ws)
 	}
 	if err := checkMasked(log, tok.value); err != nil {
 		return issued{}, fmt.Errorf("%w: %w", ErrUnexpected, err)
@@ -288,24 +306,51 @@ func (d *demo) post(ctx context.Context, tok issued) error {
 	return nil
 }
 
-// denied runs the main step for a repository the policy does not trust.
+// denied runs the main step for a repository the policy does not trust,
+// and shows both sides of the refusal: the job log, where the action
+// explains it with what the job may know (the request id, the code, its
+// own identity and a rule that would trust it), and the broker's log,
+// where the platform team finds why under that request id.
 func (d *demo) denied(ctx context.Context) error {
 	const step = "denied exchange"
 	d.p.f("\n4. Main step in %s (repository_id %s), which no rule of the policy trusts:\n", untrustedRepo, untrustedRepoID)
 	before := len(d.emu.Tokens())
-	j, err := d.newJob(untrustedClaims("2001"), nil)
+	claims := untrustedClaims("2001")
+	j, err := d.newJob(claims, nil)
 	if err != nil {
 		return &StepError{Step: step, Err: err}
 	}
 	log, mainErr := d.runMain(ctx, j)
 	var be *action.BrokerError
-	if !errors.As(mainErr, &be) || be.Status != http.StatusForbidden {
-		return unexpected(step, "the exchange was not refused with 403 (got: %v)", mainErr)
+	if !errors.As(mainErr, &be) || be.Status != http.StatusForbidden || be.Code != broker.CodeDenied || be.RequestID == "" {
+		return unexpected(step, "the exchange was not refused with 403 denied and a request id (got: %v)", mainErr)
 	}
 	d.p.lines(log.Lines)
-	d.p.f("   The broker answered %d %s: %q\n", be.Status, be.Code, be.Message)
-	d.p.f("   The step fails (the action exits 1); the job log shows:\n")
 	d.p.lines([]string{"Error: " + mainErr.Error()})
+	d.p.f("   The step fails (the action exits 1); the step summary holds the same explanation.\n")
+
+	// The rule the job log suggests is ready to paste: it parses and trusts
+	// exactly this job.
+	rule, err := suggestedRule(log)
+	if err != nil {
+		return unexpected(step, "%v", err)
+	}
+	allowedBy, err := d.decideWith(rule, claims)
+	if err != nil {
+		return unexpected(step, "the suggested rule does not allow the job: %v", err)
+	}
+	d.p.f("   The suggested rule, parsed and decided by the broker's policy code, allows this job (rule %s).\n", allowedBy)
+
+	// The answer said nothing about the policy; the broker's log did.
+	why := d.explained.of(be.RequestID)
+	if len(why) == 0 {
+		return unexpected(step, "the broker's log has no explanation under request id %s", be.RequestID)
+	}
+	d.p.f("   The answer named no rule. The broker's log, under request id %s, tells the platform team:\n", be.RequestID)
+	for _, e := range why {
+		d.p.f("     rule %s (%d of %d entries hold): %s wants %s, the token has %s\n", e.rule, e.held, e.of, e.key, e.expected, e.actual)
+	}
+
 	exported, err := j.runner.ExportedEnv()
 	if err != nil {
 		return &StepError{Step: step, Err: err}
@@ -315,6 +360,44 @@ func (d *demo) denied(ctx context.Context) error {
 	}
 	d.p.f("   Nothing was minted and nothing exported.\n")
 	return nil
+}
+
+// suggestedRule cuts the suggested rule out of a refused job's log: the
+// lines from "  - name:" to the line after the rule.
+func suggestedRule(log jobLog) (string, error) {
+	var b strings.Builder
+	in := false
+	for _, l := range log.Lines {
+		switch {
+		case strings.HasPrefix(l, "  - name: "):
+			in = true
+		case in && !strings.HasPrefix(l, "    "):
+			return b.String(), nil
+		}
+		if in {
+			b.WriteString(l + "\n")
+		}
+	}
+	return "", errors.New("the job log suggests no rule")
+}
+
+// decideWith decides claims with a policy holding rule alone, and returns
+// the name of the rule that allows them.
+func (d *demo) decideWith(rule string, claims issuer.Claims) (string, error) {
+	p, err := policy.Parse([]byte("rules:\n" + rule))
+	if err != nil {
+		return "", err
+	}
+	tok, err := d.iss.Mint(claims)
+	if err != nil {
+		return "", err
+	}
+	c, err := idtoken.UnverifiedClaims(tok) // the demo's own token: it was just signed
+	if err != nil {
+		return "", err
+	}
+	dec, err := p.Decide(policy.Claims(c), policy.Request{})
+	return dec.Rule, err
 }
 
 // reap plays a job whose post step never runs, and the reaper deleting its
@@ -331,7 +414,7 @@ func (d *demo) reap(ctx context.Context) error {
 		return &StepError{Step: step, Err: err}
 	}
 	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log)
+	tok, err := d.collect(j, log, d.emu.WorkspaceIDs()[0])
 	if err != nil {
 		return &StepError{Step: step, Err: err}
 	}
@@ -410,7 +493,7 @@ func runnerInputs(brokerURL string, set map[string]string) map[string]string {
 		action.InputBrokerURL: brokerURL, action.InputAudience: "", action.InputMode: string(action.ModeExchange),
 		action.InputRotation: "", action.InputWorkspaceID: "", action.InputDeploymentID: "",
 		action.InputRole: "", action.InputTTL: "", action.InputEnvName: action.DefaultEnvName,
-		action.InputExportEnv: "true", action.InputRevoke: "true",
+		action.InputExportEnv: "true", action.InputRevoke: "true", action.InputDryRun: "false",
 	}
 	for k, v := range set {
 		in[k] = v

@@ -15,6 +15,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/demo"
+	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/runnertest"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
@@ -54,6 +55,10 @@ func TestRun(t *testing.T) {
 		t.Fatalf("Run = %v\noutput:\n%s", err, out.String())
 	}
 	text := out.String()
+	seeded, err := emulator.New(emulator.Config{Workspaces: 2, Seed: demo.EmulatorSeed})
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	// Key lines, in this order.
 	wantInOrder := []string{
@@ -70,14 +75,40 @@ func TestRun(t *testing.T) {
 		"| Revoked Astro token ",
 		"-> 401 Unauthorized",
 		"4. Main step in acme/website",
-		"The broker answered 403 denied: \"no policy rule allows this identity\"",
-		"| Error: the broker refused the exchange (403 denied)",
+		"| The broker refused this job's token exchange. Request id: ",
+		"|   code:    denied",
+		"|   repository_id:       654321",
+		"|   environment:         production",
+		"|   - name: \"website-production\"",
+		"|       repository_id: \"654321\"",
+		"| Error: the broker refused the exchange (403 denied, request id ",
+		"The suggested rule, parsed and decided by the broker's policy code, allows this job (rule website-production).",
+		"The answer named no rule. The broker's log, under request id ",
+		`rule deploy-main (2 of 4 entries hold): repository_id wants "123456", the token has "654321"`,
 		"Nothing was minted and nothing exported.",
 		"5. A job asks for ttl: 2m",
 		"Reaper pass before the deadline: 0 token(s) deleted",
 		"The demo moved its clock forward 2m1s",
 		"1 token(s) deleted",
 		"now gets 401 Unauthorized",
+		"6. A pull_request run for branch feature/x",
+		"role WORKSPACE_OPERATOR",
+		"(rule preview).",
+		"names the preview preview-feature-x",
+		"astro deployment inspect " + seeded.DeploymentIDs()[1] + " --template: 3 requests",
+		"astro deployment create --deployment-file ...: 9 requests, among them POST /deployments 200",
+		"astro deployment inspect -n preview-feature-x --key metadata.deployment_id -> cl",
+		"The preview is a copy of deployment-2, in the same Workspace and cluster.",
+		"| Revoked Astro token ",
+		"The token now gets 401 Unauthorized.",
+		"7. Branch feature/x is deleted: a delete run",
+		"(rule preview-cleanup).",
+		"astro deployment delete -n preview-feature-x -f: 3 requests, among them DELETE /deployments/{deploymentId} 204",
+		"The previews Workspace now holds: deployment-2\n",
+		"| Revoked Astro token ",
+		"The token now gets 401 Unauthorized.",
+		"8. A push to main of acme/dags asks for WORKSPACE_OPERATOR",
+		`The broker answered 403 too_wide: "role WORKSPACE_OPERATOR exceeds WORKSPACE_AUTHOR allowed by rule \"deploy-main\""`,
 		"All steps turned out as expected.",
 		"What next: README.md, \"Go to production\"",
 	}
@@ -89,13 +120,15 @@ func TestRun(t *testing.T) {
 		}
 		rest = rest[i+len(want):]
 	}
-	if n := strings.Count(text, "\n"); n > 45 {
-		t.Errorf("output has %d lines, want a readable 45 at most", n)
+	// The denied step shows a refused job's whole explanation (some 30
+	// lines): it is what a workflow's author reads, and the point of it.
+	if n := strings.Count(text, "\n"); n > 100 {
+		t.Errorf("output has %d lines, want a readable 100 at most", n)
 	}
 
 	values := exportedTokens(t, dir)
-	if len(values) != 2 {
-		t.Fatalf("found %d exported tokens in the jobs' files, want 2 (the first job and the crashing one)", len(values))
+	if len(values) != 4 {
+		t.Fatalf("found %d exported tokens in the jobs' files, want 4 (the first job, the crashing one, the two preview jobs)", len(values))
 	}
 	for _, v := range values {
 		if strings.Contains(text, v) || strings.Contains(logs.String(), v) {
@@ -220,4 +253,7 @@ func ExampleRun() {
 	// 3. Post step of the same job (the runner passes TOKEN_ID back as STATE_TOKEN_ID):
 	// 4. Main step in acme/website (repository_id 654321), which no rule of the policy trusts:
 	// 5. A job asks for ttl: 2m, then its runner dies before the post step:
+	// 6. A pull_request run for branch feature/x (docs/examples/preview.yml, job create), rule preview:
+	// 7. Branch feature/x is deleted: a delete run (docs/examples/preview-cleanup.yml), ref refs/heads/main
+	// 8. A push to main of acme/dags asks for WORKSPACE_OPERATOR (to create Deployments outside the previews):
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // EmulatorSeed is the seed of the demo's Astro API emulator. It makes the
@@ -31,6 +32,8 @@ type stack struct {
 	clock *clock
 	http  *http.Client
 	log   *slog.Logger
+	// explained keeps the broker's explanations of denials.
+	explained explanations
 
 	emuSrv *emulator.Server
 	emu    *emulator.Emulator
@@ -46,7 +49,7 @@ type stack struct {
 // startStack starts the three servers; on error, whatever started is
 // stopped again. dir receives the policy file.
 func startStack(c *clock, hc *http.Client, logger *slog.Logger, dir string) (_ *stack, err error) {
-	s := &stack{clock: c, http: hc, log: logger}
+	s := &stack{clock: c, http: hc, log: logger, explained: newExplanations()}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, s.close())
@@ -84,21 +87,24 @@ func startStack(c *clock, hc *http.Client, logger *slog.Logger, dir string) (_ *
 // so the reaper step can move time instead of waiting, and the demo holds
 // the [broker.Server] to run one reaper pass ([broker.Server.Reap]) when it
 // wants, instead of the background reaper on a timer. The HTTP side is the
-// production one: the broker's Handler behind an http.Server with the same
-// timeouts as serve's.
-func (s *stack) startBroker() error {
-	logger := s.log.With("component", "broker")
+// production one: serve's [broker.Server.HTTPServer].
+func (s *stack) startBroker() (err error) {
+	logger := slog.New(slog.NewMultiHandler(s.log.Handler(), s.explained)).With("component", "broker")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("broker: listen: %w", err)
 	}
+	defer func() {
+		if err != nil {
+			ln.Close()
+		}
+	}()
 	// The action asks GitHub for a token whose audience is the broker's URL
 	// (its default), so that is the audience the broker requires.
 	s.brokerURL = "http://" + ln.Addr().String()
 
-	store, err := policy.NewStore(s.policyPath, logger)
+	policies, err := policy.NewStore(s.policyPath, logger)
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("broker: sample policy: %w", err)
 	}
 	ac, err := astro.New(astro.Config{
@@ -109,7 +115,6 @@ func (s *stack) startBroker() error {
 		Now:        s.clock.Now,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("broker: astro client: %w", err)
 	}
 	verifier, err := idtoken.New(idtoken.Config{
@@ -119,31 +124,21 @@ func (s *stack) startBroker() error {
 		Now:        s.clock.Now,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("broker: verifier: %w", err)
 	}
 	s.broker, err = broker.New(broker.Config{
 		Astro:          ac,
 		OrganizationID: s.emu.OrganizationID(),
 		Verifier:       verifier,
-		Replay:         idtoken.NewReplayGuard(1000, s.clock.Now),
-		Policies:       store,
+		Store:          store.NewMemory(1000, s.clock.Now),
+		Policies:       policies,
 		Logger:         logger,
 		Now:            s.clock.Now,
 	})
 	if err != nil {
-		ln.Close()
 		return fmt.Errorf("broker: %w", err)
 	}
-	s.brokerSrv = &http.Server{
-		Handler:           s.broker.Handler(),
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       15 * time.Second,
-		WriteTimeout:      60 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
-	}
+	s.brokerSrv = s.broker.HTTPServer()
 	s.brokerDone = make(chan error, 1)
 	go func() { s.brokerDone <- s.brokerSrv.Serve(ln) }()
 	return nil

@@ -1,13 +1,17 @@
 // Package emulator is an in-memory emulator of the token endpoints of the
-// Astro API v1, faithful enough that [astro.Client], the broker and the
-// real astro CLI cannot tell it from Astro for what they use.
+// Astro API v1, and of the Deployment endpoints the astro CLI calls for
+// `astro deployment list|inspect|create --deployment-file|delete` (what
+// astronomer/deploy-action runs for preview Deployments), faithful enough
+// that [astro.Client], the broker and the real astro CLI cannot tell it
+// from Astro for what they use.
 //
 // It serves the paths, JSON shapes, status codes and error bodies of
 // ../../../shared/reference/astro-api.md, issues token values that are
 // Ed25519-signed JWTs with the claims the astro CLI reads, and enforces
 // what Astro enforces: revoked, rotated and expired values get 401 at once,
-// a Workspace token stays inside its Workspace, role names and expiry bounds
-// are validated. Where the facts are silent, the comment at the code says
+// a Workspace token stays inside its Workspace, only a Workspace Operator or
+// Owner creates and deletes Deployments, role names, expiry bounds and
+// Deployment configurations are validated. Where the facts are silent, the comment at the code says
 // which reading the emulator takes; docs/emulator.md lists them all.
 //
 // Tests use it in-process through [Start]; `astro-sts emulator` serves it
@@ -40,7 +44,8 @@ import (
 // with two Workspaces and no injected faults.
 type Config struct {
 	// Workspaces is the number of seeded Workspaces (each with one seeded
-	// Deployment); 0 means 2, at most [MaxWorkspaces].
+	// Dedicated Deployment on the seeded cluster); 0 means 2, at most
+	// [MaxWorkspaces].
 	Workspaces int
 	// Now is the clock; nil means time.Now. Timestamps are stored and sent
 	// in UTC, truncated to whole seconds, as Astro sends them.
@@ -75,28 +80,24 @@ type Emulator struct {
 	handler http.Handler
 
 	// Fixed after New.
-	priv        ed25519.PrivateKey
-	pub         ed25519.PublicKey
-	kid         string
-	header      string // base64url of the one JWS header the emulator issues
-	org         astro.Organization
-	workspaces  []astro.Workspace
-	deployments []deployment
-	ownerValue  string
-	reqPrefix   string
-	reqSeq      atomic.Uint64
+	priv       ed25519.PrivateKey
+	pub        ed25519.PublicKey
+	kid        string
+	header     string // base64url of the one JWS header the emulator issues
+	org        astro.Organization
+	workspaces []astro.Workspace
+	cluster    astro.Cluster
+	seededDeps []string // ids of the seeded Deployments, in Workspace order
+	ownerValue string
+	reqPrefix  string
+	reqSeq     atomic.Uint64
 
-	mu       sync.Mutex
-	rng      *mrand.Rand // ids and ErrorRate draws
-	tokens   map[string]*record
-	throttle int
-	retryAft time.Duration
-}
-
-type deployment struct {
-	ID          string
-	Name        string
-	WorkspaceID string
+	mu          sync.Mutex
+	rng         *mrand.Rand // ids and ErrorRate draws
+	tokens      map[string]*record
+	deployments map[string]*astro.Deployment // never mutated once stored: replaced or deleted whole
+	throttle    int
+	retryAft    time.Duration
 }
 
 // record is a token as the emulator stores it: never the value, only its
@@ -107,8 +108,9 @@ type record struct {
 }
 
 // New returns an emulator seeded with one organization
-// ("astro-sts-emulator", product HOSTED), cfg.Workspaces Workspaces with
-// one Deployment each, and an ORGANIZATION_OWNER token that never expires.
+// ("astro-sts-emulator", product HOSTED), one Dedicated cluster,
+// cfg.Workspaces Workspaces with one Deployment each on that cluster, and
+// an ORGANIZATION_OWNER token that never expires.
 func New(cfg Config) (*Emulator, error) {
 	var errs []error
 	if cfg.Workspaces < 0 || cfg.Workspaces > MaxWorkspaces {
@@ -155,6 +157,8 @@ func New(cfg Config) (*Emulator, error) {
 		kid:     hex.EncodeToString(kidSum[:8]),
 		rng:     mrand.New(mrand.NewPCG(seed, seed^0x9e3779b97f4a7c15)),
 		tokens:  map[string]*record{},
+
+		deployments: map[string]*astro.Deployment{},
 	}
 	if e.now == nil {
 		e.now = time.Now
@@ -166,11 +170,16 @@ func New(cfg Config) (*Emulator, error) {
 	e.reqPrefix = e.newID()[2:10]
 
 	t := e.clock()
+	// The order of the newID calls below is part of the contract: a fixed
+	// Seed gives the same Workspace and Deployment ids across versions
+	// (the demo's sample policy names one), so anything seeded later draws
+	// its ids after the owner token.
 	e.org = astro.Organization{ID: e.newID(), Name: "astro-sts-emulator", Product: "HOSTED", CreatedAt: t, UpdatedAt: t}
+	depIDs := make([]string, cfg.Workspaces)
 	for i := range cfg.Workspaces {
 		ws := astro.Workspace{ID: e.newID(), Name: fmt.Sprintf("workspace-%d", i+1), OrganizationID: e.org.ID, CreatedAt: t, UpdatedAt: t}
 		e.workspaces = append(e.workspaces, ws)
-		e.deployments = append(e.deployments, deployment{ID: e.newID(), Name: fmt.Sprintf("deployment-%d", i+1), WorkspaceID: ws.ID})
+		depIDs[i] = e.newID()
 	}
 	seedUser := &astro.Subject{ID: e.newID(), SubjectType: "USER", FullName: "Emulator Seed", Username: "seed@emulator.invalid"}
 	_, value := e.createLocked(newToken{
@@ -181,6 +190,7 @@ func New(cfg Config) (*Emulator, error) {
 		by:          seedUser,
 	}, t)
 	e.ownerValue = value
+	e.seedDeployments(depIDs, *seedUser, t)
 	e.handler = e.routes()
 	return e, nil
 }
@@ -223,14 +233,13 @@ func (e *Emulator) WorkspaceIDs() []string {
 }
 
 // DeploymentIDs are the ids of the seeded Deployments, one per Workspace,
-// in the order of [Emulator.WorkspaceIDs].
-func (e *Emulator) DeploymentIDs() []string {
-	out := make([]string, len(e.deployments))
-	for i, d := range e.deployments {
-		out[i] = d.ID
-	}
-	return out
-}
+// in the order of [Emulator.WorkspaceIDs] (whether or not they have been
+// deleted through the API since).
+func (e *Emulator) DeploymentIDs() []string { return slices.Clone(e.seededDeps) }
+
+// ClusterID is the id of the seeded cluster, where the seeded Deployments
+// run.
+func (e *Emulator) ClusterID() string { return e.cluster.ID }
 
 // PublicKey is the Ed25519 key that signs token values, for tests that
 // want to verify one.
@@ -287,17 +296,14 @@ func (e *Emulator) workspace(id string) (astro.Workspace, bool) {
 	return astro.Workspace{}, false
 }
 
-func (e *Emulator) deployment(id string) (deployment, bool) {
-	for _, d := range e.deployments {
-		if d.ID == id {
-			return d, true
-		}
-	}
-	return deployment{}, false
+// deployment looks a live Deployment up. The caller holds mu.
+func (e *Emulator) deployment(id string) (*astro.Deployment, bool) {
+	d, ok := e.deployments[id]
+	return d, ok
 }
 
 // homeWorkspace is the Workspace a Workspace or Deployment token belongs
-// to; "" for an Organization token.
+// to; "" for an Organization token. The caller holds mu.
 func (e *Emulator) homeWorkspace(t *astro.Token) string {
 	for _, r := range t.Roles {
 		switch {

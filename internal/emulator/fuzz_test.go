@@ -209,3 +209,86 @@ func FuzzParseClaims(f *testing.F) {
 		}
 	})
 }
+
+// FuzzCreateDeploymentBody: any body gets 200 with a Deployment that keeps
+// the rules create enforces, or a documented error.
+func FuzzCreateDeploymentBody(f *testing.F) {
+	e := fuzzEmulator(f)
+	bearer := "Bearer " + e.OrganizationToken()
+	path := "/v1/organizations/" + e.OrganizationID() + "/deployments"
+	ws := e.WorkspaceIDs()[0]
+	valid := `{"type":"STANDARD","name":"p","workspaceId":"` + ws + `","cloudProvider":"AWS","region":"us-east-1",` +
+		`"astroRuntimeVersion":"12.4.0","executor":"CELERY","schedulerSize":"SMALL","isCicdEnforced":false,` +
+		`"isDagDeployEnabled":true,"isHighAvailability":false,"defaultTaskPodCpu":"1","defaultTaskPodMemory":"2Gi",` +
+		`"resourceQuotaCpu":"10","resourceQuotaMemory":"20Gi","workerQueues":[{"name":"default","isDefault":true,` +
+		`"astroMachine":"A5","minWorkerCount":0,"maxWorkerCount":10,"workerConcurrency":5}]}`
+	f.Add([]byte(valid))
+	f.Add([]byte(strings.Replace(valid, `"STANDARD"`, `"DEDICATED"`, 1)))
+	f.Add([]byte(strings.Replace(valid, `"CELERY"`, `"KUBERNETES"`, 1)))
+	f.Add([]byte(`{"type":"HYBRID","scheduler":{"au":5,"replicas":1}}`))
+	f.Add([]byte(`{"workerQueues":[{"name":"default","minWorkerCount":-1}],"scalingSpec":null}`))
+	f.Add([]byte(`{"defaultTaskPodCpu":"99999.999","defaultTaskPodMemory":"199999.998Gi"}`))
+	f.Add([]byte(`null`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		rec := serve(e, "POST", path, bearer, body)
+		switch rec.Code {
+		case http.StatusOK:
+			var d astro.Deployment
+			if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil {
+				t.Fatal(err)
+			}
+			if n := utf8.RuneCountInString(d.Name); n < 1 || n > emulator.MaxNameLen || d.WorkspaceID == "" || d.Type == nil ||
+				d.Executor == nil || d.WorkerQueues == nil || (*d.Executor != astro.ExecutorKubernetes && !hasDefaultQueue(*d.WorkerQueues)) {
+				t.Fatalf("created an invalid Deployment %+v from %q", d, body)
+			}
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
+			checkErrorBody(t, rec)
+		default:
+			t.Fatalf("status %d for %q", rec.Code, body)
+		}
+	})
+}
+
+func hasDefaultQueue(qs []astro.WorkerQueue) bool {
+	for _, q := range qs {
+		if q.Name == "default" && q.IsDefault {
+			return true
+		}
+	}
+	return false
+}
+
+// FuzzDeploymentListQuery: any query string gets 200 with a consistent
+// page or 400.
+func FuzzDeploymentListQuery(f *testing.F) {
+	e := fuzzEmulator(f)
+	bearer := "Bearer " + e.OrganizationToken()
+	path := "/v1/organizations/" + e.OrganizationID() + "/deployments"
+	ws := e.WorkspaceIDs()
+	for _, q := range []string{"", "limit=1000", "workspaceIds=" + ws[0] + "," + ws[1], "workspaceIds=" + ws[0] + "&workspaceIds=,",
+		"names=deployment-1&names=a%2Cb", "deploymentIds=" + e.DeploymentIDs()[1], "sorts=updatedAt:desc", "sorts=name:up", "%zz"} {
+		f.Add(q)
+	}
+	f.Fuzz(func(t *testing.T, q string) {
+		req := httptest.NewRequest("GET", "http://emulator"+path, nil)
+		req.URL.RawQuery = q
+		req.Header.Set("Authorization", bearer)
+		rec := httptest.NewRecorder()
+		e.Handler().ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusOK:
+			var page astro.DeploymentsPage
+			if err := json.Unmarshal(rec.Body.Bytes(), &page); err != nil {
+				t.Fatal(err)
+			}
+			if page.Limit < 1 || page.Limit > emulator.MaxLimit || page.Offset < 0 || len(page.Deployments) > page.Limit ||
+				page.Deployments == nil || page.TotalCount > 2 {
+				t.Fatalf("inconsistent page %+v for %q", page, q)
+			}
+		case http.StatusBadRequest:
+			checkErrorBody(t, rec)
+		default:
+			t.Fatalf("status %d for %q", rec.Code, q)
+		}
+	})
+}

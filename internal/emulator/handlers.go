@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"unicode/utf8"
 
@@ -172,7 +173,8 @@ type sortKey struct {
 	desc  bool
 }
 
-var sortFields = map[string]func(a, b *astro.Token) int{
+// tokenSortFields are the sortable fields of the token list.
+var tokenSortFields = map[string]func(a, b *astro.Token) int{
 	"name":         func(a, b *astro.Token) int { return strings.Compare(a.Name, b.Name) },
 	"description":  func(a, b *astro.Token) int { return strings.Compare(a.Description, b.Description) },
 	"createdAt":    func(a, b *astro.Token) int { return a.CreatedAt.Compare(b.CreatedAt) },
@@ -180,15 +182,19 @@ var sortFields = map[string]func(a, b *astro.Token) int{
 	"tokenStartAt": func(a, b *astro.Token) int { return a.StartAt.Compare(b.StartAt) },
 }
 
-func (k sortKey) compare(a, b *astro.Token) int {
-	c := sortFields[k.field](a, b)
+func (k sortKey) compare(a, b *astro.Token) int { return k.apply(tokenSortFields[k.field](a, b)) }
+
+// apply turns an ascending comparison into this key's direction.
+func (k sortKey) apply(c int) int {
 	if k.desc {
 		return -c
 	}
 	return c
 }
 
-func sortParams(q url.Values, fe *[]astro.FieldError) []sortKey {
+// sortParams reads the repeatable sorts parameter; fields lists the
+// sortable field names, in the order the error message names them.
+func sortParams(q url.Values, fields []string, fe *[]astro.FieldError) []sortKey {
 	vs := q["sorts"]
 	if len(vs) > maxSorts {
 		*fe = append(*fe, astro.FieldError{Code: CodeInvalid, Field: "sorts", Message: fmt.Sprintf("at most %d sorts", maxSorts)})
@@ -197,16 +203,26 @@ func sortParams(q url.Values, fe *[]astro.FieldError) []sortKey {
 	var keys []sortKey
 	for _, v := range vs {
 		field, dir, _ := strings.Cut(v, ":")
-		_, known := sortFields[field]
-		if !known || (dir != "asc" && dir != "desc") {
+		if !slices.Contains(fields, field) || (dir != "asc" && dir != "desc") {
 			*fe = append(*fe, astro.FieldError{Code: CodeInvalid, Field: "sorts",
-				Message: "each sort must be name, description, createdAt, updatedAt or tokenStartAt, followed by :asc or :desc"})
+				Message: fmt.Sprintf("each sort must be %s, followed by :asc or :desc", orList(fields))})
 			return nil
 		}
 		keys = append(keys, sortKey{field: field, desc: dir == "desc"})
 	}
 	return keys
 }
+
+// orList writes "a, b or c".
+func orList(items []string) string {
+	if len(items) < 2 {
+		return strings.Join(items, "")
+	}
+	return strings.Join(items[:len(items)-1], ", ") + " or " + items[len(items)-1]
+}
+
+// tokenSorts is the order the token list's error message names its fields.
+var tokenSorts = []string{"name", "description", "createdAt", "updatedAt", "tokenStartAt"}
 
 func hasRole(t *astro.Token, typ astro.EntityType, id string) bool {
 	for _, r := range t.Roles {
@@ -228,7 +244,7 @@ func (e *Emulator) listTokens(w http.ResponseWriter, r *http.Request, p *princip
 	}
 	var fe []astro.FieldError
 	offset, limit := pageParams(q, &fe)
-	keys := sortParams(q, &fe)
+	keys := sortParams(q, tokenSorts, &fe)
 	wsID := single(q, "workspaceId", &fe)
 	depID := single(q, "deploymentId", &fe)
 	onlyOrg := boolParam(q, "includeOnlyOrganizationTokens", &fe)
@@ -244,7 +260,16 @@ func (e *Emulator) listTokens(w http.ResponseWriter, r *http.Request, p *princip
 			scopes = append(scopes, wsID)
 		}
 		if depID != "" {
-			d, _ := e.deployment(depID)
+			e.mu.Lock()
+			d, ok := e.deployment(depID)
+			e.mu.Unlock()
+			if !ok {
+				// No Workspace can grant reading the tokens of a Deployment
+				// that does not exist: the same answer as one the caller
+				// may not see.
+				errForbidden.write(w)
+				return
+			}
 			scopes = append(scopes, d.WorkspaceID)
 		}
 		if len(scopes) == 0 {
@@ -306,7 +331,8 @@ func checkDescription(d string, fe *[]astro.FieldError) {
 }
 
 // validateCreate checks b and returns the new token's role and the
-// Workspace it belongs to ("" for ORGANIZATION scope).
+// Workspace it belongs to ("" for ORGANIZATION scope). The caller holds mu
+// (Deployments come and go).
 func (e *Emulator) validateCreate(b *createBody) (astro.TokenRole, string, []astro.FieldError) {
 	var fe []astro.FieldError
 	checkName(b.Name, &fe)
@@ -367,22 +393,29 @@ func (e *Emulator) createToken(w http.ResponseWriter, r *http.Request, p *princi
 		he.write(w)
 		return
 	}
-	role, home, fe := e.validateCreate(&b)
-	if len(fe) > 0 {
-		badRequest("invalid request body", fe...).write(w)
-		return
-	}
-	if (b.Scope == astro.ScopeOrganization && !p.owner()) || (b.Scope != astro.ScopeOrganization && !p.canManage(home)) {
-		errForbidden.write(w)
-		return
-	}
 	now := e.clock()
 	e.mu.Lock()
-	t, value := e.createLocked(newToken{
-		name: b.Name, description: b.Description, scope: b.Scope,
-		roles: []astro.TokenRole{role}, days: b.TokenExpiryPeriodInDays, by: p.subject(),
-	}, now)
+	role, home, fe := e.validateCreate(&b)
+	var he *httpError
+	switch {
+	case len(fe) > 0:
+		he = badRequest("invalid request body", fe...)
+	case (b.Scope == astro.ScopeOrganization && !p.owner()) || (b.Scope != astro.ScopeOrganization && !p.canManage(home)):
+		he = errForbidden
+	}
+	var t astro.Token
+	var value string
+	if he == nil {
+		t, value = e.createLocked(newToken{
+			name: b.Name, description: b.Description, scope: b.Scope,
+			roles: []astro.TokenRole{role}, days: b.TokenExpiryPeriodInDays, by: p.subject(),
+		}, now)
+	}
 	e.mu.Unlock()
+	if he != nil {
+		he.write(w)
+		return
+	}
 	t.Token = value
 	writeJSON(w, http.StatusOK, t)
 }

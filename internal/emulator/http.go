@@ -64,6 +64,23 @@ func (e *Emulator) routes() http.Handler {
 	mux.Handle("/v1/organizations/{org}/tokens/{token}/rotate", methods{
 		http.MethodPost: e.authed(e.inOrg(e.rotateToken)),
 	})
+	mux.Handle("/v1/organizations/{org}/deployments", methods{
+		http.MethodGet:  e.authed(e.inOrg(e.listDeployments)),
+		http.MethodPost: e.authed(e.inOrg(e.createDeployment)),
+	})
+	mux.Handle("/v1/organizations/{org}/deployments/{deployment}", methods{
+		http.MethodGet:    e.authed(e.inOrg(e.getDeployment)),
+		http.MethodDelete: e.authed(e.inOrg(e.deleteDeployment)),
+	})
+	mux.Handle("/v1/organizations/{org}/clusters", methods{
+		http.MethodGet: e.authed(e.inOrg(e.listClusters)),
+	})
+	mux.Handle("/v1/organizations/{org}/clusters/{cluster}", methods{
+		http.MethodGet: e.authed(e.inOrg(e.getCluster)),
+	})
+	mux.Handle("/v1/organizations/{org}/deployment-options", methods{
+		http.MethodGet: e.authed(e.inOrg(e.deploymentOptions)),
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "resource not found", nil)
 	})
@@ -190,6 +207,9 @@ type principal struct {
 	orgRole string
 	// wsRank is the rank (astro.WorkspaceRoleRank) of each Workspace role.
 	wsRank map[string]int
+	// deps holds the Deployments the token has a role on: a Deployment
+	// token's own, or those an Organization token was given a role on.
+	deps map[string]bool
 }
 
 // authed authenticates the bearer token: a JWS this emulator signed, whose
@@ -239,13 +259,15 @@ func (e *Emulator) principalFor(tokenID string, hash [sha256.Size]byte) (*princi
 		return nil, http.StatusGone
 	}
 	rec.tok.LastUsedAt = &now
-	p := &principal{tokenID: rec.tok.ID, name: rec.tok.Name, scope: rec.tok.Scope, wsRank: map[string]int{}}
+	p := &principal{tokenID: rec.tok.ID, name: rec.tok.Name, scope: rec.tok.Scope, wsRank: map[string]int{}, deps: map[string]bool{}}
 	for _, role := range rec.tok.Roles {
 		switch role.EntityType {
 		case astro.EntityOrganization:
 			p.orgRole = role.Role
 		case astro.EntityWorkspace:
 			p.wsRank[role.EntityID], _ = astro.WorkspaceRoleRank(role.Role)
+		case astro.EntityDeployment:
+			p.deps[role.EntityID] = true
 		}
 	}
 	return p, http.StatusOK

@@ -92,3 +92,35 @@ func FuzzNewClaims(f *testing.F) {
 		}
 	})
 }
+
+// FuzzUnverifiedClaims: no input panics; a failure is ErrMalformed and
+// never echoes the input; what is decoded is only string claims.
+func FuzzUnverifiedClaims(f *testing.F) {
+	f.Add(enc(`{"alg":"RS256"}`) + "." + enc(`{"repository_id":"1","exp":5,"aud":["a"]}`) + ".c2ln")
+	f.Add("a." + enc(`{"x":"\u2028"}`) + ".")
+	f.Add("a.b")
+	f.Add("a.b.c.d")
+	f.Add("..")
+	f.Fuzz(func(t *testing.T, raw string) {
+		c, err := UnverifiedClaims(raw)
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("error without ErrMalformed: %v", err)
+			}
+			if len(raw) >= 16 && strings.Contains(err.Error(), raw) {
+				t.Fatal("the error echoes the input")
+			}
+			return
+		}
+		payload, _ := base64.RawURLEncoding.DecodeString(strings.Split(raw, ".")[1])
+		var fields map[string]any
+		if err := json.Unmarshal(payload, &fields); err != nil {
+			t.Fatalf("accepted a payload encoding/json refuses: %v", err)
+		}
+		for k, v := range c {
+			if fields[k] != v {
+				t.Fatalf("claim %q = %q, payload has %#v", k, v, fields[k])
+			}
+		}
+	})
+}

@@ -52,22 +52,22 @@ func parseHeader(raw string) (header, error) {
 		return header{}, fmt.Errorf("%w: header has no alg", ErrMalformed)
 	}
 	if !allowedAlg(*h.Alg) {
-		return header{}, fmt.Errorf("%w: alg %q is not allowed (want RS256 or ES256)", ErrInvalidToken, safe(*h.Alg))
+		return header{}, fmt.Errorf("%w: alg %q is not allowed (want RS256 or ES256)", ErrBadSignature, safe(*h.Alg))
 	}
 	if h.Typ != nil && !strings.EqualFold(*h.Typ, "JWT") {
-		return header{}, fmt.Errorf("%w: typ %q is not JWT", ErrInvalidToken, safe(*h.Typ))
+		return header{}, fmt.Errorf("%w: typ %q is not JWT", ErrBadSignature, safe(*h.Typ))
 	}
 	if h.Crit != nil {
-		return header{}, fmt.Errorf("%w: crit header is not supported", ErrInvalidToken)
+		return header{}, fmt.Errorf("%w: crit header is not supported", ErrBadSignature)
 	}
 	if h.Kid == nil || *h.Kid == "" {
-		return header{}, fmt.Errorf("%w: header has no kid", ErrInvalidToken)
+		return header{}, fmt.Errorf("%w: header has no kid", ErrBadSignature)
 	}
 	if parts[1] == "" {
 		return header{}, fmt.Errorf("%w: empty payload", ErrMalformed)
 	}
 	if parts[2] == "" {
-		return header{}, fmt.Errorf("%w: no signature", ErrInvalidToken)
+		return header{}, fmt.Errorf("%w: no signature", ErrBadSignature)
 	}
 	if _, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil {
 		return header{}, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
@@ -107,6 +107,38 @@ func peekIssuer(raw string) (string, error) {
 		return "", fmt.Errorf("%w: payload has no iss", ErrMalformed)
 	}
 	return *p.Iss, nil
+}
+
+// UnverifiedClaims decodes the string claims of a compact JWS's payload
+// without verifying anything: not the signature, not the issuer, not the
+// times. Never decide anything on them. The action uses them to show a job
+// the identity its own token carries (it fetched the token itself), and
+// `astro-sts policy check --token` to try a real token's claims against a
+// policy. Like the verifier, it keeps string claims only: they are what a
+// policy matches. Errors never contain token bytes.
+func UnverifiedClaims(raw string) (map[string]string, error) {
+	if len(raw) > DefaultMaxTokenSize*4 {
+		return nil, fmt.Errorf("%w: token is %d bytes, more than %d", ErrMalformed, len(raw), DefaultMaxTokenSize*4)
+	}
+	if n := strings.Count(raw, "."); n != 2 {
+		return nil, fmt.Errorf("%w: compact JWS must have 3 parts, got %d", ErrMalformed, n+1)
+	}
+	b, err := payloadJSON(raw)
+	if err != nil {
+		return nil, err
+	}
+	var fields map[string]json.RawMessage
+	if err := strictObject(b, &fields); err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
+	}
+	out := make(map[string]string, len(fields))
+	for name, v := range fields {
+		var s string
+		if len(v) > 0 && v[0] == '"' && json.Unmarshal(v, &s) == nil {
+			out[name] = s
+		}
+	}
+	return out, nil
 }
 
 // strictObject decodes b, which must be exactly one JSON object, into v.

@@ -33,7 +33,7 @@ const (
 // keySet is one issuer's signing keys, fetched from its discovery jwks_uri
 // and cached. It plays the part of go-oidc's RemoteKeySet but reports a
 // fetch failure as [ErrIssuerUnavailable] (a 503 for the broker) and an
-// unknown kid as [ErrInvalidToken] (a 401); go-oidc folds both into one
+// unknown kid as [ErrBadSignature] (a 401); go-oidc folds both into one
 // untyped error.
 type keySet struct {
 	url    string
@@ -75,7 +75,7 @@ func (k *keySet) key(ctx context.Context, kid, alg string) (crypto.PublicKey, er
 	case lastErr != nil:
 		return nil, fmt.Errorf("%w: fetching JWKS %s: %v", ErrIssuerUnavailable, k.url, lastErr)
 	}
-	return nil, fmt.Errorf("%w: unknown kid %q", ErrInvalidToken, safe(kid))
+	return nil, fmt.Errorf("%w: unknown kid %q", ErrBadSignature, safe(kid))
 }
 
 // lookup returns the cached key for kid if the cache is fresh, and the
@@ -189,7 +189,7 @@ func algFor(jwk jose.JSONWebKey) string {
 // set) equal to alg.
 func keyForAlg(jwk jose.JSONWebKey, alg string) (crypto.PublicKey, error) {
 	if jwk.Algorithm != "" && jwk.Algorithm != alg {
-		return nil, fmt.Errorf("%w: kid %q is for %s, token says %s", ErrInvalidToken, safe(jwk.KeyID), jwk.Algorithm, alg)
+		return nil, fmt.Errorf("%w: kid %q is for %s, token says %s", ErrBadSignature, safe(jwk.KeyID), jwk.Algorithm, alg)
 	}
 	switch key := jwk.Key.(type) {
 	case *rsa.PublicKey:
@@ -201,7 +201,7 @@ func keyForAlg(jwk jose.JSONWebKey, alg string) (crypto.PublicKey, error) {
 			return key, nil
 		}
 	}
-	return nil, fmt.Errorf("%w: kid %q does not suit %s", ErrInvalidToken, safe(jwk.KeyID), alg)
+	return nil, fmt.Errorf("%w: kid %q does not suit %s", ErrBadSignature, safe(jwk.KeyID), alg)
 }
 
 // flight runs at most one fetch at a time: callers that arrive while one is

@@ -46,17 +46,17 @@ func NewReplayGuard(max int, now func() time.Time) *ReplayGuard {
 
 // Use records that the token (issuer, jti) with expiry exp is being used.
 // It returns [ErrReplayed] if it was used before, [ErrReplayCacheFull] if
-// it cannot be remembered, and [ErrInvalidToken] if jti is empty or the
-// token has already expired. Pass the verified [Claims]' Issuer, JTI and
+// it cannot be remembered, [ErrBadClaims] if jti is empty and [ErrExpired]
+// if the token has already expired. Pass the verified [Claims]' Issuer, JTI and
 // Expiry.
 func (g *ReplayGuard) Use(issuer, jti string, exp time.Time) error {
 	if jti == "" {
-		return fmt.Errorf("%w: no jti", ErrInvalidToken)
+		return fmt.Errorf("%w: no jti", ErrBadClaims)
 	}
 	now := g.now()
 	until := exp.Add(MaxLeeway)
 	if !now.Before(until) {
-		return fmt.Errorf("%w: expired", ErrInvalidToken)
+		return fmt.Errorf("%w: expired", ErrExpired)
 	}
 	k := replayKey{issuer, jti}
 

@@ -39,10 +39,10 @@ func TestReplayGuard(t *testing.T) {
 		{"remembered through the leeway, then refused as expired", 10, []use{
 			{0, "a", "j1", time.Minute, nil},
 			{time.Minute + 59*time.Second, "a", "j1", time.Minute, idtoken.ErrReplayed},
-			{time.Second, "a", "j1", time.Minute, idtoken.ErrInvalidToken},
+			{time.Second, "a", "j1", time.Minute, idtoken.ErrExpired},
 		}},
-		{"empty jti", 10, []use{{0, "a", "", time.Minute, idtoken.ErrInvalidToken}}},
-		{"expired token", 10, []use{{0, "a", "j", -2 * time.Minute, idtoken.ErrInvalidToken}}},
+		{"empty jti", 10, []use{{0, "a", "", time.Minute, idtoken.ErrBadClaims}}},
+		{"expired token", 10, []use{{0, "a", "j", -2 * time.Minute, idtoken.ErrExpired}}},
 		{"full of live entries fails closed", 2, []use{
 			{0, "a", "j1", 5 * time.Minute, nil},
 			{0, "a", "j2", 10 * time.Minute, nil},

@@ -31,6 +31,8 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+
+	"github.com/astro-sts/astro-sts/internal/loopback"
 )
 
 // GitHubIssuer is the issuer of GitHub.com's Actions ID tokens, trusted when
@@ -59,7 +61,8 @@ var (
 	// ErrUntrustedIssuer: iss is not one of the configured issuers. 401.
 	ErrUntrustedIssuer = errors.New("idtoken: untrusted issuer")
 	// ErrInvalidToken: well formed but refused (algorithm, signature,
-	// unknown kid, audience, time, missing claims). 401.
+	// unknown kid, audience, time, missing claims). 401. Each such error is
+	// also one of the reasons below ([ErrBadSignature], [ErrExpired], ...).
 	ErrInvalidToken = errors.New("idtoken: invalid token")
 	// ErrReplayed: the jti was already used for an exchange. 401.
 	ErrReplayed = errors.New("idtoken: token already used")
@@ -70,6 +73,50 @@ var (
 	// not be fetched, so the token could not be judged. 503, not 401.
 	ErrIssuerUnavailable = errors.New("idtoken: issuer unavailable")
 )
+
+// Why a well-formed token of a trusted issuer was refused: each of these is
+// also an [ErrInvalidToken] (errors.Is), so code that only asks "invalid?"
+// need not know them. The broker turns them into the sub-reason of its
+// token_invalid answer, which tells the job what to fix (its audience
+// input, its clock, a retry with a fresh token) and nothing about the
+// broker's configuration.
+var (
+	// ErrBadSignature: the signature does not verify with the issuer's
+	// published keys, or the header rules out verifying it (an algorithm
+	// other than RS256/ES256, no kid, a kid the issuer does not publish).
+	ErrBadSignature error = &invalidError{"signature not verified"}
+	// ErrWrongAudience: aud is not exactly the broker's audience.
+	ErrWrongAudience error = &invalidError{"wrong audience"}
+	// ErrExpired: exp has passed, beyond the leeway.
+	ErrExpired error = &invalidError{"token expired"}
+	// ErrNotYetValid: nbf or iat is in the future, beyond the leeway.
+	ErrNotYetValid error = &invalidError{"token not yet valid"}
+	// ErrBadClaims: a required claim (sub, jti, exp, iat) is missing, a
+	// claim has the wrong type, or exp-iat is longer than
+	// [MaxTokenLifetime].
+	ErrBadClaims error = &invalidError{"claims missing or malformed"}
+	// ErrMissingRunClaims: the token has no repository_id or run_id, which
+	// the broker needs to tie a minted token to its run. Verify does not
+	// require them; [Claims.RequireRun] does.
+	ErrMissingRunClaims error = &invalidError{"no repository_id or run_id"}
+)
+
+// invalidError is one reason a token is invalid.
+type invalidError struct{ reason string }
+
+func (e *invalidError) Error() string { return "idtoken: " + e.reason }
+
+// Is makes every reason an [ErrInvalidToken].
+func (e *invalidError) Is(target error) bool { return target == ErrInvalidToken }
+
+// RequireRun returns an [ErrMissingRunClaims] error unless the token names
+// its repository_id and run_id.
+func (c *Claims) RequireRun() error {
+	if c.RepositoryID == "" || c.RunID == "" {
+		return fmt.Errorf("%w claim, so a token minted for it could be neither revoked nor reaped", ErrMissingRunClaims)
+	}
+	return nil
+}
 
 // Config configures [New].
 type Config struct {
@@ -140,9 +187,9 @@ func New(cfg Config) (*Verifier, error) {
 		client:   boundedClient(cfg.HTTPClient),
 		issuers:  make(map[string]*issuerState, len(issuers)),
 	}
-	for _, iss := range issuers {
-		if err := checkFetchURL(iss); err != nil {
-			errs = append(errs, fmt.Errorf("issuer: %v", err))
+	for i, iss := range issuers {
+		if _, err := loopback.ParseURL(iss); err != nil {
+			errs = append(errs, fmt.Errorf("issuer %d: %w (%s)", i+1, err, urlRule))
 			continue
 		}
 		v.issuers[iss] = &issuerState{url: iss}
@@ -218,8 +265,9 @@ type Claims struct {
 // Verify checks raw and returns its claims. It does not consume the jti:
 // call [ReplayGuard.Use] when the token is actually exchanged.
 //
-// Errors wrap one of [ErrMalformed], [ErrUntrustedIssuer], [ErrInvalidToken]
-// or [ErrIssuerUnavailable].
+// Errors wrap one of [ErrMalformed], [ErrUntrustedIssuer], [ErrIssuerUnavailable]
+// or a reason that is an [ErrInvalidToken]: [ErrBadSignature],
+// [ErrWrongAudience], [ErrExpired], [ErrNotYetValid], [ErrBadClaims].
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if len(raw) > v.maxSize {
 		return nil, fmt.Errorf("%w: token is %d bytes, more than %d", ErrMalformed, len(raw), v.maxSize)
@@ -246,21 +294,24 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	}
 
 	// go-oidc checks the algorithm against the allowlist, the signature
-	// with exactly the key chosen above, iss and aud. Its time checks are
-	// skipped: its nbf skew is a fixed 5 minutes, ours is Config.Leeway.
+	// with exactly the key chosen above, and iss (which chose that key).
+	// check does the rest: aud, so that a wrong audience is told apart
+	// from a bad signature, and the times, because go-oidc's nbf skew is a
+	// fixed 5 minutes and ours is Config.Leeway. With the header already
+	// checked, what go-oidc can still refuse is the signature.
 	ov := oidc.NewVerifier(st.url, &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{pub}}, &oidc.Config{
-		ClientID:             v.audience,
+		SkipClientIDCheck:    true,
 		SupportedSigningAlgs: []string{algRS256, algES256},
 		SkipExpiryCheck:      true,
 		Now:                  v.now,
 	})
 	idt, err := ov.Verify(ctx, raw)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrInvalidToken, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
 	}
 	var fields map[string]json.RawMessage
 	if err := idt.Claims(&fields); err != nil {
-		return nil, fmt.Errorf("%w: claims: %v", ErrInvalidToken, err)
+		return nil, fmt.Errorf("%w: %v", ErrBadClaims, err)
 	}
 	c, err := newClaims(fields)
 	if err != nil {
@@ -277,35 +328,35 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 // caller reads).
 func (v *Verifier) check(c *Claims, issuer string) error {
 	if c.Issuer != issuer {
-		return fmt.Errorf("%w: iss %q, want %q", ErrInvalidToken, safeLong(c.Issuer), issuer)
+		return fmt.Errorf("%w: iss %q, want %q", ErrUntrustedIssuer, safeLong(c.Issuer), issuer)
 	}
 	if len(c.Audience) != 1 || c.Audience[0] != v.audience {
-		return fmt.Errorf("%w: aud %q, want exactly %q", ErrInvalidToken, c.Audience, v.audience)
+		return fmt.Errorf("%w: aud %q, want exactly %q", ErrWrongAudience, c.Audience, v.audience)
 	}
 	if c.Subject == "" {
-		return fmt.Errorf("%w: no sub", ErrInvalidToken)
+		return fmt.Errorf("%w: no sub", ErrBadClaims)
 	}
 	if c.JTI == "" {
-		return fmt.Errorf("%w: no jti", ErrInvalidToken)
+		return fmt.Errorf("%w: no jti", ErrBadClaims)
 	}
 	if c.Expiry.IsZero() {
-		return fmt.Errorf("%w: no exp", ErrInvalidToken)
+		return fmt.Errorf("%w: no exp", ErrBadClaims)
 	}
 	if c.IssuedAt.IsZero() {
-		return fmt.Errorf("%w: no iat", ErrInvalidToken)
+		return fmt.Errorf("%w: no iat", ErrBadClaims)
 	}
 	now := v.now()
 	if !now.Before(c.Expiry.Add(v.leeway)) {
-		return fmt.Errorf("%w: expired at %s (now %s, leeway %v)", ErrInvalidToken, c.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leeway)
+		return fmt.Errorf("%w: expired at %s (now %s, leeway %v)", ErrExpired, c.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leeway)
 	}
 	if !c.NotBefore.IsZero() && c.NotBefore.Add(-v.leeway).After(now) {
-		return fmt.Errorf("%w: not valid before %s (now %s)", ErrInvalidToken, c.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: not valid before %s (now %s)", ErrNotYetValid, c.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if c.IssuedAt.Add(-v.leeway).After(now) {
-		return fmt.Errorf("%w: issued in the future at %s (now %s)", ErrInvalidToken, c.IssuedAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+		return fmt.Errorf("%w: issued in the future at %s (now %s)", ErrNotYetValid, c.IssuedAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if life := c.Expiry.Sub(c.IssuedAt); life <= 0 || life > MaxTokenLifetime {
-		return fmt.Errorf("%w: lifetime exp-iat %v is not within (0, %v]", ErrInvalidToken, life, MaxTokenLifetime)
+		return fmt.Errorf("%w: lifetime exp-iat %v is not within (0, %v]", ErrBadClaims, life, MaxTokenLifetime)
 	}
 	return nil
 }
@@ -352,8 +403,8 @@ func (v *Verifier) discover(ctx context.Context, issuer string) (*keySet, error)
 	if meta.JWKSURI == "" {
 		return nil, errors.New("discovery document has no jwks_uri")
 	}
-	if err := checkFetchURL(meta.JWKSURI); err != nil {
-		return nil, fmt.Errorf("jwks_uri: %v", err)
+	if _, err := loopback.ParseURL(meta.JWKSURI); err != nil {
+		return nil, fmt.Errorf("jwks_uri: %w (%s)", err, urlRule)
 	}
 	return newKeySet(meta.JWKSURI, v.client, v.now), nil
 }
@@ -367,7 +418,7 @@ func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
 		if len(raw) > 0 && raw[0] == '"' {
 			var s string
 			if err := json.Unmarshal(raw, &s); err != nil {
-				return nil, fmt.Errorf("%w: claim %q: %v", ErrInvalidToken, safe(name), err)
+				return nil, fmt.Errorf("%w: claim %q: %v", ErrBadClaims, safe(name), err)
 			}
 			c.Strings[name] = s
 		}
@@ -394,7 +445,7 @@ func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
 		}
 		s, isString := c.Strings[n.name]
 		if !isString {
-			return nil, fmt.Errorf("%w: claim %q is not a string", ErrInvalidToken, n.name)
+			return nil, fmt.Errorf("%w: claim %q is not a string", ErrBadClaims, n.name)
 		}
 		*n.dst = s
 	}
@@ -402,7 +453,7 @@ func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
 		if err := json.Unmarshal(raw, &c.Audience); err != nil {
 			var one string
 			if err := json.Unmarshal(raw, &one); err != nil {
-				return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrInvalidToken)
+				return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrBadClaims)
 			}
 			c.Audience = []string{one}
 		}
@@ -417,7 +468,7 @@ func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
 		}
 		t, err := numericDate(raw)
 		if err != nil {
-			return nil, fmt.Errorf("%w: %s: %v", ErrInvalidToken, d.name, err)
+			return nil, fmt.Errorf("%w: %s: %v", ErrBadClaims, d.name, err)
 		}
 		*d.dst = t
 	}

@@ -177,36 +177,36 @@ func TestVerifyBadTokens(t *testing.T) {
 		want error
 		why  string // in the error text: the token failed for the reason the row is about
 	}{
-		{"alg none", b64(map[string]any{"alg": "none", "typ": "JWT"}) + "." + parts[1] + ".", idtoken.ErrInvalidToken, "alg \"none\""},
-		{"alg none with a signature", signed(map[string]any{"alg": "none", "kid": a.KeyID()}), idtoken.ErrInvalidToken, "alg \"none\""},
-		{"HS256 signed with the issuer's public key bytes", signHS256(a.PublicKeyPEM()), idtoken.ErrInvalidToken, "alg \"HS256\""},
-		{"RS384 is not on the allowlist", signed(map[string]any{"alg": "RS384", "kid": a.KeyID()}), idtoken.ErrInvalidToken, "alg \"RS384\""},
-		{"ES256 header on an RSA key", signed(map[string]any{"alg": "ES256", "kid": a.KeyID()}), idtoken.ErrInvalidToken, "token says ES256"},
-		{"wrong issuer: iss of a trusted issuer, key of another", mint(t, a, issuer.Claims{Issuer: b.URL()}), idtoken.ErrInvalidToken, "unknown kid"},
+		{"alg none", b64(map[string]any{"alg": "none", "typ": "JWT"}) + "." + parts[1] + ".", idtoken.ErrBadSignature, "alg \"none\""},
+		{"alg none with a signature", signed(map[string]any{"alg": "none", "kid": a.KeyID()}), idtoken.ErrBadSignature, "alg \"none\""},
+		{"HS256 signed with the issuer's public key bytes", signHS256(a.PublicKeyPEM()), idtoken.ErrBadSignature, "alg \"HS256\""},
+		{"RS384 is not on the allowlist", signed(map[string]any{"alg": "RS384", "kid": a.KeyID()}), idtoken.ErrBadSignature, "alg \"RS384\""},
+		{"ES256 header on an RSA key", signed(map[string]any{"alg": "ES256", "kid": a.KeyID()}), idtoken.ErrBadSignature, "token says ES256"},
+		{"wrong issuer: iss of a trusted issuer, key of another", mint(t, a, issuer.Claims{Issuer: b.URL()}), idtoken.ErrBadSignature, "unknown kid"},
 		{"issuer not in the list", mint(t, stranger, issuer.Claims{}), idtoken.ErrUntrustedIssuer, "untrusted issuer"},
 		{"issuer not in the list, https", mint(t, a, issuer.Claims{Issuer: "https://token.actions.githubusercontent.com"}), idtoken.ErrUntrustedIssuer, "githubusercontent"},
 		{"no iss", withPayload(func(p map[string]any) { delete(p, "iss") }), idtoken.ErrMalformed, "no iss"},
-		{"wrong audience", mint(t, a, issuer.Claims{Audience: "https://github.com/acme"}), idtoken.ErrInvalidToken, "expected audience"},
-		{"two audiences", withPayload(func(p map[string]any) { p["aud"] = []string{audience, "https://other"} }), idtoken.ErrInvalidToken, "want exactly"},
-		{"expired beyond the leeway", mint(t, a, issuer.Claims{IssuedAt: t0.Add(-6 * time.Minute), Expiry: t0.Add(-61 * time.Second)}), idtoken.ErrInvalidToken, "expired at"},
-		{"nbf in the future beyond the leeway", mint(t, a, issuer.Claims{NotBefore: t0.Add(61 * time.Second)}), idtoken.ErrInvalidToken, "not valid before"},
-		{"iat in the future beyond the leeway", mint(t, a, issuer.Claims{IssuedAt: t0.Add(2 * time.Minute)}), idtoken.ErrInvalidToken, "issued in the future"},
-		{"lives longer than an hour", mint(t, a, issuer.Claims{Expiry: t0.Add(61 * time.Minute)}), idtoken.ErrInvalidToken, "lifetime"},
-		{"exp before iat", mint(t, a, issuer.Claims{Expiry: t0.Add(-time.Second), IssuedAt: t0.Add(30 * time.Second)}), idtoken.ErrInvalidToken, "lifetime"},
-		{"no exp", withPayload(func(p map[string]any) { delete(p, "exp") }), idtoken.ErrInvalidToken, "no exp"},
-		{"exp is a string", withPayload(func(p map[string]any) { p["exp"] = fmt.Sprint(t0.Unix() + 60) }), idtoken.ErrInvalidToken, "exp: not a"},
-		{"no iat", withPayload(func(p map[string]any) { delete(p, "iat") }), idtoken.ErrInvalidToken, "no iat"},
-		{"no jti", mint(t, a, issuer.Claims{Extra: map[string]any{"jti": nil}}), idtoken.ErrInvalidToken, "no jti"},
-		{"no sub", mint(t, a, issuer.Claims{Extra: map[string]any{"sub": nil}}), idtoken.ErrInvalidToken, "no sub"},
-		{"repository_id is a number", mint(t, a, issuer.Claims{Extra: map[string]any{"repository_id": 123456}}), idtoken.ErrInvalidToken, "repository_id"},
-		{"unknown kid", signed(map[string]any{"typ": "JWT", "alg": "RS256", "kid": "not-a-key"}), idtoken.ErrInvalidToken, "unknown kid"},
-		{"no kid", signed(map[string]any{"typ": "JWT", "alg": "RS256"}), idtoken.ErrInvalidToken, "no kid"},
-		{"typ is not JWT", signed(map[string]any{"typ": "at+jwt", "alg": "RS256", "kid": a.KeyID()}), idtoken.ErrInvalidToken, "typ"},
-		{"crit header", signed(map[string]any{"alg": "RS256", "kid": a.KeyID(), "crit": []string{"exp"}}), idtoken.ErrInvalidToken, "crit"},
-		{"bad signature", badSig, idtoken.ErrInvalidToken, "verify signature"},
-		{"signature of another token", parts[0] + "." + parts[1] + "." + strings.Split(mint(t, a, issuer.Claims{JTI: "x"}), ".")[2], idtoken.ErrInvalidToken, "verify signature"},
+		{"wrong audience", mint(t, a, issuer.Claims{Audience: "https://github.com/acme"}), idtoken.ErrWrongAudience, "want exactly"},
+		{"two audiences", withPayload(func(p map[string]any) { p["aud"] = []string{audience, "https://other"} }), idtoken.ErrWrongAudience, "want exactly"},
+		{"expired beyond the leeway", mint(t, a, issuer.Claims{IssuedAt: t0.Add(-6 * time.Minute), Expiry: t0.Add(-61 * time.Second)}), idtoken.ErrExpired, "expired at"},
+		{"nbf in the future beyond the leeway", mint(t, a, issuer.Claims{NotBefore: t0.Add(61 * time.Second)}), idtoken.ErrNotYetValid, "not valid before"},
+		{"iat in the future beyond the leeway", mint(t, a, issuer.Claims{IssuedAt: t0.Add(2 * time.Minute)}), idtoken.ErrNotYetValid, "issued in the future"},
+		{"lives longer than an hour", mint(t, a, issuer.Claims{Expiry: t0.Add(61 * time.Minute)}), idtoken.ErrBadClaims, "lifetime"},
+		{"exp before iat", mint(t, a, issuer.Claims{Expiry: t0.Add(-time.Second), IssuedAt: t0.Add(30 * time.Second)}), idtoken.ErrBadClaims, "lifetime"},
+		{"no exp", withPayload(func(p map[string]any) { delete(p, "exp") }), idtoken.ErrBadClaims, "no exp"},
+		{"exp is a string", withPayload(func(p map[string]any) { p["exp"] = fmt.Sprint(t0.Unix() + 60) }), idtoken.ErrBadClaims, "exp: not a"},
+		{"no iat", withPayload(func(p map[string]any) { delete(p, "iat") }), idtoken.ErrBadClaims, "no iat"},
+		{"no jti", mint(t, a, issuer.Claims{Extra: map[string]any{"jti": nil}}), idtoken.ErrBadClaims, "no jti"},
+		{"no sub", mint(t, a, issuer.Claims{Extra: map[string]any{"sub": nil}}), idtoken.ErrBadClaims, "no sub"},
+		{"repository_id is a number", mint(t, a, issuer.Claims{Extra: map[string]any{"repository_id": 123456}}), idtoken.ErrBadClaims, "repository_id"},
+		{"unknown kid", signed(map[string]any{"typ": "JWT", "alg": "RS256", "kid": "not-a-key"}), idtoken.ErrBadSignature, "unknown kid"},
+		{"no kid", signed(map[string]any{"typ": "JWT", "alg": "RS256"}), idtoken.ErrBadSignature, "no kid"},
+		{"typ is not JWT", signed(map[string]any{"typ": "at+jwt", "alg": "RS256", "kid": a.KeyID()}), idtoken.ErrBadSignature, "typ"},
+		{"crit header", signed(map[string]any{"alg": "RS256", "kid": a.KeyID(), "crit": []string{"exp"}}), idtoken.ErrBadSignature, "crit"},
+		{"bad signature", badSig, idtoken.ErrBadSignature, "verify signature"},
+		{"signature of another token", parts[0] + "." + parts[1] + "." + strings.Split(mint(t, a, issuer.Claims{JTI: "x"}), ".")[2], idtoken.ErrBadSignature, "verify signature"},
 		{"truncated", good[:len(good)/2], idtoken.ErrMalformed, "3 parts"},
-		{"truncated signature", good[:len(good)-7], idtoken.ErrInvalidToken, "verify signature"},
+		{"truncated signature", good[:len(good)-7], idtoken.ErrBadSignature, "verify signature"},
 		{"not a JWT", "this is not a token", idtoken.ErrMalformed, "3 parts"},
 		{"empty", "", idtoken.ErrMalformed, "3 parts"},
 		{"payload is not JSON", mustSignRaw(t, a, hdr, []byte("not json")), idtoken.ErrMalformed, "payload"},
@@ -223,6 +223,17 @@ func TestVerifyBadTokens(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.why) {
 				t.Errorf("Verify = %v; want it refused for %q", err, tt.why)
+			}
+			// Every reason is still an invalid token, so that code asking
+			// only that keeps working; and it is exactly one reason.
+			reasons := 0
+			for _, r := range []error{idtoken.ErrBadSignature, idtoken.ErrWrongAudience, idtoken.ErrExpired, idtoken.ErrNotYetValid, idtoken.ErrBadClaims, idtoken.ErrMissingRunClaims} {
+				if errors.Is(err, r) {
+					reasons++
+				}
+			}
+			if errors.Is(err, idtoken.ErrInvalidToken) != (reasons == 1) || reasons > 1 {
+				t.Errorf("Verify = %v: ErrInvalidToken %v, but %d reasons", err, errors.Is(err, idtoken.ErrInvalidToken), reasons)
 			}
 			for _, e := range []error{idtoken.ErrIssuerUnavailable, idtoken.ErrReplayCacheFull} {
 				if errors.Is(err, e) {
@@ -634,5 +645,47 @@ func TestRedirectToPlainHTTPIsRefused(t *testing.T) {
 	}
 	if tr.total() != 1 {
 		t.Errorf("%d requests, want 1 (the redirect not followed)", tr.total())
+	}
+}
+
+func TestRequireRun(t *testing.T) {
+	for _, tc := range []struct {
+		c    idtoken.Claims
+		want error
+	}{
+		{idtoken.Claims{RepositoryID: "1", RunID: "2"}, nil},
+		{idtoken.Claims{RepositoryID: "1"}, idtoken.ErrMissingRunClaims},
+		{idtoken.Claims{RunID: "2"}, idtoken.ErrMissingRunClaims},
+	} {
+		err := tc.c.RequireRun()
+		if !errors.Is(err, tc.want) || (tc.want != nil && !errors.Is(err, idtoken.ErrInvalidToken)) {
+			t.Errorf("%+v: RequireRun = %v, want %v (an invalid token)", tc.c, err, tc.want)
+		}
+	}
+}
+
+func TestUnverifiedClaims(t *testing.T) {
+	a, err := issuer.Start(issuer.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	tok := mint(t, a, issuer.Claims{Repository: "acme/dags", RepositoryID: "123456", Environment: "production"})
+	got, err := idtoken.UnverifiedClaims(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]string{"repository": "acme/dags", "repository_id": "123456", "environment": "production", "iss": a.URL()} {
+		if got[k] != want {
+			t.Errorf("%s = %q, want %q", k, got[k], want)
+		}
+	}
+	if _, ok := got["exp"]; ok {
+		t.Error("a number claim was kept")
+	}
+	for _, bad := range []string{"", "a.b", "a.%%%.c", "a." + base64.RawURLEncoding.EncodeToString([]byte(`["x"]`)) + ".c"} {
+		if _, err := idtoken.UnverifiedClaims(bad); !errors.Is(err, idtoken.ErrMalformed) {
+			t.Errorf("UnverifiedClaims(%q) = %v, want ErrMalformed", bad, err)
+		}
 	}
 }

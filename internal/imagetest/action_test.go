@@ -146,12 +146,14 @@ func TestActionFailures(t *testing.T) {
 			brokerURL string
 			trusted   bool
 			idToken   bool
-			wantError string
+			wantError []string // in the ::error:: line
 		}{
-			{"broker refuses", b.url, false, true,
-				"the broker refused the exchange (403 denied): no policy rule allows this identity — ask your platform team"},
-			{"broker down", dead, true, true, "check broker-url and that the broker is up"},
-			{"no id-token permission", b.url, true, false, "no OIDC token: add `permissions: id-token: write` to the job"},
+			{"broker refuses", b.url, false, true, []string{
+				"::error::the broker refused the exchange (403 denied, request id ",
+				"): no policy rule allows this identity — no rule of the trust policy trusts this job",
+			}},
+			{"broker down", dead, true, true, []string{"check broker-url and that the broker is up"}},
+			{"no id-token permission", b.url, true, false, []string{"no OIDC token: add `permissions: id-token: write` to the job"}},
 		}
 		for i, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -161,7 +163,12 @@ func TestActionFailures(t *testing.T) {
 				if main.code != 1 || main.stderr != "" {
 					t.Errorf("main: exit %d, stderr %q; want 1 and nothing (the error is an annotation)", main.code, main.stderr)
 				}
-				if errs := annotations(main.stdout, "error"); len(errs) != 1 || !strings.HasPrefix(errs[0], "::error::") || !strings.Contains(errs[0], tt.wantError) {
+				errs := annotations(main.stdout, "error")
+				ok := len(errs) == 1 && strings.HasPrefix(errs[0], "::error::")
+				for _, want := range tt.wantError {
+					ok = ok && strings.Contains(errs[0], want)
+				}
+				if !ok {
 					t.Errorf("error annotations %q, want one containing %q\nstdout:\n%s", errs, tt.wantError, main.stdout)
 				}
 				if len(main.env)+len(main.output)+len(main.state) != 0 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/policy"
@@ -18,6 +19,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(basePolicy)
 	f.Add(rotationPolicy)
 	f.Add(otherPolicy)
+	f.Add(limitedPolicy)
 	f.Add("rules: []\n")
 	f.Add("rules: [{name: r, match: {repository: [acme/x, {regex: 'acme/(a|b)'}]}, grant: {deployments: [d], max_ttl: 1m}}]")
 	f.Add("rules:\n  - name: r\n    match: &a {repository_id: '1'}\n    grant: *a\n")
@@ -104,6 +106,44 @@ func FuzzDecide(f *testing.F) {
 			}
 		default:
 			t.Fatalf("unknown rule %q", d.Rule)
+		}
+	})
+}
+
+// FuzzSuggest: whatever the job's claims hold, a suggested rule parses as
+// one rule, allows those claims, and nothing else can ride in on a claim's
+// value (a second rule, another key).
+func FuzzSuggest(f *testing.F) {
+	f.Add("acme/dags", "123456", "65", "refs/heads/main", "", "push")
+	f.Add("a/b", "1", "2", "", "production", "workflow_dispatch")
+	f.Add("x\n  - name: evil", "1\"", "2\\", "refs/heads/\u2028x", "env: {glob: '*'}", "#")
+	f.Fuzz(func(t *testing.T, repo, repoID, ownerID, ref, env, event string) {
+		for _, s := range []string{repo, repoID, ownerID, ref, env, event} {
+			if !utf8.ValidString(s) {
+				return // claims come from JSON: always text
+			}
+		}
+		c := policy.Claims{"repository": repo, "repository_id": repoID, "repository_owner_id": ownerID,
+			"ref": ref, "environment": env, "event_name": event}
+		s, err := policy.Suggest(c, policy.Request{})
+		if err != nil {
+			if !errors.Is(err, policy.ErrNoIdentity) || (repoID != "" && ownerID != "") {
+				t.Fatalf("Suggest: %v", err)
+			}
+			return
+		}
+		p, err := policy.Parse([]byte("rules:\n" + s))
+		if err != nil {
+			if len(repoID) > policy.MaxPatternLen || len(ownerID) > policy.MaxPatternLen || len(ref) > policy.MaxPatternLen || len(env) > policy.MaxPatternLen || len(event) > policy.MaxPatternLen {
+				return // too long for a policy: no rule can hold it
+			}
+			t.Fatalf("the suggestion does not parse: %v\n%s", err, s)
+		}
+		if p.Rules() != 1 {
+			t.Fatalf("%d rules in\n%s", p.Rules(), s)
+		}
+		if _, err := p.Decide(c, policy.Request{}); err != nil {
+			t.Fatalf("the suggestion refuses its own claims: %v\n%s", err, s)
 		}
 	})
 }

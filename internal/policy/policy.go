@@ -115,6 +115,9 @@ type Decision struct {
 	Role string
 	// TTL is how long the broker keeps the token before revoking it.
 	TTL time.Duration
+	// RateLimit is the deciding rule's limit on tokens per repository
+	// (the policy's default unless the rule sets its own); zero is none.
+	RateLimit RateLimit
 }
 
 // Policy is a compiled, immutable trust policy. Its methods are safe for
@@ -129,6 +132,7 @@ type rule struct {
 	name  string
 	match matchSet
 	grant grant
+	limit RateLimit
 }
 
 // grant is what a rule allows: Workspaces with a maximum Workspace role,
@@ -202,14 +206,18 @@ func Parse(data []byte) (*Policy, error) {
 
 	w := &walker{}
 	p := &Policy{}
-	top := w.fields("policy", doc.Content[0], "rules", "rotations")
+	top := w.fields("policy", doc.Content[0], "rate_limit", "rules", "rotations")
 	rulesNode, hasRules := top["rules"]
 	rotNode, hasRot := top["rotations"]
 	if !hasRules && !hasRot && len(w.errs) == 0 {
 		w.fail("policy", doc.Content[0], "has neither rules nor rotations")
 	}
+	var defaultLimit RateLimit
+	if ln, ok := top["rate_limit"]; ok {
+		defaultLimit = w.rateLimit("rate_limit", ln, false)
+	}
 	if hasRules {
-		p.rules = w.rules(rulesNode)
+		p.rules = w.rules(rulesNode, defaultLimit)
 	}
 	if hasRot {
 		p.rotations = w.rotations(rotNode)
@@ -221,7 +229,7 @@ func Parse(data []byte) (*Policy, error) {
 	return p, nil
 }
 
-func (w *walker) rules(n *yaml.Node) []rule {
+func (w *walker) rules(n *yaml.Node, defaultLimit RateLimit) []rule {
 	items, ok := w.list("rules", n)
 	if !ok {
 		return nil
@@ -236,7 +244,7 @@ func (w *walker) rules(n *yaml.Node) []rule {
 		where := fmt.Sprintf("rules[%d]", i)
 		var r rule
 		r.name, where = w.name(where, it, names, i)
-		f := w.fields(where, it, "name", "match", "grant")
+		f := w.fields(where, it, "name", "match", "grant", "rate_limit")
 		if mn, ok := f["match"]; ok {
 			r.match = w.matchBlock(where+".match", mn)
 		} else if it.Kind == yaml.MappingNode {
@@ -246,6 +254,10 @@ func (w *walker) rules(n *yaml.Node) []rule {
 			r.grant = w.grant(where+".grant", gn)
 		} else if it.Kind == yaml.MappingNode {
 			w.fail(where, it, "grant is required")
+		}
+		r.limit = defaultLimit
+		if ln, ok := f["rate_limit"]; ok {
+			r.limit = w.rateLimit(where+".rate_limit", ln, true)
 		}
 		out = append(out, r)
 	}
@@ -390,7 +402,7 @@ func (p *Policy) Decide(c Claims, r Request) (Decision, error) {
 	if p == nil {
 		return Decision{}, ErrNoMatchingRule
 	}
-	if err := r.validate(); err != nil {
+	if err := r.Validate(); err != nil {
 		return Decision{}, err
 	}
 	var refusal error
@@ -413,9 +425,10 @@ func (p *Policy) Decide(c Claims, r Request) (Decision, error) {
 	return Decision{}, ErrNoMatchingRule
 }
 
-// validate refuses requests that no grant could cover. Its messages quote
+// Validate refuses requests that no grant could cover ([ErrBadRequest]),
+// whatever the policy: [Policy.Decide] calls it first. Its messages quote
 // the caller's input only after checking it is short and plain.
-func (r Request) validate() error {
+func (r Request) Validate() error {
 	var errs []string
 	if r.Role != "" && !astro.ValidRole(astro.EntityWorkspace, r.Role) && r.Role != astro.RoleDeploymentAdmin {
 		errs = append(errs, fmt.Sprintf("unknown role %s (want a Workspace role or %s)", quote(r.Role), astro.RoleDeploymentAdmin))
@@ -450,7 +463,7 @@ func quote(s string) string {
 // cover decides whether the rule's grant covers r, narrowing it to r.
 func (ru *rule) cover(r Request) (Decision, error) {
 	g := ru.grant
-	d := Decision{Rule: ru.name, Role: g.maxRole, TTL: g.maxTTL}
+	d := Decision{Rule: ru.name, Role: g.maxRole, TTL: g.maxTTL, RateLimit: ru.limit}
 	if r.TTL > 0 {
 		if r.TTL > g.maxTTL {
 			return Decision{}, &WidenError{Rule: ru.name, Field: "ttl", Asked: r.TTL.String(), Allowed: g.maxTTL.String()}

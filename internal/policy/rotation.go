@@ -1,12 +1,14 @@
 package policy
 
 import (
+	"errors"
 	"fmt"
-	"regexp"
 	"strconv"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
 // Rotation strategies. The policy only validates the name; the rotation
@@ -32,23 +34,17 @@ type Rotation struct {
 	allow matchSet
 }
 
-// VaultTarget is a KV secret field the new value is written to.
-type VaultTarget struct {
-	Mount, Path, Field string
-}
+// VaultTarget is a KV secret field the new value is written to. The
+// policy parses straight into the sink's own type, by the sink's naming
+// rules, so that what the policy accepts the sink can write.
+type VaultTarget = sink.VaultTarget
 
 // GitHubTarget is an Actions secret the new value is written to: a
 // repository secret (Repository), an environment secret (Repository and
 // Environment) or an organisation secret (Organization, with Visibility
-// and, for "selected", SelectedRepositoryIDs).
-type GitHubTarget struct {
-	Repository            string
-	Environment           string
-	Organization          string
-	Secret                string
-	Visibility            string
-	SelectedRepositoryIDs []int64
-}
+// and, for "selected", SelectedRepositoryIDs). Like [VaultTarget], it is
+// the sink's own type.
+type GitHubTarget = sink.GitHubTarget
 
 // Allows reports whether a token with claims c may trigger the rotation.
 // A nil Rotation allows nothing.
@@ -76,14 +72,6 @@ func (p *Policy) Rotations() []*Rotation {
 	}
 	return append([]*Rotation(nil), p.rotations...)
 }
-
-var (
-	repoRE   = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$`)
-	orgRE    = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})$`)
-	secretRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	// vaultSegRE is one segment of a Vault mount or path.
-	vaultSegRE = regexp.MustCompile(`^[A-Za-z0-9_.@-]+$`)
-)
 
 func (w *walker) rotations(n *yaml.Node) []*Rotation {
 	items, ok := w.list("rotations", n)
@@ -146,13 +134,14 @@ func (w *walker) rotations(n *yaml.Node) []*Rotation {
 }
 
 func (w *walker) vault(where string, n *yaml.Node) *VaultTarget {
+	before := len(w.errs)
 	f := w.fields(where, n, "mount", "path", "field")
 	v := &VaultTarget{}
 	for _, k := range []struct {
-		key  string
-		dst  *string
-		path bool // may contain '/'
-	}{{"mount", &v.Mount, true}, {"path", &v.Path, true}, {"field", &v.Field, false}} {
+		key   string
+		dst   *string
+		check func(string) error
+	}{{"mount", &v.Mount, sink.CheckVaultPath}, {"path", &v.Path, sink.CheckVaultPath}, {"field", &v.Field, sink.CheckVaultField}} {
 		node, ok := f[k.key]
 		if !ok {
 			if n.Kind == yaml.MappingNode {
@@ -164,21 +153,33 @@ func (w *walker) vault(where string, n *yaml.Node) *VaultTarget {
 		if !ok {
 			continue
 		}
-		segs := []string{s}
-		if k.path {
-			segs = strings.Split(s, "/")
-		}
-		valid := len(s) <= 512
-		for _, seg := range segs {
-			valid = valid && vaultSegRE.MatchString(seg) && seg != "." && seg != ".."
-		}
-		if !valid {
-			w.fail(where+"."+k.key, node, "%q is not a valid Vault %s (no empty, '.' or '..' segments, no leading or trailing '/')", s, k.key)
+		if err := k.check(s); err != nil {
+			w.fail(where+"."+k.key, node, "%q is not a valid Vault %s: %v", s, k.key, err)
 			continue
 		}
 		*k.dst = s
 	}
+	if len(w.errs) == before {
+		w.targetValid(where, n, v.Validate())
+	}
 	return v
+}
+
+// targetValid reports, at the target's node, what the sink's own Validate
+// still finds in a target the walker accepted key by key: the policy never
+// accepts a target its sink would refuse.
+func (w *walker) targetValid(where string, n *yaml.Node, err error) {
+	if err == nil {
+		return
+	}
+	j, ok := err.(interface{ Unwrap() []error })
+	if !ok {
+		w.fail(where, n, "%v", err)
+		return
+	}
+	for _, e := range j.Unwrap() {
+		w.fail(where, n, "%v", e)
+	}
 }
 
 func (w *walker) githubTargets(where string, n *yaml.Node) []GitHubTarget {
@@ -194,6 +195,7 @@ func (w *walker) githubTargets(where string, n *yaml.Node) []GitHubTarget {
 	seen := make(map[string]int, len(items))
 	for i, it := range items {
 		at := fmt.Sprintf("%s[%d]", where, i)
+		before := len(w.errs)
 		f := w.fields(at, it, "repository", "environment", "organization", "secret", "visibility", "selected_repository_ids")
 		var t GitHubTarget
 		get := func(key string) (string, *yaml.Node, bool) {
@@ -215,13 +217,13 @@ func (w *walker) githubTargets(where string, n *yaml.Node) []GitHubTarget {
 		case hasRepo && hasOrg:
 			w.fail(at, it, "has both repository and organization: write one target each")
 		case hasRepo:
-			if repoRE.MatchString(repo) {
+			if sink.ValidRepository(repo) {
 				t.Repository = repo
 			} else {
 				w.fail(at+".repository", repoNode, "%q is not owner/name", repo)
 			}
 		case hasOrg:
-			if orgRE.MatchString(org) {
+			if sink.ValidOrganization(org) {
 				t.Organization = org
 			} else {
 				w.fail(at+".organization", orgNode, "%q is not an organization login", org)
@@ -233,17 +235,20 @@ func (w *walker) githubTargets(where string, n *yaml.Node) []GitHubTarget {
 			switch {
 			case !hasRepo:
 				w.fail(at+".environment", envNode, "only a repository has environments")
-			case env == "" || len(env) > 255 || strings.ContainsAny(env, "\x00\r\n"):
+			case !sink.ValidEnvironment(env):
 				w.fail(at+".environment", envNode, "%q is not an environment name", env)
 			default:
 				t.Environment = env
 			}
 		}
 		if hasSecret {
-			if err := checkSecretName(secret); err != nil {
-				w.fail(at+".secret", secretNode, "%v", err)
-			} else {
+			switch err := sink.CheckSecretName(secret); {
+			case err == nil:
 				t.Secret = secret
+			case errors.Is(err, sink.ErrReservedSecretName):
+				w.fail(at+".secret", secretNode, "%q: secret names must not start with GITHUB_", secret)
+			default:
+				w.fail(at+".secret", secretNode, "%q is not a secret name: %v", secret, err)
 			}
 		} else if it.Kind == yaml.MappingNode {
 			w.fail(at, it, "secret is required")
@@ -265,6 +270,9 @@ func (w *walker) githubTargets(where string, n *yaml.Node) []GitHubTarget {
 			t.SelectedRepositoryIDs = w.repoIDs(at+".selected_repository_ids", idsNode)
 		case hasVis && vis == "selected":
 			w.fail(at, it, "visibility selected needs selected_repository_ids")
+		}
+		if len(w.errs) == before {
+			w.targetValid(at, it, t.Validate())
 		}
 		if t.Secret != "" && (t.Repository != "" || t.Organization != "") {
 			key := strings.ToLower(t.Repository + "|" + t.Environment + "|" + t.Organization + "|" + t.Secret)
@@ -308,19 +316,4 @@ func (w *walker) repoIDs(where string, n *yaml.Node) []int64 {
 		out = append(out, id)
 	}
 	return out
-}
-
-// checkSecretName applies GitHub's rules for secret names: letters, digits
-// and underscores, not starting with a digit or with GITHUB_ (names are
-// case-insensitive).
-func checkSecretName(s string) error {
-	switch {
-	case !secretRE.MatchString(s):
-		return fmt.Errorf("%q is not a secret name: only letters, digits and _, not starting with a digit", s)
-	case strings.HasPrefix(strings.ToUpper(s), "GITHUB_"):
-		return fmt.Errorf("%q: secret names must not start with GITHUB_", s)
-	case len(s) > 255:
-		return fmt.Errorf("secret name is longer than 255 characters")
-	}
-	return nil
 }

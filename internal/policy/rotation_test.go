@@ -150,3 +150,46 @@ func TestRotationErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestRotationTargetNames: the policy applies the sink's naming rules
+// (internal/sink), which are GitHub's and Vault's own. These are the cases
+// on which the policy's former copy of the rules disagreed with the sink's.
+func TestRotationTargetNames(t *testing.T) {
+	rot := func(target string) string {
+		return "rotations:\n  - name: r\n    token_id: t1\n    strategy: rotate\n    allow: {repository_id: '1'}\n" + target
+	}
+	tests := []struct {
+		name string
+		src  string
+		want string // "" when it parses
+	}{
+		{"Vault path with a space and a plus", rot("    vault: {mount: team kv, path: 'ci+prod/a b', field: 'token:v2'}\n"), ""},
+		{"Vault path with a control character", rot("    vault: {mount: secret, path: \"a\\tb\", field: token}\n"), `"a\tb" is not a valid Vault path`},
+		{"repository of a managed user", rot("    github: [{repository: mona_acme/dags, secret: S}]\n"), ""},
+		{"repository named ..", rot("    github: [{repository: acme/.., secret: S}]\n"), `"acme/.." is not owner/name`},
+		{"environment with a trailing space", rot("    github: [{repository: acme/dags, environment: 'prod ', secret: S}]\n"), `"prod " is not an environment name`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := policy.Parse([]byte(tt.src))
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Parse: %v", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Parse = %v, want an error containing %q", err, tt.want)
+			case tt.want == "":
+				r, _ := p.Rotation("r")
+				if r.Vault != nil {
+					if err := r.Vault.Validate(); err != nil {
+						t.Errorf("the sink refuses what the policy accepted: %v", err)
+					}
+				}
+				for _, g := range r.GitHub {
+					if err := g.Validate(); err != nil {
+						t.Errorf("the sink refuses what the policy accepted: %v", err)
+					}
+				}
+			}
+		})
+	}
+}

@@ -23,6 +23,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/githubtest"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
+	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/sink"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 	"github.com/astro-sts/astro-sts/internal/vaulttest"
@@ -209,7 +210,7 @@ func newEnv(t *testing.T, opts envOptions) *testEnv {
 			name := map[vaultMode]string{vaultWriter: "astro-sts-writer", vaultReadOnly: "astro-sts-reader", vaultDataOnly: "astro-sts-data-only", vaultNoPolicy: "default"}[opts.vault]
 			token := policyToken(t, e.vault, name, hcl)
 			e.secrets = append(e.secrets, token)
-			e.sinkCfg.Vault = sink.VaultConfig{Addr: e.vault.Addr, Token: token}
+			e.sinkCfg.Vault = sink.VaultConfig{Addr: e.vault.Addr, Token: secret.Value(token)}
 			if _, err := e.vault.Client().KVv2("secret").Put(ctx, e.vaultPath, map[string]any{"token": e.oldValue, "other": "kept"}); err != nil {
 				t.Fatal(err)
 			}

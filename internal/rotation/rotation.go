@@ -34,6 +34,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/retry"
 	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
@@ -95,7 +96,8 @@ type Restorer interface {
 
 // ErrNothingToRestore is returned by a [Restorer] that held no value before
 // the run (or whose secret someone else changed since): it is left as it is.
-var ErrNothingToRestore = errors.New("no previous value to restore")
+// It is the sink package's error, which [sink.VaultSink] returns.
+var ErrNothingToRestore = sink.ErrNothingToRestore
 
 // Config holds a [Rotator]'s dependencies.
 type Config struct {
@@ -126,8 +128,9 @@ type Config struct {
 // Separate processes (two broker replicas, a broker and a CronJob) do not
 // coordinate: schedule each rotation in one place.
 type Rotator struct {
-	cfg Config
-	log *slog.Logger
+	cfg       Config
+	log       *slog.Logger
+	sinkRetry retry.Policy // of the sinks' writes, checks and restores
 
 	mu      sync.Mutex
 	running map[string]chan struct{} // closed when the run of that name ends
@@ -167,7 +170,12 @@ func New(cfg Config) (*Rotator, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Rotator{cfg: cfg, log: log, running: map[string]chan struct{}{}}, nil
+	// go-github refuses every request of a rate-limited client until the
+	// instant GitHub named, so a retry waits a margin past it, and a demand
+	// longer than MaxRetryAfter fails the sink at once.
+	policy := retry.Policy{Attempts: cfg.SinkAttempts, Base: cfg.BaseDelay, Max: cfg.MaxDelay,
+		MaxRetryAfter: cfg.MaxRetryAfter + retryAfterMargin, StopOnLongRetryAfter: true}
+	return &Rotator{cfg: cfg, log: log, sinkRetry: policy, running: map[string]chan struct{}{}}, nil
 }
 
 // Result is what a rotation did. It never carries the value.
@@ -309,10 +317,10 @@ func (rt *Rotator) acquire(ctx context.Context, name string) (func(), error) {
 func planned(r *policy.Rotation) []SinkResult {
 	out := []SinkResult{}
 	if r.Vault != nil {
-		out = append(out, SinkResult{Kind: sink.KindVault, Target: vaultTarget(*r.Vault).String(), Status: SinkNotWritten})
+		out = append(out, SinkResult{Kind: sink.KindVault, Target: r.Vault.String(), Status: SinkNotWritten})
 	}
 	for _, t := range r.GitHub {
-		out = append(out, SinkResult{Kind: sink.KindGitHub, Target: githubTarget(t).String(), Status: SinkNotWritten})
+		out = append(out, SinkResult{Kind: sink.KindGitHub, Target: t.String(), Status: SinkNotWritten})
 	}
 	return out
 }
@@ -624,37 +632,25 @@ func (rt *Rotator) restoreWritten(ctx context.Context, res *Result, sinks []sink
 	}
 }
 
+// retryAfterMargin is added to a sink's Retry-After: go-github refuses
+// until that instant, so a retry right on it could still be refused.
+const retryAfterMargin = 250 * time.Millisecond
+
 // retry runs op until it succeeds, fails in a way that will not pass
 // (anything but unavailable or conflict), or SinkAttempts are spent, with
 // capped exponential backoff that honours the sink's Retry-After.
 func (rt *Rotator) retry(ctx context.Context, op func() error) error {
-	delay := rt.cfg.BaseDelay
-	for attempt := 1; ; attempt++ {
+	return rt.sinkRetry.Do(ctx, func(int) error {
 		err := op()
-		if err == nil {
-			return nil
-		}
-		if attempt >= rt.cfg.SinkAttempts || !(errors.Is(err, sink.ErrUnavailable) || errors.Is(err, sink.ErrConflict)) {
+		if !errors.Is(err, sink.ErrUnavailable) && !errors.Is(err, sink.ErrConflict) {
 			return err
 		}
-		wait := delay
-		var se *sink.Error
-		if errors.As(err, &se) && se.RetryAfter > wait {
-			if se.RetryAfter > rt.cfg.MaxRetryAfter {
-				return err
-			}
-			// A margin past the instant: go-github refuses until then.
-			wait = se.RetryAfter + 250*time.Millisecond
+		var after time.Duration
+		if se := (*sink.Error)(nil); errors.As(err, &se) && se.RetryAfter > 0 {
+			after = se.RetryAfter + retryAfterMargin
 		}
-		t := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return errors.Join(err, ctx.Err())
-		case <-t.C:
-		}
-		delay = min(delay*2, rt.cfg.MaxDelay)
-	}
+		return retry.Again(err, after)
+	})
 }
 
 // deleteOrWarn deletes a token, retrying once; a failure becomes a warning

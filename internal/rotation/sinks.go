@@ -5,13 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
-	"net/url"
-	"strconv"
-	"strings"
 	"sync"
-	"time"
 
 	"github.com/google/go-github/v62/github"
 
@@ -20,7 +15,8 @@ import (
 )
 
 // SinkFactory builds the real sinks of a rotation from the sink
-// configuration ([sink.LoadConfig]); create it with [NewSinks].
+// configuration (the sinks' section of internal/config); create it with
+// [NewSinks].
 //
 // Vault is logged in to afresh for every run ([sink.NewVaultClient] does
 // not renew its token, and a broker runs for longer than a login lives).
@@ -37,6 +33,15 @@ type SinkFactory struct {
 }
 
 var _ Sinks = (*SinkFactory)(nil)
+
+// The factory's sinks are checked before a run, and Vault's is put back
+// after a failed replace: a change of their method sets must not silently
+// turn either off.
+var (
+	_ Preflighter = (*sink.VaultSink)(nil)
+	_ Restorer    = (*sink.VaultSink)(nil)
+	_ Preflighter = (*sink.GitHubSink)(nil)
+)
 
 // NewSinks returns the sink factory for cfg. hc is the HTTP client for
 // Vault and GitHub (nil: the sink package's default, 30s timeout); logger
@@ -62,15 +67,14 @@ func (f *SinkFactory) For(ctx context.Context, r *policy.Rotation) ([]sink.Sink,
 		if err != nil {
 			return nil, fmt.Errorf("vault login: %w", err)
 		}
-		out = append(out, &vaultSink{VaultSink: sink.NewVaultSink(client, vaultTarget(*r.Vault)), field: r.Vault.Field})
+		out = append(out, sink.NewVaultSink(client, *r.Vault))
 	}
-	for _, pt := range r.GitHub {
-		t := githubTarget(pt)
+	for _, t := range r.GitHub {
 		client, err := f.githubClient(ctx, t)
 		if err != nil {
 			return nil, fmt.Errorf("github client for %s: %w", t.Owner(), err)
 		}
-		out = append(out, &githubSink{GitHubSink: sink.NewGitHubSink(client, t), client: client, target: t})
+		out = append(out, sink.NewGitHubSink(client, t))
 	}
 	return out, nil
 }
@@ -122,12 +126,12 @@ func CheckRotation(r *policy.Rotation, cfg sink.Config) error {
 	)
 	if r.Vault != nil {
 		kinds = append(kinds, sink.KindVault)
-		errs = append(errs, vaultTarget(*r.Vault).Validate())
+		errs = append(errs, r.Vault.Validate())
 	}
 	if len(r.GitHub) > 0 {
 		kinds = append(kinds, sink.KindGitHub)
 		for _, t := range r.GitHub {
-			errs = append(errs, githubTarget(t).Validate())
+			errs = append(errs, t.Validate())
 		}
 	}
 	if len(kinds) == 0 {
@@ -156,155 +160,4 @@ func flatten(err error) []error {
 		out = append(out, flatten(e)...)
 	}
 	return out
-}
-
-func vaultTarget(t policy.VaultTarget) sink.VaultTarget {
-	return sink.VaultTarget{Mount: t.Mount, Path: t.Path, Field: t.Field}
-}
-
-func githubTarget(t policy.GitHubTarget) sink.GitHubTarget {
-	return sink.GitHubTarget{
-		Repository: t.Repository, Environment: t.Environment, Organization: t.Organization,
-		Secret: t.Secret, Visibility: t.Visibility, SelectedRepositoryIDs: t.SelectedRepositoryIDs,
-	}
-}
-
-// vaultSink is a [sink.VaultSink] that can be checked before the run
-// ([Preflighter]) and put back after it ([Restorer]). It lives for one run:
-// it remembers, in memory only, the field's value before this run's write.
-type vaultSink struct {
-	*sink.VaultSink
-	field string
-
-	wrote    bool
-	version  string // the version this run wrote
-	previous *sink.VaultState
-}
-
-// Preflight reads the secret as Write will (metadata, then data): a Vault
-// that is down, a login that is refused or a policy that denies reading
-// fails here, before the token changes.
-func (s *vaultSink) Preflight(ctx context.Context) error {
-	_, err := s.Current(ctx)
-	return err
-}
-
-// Write remembers the secret's current state, then writes.
-func (s *vaultSink) Write(ctx context.Context, value string, m sink.Metadata) (string, error) {
-	if s.previous == nil {
-		st, err := s.Current(ctx)
-		if err != nil {
-			return "", err
-		}
-		s.previous = &st
-	}
-	version, err := s.VaultSink.Write(ctx, value, m)
-	if version != "" {
-		// The value landed, even if the metadata write after it failed.
-		s.wrote, s.version = true, version
-	}
-	return version, err
-}
-
-// Restore writes the field's previous value back, with the previous
-// rotation's custom_metadata, provided the secret is still at the version
-// this run wrote (another writer's later change is left alone).
-func (s *vaultSink) Restore(ctx context.Context) (string, error) {
-	if !s.wrote || s.previous == nil {
-		return "", ErrNothingToRestore
-	}
-	old, ok := s.previous.Data[s.field].(string)
-	if !ok || old == "" {
-		return "", fmt.Errorf("%w: the field was empty before", ErrNothingToRestore)
-	}
-	now, err := s.Current(ctx)
-	if err != nil {
-		return "", err
-	}
-	if strconv.Itoa(now.Version) != s.version {
-		return "", fmt.Errorf("%w: the secret moved on to version %d since this run wrote version %s", ErrNothingToRestore, now.Version, s.version)
-	}
-	meta := sink.Metadata{
-		TokenID:  s.previous.CustomMetadata[sink.MetaTokenID],
-		Strategy: s.previous.CustomMetadata[sink.MetaStrategy],
-	}
-	if at, err := time.Parse(time.RFC3339, s.previous.CustomMetadata[sink.MetaRotatedAt]); err == nil {
-		meta.RotatedAt = at
-	}
-	version, err := s.VaultSink.Write(ctx, old, meta)
-	if version != "" {
-		// The old value is back even if its metadata is not: a retry then
-		// finds the secret at this version and only writes the metadata.
-		s.version = version
-	}
-	return version, err
-}
-
-// githubSink is a [sink.GitHubSink] that can be checked before the run by
-// reading the target's public key, which needs the same access as writing.
-type githubSink struct {
-	*sink.GitHubSink
-	client *github.Client
-	target sink.GitHubTarget
-}
-
-// Preflight fetches the public key the write will seal the value with.
-func (s *githubSink) Preflight(ctx context.Context) error {
-	t := s.target
-	actions := s.client.Actions
-	var err error
-	switch {
-	case t.Organization != "":
-		_, _, err = actions.GetOrgPublicKey(ctx, t.Organization)
-	case t.Environment != "":
-		owner, name, _ := strings.Cut(t.Repository, "/")
-		var repo *github.Repository
-		if repo, _, err = s.client.Repositories.Get(ctx, owner, name); err == nil {
-			_, _, err = actions.GetEnvPublicKey(ctx, int(repo.GetID()), url.PathEscape(t.Environment))
-		}
-	default:
-		owner, name, _ := strings.Cut(t.Repository, "/")
-		_, _, err = actions.GetRepoPublicKey(ctx, owner, name)
-	}
-	if err == nil {
-		return nil
-	}
-	var se *sink.Error
-	if errors.As(err, &se) {
-		return se // from the App installation transport, already classified
-	}
-	kind, retryAfter := githubKind(err)
-	return &sink.Error{Sink: sink.KindGitHub, Target: s.Target(), Op: "preflight", Kind: kind, RetryAfter: retryAfter, Err: err}
-}
-
-// githubKind classifies a go-github error the way the sink package does for
-// its writes (that classifier is not exported), so the preflight is retried
-// and reported like a write.
-func githubKind(err error) (error, time.Duration) {
-	var abuse *github.AbuseRateLimitError
-	if errors.As(err, &abuse) {
-		return sink.ErrUnavailable, abuse.GetRetryAfter()
-	}
-	var rl *github.RateLimitError
-	if errors.As(err, &rl) {
-		return sink.ErrUnavailable, 0
-	}
-	var er *github.ErrorResponse
-	if errors.As(err, &er) && er.Response != nil {
-		switch c := er.Response.StatusCode; {
-		case c == http.StatusUnauthorized, c == http.StatusForbidden:
-			return sink.ErrDenied, 0
-		case c == http.StatusNotFound:
-			return sink.ErrNotFound, 0
-		case c == http.StatusTooManyRequests, c >= 500:
-			return sink.ErrUnavailable, 0
-		}
-		return nil, 0
-	}
-	var ue *url.Error
-	var ne net.Error
-	if errors.As(err, &ue) || errors.As(err, &ne) {
-		return sink.ErrUnavailable, 0
-	}
-	return nil, 0
 }

@@ -3,14 +3,11 @@ package sink
 import (
 	"errors"
 	"fmt"
-	"net/url"
-	"reflect"
 	"strings"
 	"time"
 
-	"github.com/caarlos0/env/v11"
-
 	"github.com/astro-sts/astro-sts/internal/loopback"
+	"github.com/astro-sts/astro-sts/internal/secret"
 )
 
 // Vault authentication methods accepted in ASTRO_STS_VAULT_AUTH.
@@ -30,8 +27,10 @@ const DefaultKubernetesJWTFile = "/var/run/secrets/kubernetes.io/serviceaccount/
 // treated as GitHub Enterprise Server.
 const DefaultGitHubAPIURL = "https://api.github.com"
 
-// Config holds the credentials of every sink. The broker and the CLI load it
-// from the same variables, so a rotation behaves the same under both.
+// Config holds the credentials of every sink: the sinks' section of the
+// broker's and `astro-sts rotate`'s configuration (internal/config), so a
+// rotation behaves the same under both. Its credentials are [secret.Value]s:
+// a Config prints and logs without them.
 type Config struct {
 	Vault  VaultConfig
 	GitHub GitHubConfig
@@ -47,10 +46,10 @@ type Config struct {
 // inherits them. Files (token, secret id, JWT) are read at login time, not at
 // load time, so a rotated Kubernetes service account token is picked up.
 type VaultConfig struct {
-	Addr      string `env:"VAULT_ADDR"`
-	Token     string `env:"VAULT_TOKEN,unset"`
-	TokenFile string `env:"VAULT_TOKEN_FILE"`
-	Namespace string `env:"VAULT_NAMESPACE"`
+	Addr      string       `env:"VAULT_ADDR"`
+	Token     secret.Value `env:"VAULT_TOKEN,unset"`
+	TokenFile string       `env:"VAULT_TOKEN_FILE"`
+	Namespace string       `env:"VAULT_NAMESPACE"`
 	// CACert is a PEM file of CA certificates trusted for Vault's TLS
 	// certificate instead of the system pool.
 	CACert string `env:"VAULT_CACERT"`
@@ -61,9 +60,9 @@ type VaultConfig struct {
 	AuthMount string `env:"ASTRO_STS_VAULT_AUTH_MOUNT"`
 
 	// AppRole.
-	RoleID       string `env:"ASTRO_STS_VAULT_APPROLE_ROLE_ID"`
-	SecretID     string `env:"ASTRO_STS_VAULT_APPROLE_SECRET_ID,unset"`
-	SecretIDFile string `env:"ASTRO_STS_VAULT_APPROLE_SECRET_ID_FILE"`
+	RoleID       string       `env:"ASTRO_STS_VAULT_APPROLE_ROLE_ID"`
+	SecretID     secret.Value `env:"ASTRO_STS_VAULT_APPROLE_SECRET_ID,unset"`
+	SecretIDFile string       `env:"ASTRO_STS_VAULT_APPROLE_SECRET_ID_FILE"`
 
 	// Kubernetes and JWT: the Vault role to log in as and the file holding
 	// the JWT presented (for jwt: the broker's own identity token).
@@ -79,9 +78,9 @@ type VaultConfig struct {
 // A workflow's own GITHUB_TOKEN cannot write secrets: the token must be a
 // personal access token or another App's token.
 type GitHubConfig struct {
-	Token             string `env:"GITHUB_TOKEN,unset"`
-	AppID             int64  `env:"GITHUB_APP_ID"`
-	AppPrivateKeyFile string `env:"GITHUB_APP_PRIVATE_KEY_FILE"`
+	Token             secret.Value `env:"GITHUB_TOKEN,unset"`
+	AppID             int64        `env:"GITHUB_APP_ID"`
+	AppPrivateKeyFile string       `env:"GITHUB_APP_PRIVATE_KEY_FILE"`
 	// InstallationID pins the App installation. When zero, the installation
 	// of InstallationOwner is looked up.
 	InstallationID int64 `env:"GITHUB_APP_INSTALLATION_ID"`
@@ -95,54 +94,20 @@ type GitHubConfig struct {
 	InstallationOwner string `env:"-"`
 	// Now is the clock used for App JWTs and installation token expiry;
 	// nil means time.Now.
-	Now func() time.Time `env:"-"`
+	Now func() time.Time `env:"-" json:"-"`
 }
 
-// LoadConfig reads the sink configuration from env (the process environment
-// as a map, so tests are hermetic) and validates every sink that is
-// configured at all: a half-configured sink is an error now rather than a
-// surprise at the first rotation. A sink with no settings is not an error
-// here; [Config.Require] reports it when a rotation needs it.
-func LoadConfig(environ map[string]string) (Config, error) {
-	var c Config
-	if err := env.ParseWithOptions(&c, env.Options{Environment: environ}); err != nil {
-		return Config{}, parseErrors(err)
-	}
+// Validate checks every sink that is configured at all: a half-configured
+// sink is an error when the configuration loads rather than a surprise at
+// the first rotation. A sink with no settings is not an error here;
+// [Config.Require] reports it when a rotation needs it.
+func (c Config) Validate() error {
 	var errs []error
 	if c.Vault.Configured() {
 		errs = append(errs, c.Vault.Validate())
 	}
 	if c.GitHub.Configured() {
 		errs = append(errs, c.GitHub.Validate())
-	}
-	if err := errors.Join(errs...); err != nil {
-		return Config{}, err
-	}
-	return c, nil
-}
-
-// parseErrors names the variable behind each of env's parse errors (env
-// names the Go field) and leaves the value out.
-func parseErrors(err error) error {
-	var agg env.AggregateError
-	if !errors.As(err, &agg) {
-		return fmt.Errorf("%w: %w", ErrInvalidConfig, err)
-	}
-	vars := map[string]string{}
-	for _, t := range []reflect.Type{reflect.TypeFor[VaultConfig](), reflect.TypeFor[GitHubConfig]()} {
-		for f := range t.Fields() {
-			name, _, _ := strings.Cut(f.Tag.Get("env"), ",")
-			vars[f.Name] = name
-		}
-	}
-	var errs []error
-	for _, e := range agg.Errors {
-		var pe env.ParseError
-		if errors.As(e, &pe) && vars[pe.Name] != "" {
-			errs = append(errs, fmt.Errorf("%w: %s: want %s", ErrInvalidConfig, vars[pe.Name], pe.Type))
-			continue
-		}
-		errs = append(errs, fmt.Errorf("%w: %w", ErrInvalidConfig, e))
 	}
 	return errors.Join(errs...)
 }
@@ -173,20 +138,12 @@ func (c Config) Require(kinds ...string) error {
 	return errors.Join(errs...)
 }
 
-// String never shows a credential.
-func (c Config) String() string {
-	return fmt.Sprintf("{Vault:%v GitHub:%v}", c.Vault, c.GitHub)
-}
-
 // Configured reports whether any Vault setting is present. The default
 // ASTRO_STS_VAULT_AUTH=token alone does not count.
 func (c VaultConfig) Configured() bool {
-	for _, s := range []string{c.Addr, c.Token, c.TokenFile, c.Namespace, c.CACert, c.AuthMount, c.RoleID, c.SecretID, c.SecretIDFile, c.Role, c.JWTFile} {
-		if s != "" {
-			return true
-		}
-	}
-	return c.Auth != "" && c.Auth != VaultAuthToken
+	rest := c
+	rest.Auth = ""
+	return rest != VaultConfig{} || c.Auth != "" && c.Auth != VaultAuthToken
 }
 
 // Validate reports every problem at once. It does not read the files it is
@@ -198,7 +155,7 @@ func (c VaultConfig) Validate() error {
 	}
 	if c.Addr == "" {
 		bad("VAULT_ADDR is required")
-	} else if err := checkBaseURL(c.Addr); err != nil {
+	} else if _, err := loopback.ParseURL(c.Addr); err != nil {
 		bad("VAULT_ADDR: %v", err)
 	}
 	// set lists the method-specific variables that are present, to report
@@ -212,8 +169,8 @@ func (c VaultConfig) Validate() error {
 		}
 		return names
 	}
-	tokenVars := set("VAULT_TOKEN", c.Token, "VAULT_TOKEN_FILE", c.TokenFile)
-	approleVars := set("ASTRO_STS_VAULT_APPROLE_ROLE_ID", c.RoleID, "ASTRO_STS_VAULT_APPROLE_SECRET_ID", c.SecretID, "ASTRO_STS_VAULT_APPROLE_SECRET_ID_FILE", c.SecretIDFile)
+	tokenVars := set("VAULT_TOKEN", c.Token.Reveal(), "VAULT_TOKEN_FILE", c.TokenFile)
+	approleVars := set("ASTRO_STS_VAULT_APPROLE_ROLE_ID", c.RoleID, "ASTRO_STS_VAULT_APPROLE_SECRET_ID", c.SecretID.Reveal(), "ASTRO_STS_VAULT_APPROLE_SECRET_ID_FILE", c.SecretIDFile)
 	roleVars := set("ASTRO_STS_VAULT_ROLE", c.Role, "ASTRO_STS_VAULT_JWT_FILE", c.JWTFile)
 	ignored := func(method string, names []string) {
 		for _, n := range names {
@@ -268,15 +225,6 @@ func (c VaultConfig) authMount() string {
 	return c.Auth
 }
 
-// String shows which settings are present, never a credential.
-func (c VaultConfig) String() string {
-	return fmt.Sprintf("{Addr:%s Namespace:%s Auth:%s AuthMount:%s Token:%s TokenFile:%s RoleID:%s SecretID:%s SecretIDFile:%s Role:%s JWTFile:%s CACert:%s}",
-		c.Addr, c.Namespace, c.Auth, c.AuthMount, redacted(c.Token), c.TokenFile, c.RoleID, redacted(c.SecretID), c.SecretIDFile, c.Role, c.JWTFile, c.CACert)
-}
-
-// GoString keeps %#v from printing the credentials field by field.
-func (c VaultConfig) GoString() string { return "sink.VaultConfig" + c.String() }
-
 // Configured reports whether any GitHub credential setting is present.
 // GITHUB_API_URL alone does not count: the Actions runner always sets it.
 func (c GitHubConfig) Configured() bool {
@@ -308,58 +256,15 @@ func (c GitHubConfig) Validate() error {
 	}
 	if c.APIURL == "" {
 		bad("GITHUB_API_URL is empty")
-	} else if err := checkBaseURL(c.APIURL); err != nil {
+	} else if _, err := loopback.ParseURL(c.APIURL); err != nil {
 		bad("GITHUB_API_URL: %v", err)
 	}
 	return errors.Join(errs...)
 }
-
-// String shows which settings are present, never a credential.
-func (c GitHubConfig) String() string {
-	return fmt.Sprintf("{APIURL:%s Token:%s AppID:%d AppPrivateKeyFile:%s InstallationID:%d InstallationOwner:%s}",
-		c.APIURL, redacted(c.Token), c.AppID, c.AppPrivateKeyFile, c.InstallationID, c.InstallationOwner)
-}
-
-// GoString keeps %#v from printing the token.
-func (c GitHubConfig) GoString() string { return "sink.GitHubConfig" + c.String() }
 
 func (c GitHubConfig) now() time.Time {
 	if c.Now != nil {
 		return c.Now()
 	}
 	return time.Now()
-}
-
-func redacted(s string) string {
-	if s == "" {
-		return ""
-	}
-	return "<redacted>"
-}
-
-// checkBaseURL accepts https, and plain http only towards a loopback host
-// (a local Vault dev server or test server): a token must never cross a
-// network in clear text.
-func checkBaseURL(raw string) error {
-	// The value is never echoed: a URL may carry credentials.
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		return errors.New("not a URL")
-	case u.User != nil:
-		return errors.New("must not contain user information")
-	case u.Host == "":
-		return errors.New("has no host")
-	}
-	switch u.Scheme {
-	case "https":
-		return nil
-	case "http":
-		if loopback.IsHost(u.Hostname()) {
-			return nil
-		}
-		return errors.New("plain http is allowed only for loopback hosts")
-	default:
-		return errors.New("scheme must be https")
-	}
 }

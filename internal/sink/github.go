@@ -20,6 +20,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/google/go-github/v62/github"
+
+	"github.com/astro-sts/astro-sts/internal/retry"
 )
 
 // maxGitHubResponse caps what is read of any GitHub answer: the secrets
@@ -88,7 +90,7 @@ func NewGitHubClient(ctx context.Context, cfg GitHubConfig, hc *http.Client) (*g
 	}
 
 	if cfg.Token != "" {
-		return newClient(&bearerTransport{base: base, host: api.Host, token: cfg.Token})
+		return newClient(&bearerTransport{base: base, host: api.Host, token: cfg.Token.Reveal()})
 	}
 
 	key, err := loadAppKey(cfg.AppPrivateKeyFile)
@@ -315,11 +317,7 @@ func githubKind(err error) (kind error, retryAfter time.Duration) {
 		case c == http.StatusNotFound:
 			return ErrNotFound, 0
 		case c == http.StatusTooManyRequests, c >= 500:
-			var ra time.Duration
-			if s, perr := strconv.Atoi(er.Response.Header.Get("Retry-After")); perr == nil && s > 0 {
-				ra = time.Duration(s) * time.Second
-			}
-			return ErrUnavailable, ra
+			return ErrUnavailable, retry.ParseAfter(er.Response.Header.Get("Retry-After"), time.Now())
 		}
 		return nil, 0
 	}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"regexp"
 	"strings"
 
 	"github.com/google/go-github/v62/github"
@@ -19,14 +18,6 @@ const (
 	VisibilityAll      = "all"
 	VisibilityPrivate  = "private"
 	VisibilitySelected = "selected"
-)
-
-var (
-	// GitHub's rule for secret names: letters, digits and underscores, not
-	// starting with a digit. The GITHUB_ prefix is checked separately.
-	secretNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
-	// Account and repository names.
-	ghNameRE = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 )
 
 // GitHubTarget is one GitHub Actions secret: of a repository (Repository),
@@ -85,15 +76,14 @@ func (t GitHubTarget) Validate() error {
 	case t.Repository == "" && t.Organization == "":
 		bad("repository or organization is required")
 	case t.Repository != "":
-		owner, name, ok := strings.Cut(t.Repository, "/")
-		if !ok || !ghNameRE.MatchString(owner) || !ghNameRE.MatchString(name) {
+		if !ValidRepository(t.Repository) {
 			bad("repository %q: want owner/name", t.Repository)
 		}
 		if t.Visibility != "" || len(t.SelectedRepositoryIDs) > 0 {
 			bad("visibility and selected repositories apply to organization secrets only")
 		}
 	case t.Organization != "":
-		if !ghNameRE.MatchString(t.Organization) {
+		if !ValidOrganization(t.Organization) {
 			bad("organization %q is not a valid account name", t.Organization)
 		}
 		if t.Environment != "" {
@@ -119,16 +109,13 @@ func (t GitHubTarget) Validate() error {
 			bad("visibility %q: want all, private or selected", t.Visibility)
 		}
 	}
-	if t.Environment != "" && strings.TrimSpace(t.Environment) != t.Environment {
-		bad("environment %q has leading or trailing spaces", t.Environment)
+	if t.Environment != "" && !ValidEnvironment(t.Environment) {
+		bad("environment %q: at most 255 characters, no control characters, no leading or trailing spaces", t.Environment)
 	}
-	switch {
-	case t.Secret == "":
+	if t.Secret == "" {
 		bad("secret name is required")
-	case !secretNameRE.MatchString(t.Secret):
-		bad("secret name %q: only letters, digits and _, not starting with a digit", t.Secret)
-	case strings.HasPrefix(strings.ToUpper(t.Secret), "GITHUB_"):
-		bad("secret name %q: the GITHUB_ prefix is reserved", t.Secret)
+	} else if err := CheckSecretName(t.Secret); err != nil {
+		bad("secret name %q: %v", t.Secret, err)
 	}
 	return errors.Join(errs...)
 }
@@ -157,17 +144,49 @@ func (s *GitHubSink) Kind() string { return KindGitHub }
 // Target names the secret, see [GitHubTarget.String].
 func (s *GitHubSink) Target() string { return s.target.String() }
 
+// Preflight fetches the public key a Write would seal the value with,
+// which needs the same access as writing: a token that is refused or a
+// target that does not exist fails here, before anything changes. The
+// rotation calls it before it rotates or creates a token.
+func (s *GitHubSink) Preflight(ctx context.Context) error {
+	if err := s.target.Validate(); err != nil {
+		return err
+	}
+	_, _, err := s.secrets(ctx)
+	return err
+}
+
 // Write seals value with the target's public key and stores it. version is
 // the key_id the value was sealed with. m is not recorded: GitHub secrets
 // have no metadata.
 func (s *GitHubSink) Write(ctx context.Context, value string, _ Metadata) (string, error) {
-	t := s.target
-	if err := t.Validate(); err != nil {
+	if err := s.target.Validate(); err != nil {
 		return "", err
 	}
 	if value == "" {
 		return "", &Error{Sink: KindGitHub, Target: s.Target(), Op: "write", Err: errors.New("refusing to write an empty value")}
 	}
+	key, put, err := s.secrets(ctx)
+	if err != nil {
+		return "", err
+	}
+	sealed, err := seal(key, value)
+	if err != nil {
+		return "", &Error{Sink: KindGitHub, Target: s.Target(), Op: "public key", Err: err}
+	}
+	es := &github.EncryptedSecret{Name: s.target.Secret, KeyID: key.GetKeyID(), EncryptedValue: sealed}
+	if err := put(es); err != nil {
+		return "", githubError(s.Target(), "write", err)
+	}
+	return key.GetKeyID(), nil
+}
+
+// secrets finds where the target's secret lives, as the organization,
+// environment or repository secrets API: the public key to seal a value
+// with, and the call that stores the sealed value. Its errors are
+// classified [*Error]s.
+func (s *GitHubSink) secrets(ctx context.Context) (*github.PublicKey, func(*github.EncryptedSecret) error, error) {
+	t := s.target
 	actions := s.client.Actions
 	var (
 		key *github.PublicKey
@@ -190,7 +209,7 @@ func (s *GitHubSink) Write(ctx context.Context, value string, _ Metadata) (strin
 		// go-github addresses environment secrets by repository id.
 		repo, _, rerr := s.client.Repositories.Get(ctx, owner, name)
 		if rerr != nil {
-			return "", githubError(s.Target(), "repository", rerr)
+			return nil, nil, githubError(s.Target(), "repository", rerr)
 		}
 		id := int(repo.GetID())
 		env := url.PathEscape(t.Environment)
@@ -208,17 +227,9 @@ func (s *GitHubSink) Write(ctx context.Context, value string, _ Metadata) (strin
 		}
 	}
 	if err != nil {
-		return "", githubError(s.Target(), "public key", err)
+		return nil, nil, githubError(s.Target(), "public key", err)
 	}
-	sealed, err := seal(key, value)
-	if err != nil {
-		return "", &Error{Sink: KindGitHub, Target: s.Target(), Op: "public key", Err: err}
-	}
-	es := &github.EncryptedSecret{Name: t.Secret, KeyID: key.GetKeyID(), EncryptedValue: sealed}
-	if err := put(es); err != nil {
-		return "", githubError(s.Target(), "write", err)
-	}
-	return key.GetKeyID(), nil
+	return key, put, nil
 }
 
 // seal encrypts value to key (base64 of a Curve25519 public key) with an

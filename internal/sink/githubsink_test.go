@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-github/v62/github"
 
 	"github.com/astro-sts/astro-sts/internal/githubtest"
+	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
@@ -38,7 +39,7 @@ func startGitHub(t *testing.T, cfg githubtest.Config) *githubtest.Server {
 
 func tokenClient(t *testing.T, srv *githubtest.Server, token string) *github.Client {
 	t.Helper()
-	c, err := sink.NewGitHubClient(ctxT(t), sink.GitHubConfig{Token: token, APIURL: srv.URL()}, nil)
+	c, err := sink.NewGitHubClient(ctxT(t), sink.GitHubConfig{Token: secret.Value(token), APIURL: srv.URL()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -497,18 +498,15 @@ func ExampleNewGitHubSink() {
 	keyFile := filepath.Join(dir, "app.pem")
 	_ = os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}), 0o600)
 
-	cfg, err := sink.LoadConfig(map[string]string{
-		"GITHUB_APP_ID":               "42",
-		"GITHUB_APP_PRIVATE_KEY_FILE": keyFile,
-		"GITHUB_API_URL":              srv.URL(),
-	})
-	if err != nil {
+	// The sinks' section of the configuration (internal/config), from
+	// GITHUB_APP_ID, GITHUB_APP_PRIVATE_KEY_FILE and GITHUB_API_URL.
+	gh := sink.GitHubConfig{AppID: 42, AppPrivateKeyFile: keyFile, APIURL: srv.URL()}
+	if err := gh.Validate(); err != nil {
 		fmt.Println(err)
 		return
 	}
 	target := sink.GitHubTarget{Repository: "acme/dags", Environment: "production", Secret: "ASTRO_API_TOKEN"}
 	ctx := context.Background()
-	gh := cfg.GitHub
 	gh.InstallationOwner = target.Owner() // no GITHUB_APP_INSTALLATION_ID: look it up
 	client, err := sink.NewGitHubClient(ctx, gh, nil)
 	if err != nil {

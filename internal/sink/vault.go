@@ -112,11 +112,11 @@ func vaultLogin(ctx context.Context, client *vaultapi.Client, cfg VaultConfig) (
 	switch cfg.Auth {
 	case VaultAuthToken, "":
 		if cfg.Token != "" {
-			return cfg.Token, nil
+			return cfg.Token.Reveal(), nil
 		}
 		return readSecretFile(cfg.TokenFile, "VAULT_TOKEN_FILE")
 	case VaultAuthAppRole:
-		secretID := cfg.SecretID
+		secretID := cfg.SecretID.Reveal()
 		if secretID == "" {
 			var err error
 			if secretID, err = readSecretFile(cfg.SecretIDFile, "ASTRO_STS_VAULT_APPROLE_SECRET_ID_FILE"); err != nil {

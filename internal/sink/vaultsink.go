@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	vaultapi "github.com/hashicorp/vault/api"
@@ -32,29 +33,21 @@ func (t VaultTarget) String() string {
 	return t.Mount + "/" + t.Path + "#" + t.Field
 }
 
-// Validate reports every problem with the target at once.
+// Validate reports every problem with the target at once, by the rules of
+// [CheckVaultPath] and [CheckVaultField].
 func (t VaultTarget) Validate() error {
 	var errs []error
-	check := func(name, v string, slashes bool) {
-		switch {
-		case v == "":
-			errs = append(errs, fmt.Errorf("%w: vault target: %s is required", ErrInvalidConfig, name))
-		case strings.Trim(v, "/") != v:
-			errs = append(errs, fmt.Errorf("%w: vault target: %s %q must not start or end with /", ErrInvalidConfig, name, v))
-		case !slashes && strings.Contains(v, "/"):
-			errs = append(errs, fmt.Errorf("%w: vault target: %s %q must not contain /", ErrInvalidConfig, name, v))
-		default:
-			for _, seg := range strings.Split(v, "/") {
-				if seg == "" || seg == "." || seg == ".." {
-					errs = append(errs, fmt.Errorf("%w: vault target: %s %q has an empty, . or .. segment", ErrInvalidConfig, name, v))
-					break
-				}
-			}
+	for _, c := range []struct {
+		name, value string
+		check       func(string) error
+	}{{"mount", t.Mount, CheckVaultPath}, {"path", t.Path, CheckVaultPath}, {"field", t.Field, CheckVaultField}} {
+		switch err := c.check(c.value); {
+		case c.value == "":
+			errs = append(errs, fmt.Errorf("%w: vault target: %s is required", ErrInvalidConfig, c.name))
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%w: vault target: %s %q %v", ErrInvalidConfig, c.name, c.value, err))
 		}
 	}
-	check("mount", t.Mount, true)
-	check("path", t.Path, true)
-	check("field", t.Field, false)
 	return errors.Join(errs...)
 }
 
@@ -64,9 +57,17 @@ func (t VaultTarget) Validate() error {
 // Every write is a check-and-set against the version read just before, so
 // two writers never silently overwrite each other: the loser re-reads and
 // tries again, and reports [ErrConflict] if it keeps losing.
+//
+// A VaultSink remembers, in memory only, the secret as its first Write found
+// it, so that [VaultSink.Restore] can put that back: make one per rotation
+// run.
 type VaultSink struct {
 	client *vaultapi.Client
 	target VaultTarget
+
+	mu       sync.Mutex
+	previous *VaultState // before the first Write; nil until then
+	version  string      // the version the last Write's value landed in
 }
 
 var _ Sink = (*VaultSink)(nil)
@@ -95,6 +96,21 @@ type VaultState struct {
 	CustomMetadata map[string]string
 }
 
+// ErrNothingToRestore is [VaultSink.Restore]'s answer when there is no
+// previous value to put back: nothing was written, the field was empty
+// before, or someone else changed the secret since. The secret is left as
+// it is.
+var ErrNothingToRestore = errors.New("no previous value to restore")
+
+// Preflight reads the secret as Write will (metadata, then data): a Vault
+// that is down, a login that is refused or a policy that denies reading
+// fails here, before anything changes. The rotation calls it before it
+// rotates or creates a token.
+func (s *VaultSink) Preflight(ctx context.Context) error {
+	_, err := s.Current(ctx)
+	return err
+}
+
 // Write sets the target field to value under check-and-set, then records m in
 // custom_metadata. When the field already holds value (a retried Write whose
 // first attempt landed), no new version is written. version is the KV
@@ -102,6 +118,57 @@ type VaultState struct {
 // when only the metadata write failed, and retrying Write then completes
 // the metadata without a new version.
 func (s *VaultSink) Write(ctx context.Context, value string, m Metadata) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	version, err := s.write(ctx, value, m)
+	if version != "" {
+		// The value landed, even if the metadata write after it failed.
+		s.version = version
+	}
+	return version, err
+}
+
+// Restore writes the field's value from before the first Write back, with
+// the custom_metadata of the rotation before it, provided the secret is
+// still at the version the last Write made (another writer's later change
+// is left alone). It returns the version that holds the previous value
+// again, or [ErrNothingToRestore].
+func (s *VaultSink) Restore(ctx context.Context) (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.version == "" || s.previous == nil {
+		return "", ErrNothingToRestore
+	}
+	old, ok := s.previous.Data[s.target.Field].(string)
+	if !ok || old == "" {
+		return "", fmt.Errorf("%w: the field was empty before", ErrNothingToRestore)
+	}
+	now, err := s.Current(ctx)
+	if err != nil {
+		return "", err
+	}
+	if strconv.Itoa(now.Version) != s.version {
+		return "", fmt.Errorf("%w: the secret moved on to version %d since this run wrote version %s", ErrNothingToRestore, now.Version, s.version)
+	}
+	meta := Metadata{
+		TokenID:  s.previous.CustomMetadata[MetaTokenID],
+		Strategy: s.previous.CustomMetadata[MetaStrategy],
+	}
+	if at, err := time.Parse(time.RFC3339, s.previous.CustomMetadata[MetaRotatedAt]); err == nil {
+		meta.RotatedAt = at
+	}
+	version, err := s.write(ctx, old, meta)
+	if version != "" {
+		// The old value is back even if its metadata is not: a retry then
+		// finds the secret at this version and only writes the metadata.
+		s.version = version
+	}
+	return version, err
+}
+
+// write is Write without the bookkeeping of the last version; it remembers
+// the secret as the first read found it, for Restore.
+func (s *VaultSink) write(ctx context.Context, value string, m Metadata) (string, error) {
 	if err := s.target.Validate(); err != nil {
 		return "", err
 	}
@@ -116,6 +183,10 @@ func (s *VaultSink) Write(ctx context.Context, value string, m Metadata) (string
 	for attempt := 1; ; attempt++ {
 		if state, err = s.Current(ctx); err != nil {
 			return "", err
+		}
+		if s.previous == nil {
+			first := state
+			s.previous = &first
 		}
 		if cur, ok := state.Data[s.target.Field].(string); ok && cur == value {
 			version = state.Version

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	vaultapi "github.com/hashicorp/vault/api"
 
+	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/sink"
 	"github.com/astro-sts/astro-sts/internal/vaulttest"
 )
@@ -67,7 +68,7 @@ func policyToken(t *testing.T, v *vaulttest.Server, name, hcl string) string {
 func writerClient(t *testing.T, v *vaulttest.Server) *vaultapi.Client {
 	t.Helper()
 	tok := policyToken(t, v, "astro-sts-writer", writerPolicy)
-	c, err := sink.NewVaultClient(ctxT(t), sink.VaultConfig{Addr: v.Addr, Token: tok}, nil)
+	c, err := sink.NewVaultClient(ctxT(t), sink.VaultConfig{Addr: v.Addr, Token: secret.Value(tok)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -329,7 +330,7 @@ path "secret/metadata/astro/*" { capabilities = ["read"] }
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			client, err := sink.NewVaultClient(ctxT(t), sink.VaultConfig{Addr: v.Addr, Token: tt.token}, nil)
+			client, err := sink.NewVaultClient(ctxT(t), sink.VaultConfig{Addr: v.Addr, Token: secret.Value(tt.token)}, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -503,10 +504,10 @@ func TestVaultAppRoleLogin(t *testing.T) {
 		cfg     sink.VaultConfig
 		wantErr error
 	}{
-		{"secret id", with(func(c *sink.VaultConfig) { c.SecretID = secretID }), nil},
+		{"secret id", with(func(c *sink.VaultConfig) { c.SecretID = secret.Value(secretID) }), nil},
 		{"secret id file", with(func(c *sink.VaultConfig) { c.SecretIDFile = secretFile }), nil},
 		{"wrong secret id", with(func(c *sink.VaultConfig) { c.SecretID = "00000000-0000-0000-0000-000000000000" }), sink.ErrDenied},
-		{"wrong role id", with(func(c *sink.VaultConfig) { c.RoleID = "nope"; c.SecretID = secretID }), sink.ErrDenied},
+		{"wrong role id", with(func(c *sink.VaultConfig) { c.RoleID = "nope"; c.SecretID = secret.Value(secretID) }), sink.ErrDenied},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -643,16 +644,18 @@ func TestVaultJWTLogin(t *testing.T) {
 
 func ExampleNewVaultSink() {
 	ctx := context.Background()
-	cfg, err := sink.LoadConfig(map[string]string{
-		"VAULT_ADDR":                             "https://vault.example.com:8200",
-		"ASTRO_STS_VAULT_AUTH":                   "approle",
-		"ASTRO_STS_VAULT_APPROLE_ROLE_ID":        "astro-sts",
-		"ASTRO_STS_VAULT_APPROLE_SECRET_ID_FILE": "/run/secrets/vault-secret-id",
-	})
-	if err != nil {
+	// The sinks' section of the configuration (internal/config), from
+	// VAULT_ADDR and the ASTRO_STS_VAULT_* variables.
+	cfg := sink.VaultConfig{
+		Addr:         "https://vault.example.com:8200",
+		Auth:         sink.VaultAuthAppRole,
+		RoleID:       "astro-sts",
+		SecretIDFile: "/run/secrets/vault-secret-id",
+	}
+	if err := cfg.Validate(); err != nil {
 		return
 	}
-	client, err := sink.NewVaultClient(ctx, cfg.Vault, nil) // logs in
+	client, err := sink.NewVaultClient(ctx, cfg, nil) // logs in
 	if err != nil {
 		return
 	}

@@ -1,0 +1,141 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
+)
+
+// classifyCases pin what the caller gets for each error the broker can meet:
+// the status, the code and reason a job acts on, and the outcome label of
+// the metrics. TestEveryCodeIsPinned makes sure every Code* and Reason*
+// constant appears here.
+var classifyCases = []struct {
+	name    string
+	err     error
+	status  int
+	code    string
+	reason  string
+	outcome string
+}{
+	{"malformed body", badRequest("the body is not valid JSON"), 400, CodeBadRequest, "", "bad_request"},
+	{"malformed request", fmt.Errorf("%w: ttl is negative", policy.ErrBadRequest), 400, CodeBadRequest, "", "bad_request"},
+	{"invalid Astro id", fmt.Errorf("get: %w", astro.ErrInvalidArgument), 400, CodeBadRequest, "", "bad_request"},
+	{"body too large", &http.MaxBytesError{Limit: maxBody}, 413, CodeTooLarge, "", "bad_request"},
+	{"GET", errMethodNotAllowed, 405, CodeMethodNotAllowed, "", "bad_request"},
+	{"no such endpoint", errNotFound, 404, CodeNotFound, "", "not_found"},
+	{"no such rotation", errNoSuchRotation, 404, CodeNotFound, "", "not_found"},
+	{"no bearer token", errMissingToken, 401, CodeTokenMissing, "", "unauthorized"},
+	{"not a JWT", fmt.Errorf("%w: 3 parts", idtoken.ErrMalformed), 401, CodeTokenInvalid, ReasonMalformed, "unauthorized"},
+	{"untrusted issuer", fmt.Errorf("%w: x", idtoken.ErrUntrustedIssuer), 401, CodeTokenInvalid, ReasonUnknownIssuer, "unauthorized"},
+	{"bad signature", fmt.Errorf("%w: x", idtoken.ErrBadSignature), 401, CodeTokenInvalid, ReasonBadSignature, "unauthorized"},
+	{"wrong audience", fmt.Errorf("%w: x", idtoken.ErrWrongAudience), 401, CodeTokenInvalid, ReasonWrongAudience, "unauthorized"},
+	{"expired", fmt.Errorf("%w: x", idtoken.ErrExpired), 401, CodeTokenInvalid, ReasonExpired, "unauthorized"},
+	{"not yet valid", fmt.Errorf("%w: x", idtoken.ErrNotYetValid), 401, CodeTokenInvalid, ReasonNotYetValid, "unauthorized"},
+	{"bad claims", fmt.Errorf("%w: no jti", idtoken.ErrBadClaims), 401, CodeTokenInvalid, ReasonBadClaims, "unauthorized"},
+	{"no run claims", (&idtoken.Claims{}).RequireRun(), 401, CodeTokenInvalid, ReasonMissingRunClaims, "unauthorized"},
+	{"replayed", fmt.Errorf("%w: jti", idtoken.ErrReplayed), 401, CodeTokenInvalid, ReasonReplayed, "unauthorized"},
+	{"invalid without a reason", fmt.Errorf("%w: ?", idtoken.ErrInvalidToken), 401, CodeTokenInvalid, "", "unauthorized"},
+	{"no rule", policy.ErrNoMatchingRule, 403, CodeDenied, "", "deny"},
+	{"too wide", &policy.WidenError{Rule: "r", Field: "role", Asked: "WORKSPACE_OWNER", Allowed: "WORKSPACE_AUTHOR"}, 403, CodeTooWide, "", "deny"},
+	{"rotation not allowed", errRotationDenied, 403, CodeDenied, "", "deny"},
+	{"another run's token", errNotOwner, 403, CodeNotOwner, "", "deny"},
+	{"no rotator", errNoRotator, 501, CodeNotConfigured, "", "not_configured"},
+	{"issuer down", fmt.Errorf("%w: discovery", idtoken.ErrIssuerUnavailable), 503, CodeUpstreamUnavailable, ReasonIssuerUnavailable, "unavailable"},
+	{"Astro throttles", &astro.APIError{StatusCode: 429}, 429, CodeUpstreamUnavailable, ReasonAstroRateLimited, "unavailable"},
+	{"Astro fails", &astro.APIError{StatusCode: 503}, 502, CodeUpstreamUnavailable, ReasonAstroError, "unavailable"},
+	{"Astro unreachable", upstream(errors.New("dial tcp: refused")), 502, CodeUpstreamUnavailable, ReasonAstroUnreachable, "unavailable"},
+	{"timeout", fmt.Errorf("create: %w", context.DeadlineExceeded), 503, CodeUpstreamUnavailable, ReasonTimeout, "unavailable"},
+	{"Astro refuses the broker", &astro.APIError{StatusCode: 403}, 502, CodeUpstreamRefused, "", "unavailable"},
+	{"store unreachable", fmt.Errorf("%w: replay: dial tcp: refused", store.ErrUnavailable), 503, CodeStoreUnavailable, "", "unavailable"},
+	{"rate limited", &rateLimitedError{rule: "deploy", limit: policy.RateLimit{Rate: 5, Period: time.Minute, Burst: 5}, retryAfter: 12 * time.Second}, 429, CodeRateLimited, "", CodeRateLimited},
+	{"replay cache full", fmt.Errorf("%w: 10 live entries", idtoken.ErrReplayCacheFull), 503, CodeBusy, "", "unavailable"},
+	{"rotation failed", &rotationFailedError{err: errors.New("vault")}, 502, CodeRotationFailed, "", "error"},
+	{"a bug", errors.New("nil map"), 500, CodeInternal, "", "error"},
+}
+
+func TestClassify(t *testing.T) {
+	for _, tc := range classifyCases {
+		t.Run(tc.name, func(t *testing.T) {
+			ae := classify(tc.err)
+			got := fmt.Sprintf("%d %s/%s %s", ae.status, ae.code, ae.reason, ae.outcome())
+			want := fmt.Sprintf("%d %s/%s %s", tc.status, tc.code, tc.reason, tc.outcome)
+			if got != want {
+				t.Errorf("classify(%v) = %s, want %s", tc.err, got, want)
+			}
+			if ae.message == "" {
+				t.Error("no message")
+			}
+		})
+	}
+}
+
+// A too_wide answer names the rule, the field and the most the rule
+// allows; the caller is trusted by that rule.
+func TestTooWideBody(t *testing.T) {
+	ae := classify(fmt.Errorf("decide: %w", &policy.WidenError{Rule: "deploy-main", Field: "ttl", Asked: "2h0m0s", Allowed: "30m0s"}))
+	want := ErrorBody{Error: CodeTooWide, Message: `ttl 2h0m0s exceeds 30m0s allowed by rule "deploy-main"`, RequestID: "id-1",
+		Rule: "deploy-main", Field: "ttl", Allowed: "30m0s"}
+	if diff := cmp.Diff(want, ae.body("id-1")); diff != "" {
+		t.Errorf("(-want +got):\n%s", diff)
+	}
+}
+
+// Every code and reason the broker declares is pinned by a case above (or,
+// for the ones written outside classify, named here), so that a new one
+// cannot be added without saying what it answers.
+func TestEveryCodeIsPinned(t *testing.T) {
+	pinned := map[string]bool{
+		CodeRotationIncomplete: true, // handleRotate's partial-failure answer; TestRotation* in rotate_test.go
+	}
+	for _, tc := range classifyCases {
+		pinned[tc.code], pinned[tc.reason] = true, true
+	}
+	fs := token.NewFileSet()
+	f, err := parser.ParseFile(fs, "errors.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, d := range f.Decls {
+		gd, ok := d.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			continue
+		}
+		for _, spec := range gd.Specs {
+			for i, name := range spec.(*ast.ValueSpec).Names {
+				if !strings.HasPrefix(name.Name, "Code") && !strings.HasPrefix(name.Name, "Reason") {
+					continue
+				}
+				n++
+				lit, ok := spec.(*ast.ValueSpec).Values[i].(*ast.BasicLit)
+				if !ok {
+					t.Errorf("%s is not a string literal", name.Name)
+					continue
+				}
+				v, _ := strconv.Unquote(lit.Value)
+				if !pinned[v] {
+					t.Errorf("%s (%q) has no case in classifyCases", name.Name, v)
+				}
+			}
+		}
+	}
+	if n < 20 {
+		t.Errorf("found only %d Code*/Reason* constants in errors.go", n)
+	}
+}

@@ -1,0 +1,114 @@
+package broker
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+)
+
+// What exchange, revoke and rotate have in common: each reads a bearer
+// token and a strict JSON body, verifies the ID token, spends it only once
+// the request is authorized, and marks a failure to reach Astro as
+// upstream's.
+
+// readRequest reads what every endpoint takes: the caller's ID token, as a
+// Bearer token, and a strict JSON body into v.
+func readRequest(r *http.Request, v any) (rawIDToken string, err error) {
+	raw, err := bearer(r)
+	if err != nil {
+		return "", err
+	}
+	return raw, decodeOptional(r.Body, v)
+}
+
+// bearer extracts the Bearer token from the Authorization header.
+func bearer(r *http.Request) (string, error) {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", errMissingToken
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+// decodeOptional decodes a strict JSON body into v; an empty body leaves v
+// as it is.
+func decodeOptional(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return err
+		}
+		return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
+	}
+	if dec.More() {
+		return badRequest("the body must hold a single JSON object")
+	}
+	var extra json.RawMessage
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		return badRequest("the body must hold a single JSON object")
+	}
+	return nil
+}
+
+// jsonProblem describes a JSON decoding error without echoing the body.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q has the wrong type", typ.Field)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	return "malformed"
+}
+
+// verify checks the caller's ID token; from then on the event's record
+// says who asked.
+func (s *Server) verify(ctx context.Context, e *event, rawIDToken string) (*idtoken.Claims, error) {
+	claims, err := s.verifier.Verify(ctx, rawIDToken)
+	if err != nil {
+		return nil, err
+	}
+	e.claims = claims
+	return claims, nil
+}
+
+// spend uses up the verified token's jti, so that a token lifted from a log
+// cannot be replayed. Every endpoint calls it only once the request is
+// authorized, just before it acts: any workflow on GitHub can get a token
+// for the broker's audience, and if a token no rule trusts took a place in
+// the bounded replay cache, anyone could fill it and make the broker refuse
+// every workflow (it fails closed when full).
+//
+// With a shared store the check holds across replicas and restarts; if the
+// store cannot answer, the request fails (503): nothing is minted without
+// the check.
+func (s *Server) spend(ctx context.Context, claims *idtoken.Claims) error {
+	return s.storeErr("replay", s.store.Use(ctx, claims.Issuer, claims.JTI, claims.Expiry))
+}
+
+// upstream marks a transport failure (anything but an [astro.APIError]) so
+// that classify answers 502, not 500.
+func upstream(err error) error {
+	var apiErr *astro.APIError
+	if errors.As(err, &apiErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &upstreamError{err: err}
+}

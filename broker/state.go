@@ -1,0 +1,130 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
+)
+
+// What the broker asks of its [store.Store] besides the replay check
+// ([Server.spend]): rate limits, its readiness, and the reaper's lease.
+
+// rateLimitedError refuses an exchange over its rule's rate limit (429).
+type rateLimitedError struct {
+	rule       string
+	limit      policy.RateLimit
+	retryAfter time.Duration
+}
+
+func (e *rateLimitedError) Error() string {
+	return fmt.Sprintf("rate limited: rule %q allows a repository %d tokens per %s (burst %d); next in %s",
+		e.rule, e.limit.Rate, e.limit.Period, e.limit.Burst, e.retryAfter.Round(time.Millisecond))
+}
+
+// limit takes one token from the budget of the repository (repository_id
+// of the issuer) under the deciding rule, if the rule has a limit. It runs
+// after spend, so that a replayed token costs the repository nothing.
+func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision) error {
+	l := d.RateLimit
+	if l.IsZero() {
+		return nil
+	}
+	v, err := s.store.Allow(ctx, store.Key("rate", c.Issuer, c.RepositoryID, d.Rule),
+		store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	if err != nil {
+		return s.storeErr("rate_limit", err)
+	}
+	if !v.Allowed {
+		s.metrics.rateLimited.WithLabelValues(d.Rule).Inc()
+		return &rateLimitedError{rule: d.Rule, limit: l, retryAfter: v.RetryAfter}
+	}
+	return nil
+}
+
+// storeTimeout bounds the readiness probe's ping.
+const storeTimeout = 2 * time.Second
+
+// storeReady pings the store: with Redis down the broker cannot check
+// replay, so it is not ready (and answers 503 to every exchange).
+func (s *Server) storeReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
+	defer cancel()
+	return s.storeErr("ping", s.store.Ping(ctx))
+}
+
+// storeErr counts err if it is the store's failure to answer, and returns
+// it.
+func (s *Server) storeErr(op string, err error) error {
+	if errors.Is(err, store.ErrUnavailable) {
+		s.metrics.storeErrors.WithLabelValues(op).Inc()
+	}
+	return err
+}
+
+// reaperLease names the lease that lets one replica reap per interval.
+const reaperLease = "reaper"
+
+// underLease runs pass if this replica holds the reaper's lease, which it
+// takes (or renews) for one interval: with a shared store, one replica
+// lists the organization per interval instead of every one; if it dies,
+// its lease expires and another takes over at its next tick, within one
+// interval more. A pass longer than the interval keeps renewing the lease
+// as it goes. If the store cannot answer, the pass runs anyway: a token
+// reaped twice costs an Astro call, one not reaped stays alive.
+func (s *Server) underLease(ctx context.Context, interval time.Duration, pass func()) {
+	held, err := s.store.Lease(ctx, reaperLease, interval)
+	switch {
+	case err != nil:
+		s.storeErr("lease", err)
+		s.log.Warn("reaper lease: store unreachable; reaping without it", "error", err)
+	case !held:
+		s.metrics.leaseHeld.Set(0)
+		return
+	}
+	s.metrics.leaseHeld.Set(boolGauge(err == nil))
+	done := make(chan struct{})
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		t := time.NewTicker(interval / 2)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if held, err := s.store.Lease(ctx, reaperLease, interval); err != nil || !held {
+					s.storeErr("lease", err)
+					s.metrics.leaseHeld.Set(0)
+				}
+			}
+		}
+	}()
+	pass()
+	close(done)
+	<-renewed
+}
+
+// releaseLease gives the reaper's lease up at shutdown, so that another
+// replica need not wait for it to expire.
+func (s *Server) releaseLease() {
+	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
+	defer cancel()
+	if err := s.store.ReleaseLease(ctx, reaperLease); err != nil {
+		s.storeErr("lease", err)
+		s.log.Warn("reaper lease: could not release; it expires by itself", "error", err)
+	}
+	s.metrics.leaseHeld.Set(0)
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,112 @@
+package policy
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Bounds of a rate limit, so that a typo cannot make one meaningless.
+const (
+	MaxRateCount  = 1_000_000
+	MinRatePeriod = time.Second
+	MaxRatePeriod = 24 * time.Hour
+)
+
+// RateLimit bounds how fast one repository (one repository_id of one
+// issuer) gets tokens through one rule: on average Rate per Period, and up
+// to Burst at once after a quiet spell. The zero value is no limit.
+type RateLimit struct {
+	Rate   int
+	Period time.Duration
+	Burst  int
+}
+
+// IsZero reports whether r is "no limit".
+func (r RateLimit) IsZero() bool { return r == RateLimit{} }
+
+// String is how the policy writes it: "30/1h0m0s, burst 10".
+func (r RateLimit) String() string {
+	if r.IsZero() {
+		return "none"
+	}
+	return fmt.Sprintf("%d/%s, burst %d", r.Rate, r.Period, r.Burst)
+}
+
+// rateLimit reads a rate_limit block:
+//
+//	rate_limit: {rate: 30/h, burst: 10}   # 30 an hour, 10 at once
+//	rate_limit: none                        # (on a rule) no limit
+//
+// rate is COUNT/PERIOD, PERIOD being s, m, h or a Go duration (10/15m);
+// burst defaults to COUNT. none is allowed only where allowNone is true (a
+// rule's override of the default).
+func (w *walker) rateLimit(where string, n *yaml.Node, allowNone bool) RateLimit {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!str" && n.Value == "none" {
+		if !allowNone {
+			w.fail(where, n, "none is only for a rule (to lift the default); leave the default out for no limit")
+		}
+		return RateLimit{}
+	}
+	f := w.fields(where, n, "rate", "burst")
+	var r RateLimit
+	rn, ok := f["rate"]
+	if !ok {
+		if n.Kind == yaml.MappingNode {
+			w.fail(where, n, "rate is required (e.g. rate: 30/h)")
+		}
+		return RateLimit{}
+	}
+	s, ok := w.str(where+".rate", rn)
+	if !ok {
+		return RateLimit{}
+	}
+	count, period, err := parseRate(s)
+	if err != nil {
+		w.fail(where+".rate", rn, "%q %v", s, err)
+		return RateLimit{}
+	}
+	r.Rate, r.Period, r.Burst = count, period, count
+	if bn, ok := f["burst"]; ok {
+		b, ok := w.str(where+".burst", bn)
+		if !ok {
+			return RateLimit{}
+		}
+		burst, err := strconv.Atoi(b)
+		if err != nil || burst < 1 || burst > MaxRateCount {
+			w.fail(where+".burst", bn, "%q is not a whole number from 1 to %d", b, MaxRateCount)
+			return RateLimit{}
+		}
+		r.Burst = burst
+	}
+	return r
+}
+
+// parseRate reads COUNT/PERIOD: "30/h", "5/m", "100/24h", "10/15m".
+func parseRate(s string) (int, time.Duration, error) {
+	c, p, ok := strings.Cut(s, "/")
+	if !ok {
+		return 0, 0, fmt.Errorf("is not COUNT/PERIOD such as 30/h or 10/15m")
+	}
+	count, err := strconv.Atoi(c)
+	if err != nil || count < 1 || count > MaxRateCount {
+		return 0, 0, fmt.Errorf("count is not a whole number from 1 to %d", MaxRateCount)
+	}
+	var period time.Duration
+	switch p {
+	case "s", "m", "h":
+		period, _ = time.ParseDuration("1" + p)
+	default:
+		period, err = time.ParseDuration(p)
+		if err != nil {
+			return 0, 0, fmt.Errorf("period is not s, m, h or a duration such as 15m")
+		}
+	}
+	if period < MinRatePeriod || period > MaxRatePeriod {
+		return 0, 0, fmt.Errorf("period %s is not within %s..%s", period, MinRatePeriod, MaxRatePeriod)
+	}
+	return count, period, nil
+}

@@ -1,0 +1,90 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Warning is something a valid policy allows that is likely wider than its
+// author meant, as far as the file alone can tell: the rule still loads
+// and decides. `astro-sts policy validate` prints them; with --strict they
+// fail the check.
+type Warning struct {
+	// Where names the rule or rotation: `rules[2] "deploy-main"` or
+	// `rotations[0] "airflow-ci".allow`.
+	Where   string
+	Message string
+}
+
+func (w Warning) String() string { return w.Where + ": " + w.Message }
+
+// riskyEvents carry the identity of the base repository although the code
+// that runs may come from elsewhere: pull_request_target runs in the base
+// repository for a fork's pull request, workflow_run after another
+// workflow, possibly a fork's.
+var riskyEvents = []string{"pull_request_target", "workflow_run"}
+
+// Warnings lists, rule by rule and then rotation by rotation, what the
+// docs' security advice (docs/policy.md) warns against:
+//   - a rule that binds neither ref nor environment (nor, for pull
+//     requests, base_ref): any branch of the repository, a pull request's
+//     included, gets the grant;
+//   - events that include pull_request_target or workflow_run, or no
+//     event_name at all, which includes them;
+//   - job_workflow_ref as the identity without repository_owner_id (or
+//     repository_id): a reusable workflow in a public repository can be
+//     called from any repository on GitHub;
+//   - names (repository, repository_owner, sub) without the numeric ids,
+//     which survive renames: a freed name can be registered by someone else.
+func (p *Policy) Warnings() []Warning {
+	if p == nil {
+		return nil
+	}
+	var out []Warning
+	for i, r := range p.rules {
+		out = append(out, r.match.warnings(fmt.Sprintf("rules[%d] %q", i, r.name))...)
+	}
+	for i, r := range p.rotations {
+		out = append(out, r.allow.warnings(fmt.Sprintf("rotations[%d] %q.allow", i, r.Name))...)
+	}
+	return out
+}
+
+func (ms matchSet) warnings(where string) []Warning {
+	var out []Warning
+	warn := func(format string, a ...any) {
+		out = append(out, Warning{Where: where, Message: fmt.Sprintf(format, a...)})
+	}
+	has := func(claim string) bool {
+		return slices.ContainsFunc(ms, func(m matcher) bool { return m.claim == claim })
+	}
+
+	// A pull_request run's ref is refs/pull/<n>/merge, which no rule can
+	// name in advance; base_ref, the branch it merges into, is its "where".
+	if !has("ref") && !has("environment") && !has("base_ref") {
+		warn("binds neither ref nor environment: every branch of the repository gets the grant, a pull request's included")
+	}
+	if i := slices.IndexFunc(ms, func(m matcher) bool { return m.claim == "event_name" }); i < 0 {
+		warn("binds no event_name: pull_request_target and workflow_run runs, which carry the repository's identity for code it may not have reviewed, match too")
+	} else {
+		for _, ev := range riskyEvents {
+			if ms[i].match(Claims{"event_name": ev}) {
+				warn("its events include %s, which runs with the repository's identity for code it may not have reviewed", ev)
+			}
+		}
+	}
+	ownerID := has("repository_owner_id") || has("repository_id")
+	if has("job_workflow_ref") && !ownerID {
+		warn("job_workflow_ref without repository_owner_id: a reusable workflow in a public repository can be called from any repository on GitHub")
+	}
+	if has("repository") && !has("repository_id") {
+		warn("repository without repository_id: a name can be freed by a rename or a deletion and registered by someone else; the id never changes")
+	}
+	if has("repository_owner") && !has("repository_owner_id") {
+		warn("repository_owner without repository_owner_id: an owner's name can be freed and registered by someone else; the id never changes")
+	}
+	if has("sub") && !ownerID {
+		warn("sub without repository_id or repository_owner_id: sub holds the repository's name, which can be freed and registered by someone else")
+	}
+	return out
+}

@@ -1,0 +1,121 @@
+// Package store holds the little state the broker keeps: which OIDC ID
+// tokens were already used (replay), how fast each repository mints tokens
+// (rate limits), and which replica sweeps expired tokens (the reaper
+// lease).
+//
+// Two implementations:
+//
+//   - [Memory], the default: one process, nothing to install. Exactly the
+//     broker's behaviour before the store existed (a bounded replay cache,
+//     see [idtoken.ReplayGuard]); rate limits hold per replica; every
+//     replica reaps.
+//   - [Redis]: every replica shares the state through Redis (or Valkey). A
+//     token used on one replica, or before a restart, is refused on all;
+//     a rate limit holds across replicas; one replica reaps per interval.
+//     Nothing secret is stored: replay entries are keyed by a hash of
+//     issuer and jti.
+//
+// Every failure to reach the shared state is [ErrUnavailable], which the
+// broker answers with 503: it never mints without a replay check.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// ErrUnavailable: the store could not answer (Redis unreachable, refusing
+// the login, out of memory). The broker fails closed on it (503 with
+// Retry-After) and its readiness check says not ready.
+var ErrUnavailable = errors.New("store unavailable")
+
+// Store is what the broker needs of its state. [Memory] and [Redis]
+// implement it; both are safe for concurrent use.
+type Store interface {
+	// Use records that the ID token (issuer, jti), valid until exp, is
+	// being used. A second Use of the same token, until exp plus
+	// [idtoken.MaxLeeway], is [idtoken.ErrReplayed]. An empty jti or an
+	// expired token is [idtoken.ErrInvalidToken].
+	Use(ctx context.Context, issuer, jti string, exp time.Time) error
+	// Allow takes one event from key's budget under limit l, which must
+	// not be zero.
+	Allow(ctx context.Context, key string, l Limit) (Verdict, error)
+	// Lease takes or renews the lease name for ttl and reports whether
+	// this store's owner holds it. A lease is released only by its owner
+	// ([Store.ReleaseLease]) or by its expiry.
+	Lease(ctx context.Context, name string, ttl time.Duration) (bool, error)
+	// ReleaseLease gives the lease up if this store's owner holds it.
+	ReleaseLease(ctx context.Context, name string) error
+	// Ping reports whether the store can answer now.
+	Ping(ctx context.Context) error
+	// Shared reports whether the state outlives this process and is seen
+	// by every replica (Redis), rather than lost at exit (memory): a rule
+	// that makes up for a lost replay cache at start need only apply when
+	// it is false.
+	Shared() bool
+	// Close releases the store's connections.
+	Close() error
+}
+
+// Limit is a rate limit: on average Rate events per Period, and up to
+// Burst at once after a quiet spell (the generic cell rate algorithm:
+// one event's worth of budget comes back every Period/Rate).
+type Limit struct {
+	Rate   int
+	Period time.Duration
+	Burst  int
+}
+
+// IsZero reports whether l is "no limit".
+func (l Limit) IsZero() bool { return l == Limit{} }
+
+// Validate refuses a limit the algorithm cannot apply.
+func (l Limit) Validate() error {
+	if l.Rate < 1 || l.Burst < 1 || l.Period <= 0 {
+		return fmt.Errorf("store: invalid limit %d per %s, burst %d", l.Rate, l.Period, l.Burst)
+	}
+	return nil
+}
+
+// interval is the time one event's worth of budget takes to come back.
+func (l Limit) interval() time.Duration { return l.Period / time.Duration(l.Rate) }
+
+// Verdict is what [Store.Allow] decided.
+type Verdict struct {
+	Allowed bool
+	// Remaining is how many more events would be allowed now.
+	Remaining int
+	// RetryAfter, when not allowed, is how long until one event is.
+	RetryAfter time.Duration
+}
+
+// Key derives a store key from parts (an issuer and a jti, or an issuer,
+// a repository id and a rule): the hex SHA-256 of the parts joined by NUL,
+// so that keys have a fixed size, no part can run into the next, and
+// nothing a key is made of can be read back from it.
+func Key(parts ...string) string {
+	h := sha256.New()
+	for i, p := range parts {
+		if i > 0 {
+			h.Write([]byte{0})
+		}
+		h.Write([]byte(p))
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// unavailable wraps an error reaching the store.
+func unavailable(op string, err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, context.Canceled) {
+		// The caller hung up: not the store's failure.
+		return err
+	}
+	return fmt.Errorf("%w: %s: %v", ErrUnavailable, op, err)
+}

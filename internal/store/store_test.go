@@ -1,0 +1,219 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/redistest"
+	"github.com/astro-sts/astro-sts/internal/store"
+)
+
+// testRedis is the package's one redis-server, started by TestMain when the
+// binary exists.
+var testRedis *redistest.Server
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	s, err := redistest.Shared()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if s != nil {
+		defer s.Close()
+		testRedis = s
+	}
+	return m.Run()
+}
+
+// needRedis returns the shared server, emptied, or skips the test when
+// there is no redis-server (TestMain has already failed the run in CI).
+func needRedis(t *testing.T) *redistest.Server {
+	t.Helper()
+	if testRedis == nil {
+		if redistest.Required() {
+			t.Fatal(redistest.InstallHint)
+		}
+		t.Skip(redistest.InstallHint)
+	}
+	if err := testRedis.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return testRedis
+}
+
+func newRedis(t *testing.T, url string) *store.Redis {
+	t.Helper()
+	r, err := store.NewRedis(store.RedisConfig{URL: url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+// implementations are the stores every contract test runs against.
+func implementations(t *testing.T) map[string]func(t *testing.T) store.Store {
+	return map[string]func(t *testing.T) store.Store{
+		"memory": func(*testing.T) store.Store { return store.NewMemory(0, nil) },
+		"redis":  func(t *testing.T) store.Store { return newRedis(t, needRedis(t).URL()) },
+	}
+}
+
+func TestUse(t *testing.T) {
+	for name, open := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			ctx := context.Background()
+			exp := time.Now().Add(5 * time.Minute)
+			steps := []struct {
+				issuer, jti string
+				exp         time.Time
+				want        error
+			}{
+				{"https://a", "j1", exp, nil},
+				{"https://a", "j1", exp, idtoken.ErrReplayed},
+				{"https://b", "j1", exp, nil}, // another issuer's j1 is another token
+				{"https://a", "j2", exp, nil},
+				{"https://a", "", exp, idtoken.ErrInvalidToken},
+				{"https://a", "j3", time.Now().Add(-2 * time.Minute), idtoken.ErrInvalidToken},
+				// Within the leeway a token still verifies, so it is still
+				// remembered.
+				{"https://a", "j4", time.Now().Add(-30 * time.Second), nil},
+				{"https://a", "j4", time.Now().Add(-30 * time.Second), idtoken.ErrReplayed},
+			}
+			for i, st := range steps {
+				err := s.Use(ctx, st.issuer, st.jti, st.exp)
+				if !errors.Is(err, st.want) || (st.want == nil) != (err == nil) {
+					t.Errorf("step %d Use(%s, %q) = %v, want %v", i, st.issuer, st.jti, err, st.want)
+				}
+			}
+		})
+	}
+}
+
+// TestUseConcurrent: of many simultaneous uses of one token, exactly one
+// succeeds (SET NX is atomic in Redis; the guard holds a mutex).
+func TestUseConcurrent(t *testing.T) {
+	for name, open := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			exp := time.Now().Add(5 * time.Minute)
+			var ok, replayed atomic.Int32
+			var wg sync.WaitGroup
+			for range 32 {
+				wg.Go(func() {
+					switch err := s.Use(context.Background(), "https://a", "same", exp); {
+					case err == nil:
+						ok.Add(1)
+					case errors.Is(err, idtoken.ErrReplayed):
+						replayed.Add(1)
+					default:
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			if ok.Load() != 1 || replayed.Load() != 31 {
+				t.Errorf("%d uses succeeded and %d were replays; want 1 and 31", ok.Load(), replayed.Load())
+			}
+		})
+	}
+}
+
+func TestAllow(t *testing.T) {
+	for name, open := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			ctx := context.Background()
+			l := store.Limit{Rate: 3, Period: time.Hour, Burst: 3}
+			var remaining []int
+			for range 3 {
+				v, err := s.Allow(ctx, "k", l)
+				if err != nil || !v.Allowed {
+					t.Fatalf("Allow = %+v, %v; want allowed", v, err)
+				}
+				remaining = append(remaining, v.Remaining)
+			}
+			if fmt.Sprint(remaining) != "[2 1 0]" {
+				t.Errorf("remaining %v, want [2 1 0]", remaining)
+			}
+			v, err := s.Allow(ctx, "k", l)
+			if err != nil || v.Allowed {
+				t.Fatalf("fourth Allow = %+v, %v; want refused", v, err)
+			}
+			// One event comes back every 20 minutes; a moment has passed.
+			if v.RetryAfter <= 19*time.Minute || v.RetryAfter > 20*time.Minute {
+				t.Errorf("RetryAfter = %s, want just under 20m", v.RetryAfter)
+			}
+			// Another key has its own budget.
+			if v, err := s.Allow(ctx, "other", l); err != nil || !v.Allowed {
+				t.Errorf("Allow(other) = %+v, %v; want allowed", v, err)
+			}
+			if _, err := s.Allow(ctx, "k", store.Limit{}); err == nil {
+				t.Error("Allow with a zero limit succeeded")
+			}
+		})
+	}
+}
+
+// TestAllowConcurrent: a burst of simultaneous requests gets exactly the
+// burst, however the calls interleave.
+func TestAllowConcurrent(t *testing.T) {
+	for name, open := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			l := store.Limit{Rate: 10, Period: time.Hour, Burst: 10}
+			var allowed atomic.Int32
+			var wg sync.WaitGroup
+			for range 40 {
+				wg.Go(func() {
+					v, err := s.Allow(context.Background(), "k", l)
+					if err != nil {
+						t.Error(err)
+					}
+					if v.Allowed {
+						allowed.Add(1)
+					}
+				})
+			}
+			wg.Wait()
+			if allowed.Load() != 10 {
+				t.Errorf("%d of 40 allowed, want exactly the burst, 10", allowed.Load())
+			}
+		})
+	}
+}
+
+func TestKey(t *testing.T) {
+	if store.Key("ab", "c") == store.Key("a", "bc") {
+		t.Error("Key(ab, c) == Key(a, bc): parts run into each other")
+	}
+	if store.Key("a", "b") != store.Key("a", "b") {
+		t.Error("Key is not deterministic")
+	}
+	if len(store.Key("x")) != 64 {
+		t.Errorf("Key is %d characters, want 64 (hex SHA-256)", len(store.Key("x")))
+	}
+}
+
+func TestLimitValidate(t *testing.T) {
+	for _, l := range []store.Limit{{}, {Rate: 1, Period: time.Second}, {Rate: 0, Period: time.Second, Burst: 1}, {Rate: 1, Burst: 1}} {
+		if err := l.Validate(); err == nil {
+			t.Errorf("%+v: Validate() = nil", l)
+		}
+	}
+	if err := (store.Limit{Rate: 1, Period: time.Second, Burst: 1}).Validate(); err != nil {
+		t.Error(err)
+	}
+}
