@@ -108,15 +108,15 @@ type upstream struct {
 // stack is everything the benchmarks share; built once, on first use, and
 // stopped by TestMain.
 type stack struct {
-	dir   string
-	bin   string
-	iss   *issuer.Issuer
-	emu   *upstream
-	brk   *brokerProc
-	floor *loadtest.Process
-	floorURL string
-	vault *vaulttest.Server // nil without a Vault binary
-	vaultDeny int           // the status Vault answers a login it refuses
+	dir       string
+	bin       string
+	iss       *issuer.Issuer
+	emu       *upstream
+	brk       *brokerProc
+	floor     *loadtest.Process
+	floorURL  string
+	vault     *vaulttest.Server // nil without a Vault binary
+	vaultDeny int               // the status Vault answers a login it refuses
 
 	slowOnce sync.Once
 	slowEmu  *upstream
