@@ -10,46 +10,108 @@ import (
 
 func enc(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-// FuzzPeek feeds arbitrary strings to the unverified header and payload
-// peeking that runs before any signature check: it must never panic,
-// must classify every failure with a sentinel, must only accept an
-// allowed alg with a kid, and must never echo the input.
+// FuzzPeek feeds arbitrary strings to the unverified parsing that runs
+// before any signature check (the JOSE header, the payload's members, its
+// iss): it must never panic, must classify every failure with a sentinel,
+// must only accept an allowed alg with a kid, and must never echo the
+// input.
 func FuzzPeek(f *testing.F) {
 	f.Add(enc(`{"alg":"RS256","kid":"k","typ":"JWT"}`) + "." + enc(`{"iss":"https://token.actions.githubusercontent.com"}`) + ".c2ln")
 	f.Add(enc(`{"alg":"none"}`) + "." + enc(`{"iss":"x"}`) + ".")
 	f.Add(enc(`{"alg":"HS256","kid":"k"}`) + "." + enc(`{}`) + ".c2ln")
 	f.Add(enc(`{"alg":"RS256","kid":"k","crit":["b64"]}`) + "." + enc(`{"iss":1}`) + ".c2ln")
 	f.Add(enc(`{"alg":"RS256","kid":"k"} {}`) + "." + enc(`{"iss":"a"}}`) + ".c2ln")
+	f.Add(enc(`{"alg":"RS256","kid":"k"}`) + "." + enc(`{"iss":"a\u0041","aud":["x"],"n":{"a":[1,"]"]}}`) + ".c2ln")
 	f.Add("a.b.c")
 	f.Add("...")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, raw string) {
-		h, err := parseHeader(raw)
+		tok, err := parseJWS(raw)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrInvalidToken) {
-				t.Fatalf("parseHeader error without a sentinel: %v", err)
+				t.Fatalf("parseJWS error without a sentinel: %v", err)
 			}
 			if len(raw) >= 16 && strings.Contains(err.Error(), raw) {
-				t.Fatalf("parseHeader error echoes the input")
+				t.Fatalf("parseJWS error echoes the input")
 			}
-		} else {
-			if !allowedAlg(h.Alg) || h.Kid == "" {
-				t.Fatalf("parseHeader accepted alg %q kid %q", h.Alg, h.Kid)
-			}
-			if strings.Count(raw, ".") != 2 {
-				t.Fatalf("parseHeader accepted %d parts", strings.Count(raw, ".")+1)
+			return
+		}
+		if !allowedAlg(tok.header.Alg) || tok.header.Kid == "" {
+			t.Fatalf("parseJWS accepted alg %q kid %q", tok.header.Alg, tok.header.Kid)
+		}
+		if strings.Count(raw, ".") != 2 || !strings.HasPrefix(raw, tok.signingInput+".") {
+			t.Fatalf("parseJWS accepted %d parts, signing input %q", strings.Count(raw, ".")+1, tok.signingInput)
+		}
+		fields, err := payloadFields(tok.payload)
+		if err == nil {
+			var iss string
+			if iss, err = issuerOf(fields); err == nil && iss == "" {
+				t.Fatal("issuerOf returned an empty issuer without error")
 			}
 		}
-		iss, err := peekIssuer(raw)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("peekIssuer error without ErrMalformed: %v", err)
+				t.Fatalf("payload error without ErrMalformed: %v", err)
 			}
 			if len(raw) >= 16 && strings.Contains(err.Error(), raw) {
-				t.Fatalf("peekIssuer error echoes the input")
+				t.Fatalf("payload error echoes the input")
 			}
-		} else if iss == "" {
-			t.Fatal("peekIssuer returned an empty issuer without error")
+		}
+	})
+}
+
+// FuzzPayloadFields holds the one-pass payload decoder to encoding/json:
+// for every input, it accepts exactly the JSON objects json.Unmarshal
+// accepts, with the same members and the same raw values.
+func FuzzPayloadFields(f *testing.F) {
+	f.Add(`{"iss":"i","sub":"s","aud":"a","exp":1700000300,"iat":1700000000,"jti":"j"}`)
+	f.Add(` { "a" : [ 1 , "]}" , { "b" : null } ] , "a" : true , "\u00e9\"" : -1.5e3 } `)
+	f.Add(`{"a":"\ud800","b":"ÿ","c":"\/"}`)
+	f.Add(`{}`)
+	f.Add(`{"a":1}{"b":2}`)
+	f.Add(`{"a":1,}`)
+	f.Add(`null`)
+	f.Add(`["iss"]`)
+	f.Fuzz(func(t *testing.T, payload string) {
+		got, err := payloadFields([]byte(payload))
+		// Space around the object is trimmed as strictObject always has
+		// (bytes.TrimSpace, wider than JSON's).
+		trimmed := strings.TrimSpace(payload)
+		var want map[string]json.RawMessage
+		werr := json.Unmarshal([]byte(trimmed), &want)
+		if werr == nil && !strings.HasPrefix(trimmed, "{") {
+			werr = errors.New("not an object") // "null" decodes to a nil map
+		}
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("payloadFields error %v, json.Unmarshal error %v", err, werr)
+		}
+		if err != nil {
+			if !errors.Is(err, ErrMalformed) {
+				t.Fatalf("payloadFields error without ErrMalformed: %v", err)
+			}
+			return
+		}
+		if len(got) != len(want) {
+			t.Fatalf("payloadFields has %d members, json.Unmarshal %d", len(got), len(want))
+		}
+		for k, w := range want {
+			if g, ok := got[k]; !ok || string(g) != string(w) {
+				t.Fatalf("member %q: payloadFields %q, json.Unmarshal %q", k, g, w)
+			}
+		}
+		for k, raw := range got {
+			if raw[0] != '"' {
+				if _, ok := jsonString(raw); ok {
+					t.Fatalf("member %q: jsonString took %q for a string", k, raw)
+				}
+				continue
+			}
+			s, ok := jsonString(raw)
+			var ws string
+			wok := json.Unmarshal(raw, &ws) == nil
+			if ok != wok || s != ws {
+				t.Fatalf("member %q: jsonString %q %v, json.Unmarshal %q %v", k, s, ok, ws, wok)
+			}
 		}
 	})
 }
@@ -66,8 +128,8 @@ func FuzzNewClaims(f *testing.F) {
 	f.Add(`{"repository":5}`)
 	f.Add(`{"ref":null}`)
 	f.Fuzz(func(t *testing.T, payload string) {
-		var fields map[string]json.RawMessage
-		if json.Unmarshal([]byte(payload), &fields) != nil {
+		fields, err := payloadFields([]byte(payload))
+		if err != nil {
 			return
 		}
 		c, err := newClaims(fields)

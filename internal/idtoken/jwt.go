@@ -2,10 +2,16 @@ package idtoken
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"strings"
 )
 
@@ -25,88 +31,118 @@ type header struct {
 	Kid string
 }
 
-// parseHeader checks the shape of a compact JWS without verifying it: three
+// jws is a compact JWS split, and each of its parts decoded, exactly once:
+// the verifier reads the header, the signature check hashes signingInput,
+// and the claims are decoded from payload, the very bytes the signature
+// covers.
+type jws struct {
+	header       header
+	signingInput string // base64url header "." base64url payload
+	payload      []byte
+	signature    []byte
+}
+
+// parseJWS checks the shape of a compact JWS without verifying it: three
 // base64url parts, a JSON object header with an allowed alg and a kid, typ
 // JWT when present, no crit, a payload and a signature. The alg is judged
 // before the empty signature, so that an alg "none" token is reported as
 // such. It never returns raw token bytes in its errors.
-func parseHeader(raw string) (header, error) {
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		return header{}, fmt.Errorf("%w: compact JWS must have 3 parts, got %d", ErrMalformed, len(parts))
+func parseJWS(raw string) (jws, error) {
+	h, rest, ok := strings.Cut(raw, ".")
+	p, sig, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || strings.Contains(sig, ".") {
+		return jws{}, fmt.Errorf("%w: compact JWS must have 3 parts, got %d", ErrMalformed, strings.Count(raw, ".")+1)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[0])
+	b, err := base64.RawURLEncoding.DecodeString(h)
 	if err != nil {
-		return header{}, fmt.Errorf("%w: header is not base64url", ErrMalformed)
+		return jws{}, fmt.Errorf("%w: header is not base64url", ErrMalformed)
 	}
-	var h struct {
+	var hdr struct {
 		Alg  *string         `json:"alg"`
 		Kid  *string         `json:"kid"`
 		Typ  *string         `json:"typ"`
 		Crit json.RawMessage `json:"crit"`
 	}
-	if err := strictObject(b, &h); err != nil {
-		return header{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	if err := strictObject(b, &hdr); err != nil {
+		return jws{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
-	if h.Alg == nil {
-		return header{}, fmt.Errorf("%w: header has no alg", ErrMalformed)
+	if hdr.Alg == nil {
+		return jws{}, fmt.Errorf("%w: header has no alg", ErrMalformed)
 	}
-	if !allowedAlg(*h.Alg) {
-		return header{}, fmt.Errorf("%w: alg %q is not allowed (want RS256 or ES256)", ErrInvalidToken, safe(*h.Alg))
+	if !allowedAlg(*hdr.Alg) {
+		return jws{}, fmt.Errorf("%w: alg %q is not allowed (want RS256 or ES256)", ErrInvalidToken, safe(*hdr.Alg))
 	}
-	if h.Typ != nil && !strings.EqualFold(*h.Typ, "JWT") {
-		return header{}, fmt.Errorf("%w: typ %q is not JWT", ErrInvalidToken, safe(*h.Typ))
+	if hdr.Typ != nil && !strings.EqualFold(*hdr.Typ, "JWT") {
+		return jws{}, fmt.Errorf("%w: typ %q is not JWT", ErrInvalidToken, safe(*hdr.Typ))
 	}
-	if h.Crit != nil {
-		return header{}, fmt.Errorf("%w: crit header is not supported", ErrInvalidToken)
+	if hdr.Crit != nil {
+		return jws{}, fmt.Errorf("%w: crit header is not supported", ErrInvalidToken)
 	}
-	if h.Kid == nil || *h.Kid == "" {
-		return header{}, fmt.Errorf("%w: header has no kid", ErrInvalidToken)
+	if hdr.Kid == nil || *hdr.Kid == "" {
+		return jws{}, fmt.Errorf("%w: header has no kid", ErrInvalidToken)
 	}
-	if parts[1] == "" {
-		return header{}, fmt.Errorf("%w: empty payload", ErrMalformed)
+	if p == "" {
+		return jws{}, fmt.Errorf("%w: empty payload", ErrMalformed)
 	}
-	if parts[2] == "" {
-		return header{}, fmt.Errorf("%w: no signature", ErrInvalidToken)
+	if sig == "" {
+		return jws{}, fmt.Errorf("%w: no signature", ErrInvalidToken)
 	}
-	if _, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil {
-		return header{}, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
+	t := jws{header: header{Alg: *hdr.Alg, Kid: *hdr.Kid}, signingInput: raw[:len(h)+1+len(p)]}
+	if t.signature, err = base64.RawURLEncoding.DecodeString(sig); err != nil {
+		return jws{}, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
 	}
-	return header{Alg: *h.Alg, Kid: *h.Kid}, nil
+	if t.payload, err = base64.RawURLEncoding.DecodeString(p); err != nil {
+		return jws{}, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
+	}
+	return t, nil
 }
 
-// payloadJSON decodes the payload part of a compact JWS (already checked by
-// [parseHeader]) without verifying anything, and checks that it is a JSON
-// object.
-func payloadJSON(raw string) ([]byte, error) {
-	parts := strings.SplitN(raw, ".", 3)
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("%w: compact JWS must have 3 parts", ErrMalformed)
+// verifySignature checks the signature over signingInput with pub, which
+// [keyForAlg] has already matched to the header's alg: RSASSA-PKCS1-v1_5
+// with SHA-256 (RS256) or ECDSA P-256 with SHA-256, r||s (ES256), as RFC
+// 7518 3.3 and 3.4 define them and as go-jose checks them, with the
+// standard library's crypto.
+func verifySignature(t jws, pub crypto.PublicKey) error {
+	digest := sha256.Sum256([]byte(t.signingInput))
+	switch key := pub.(type) {
+	case *rsa.PublicKey:
+		if t.header.Alg != algRS256 {
+			break
+		}
+		return rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], t.signature)
+	case *ecdsa.PublicKey:
+		if t.header.Alg != algES256 {
+			break
+		}
+		if len(t.signature) != 64 {
+			return fmt.Errorf("ES256 signature is %d bytes, want 64", len(t.signature))
+		}
+		r := new(big.Int).SetBytes(t.signature[:32])
+		s := new(big.Int).SetBytes(t.signature[32:])
+		if !ecdsa.Verify(key, digest[:], r, s) {
+			return errors.New("crypto/ecdsa: verification error")
+		}
+		return nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
-	}
-	return b, nil
+	return fmt.Errorf("a %T key cannot verify %s", pub, t.header.Alg)
 }
 
-// peekIssuer returns the unverified iss of a token, only to choose which
-// issuer's keys to verify it with; everything else waits for the signature.
-func peekIssuer(raw string) (string, error) {
-	b, err := payloadJSON(raw)
-	if err != nil {
-		return "", err
-	}
-	var p struct {
-		Iss *string `json:"iss"`
-	}
-	if err := strictObject(b, &p); err != nil {
-		return "", fmt.Errorf("%w: payload: %v", ErrMalformed, err)
-	}
-	if p.Iss == nil || *p.Iss == "" {
+// issuerOf returns the unverified iss of a token's payload fields, only to
+// choose which issuer's keys to verify it with; everything else waits for
+// the signature.
+func issuerOf(fields map[string]json.RawMessage) (string, error) {
+	raw, ok := fields["iss"]
+	if !ok || string(raw) == "null" {
 		return "", fmt.Errorf("%w: payload has no iss", ErrMalformed)
 	}
-	return *p.Iss, nil
+	iss, ok := jsonString(raw)
+	if !ok {
+		return "", fmt.Errorf("%w: payload: iss is not a string", ErrMalformed)
+	}
+	if iss == "" {
+		return "", fmt.Errorf("%w: payload has no iss", ErrMalformed)
+	}
+	return iss, nil
 }
 
 // strictObject decodes b, which must be exactly one JSON object, into v.
