@@ -95,7 +95,7 @@ func FuzzPayloadFields(f *testing.F) {
 			t.Fatalf("payloadFields has %d members, json.Unmarshal %d", len(got), len(want))
 		}
 		for k, w := range want {
-			if g, ok := got[k]; !ok || string(g) != string(w) {
+			if g, ok := got[k]; !ok || g != string(w) {
 				t.Fatalf("member %q: payloadFields %q, json.Unmarshal %q", k, g, w)
 			}
 		}
@@ -108,7 +108,7 @@ func FuzzPayloadFields(f *testing.F) {
 			}
 			s, ok := jsonString(raw)
 			var ws string
-			wok := json.Unmarshal(raw, &ws) == nil
+			wok := json.Unmarshal([]byte(raw), &ws) == nil
 			if ok != wok || s != ws {
 				t.Fatalf("member %q: jsonString %q %v, json.Unmarshal %q %v", k, s, ok, ws, wok)
 			}

@@ -130,9 +130,9 @@ func verifySignature(t jws, pub crypto.PublicKey) error {
 // issuerOf returns the unverified iss of a token's payload fields, only to
 // choose which issuer's keys to verify it with; everything else waits for
 // the signature.
-func issuerOf(fields map[string]json.RawMessage) (string, error) {
+func issuerOf(fields map[string]string) (string, error) {
 	raw, ok := fields["iss"]
-	if !ok || string(raw) == "null" {
+	if !ok || raw == "null" {
 		return "", fmt.Errorf("%w: payload has no iss", ErrMalformed)
 	}
 	iss, ok := jsonString(raw)

@@ -363,7 +363,7 @@ func (v *Verifier) discover(ctx context.Context, issuer string) (*keySet, error)
 // newClaims decodes the verified payload. Numeric dates must be JSON
 // numbers; aud a string or an array of strings; the other named claims,
 // when present, strings.
-func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
+func newClaims(fields map[string]string) (*Claims, error) {
 	c := &Claims{Strings: make(map[string]string, len(fields))}
 	for name, raw := range fields {
 		if len(raw) > 0 && raw[0] == '"' {
@@ -391,7 +391,7 @@ func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
 	}
 	for _, n := range named {
 		raw, ok := fields[n.name]
-		if !ok || string(raw) == "null" {
+		if !ok || raw == "null" {
 			continue
 		}
 		s, isString := c.Strings[n.name]
@@ -401,9 +401,11 @@ func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
 		*n.dst = s
 	}
 	if raw, ok := fields["aud"]; ok {
-		if err := json.Unmarshal(raw, &c.Audience); err != nil {
+		if one, isString := c.Strings["aud"]; isString {
+			c.Audience = []string{one} // GitHub's form: no decoding again
+		} else if err := json.Unmarshal([]byte(raw), &c.Audience); err != nil {
 			var one string
-			if err := json.Unmarshal(raw, &one); err != nil {
+			if err := json.Unmarshal([]byte(raw), &one); err != nil {
 				return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrInvalidToken)
 			}
 			c.Audience = []string{one}
@@ -432,11 +434,11 @@ const maxNumericDate = 1 << 37
 
 // numericDate decodes a JWT NumericDate: a JSON number of seconds since the
 // epoch, possibly fractional.
-func numericDate(raw json.RawMessage) (time.Time, error) {
+func numericDate(raw string) (time.Time, error) {
 	if len(raw) == 0 || !(raw[0] >= '0' && raw[0] <= '9') {
 		return time.Time{}, errors.New("not a non-negative JSON number")
 	}
-	f, err := strconv.ParseFloat(string(raw), 64)
+	f, err := strconv.ParseFloat(raw, 64)
 	if err != nil || math.IsNaN(f) || f <= 0 || f > maxNumericDate {
 		return time.Time{}, errors.New("not a valid NumericDate")
 	}
