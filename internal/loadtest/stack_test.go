@@ -133,6 +133,9 @@ var (
 // getStack returns the shared stack, starting it on first use.
 func getStack(b *testing.B) *stack {
 	b.Helper()
+	if _, err := loadtest.ProcessCPU(os.Getpid()); err != nil {
+		b.Skip(err) // not Linux
+	}
 	sharedOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
