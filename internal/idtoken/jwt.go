@@ -57,28 +57,30 @@ func parseJWS(raw string) (jws, error) {
 	if err != nil {
 		return jws{}, fmt.Errorf("%w: header is not base64url", ErrMalformed)
 	}
-	var hdr struct {
-		Alg  *string         `json:"alg"`
-		Kid  *string         `json:"kid"`
-		Typ  *string         `json:"typ"`
-		Crit json.RawMessage `json:"crit"`
-	}
-	if err := strictObject(b, &hdr); err != nil {
+	hdr, err := decodeObject(b, 8)
+	if err != nil {
 		return jws{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
-	if hdr.Alg == nil {
+	for _, name := range []string{"alg", "kid", "typ"} {
+		if _, isString, present := hdr.stringMember(name); present && !isString {
+			return jws{}, fmt.Errorf("%w: header: %s is not a string", ErrMalformed, name)
+		}
+	}
+	alg, _, present := hdr.stringMember("alg")
+	if !present {
 		return jws{}, fmt.Errorf("%w: header has no alg", ErrMalformed)
 	}
-	if !allowedAlg(*hdr.Alg) {
-		return jws{}, fmt.Errorf("%w: alg %q is not allowed (want RS256 or ES256)", ErrInvalidToken, safe(*hdr.Alg))
+	if !allowedAlg(alg) {
+		return jws{}, fmt.Errorf("%w: alg %q is not allowed (want RS256 or ES256)", ErrInvalidToken, safe(alg))
 	}
-	if hdr.Typ != nil && !strings.EqualFold(*hdr.Typ, "JWT") {
-		return jws{}, fmt.Errorf("%w: typ %q is not JWT", ErrInvalidToken, safe(*hdr.Typ))
+	if typ, isString, _ := hdr.stringMember("typ"); isString && !strings.EqualFold(typ, "JWT") {
+		return jws{}, fmt.Errorf("%w: typ %q is not JWT", ErrInvalidToken, safe(typ))
 	}
-	if hdr.Crit != nil {
+	if _, crit := hdr.strings["crit"]; crit || hdr.others["crit"] != "" {
 		return jws{}, fmt.Errorf("%w: crit header is not supported", ErrInvalidToken)
 	}
-	if hdr.Kid == nil || *hdr.Kid == "" {
+	kid := hdr.strings["kid"]
+	if kid == "" {
 		return jws{}, fmt.Errorf("%w: header has no kid", ErrInvalidToken)
 	}
 	if p == "" {
@@ -87,7 +89,7 @@ func parseJWS(raw string) (jws, error) {
 	if sig == "" {
 		return jws{}, fmt.Errorf("%w: no signature", ErrInvalidToken)
 	}
-	t := jws{header: header{Alg: *hdr.Alg, Kid: *hdr.Kid}, signingInput: raw[:len(h)+1+len(p)]}
+	t := jws{header: header{Alg: alg, Kid: kid}, signingInput: raw[:len(h)+1+len(p)]}
 	if t.signature, err = base64.RawURLEncoding.DecodeString(sig); err != nil {
 		return jws{}, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
 	}
@@ -127,19 +129,15 @@ func verifySignature(t jws, pub crypto.PublicKey) error {
 	return fmt.Errorf("a %T key cannot verify %s", pub, t.header.Alg)
 }
 
-// issuerOf returns the unverified iss of a token's payload fields, only to
-// choose which issuer's keys to verify it with; everything else waits for
-// the signature.
-func issuerOf(fields map[string]string) (string, error) {
-	raw, ok := fields["iss"]
-	if !ok || raw == "null" {
-		return "", fmt.Errorf("%w: payload has no iss", ErrMalformed)
-	}
-	iss, ok := jsonString(raw)
-	if !ok {
+// issuerOf returns the unverified iss of a token's payload, only to choose
+// which issuer's keys to verify it with; everything else waits for the
+// signature.
+func issuerOf(p members) (string, error) {
+	iss, isString, present := p.stringMember("iss")
+	switch {
+	case present && !isString:
 		return "", fmt.Errorf("%w: payload: iss is not a string", ErrMalformed)
-	}
-	if iss == "" {
+	case iss == "":
 		return "", fmt.Errorf("%w: payload has no iss", ErrMalformed)
 	}
 	return iss, nil

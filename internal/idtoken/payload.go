@@ -3,37 +3,44 @@ package idtoken
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
+	"errors"
 	"unicode/utf8"
 )
 
-// payloadFields decodes a token's payload, which must be exactly one JSON
-// object, into its members by name, each value left as raw JSON text: what
-// json.Unmarshal into a map[string]json.RawMessage gives (the last of
-// duplicate names wins, names are unescaped, values are not), in one pass
-// over the bytes instead of a reflective decode. The payload is copied into
-// a string once; names, raw values and the strings [jsonString] decodes
-// from them are substrings of it, not a copy each.
+// members are a JSON object's members by name, decoded in one pass:
+// strings holds every member whose value is a JSON string, decoded (for a
+// token's payload, what the policy matches on: [Claims.Strings]); others
+// holds the raw JSON text of every other member (exp as 1700000000, an
+// array, null). Each name is in one of the two, as the last of duplicate
+// members says, as with encoding/json.
+type members struct {
+	strings map[string]string
+	others  map[string]string // nil when empty
+}
+
+// decodeObject decodes p, which must be exactly one JSON object (space
+// around it aside), into its members, in one pass over the bytes instead
+// of a reflective decode. p is copied into a string once: names, raw
+// values and decoded strings are substrings of it, not a copy each.
 //
-// The payload is checked by json.Valid first, with encoding/json's own
-// scanner, so what is accepted is exactly what encoding/json accepts; the
-// walk that follows only ever sees valid JSON. FuzzPayloadFields holds it
-// to json.Unmarshal's result.
-func payloadFields(p []byte) (map[string]string, error) {
+// p is checked by json.Valid first, with encoding/json's own scanner, so
+// what is accepted is exactly what encoding/json accepts; the walk that
+// follows only ever sees valid JSON. FuzzDecodeObject holds the result to
+// json.Unmarshal's.
+func decodeObject(p []byte, sizeHint int) (members, error) {
 	p = bytes.TrimSpace(p)
 	if len(p) == 0 || p[0] != '{' || !json.Valid(p) {
 		// strictObject says what is wrong, as it always has.
 		if err := strictObject(p, &struct{}{}); err != nil {
-			return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
+			return members{}, err
 		}
-		return nil, fmt.Errorf("%w: payload: invalid JSON", ErrMalformed)
+		return members{}, errors.New("invalid JSON")
 	}
 	b := string(p)
-	// GitHub's tokens carry about 35 claims.
-	fields := make(map[string]string, 40)
+	m := members{strings: make(map[string]string, sizeHint)}
 	i := skipSpace(b, 1)
 	if b[i] == '}' {
-		return fields, nil
+		return m, nil
 	}
 	for {
 		kEnd := stringEnd(b, i)
@@ -41,13 +48,32 @@ func payloadFields(p []byte) (map[string]string, error) {
 		i = skipSpace(b, kEnd) // at ':'
 		i = skipSpace(b, i+1)  // at the value
 		vEnd := valueEnd(b, i)
-		fields[name] = b[i:vEnd]
+		if s, ok := jsonString(b[i:vEnd]); ok {
+			m.strings[name] = s
+			delete(m.others, name)
+		} else {
+			if m.others == nil {
+				m.others = make(map[string]string, 4)
+			}
+			m.others[name] = b[i:vEnd]
+			delete(m.strings, name)
+		}
 		i = skipSpace(b, vEnd) // at ',' or '}'
 		if b[i] == '}' {
-			return fields, nil
+			return m, nil
 		}
 		i = skipSpace(b, i+1) // at the next name
 	}
+}
+
+// stringMember returns the named member if it is a string; present tells
+// a member of another kind (null aside) from an absent one.
+func (m members) stringMember(name string) (s string, isString, present bool) {
+	if s, ok := m.strings[name]; ok {
+		return s, true, true
+	}
+	raw, ok := m.others[name]
+	return "", false, ok && raw != "null"
 }
 
 // jsonString decodes raw, a JSON value, as a string: ok is false when it
@@ -77,7 +103,7 @@ func jsonString(raw string) (s string, ok bool) {
 	return s, true
 }
 
-// The walkers below assume valid JSON (payloadFields checked it) and
+// The walkers below assume valid JSON (decodeObject checked it) and
 // return the index just past what they walked.
 
 func skipSpace(b string, i int) int {
