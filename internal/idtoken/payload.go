@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -43,15 +44,17 @@ func decodeObject(p []byte, sizeHint int) (members, error) {
 		return m, nil
 	}
 	for {
-		kEnd := stringEnd(b, i)
-		name, _ := jsonString(b[i:kEnd])
+		kEnd, escaped := stringEnd(b, i)
+		name := unquote(b[i:kEnd], escaped)
 		i = skipSpace(b, kEnd) // at ':'
 		i = skipSpace(b, i+1)  // at the value
-		vEnd := valueEnd(b, i)
-		if s, ok := jsonString(b[i:vEnd]); ok {
-			m.strings[name] = s
+		var vEnd int
+		if b[i] == '"' {
+			vEnd, escaped = stringEnd(b, i)
+			m.strings[name] = unquote(b[i:vEnd], escaped)
 			delete(m.others, name)
 		} else {
+			vEnd = valueEnd(b, i)
 			if m.others == nil {
 				m.others = make(map[string]string, 4)
 			}
@@ -76,31 +79,20 @@ func (m members) stringMember(name string) (s string, isString, present bool) {
 	return "", false, ok && raw != "null"
 }
 
-// jsonString decodes raw, a JSON value, as a string: ok is false when it
-// is not a string. Strings without escapes and in valid UTF-8, all of a
-// GitHub token's, are returned as substrings of raw; the others go through
-// encoding/json, which also replaces invalid UTF-8 as it always does.
-func jsonString(raw string) (s string, ok bool) {
-	if len(raw) < 2 || raw[0] != '"' {
-		return "", false
-	}
+// unquote decodes raw, a valid JSON string (quotes included) that holds a
+// backslash only if escaped is true. A string without escapes in valid
+// UTF-8, as all of a GitHub token's are, is raw without its quotes, a
+// substring; the others go through encoding/json, which also replaces
+// invalid UTF-8 as it always does.
+func unquote(raw string, escaped bool) string {
 	inner := raw[1 : len(raw)-1]
-	plain, ascii := true, true
-	for i := 0; i < len(inner); i++ {
-		c := inner[i]
-		if c == '\\' || c == '"' || c < 0x20 {
-			plain = false
-			break
-		}
-		ascii = ascii && c < utf8.RuneSelf
+	if !escaped && utf8.ValidString(inner) {
+		return inner
 	}
-	if plain && (ascii || utf8.ValidString(inner)) {
-		return inner, true
-	}
-	if err := json.Unmarshal([]byte(raw), &s); err != nil {
-		return "", false
-	}
-	return s, true
+	var s string
+	// raw is valid JSON (decodeObject checked it): this cannot fail.
+	_ = json.Unmarshal([]byte(raw), &s)
+	return s
 }
 
 // The walkers below assume valid JSON (decodeObject checked it) and
@@ -113,30 +105,37 @@ func skipSpace(b string, i int) int {
 	return i
 }
 
-// stringEnd: b[i] is the opening quote of a string.
-func stringEnd(b string, i int) int {
-	for i++; i < len(b); i++ {
+// stringEnd: b[i] is the opening quote of a string. escaped says whether
+// it holds a backslash. The common case, no escape, is found with
+// strings.IndexByte rather than byte by byte.
+func stringEnd(b string, i int) (end int, escaped bool) {
+	i++
+	if q := strings.IndexByte(b[i:], '"'); q >= 0 && strings.IndexByte(b[i:i+q], '\\') < 0 {
+		return i + q + 1, false
+	}
+	for ; i < len(b); i++ {
 		switch b[i] {
 		case '\\':
 			i++ // the escaped byte cannot end the string
 		case '"':
-			return i + 1
+			return i + 1, true
 		}
 	}
-	return i
+	return i, true
 }
 
 // valueEnd: b[i] is the first byte of a value.
 func valueEnd(b string, i int) int {
 	switch b[i] {
 	case '"':
-		return stringEnd(b, i)
+		end, _ := stringEnd(b, i)
+		return end
 	case '{', '[':
 		depth := 0
 		for i < len(b) {
 			switch b[i] {
 			case '"':
-				i = stringEnd(b, i)
+				i, _ = stringEnd(b, i)
 				continue
 			case '{', '[':
 				depth++
