@@ -328,16 +328,17 @@ func (bp *brokerProc) count(line []byte) {
 	}
 }
 
-// waitAudit waits until the broker has printed want more records of the
-// outcome than before (they reach us through a pipe, after the answers).
+// waitAudit waits until the broker has printed want records of the
+// outcome in all (they reach us through a pipe, after the answers), and
+// fails if it printed fewer, or more: one audit record per decision.
 func (bp *brokerProc) waitAudit(b *testing.B, counter *atomic.Int64, want int64) {
 	b.Helper()
 	deadline := time.Now().Add(30 * time.Second)
-	for counter.Load() < want {
-		if time.Now().After(deadline) {
-			b.Fatalf("broker printed %d audit records, want %d", counter.Load(), want)
-		}
+	for counter.Load() < want && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
+	}
+	if got := counter.Load(); got != want {
+		b.Fatalf("broker printed %d audit records, want %d", got, want)
 	}
 }
 
