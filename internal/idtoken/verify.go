@@ -272,9 +272,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	return c, nil
 }
 
-// check applies the rules go-oidc was told to skip or does not know, on the
-// claims as this package decoded them (so that what is checked is what the
-// caller reads).
+// check applies the claim rules once the signature holds, on the claims as
+// this package decoded them (so that what is checked is what the caller
+// reads): iss, aud (the messages are go-oidc's, which used to check these
+// two), sub, jti, and the times.
 func (v *Verifier) check(c *Claims, issuer string) error {
 	if c.Issuer != issuer {
 		return fmt.Errorf("%w: iss %q, want %q", ErrInvalidToken, safeLong(c.Issuer), issuer)
