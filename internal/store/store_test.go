@@ -102,6 +102,40 @@ func TestUse(t *testing.T) {
 	}
 }
 
+// TestUsed: Used says what Use would, and writes nothing: a token asked
+// about is still unused, and its first Use succeeds.
+func TestUsed(t *testing.T) {
+	for name, open := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			ctx := context.Background()
+			exp := time.Now().Add(5 * time.Minute)
+			used := func(issuer, jti string) bool {
+				t.Helper()
+				u, err := s.Used(ctx, issuer, jti)
+				if err != nil {
+					t.Fatalf("Used(%s, %s): %v", issuer, jti, err)
+				}
+				return u
+			}
+			for range 2 {
+				if used("https://a", "j1") {
+					t.Fatal("Used: a token never used is used")
+				}
+			}
+			if err := s.Use(ctx, "https://a", "j1", exp); err != nil {
+				t.Fatalf("Use after Used: %v; Used must not spend the token", err)
+			}
+			if !used("https://a", "j1") {
+				t.Error("Used: a spent token is not used")
+			}
+			if used("https://b", "j1") || used("https://a", "j2") {
+				t.Error("Used: another issuer's j1, or another jti, is used")
+			}
+		})
+	}
+}
+
 // TestUseConcurrent: of many simultaneous uses of one token, exactly one
 // succeeds (SET NX is atomic in Redis; the guard holds a mutex).
 func TestUseConcurrent(t *testing.T) {
