@@ -201,11 +201,11 @@ func (r *Redis) Owner() string { return r.owner }
 // still verify.
 func (r *Redis) Use(ctx context.Context, issuer, jti string, exp time.Time) error {
 	if jti == "" {
-		return fmt.Errorf("%w: no jti", idtoken.ErrInvalidToken)
+		return fmt.Errorf("%w: no jti", idtoken.ErrBadClaims)
 	}
 	ttl := exp.Add(idtoken.MaxLeeway).Sub(r.now())
 	if ttl <= 0 {
-		return fmt.Errorf("%w: expired", idtoken.ErrInvalidToken)
+		return fmt.Errorf("%w: expired", idtoken.ErrExpired)
 	}
 	// Redis expiries have a millisecond resolution: round up, never
 	// forget a token early.

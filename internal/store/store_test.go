@@ -85,8 +85,10 @@ func TestUse(t *testing.T) {
 				{"https://a", "j1", exp, idtoken.ErrReplayed},
 				{"https://b", "j1", exp, nil}, // another issuer's j1 is another token
 				{"https://a", "j2", exp, nil},
-				{"https://a", "", exp, idtoken.ErrInvalidToken},
-				{"https://a", "j3", time.Now().Add(-2 * time.Minute), idtoken.ErrInvalidToken},
+				// The same reasons from both stores: classify turns them
+				// into the token_invalid answer's reason.
+				{"https://a", "", exp, idtoken.ErrBadClaims},
+				{"https://a", "j3", time.Now().Add(-2 * time.Minute), idtoken.ErrExpired},
 				// Within the leeway a token still verifies, so it is still
 				// remembered.
 				{"https://a", "j4", time.Now().Add(-30 * time.Second), nil},
