@@ -115,13 +115,18 @@ func (e *BrokerError) hint() string {
 		return "check the rotation input against the broker's rotation config, and broker-url"
 	case e.Status == http.StatusNotFound:
 		return "check that broker-url is the broker's base URL"
+	case e.Code == "rate_limited":
+		// Not retried (see retryTransient): the limit is there to stop a
+		// runaway job, and its wait is often minutes.
+		return fmt.Sprintf("re-run the job %s: the action does not wait out a rate limit, so that a runaway job stops here", e.after())
+	case e.Status == http.StatusTooManyRequests && e.Reason == "astro_rate_limited":
+		return fmt.Sprintf("the Astro API is throttling the broker, for the whole organization: re-run the job %s, and tell your platform team if it persists", e.after())
 	case e.Status == http.StatusTooManyRequests:
-		if e.RetryAfter > 0 {
-			return fmt.Sprintf("the broker is rate-limiting: re-run the job after %s", e.RetryAfter)
-		}
-		return "the broker is rate-limiting: re-run the job later"
+		return fmt.Sprintf("the broker is rate-limiting: re-run the job %s", e.after())
 	case e.Op == opRotate && len(e.Sinks) > 0:
 		return "see the step summary for each sink; fix the failing sink and re-run"
+	case e.Code == "store_unavailable":
+		return fmt.Sprintf("the broker cannot reach its shared store (Redis), and does nothing without its replay check: gave up after %d attempts; re-run the job, and tell your platform team if it persists", e.Attempts)
 	case e.Status >= 500:
 		return fmt.Sprintf("gave up after %d attempts: re-run the job, and tell your platform team if it persists", e.Attempts)
 	case e.Status >= 300 && e.Status < 400:
@@ -129,6 +134,14 @@ func (e *BrokerError) hint() string {
 	default:
 		return "check broker-url and the broker's version"
 	}
+}
+
+// after is when to re-run: "after 7s" from Retry-After, else "later".
+func (e *BrokerError) after() string {
+	if e.RetryAfter > 0 {
+		return "after " + e.RetryAfter.String()
+	}
+	return "later"
 }
 
 // CallError reports a broker call that got no usable answer: the broker was

@@ -42,7 +42,30 @@ func TestBrokerErrorMessage(t *testing.T) {
 		{
 			name: "429 with Retry-After",
 			err:  BrokerError{Op: opExchange, Status: 429, Code: "rate_limited", Message: "slow down", RetryAfter: 7 * time.Second},
-			want: "the broker refused the exchange (429 rate_limited): slow down — the broker is rate-limiting: re-run the job after 7s",
+			want: "the broker refused the exchange (429 rate_limited): slow down — " +
+				"re-run the job after 7s: the action does not wait out a rate limit, so that a runaway job stops here",
+		},
+		{
+			name: "429 without Retry-After",
+			err:  BrokerError{Op: opExchange, Status: 429, Code: "rate_limited", Message: "slow down"},
+			want: "the broker refused the exchange (429 rate_limited): slow down — " +
+				"re-run the job later: the action does not wait out a rate limit, so that a runaway job stops here",
+		},
+		{
+			// Astro throttles the broker, not this repository: its limit
+			// is not the policy's, and waiting on this job will not help.
+			name: "429 upstream: Astro throttles the broker",
+			err: BrokerError{Op: opExchange, Status: 429, Code: "upstream_unavailable", Reason: "astro_rate_limited",
+				Message: "the Astro API is rate limiting; try again later", RetryAfter: 20 * time.Second},
+			want: "the broker refused the exchange (429 upstream_unavailable/astro_rate_limited): the Astro API is rate limiting; try again later — " +
+				"the Astro API is throttling the broker, for the whole organization: re-run the job after 20s, and tell your platform team if it persists",
+		},
+		{
+			name: "503 store_unavailable after retries",
+			err: BrokerError{Op: opExchange, Status: 503, Code: "store_unavailable", Attempts: 4,
+				Message: "the broker cannot reach its shared state; try again"},
+			want: "the broker failed the exchange (503 store_unavailable): the broker cannot reach its shared state; try again — " +
+				"the broker cannot reach its shared store (Redis), and does nothing without its replay check: gave up after 4 attempts; re-run the job, and tell your platform team if it persists",
 		},
 		{
 			name: "503 after retries",
