@@ -37,6 +37,37 @@ func TestRefusalCodesDocumented(t *testing.T) {
 	}
 }
 
+// TestMetricsDocumented: every metric the broker registers (the
+// "astro_sts_*" names of metrics.go, read from the source) is in
+// docs/operations.md's list, which operators build their alerts from.
+func TestMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := parser.ParseFile(token.NewFileSet(), "metrics.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+			if v, err := strconv.Unquote(lit.Value); err == nil && strings.HasPrefix(v, "astro_sts_") {
+				names = append(names, v)
+			}
+		}
+		return true
+	})
+	if len(names) < 10 {
+		t.Fatalf("found %d metric names in metrics.go; the parse is wrong", len(names))
+	}
+	for _, name := range names {
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("metric %s is not in docs/operations.md", name)
+		}
+	}
+}
+
 // answerConstants returns the string constants of file whose names start
 // with Code or Reason, by name.
 func answerConstants(t *testing.T, file string) map[string]string {
