@@ -285,8 +285,13 @@ func (d *demo) useToken(ctx context.Context, tok issued) error {
 // post runs the action's post step, then checks that the revoked token is
 // refused.
 func (d *demo) post(ctx context.Context, tok issued) error {
-	const step = "post step"
 	d.p.f("\n3. Post step of the same job (the runner passes TOKEN_ID back as STATE_TOKEN_ID):\n")
+	return d.postRevokes(ctx, "post step", tok)
+}
+
+// postRevokes runs the post step of tok's job and checks that the token is
+// refused afterwards.
+func (d *demo) postRevokes(ctx context.Context, step string, tok issued) error {
 	log, err := d.runPost(ctx, tok.job)
 	if err != nil {
 		return &StepError{Step: step, Err: err}
@@ -299,7 +304,7 @@ func (d *demo) post(ctx context.Context, tok issued) error {
 	if err != nil {
 		return &StepError{Step: step, Err: err}
 	}
-	d.p.f("   The same token now: the same GET -> %d %s\n", status, http.StatusText(status))
+	d.p.f("   The token now gets %d %s.\n", status, http.StatusText(status))
 	if status != http.StatusUnauthorized {
 		return unexpected(step, "the revoked token got %d, want 401", status)
 	}

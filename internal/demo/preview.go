@@ -390,28 +390,6 @@ func (d *demo) previewCreate(ctx context.Context) (string, error) {
 	return found.ID, nil
 }
 
-// postRevokes runs the post step of tok's job and checks that the token is
-// refused afterwards.
-func (d *demo) postRevokes(ctx context.Context, step string, tok issued) error {
-	log, err := d.runPost(ctx, tok.job)
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	d.p.lines(log.Lines)
-	if !slices.Contains(log.Lines, "Revoked Astro token "+tok.tokenID+".") {
-		return unexpected(step, "the post step did not revoke token %s", tok.tokenID)
-	}
-	status, err := d.tokenStatus(ctx, tok)
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	d.p.f("   The token now gets %d %s.\n", status, http.StatusText(status))
-	if status != http.StatusUnauthorized {
-		return unexpected(step, "the revoked token got %d, want 401", status)
-	}
-	return nil
-}
-
 // previewCleanup plays the delete run after the branch is deleted: the
 // token under rule preview-cleanup, deploy-action's
 // delete-deployment-preview with the name the workflow computes from
