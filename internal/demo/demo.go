@@ -208,16 +208,7 @@ func (d *demo) intro() {
 func (d *demo) exchange(ctx context.Context) (issued, error) {
 	const step = "main step"
 	d.p.f("\n1. Main step of the action, as the runner runs it: %s (repository_id %s), push to refs/heads/main\n", trustedRepo, trustedRepoID)
-	j, err := d.newJob(trustedClaims("1001"), nil)
-	if err != nil {
-		return issued{}, &StepError{Step: step, Err: err}
-	}
-	log, err := d.runMain(ctx, j)
-	if err != nil {
-		return issued{}, &StepError{Step: step, Err: err}
-	}
-	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log, d.emu.WorkspaceIDs()[0])
+	tok, err := d.mainStep(ctx, trustedClaims("1001"), nil, d.emu.WorkspaceIDs()[0])
 	if err != nil {
 		return issued{}, &StepError{Step: step, Err: err}
 	}
@@ -225,6 +216,22 @@ func (d *demo) exchange(ctx context.Context) (issued, error) {
 	d.p.f("   Read back with the runner's rules: GITHUB_ENV sets ASTRO_API_TOKEN (value %s),\n", fingerprint(tok.value))
 	d.p.f("   GITHUB_STATE keeps TOKEN_ID=%s for the post step.\n", tok.tokenID)
 	return tok, nil
+}
+
+// mainStep runs the action's main step of a new job with claims and
+// inputs, shows its log, and reads back the token it left for the job's
+// next steps, which must be for Workspace ws (see [demo.collect]).
+func (d *demo) mainStep(ctx context.Context, claims issuer.Claims, inputs map[string]string, ws string) (issued, error) {
+	j, err := d.newJob(claims, inputs)
+	if err != nil {
+		return issued{}, err
+	}
+	log, err := d.runMain(ctx, j)
+	if err != nil {
+		return issued{}, err
+	}
+	d.p.lines(log.Lines)
+	return d.collect(j, log, ws)
 }
 
 // collect reads the main step's file commands the way the runner does and
@@ -410,16 +417,7 @@ func (d *demo) decideWith(rule string, claims issuer.Claims) (string, error) {
 func (d *demo) reap(ctx context.Context) error {
 	const step = "reaper"
 	d.p.f("\n5. A job asks for ttl: %s, then its runner dies before the post step:\n", crashTTLInput)
-	j, err := d.newJob(trustedClaims("1002"), map[string]string{action.InputTTL: crashTTLInput})
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	log, err := d.runMain(ctx, j)
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log, d.emu.WorkspaceIDs()[0])
+	tok, err := d.mainStep(ctx, trustedClaims("1002"), map[string]string{action.InputTTL: crashTTLInput}, d.emu.WorkspaceIDs()[0])
 	if err != nil {
 		return &StepError{Step: step, Err: err}
 	}
