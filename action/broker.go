@@ -95,6 +95,12 @@ func (e *BrokerError) hint() string {
 		return "check the runner's clock, and re-run the job"
 	case e.Code == "token_invalid" && e.Reason == "unknown_issuer":
 		return "the broker does not trust this GitHub's OIDC issuer (GHES or an enterprise issuer?): ask your platform team"
+	case e.Code == "token_invalid" && e.Reason == "replayed":
+		return "the action fetches a fresh token for each attempt, so another party used this job's token first: re-run the job, and tell your platform team with the request id"
+	case e.Code == "token_invalid" && e.Reason != "":
+		// bad_signature, bad_claims, missing_run_claims, malformed: not
+		// the audience, and nothing the workflow's author can fix.
+		return "the token is not what the broker takes from a GitHub Actions job: tell your platform team, with the request id"
 	case e.Code == "too_wide" && e.Op == opExchange:
 		return "ask for less (inputs role, ttl, workspace-id, deployment-id), or ask your platform team to widen the rule; see the step summary"
 	case e.Code == "denied" && e.Op == opExchange:

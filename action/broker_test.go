@@ -25,6 +25,22 @@ func TestBrokerErrorMessage(t *testing.T) {
 			want: "the broker refused the exchange (400 bad_request): ttl exceeds 1h — check the inputs workspace-id, deployment-id, role and ttl",
 		},
 		{
+			// Each attempt sends a fresh token: a replay means another
+			// party spent this one first. Not the audience.
+			name: "401 replayed",
+			err: BrokerError{Op: opExchange, Status: 401, Code: "token_invalid", Reason: "replayed", RequestID: "r1",
+				Message: "this OIDC token was already used: each request needs a fresh one"},
+			want: "the broker refused the exchange (401 token_invalid/replayed, request id r1): this OIDC token was already used: each request needs a fresh one — " +
+				"the action fetches a fresh token for each attempt, so another party used this job's token first: re-run the job, and tell your platform team with the request id",
+		},
+		{
+			name: "401 missing run claims",
+			err: BrokerError{Op: opExchange, Status: 401, Code: "token_invalid", Reason: "missing_run_claims",
+				Message: "the OIDC token has no repository_id or run_id"},
+			want: "the broker refused the exchange (401 token_invalid/missing_run_claims): the OIDC token has no repository_id or run_id — " +
+				"the token is not what the broker takes from a GitHub Actions job: tell your platform team, with the request id",
+		},
+		{
 			name: "401 without a body",
 			err:  BrokerError{Op: opExchange, Status: 401},
 			want: "the broker refused the exchange (401): unauthorized — the broker did not accept this job's OIDC token: check that the audience input matches the broker's configured audience",
