@@ -6,6 +6,10 @@
 # Build: docker build --build-arg VERSION=v1.2.3 -t astro-sts .
 # The release workflow (.github/workflows/release.yml) builds it for
 # linux/amd64 and linux/arm64 and pushes it to ghcr.io/astro-sts/astro-sts.
+# CI builds it on every run (internal/imagetest, with a stand-in for the
+# golang image when no registry is reachable; only the syntax line above is
+# dropped from the copy it builds), checks its size, and runs the action
+# and the broker from it.
 
 # The builder runs on the build machine's platform and cross-compiles, so a
 # multi-platform build needs no emulation.
@@ -38,8 +42,9 @@ RUN --mount=type=cache,target=/go/pkg/mod --mount=type=cache,target=/root/.cache
 # must stay under 15 MB; distroless/static would add about 2 MB of files
 # the binary never reads). No USER line: GitHub runs container actions as
 # the image's default user (root here) so that they can write the mounted
-# file-command files; the broker should be run with a non-root user by its
-# deployment (e.g. Kubernetes runAsUser: 65532).
+# file-command files; the broker is run as a non-root user by its
+# deployment (deploy/broker-container.yaml: user 65532, read-only root,
+# no capabilities; docs/deploy.md).
 FROM scratch
 # Copying the directory keeps the two symlinks as symlinks.
 COPY --from=build /out/ /

@@ -95,6 +95,12 @@ func (e *BrokerError) hint() string {
 		return "check the runner's clock, and re-run the job"
 	case e.Code == "token_invalid" && e.Reason == "unknown_issuer":
 		return "the broker does not trust this GitHub's OIDC issuer (GHES or an enterprise issuer?): ask your platform team"
+	case e.Code == "token_invalid" && e.Reason == "replayed":
+		return "the action fetches a fresh token for each attempt, so another party used this job's token first: re-run the job, and tell your platform team with the request id"
+	case e.Code == "token_invalid" && e.Reason != "":
+		// bad_signature, bad_claims, missing_run_claims, malformed: not
+		// the audience, and nothing the workflow's author can fix.
+		return "the token is not what the broker takes from a GitHub Actions job: tell your platform team, with the request id"
 	case e.Code == "too_wide" && e.Op == opExchange:
 		return "ask for less (inputs role, ttl, workspace-id, deployment-id), or ask your platform team to widen the rule; see the step summary"
 	case e.Code == "denied" && e.Op == opExchange:
@@ -115,13 +121,18 @@ func (e *BrokerError) hint() string {
 		return "check the rotation input against the broker's rotation config, and broker-url"
 	case e.Status == http.StatusNotFound:
 		return "check that broker-url is the broker's base URL"
+	case e.Code == "rate_limited":
+		// Not retried (see retryTransient): the limit is there to stop a
+		// runaway job, and its wait is often minutes.
+		return fmt.Sprintf("re-run the job %s: the action does not wait out a rate limit, so that a runaway job stops here", e.after())
+	case e.Status == http.StatusTooManyRequests && e.Reason == "astro_rate_limited":
+		return fmt.Sprintf("the Astro API is throttling the broker, for the whole organization: re-run the job %s, and tell your platform team if it persists", e.after())
 	case e.Status == http.StatusTooManyRequests:
-		if e.RetryAfter > 0 {
-			return fmt.Sprintf("the broker is rate-limiting: re-run the job after %s", e.RetryAfter)
-		}
-		return "the broker is rate-limiting: re-run the job later"
+		return fmt.Sprintf("the broker is rate-limiting: re-run the job %s", e.after())
 	case e.Op == opRotate && len(e.Sinks) > 0:
 		return "see the step summary for each sink; fix the failing sink and re-run"
+	case e.Code == "store_unavailable":
+		return fmt.Sprintf("the broker cannot reach its shared store (Redis), and does nothing without its replay check: gave up after %d attempts; re-run the job, and tell your platform team if it persists", e.Attempts)
 	case e.Status >= 500:
 		return fmt.Sprintf("gave up after %d attempts: re-run the job, and tell your platform team if it persists", e.Attempts)
 	case e.Status >= 300 && e.Status < 400:
@@ -129,6 +140,14 @@ func (e *BrokerError) hint() string {
 	default:
 		return "check broker-url and the broker's version"
 	}
+}
+
+// after is when to re-run: "after 7s" from Retry-After, else "later".
+func (e *BrokerError) after() string {
+	if e.RetryAfter > 0 {
+		return "after " + e.RetryAfter.String()
+	}
+	return "later"
 }
 
 // CallError reports a broker call that got no usable answer: the broker was

@@ -25,6 +25,22 @@ func TestBrokerErrorMessage(t *testing.T) {
 			want: "the broker refused the exchange (400 bad_request): ttl exceeds 1h — check the inputs workspace-id, deployment-id, role and ttl",
 		},
 		{
+			// Each attempt sends a fresh token: a replay means another
+			// party spent this one first. Not the audience.
+			name: "401 replayed",
+			err: BrokerError{Op: opExchange, Status: 401, Code: "token_invalid", Reason: "replayed", RequestID: "r1",
+				Message: "this OIDC token was already used: each request needs a fresh one"},
+			want: "the broker refused the exchange (401 token_invalid/replayed, request id r1): this OIDC token was already used: each request needs a fresh one — " +
+				"the action fetches a fresh token for each attempt, so another party used this job's token first: re-run the job, and tell your platform team with the request id",
+		},
+		{
+			name: "401 missing run claims",
+			err: BrokerError{Op: opExchange, Status: 401, Code: "token_invalid", Reason: "missing_run_claims",
+				Message: "the OIDC token has no repository_id or run_id"},
+			want: "the broker refused the exchange (401 token_invalid/missing_run_claims): the OIDC token has no repository_id or run_id — " +
+				"the token is not what the broker takes from a GitHub Actions job: tell your platform team, with the request id",
+		},
+		{
 			name: "401 without a body",
 			err:  BrokerError{Op: opExchange, Status: 401},
 			want: "the broker refused the exchange (401): unauthorized — the broker did not accept this job's OIDC token: check that the audience input matches the broker's configured audience",
@@ -42,7 +58,30 @@ func TestBrokerErrorMessage(t *testing.T) {
 		{
 			name: "429 with Retry-After",
 			err:  BrokerError{Op: opExchange, Status: 429, Code: "rate_limited", Message: "slow down", RetryAfter: 7 * time.Second},
-			want: "the broker refused the exchange (429 rate_limited): slow down — the broker is rate-limiting: re-run the job after 7s",
+			want: "the broker refused the exchange (429 rate_limited): slow down — " +
+				"re-run the job after 7s: the action does not wait out a rate limit, so that a runaway job stops here",
+		},
+		{
+			name: "429 without Retry-After",
+			err:  BrokerError{Op: opExchange, Status: 429, Code: "rate_limited", Message: "slow down"},
+			want: "the broker refused the exchange (429 rate_limited): slow down — " +
+				"re-run the job later: the action does not wait out a rate limit, so that a runaway job stops here",
+		},
+		{
+			// Astro throttles the broker, not this repository: its limit
+			// is not the policy's, and waiting on this job will not help.
+			name: "429 upstream: Astro throttles the broker",
+			err: BrokerError{Op: opExchange, Status: 429, Code: "upstream_unavailable", Reason: "astro_rate_limited",
+				Message: "the Astro API is rate limiting; try again later", RetryAfter: 20 * time.Second},
+			want: "the broker refused the exchange (429 upstream_unavailable/astro_rate_limited): the Astro API is rate limiting; try again later — " +
+				"the Astro API is throttling the broker, for the whole organization: re-run the job after 20s, and tell your platform team if it persists",
+		},
+		{
+			name: "503 store_unavailable after retries",
+			err: BrokerError{Op: opExchange, Status: 503, Code: "store_unavailable", Attempts: 4,
+				Message: "the broker cannot reach its shared state; try again"},
+			want: "the broker failed the exchange (503 store_unavailable): the broker cannot reach its shared state; try again — " +
+				"the broker cannot reach its shared store (Redis), and does nothing without its replay check: gave up after 4 attempts; re-run the job, and tell your platform team if it persists",
 		},
 		{
 			name: "503 after retries",

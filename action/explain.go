@@ -40,13 +40,14 @@ type refusal struct {
 }
 
 // newRefusal explains err if it is the broker's refusal of an exchange (a
-// 4xx other than 429: the broker decided against this job). Retryable
-// failures and malformed inputs are not explained: there is nothing about
-// the job's identity to hand on.
+// 4xx: the broker decided against this job, rate_limited included: which
+// repository ran out, and when to come back). Retryable failures, Astro's
+// throttling of the broker (a 429 too) and malformed inputs are not
+// explained: there is nothing about the job's identity to hand on.
 func newRefusal(err error, claims map[string]string, in inputs) (refusal, bool) {
 	var be *BrokerError
 	if !errors.As(err, &be) || be.Op != opExchange || be.Status < 400 || be.Status >= 500 ||
-		be.Status == 429 || be.Code == "bad_request" || be.Code == "too_large" {
+		(be.Status == 429 && be.Code != "rate_limited") || be.Code == "bad_request" || be.Code == "too_large" {
 		return refusal{}, false
 	}
 	r := refusal{err: be, claims: claims}
@@ -96,6 +97,9 @@ func (r refusal) log(a *githubactions.Action) {
 	if be.Code == "too_wide" && be.Field != "" {
 		a.Infof("  rule %s trusts this job, and allows at most %s: %s", orNone(be.Rule), be.Field, orNone(be.Allowed))
 	}
+	if be.RetryAfter > 0 {
+		a.Infof("  retry after: %s", be.RetryAfter)
+	}
 	if r.claims == nil {
 		return
 	}
@@ -129,6 +133,9 @@ func (r refusal) summary() string {
 	row("Message", md(be.Message))
 	if be.Code == "too_wide" && be.Field != "" {
 		row("Rule", md(be.Rule)+": allows at most "+md(be.Allowed)+" for "+md(be.Field))
+	}
+	if be.RetryAfter > 0 {
+		row("Retry after", md(be.RetryAfter.String()))
 	}
 	if r.claims == nil {
 		return b.String()

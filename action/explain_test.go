@@ -45,6 +45,11 @@ func (h *harness) mintClaims(claims map[string]any) {
 	}
 }
 
+func withHeader(r cannedReply, name, value string) cannedReply {
+	r.header = map[string]string{name: value}
+	return r
+}
+
 func bodyReply(status int, body map[string]string) cannedReply {
 	b, _ := json.Marshal(body)
 	return cannedReply{status: status, body: string(b)}
@@ -146,6 +151,7 @@ func TestRefusalKinds(t *testing.T) {
 		want      []string // in the job log
 		wantNot   []string
 		explained bool
+		summary   []string // in the step summary
 	}{
 		{
 			name: "too wide",
@@ -160,6 +166,32 @@ func TestRefusalKinds(t *testing.T) {
 			want:      []string{"  code:    token_invalid (wrong_audience)", "  repository:          acme/website", "set the audience input"},
 			wantNot:   []string{"A rule that trusts"},
 			explained: true,
+		},
+		{
+			// The broker decided against this job: explained, with when to
+			// come back, and not retried. No rule to suggest: one trusts it.
+			name: "rate limited",
+			reply: withHeader(bodyReply(429, map[string]string{"error": "rate_limited", "request_id": "req-1",
+				"message": `this repository has had its share of tokens from rule "deploy-main" (5 per 1m0s, burst 5); try again later`}), "Retry-After", "120"),
+			want: []string{"  code:    rate_limited", "  retry after: 2m0s", "  repository:          acme/website",
+				"(429 rate_limited, request id req-1)", "re-run the job after 2m0s: the action does not wait out"},
+			wantNot:   []string{"A rule that trusts", "retrying in"},
+			explained: true,
+			summary:   []string{"| Code | rate\\_limited |", "| Retry after | 2m0s |", "| repository\\_id | 654321 |"},
+		},
+		{
+			// Astro throttles the broker: nothing about this job to explain.
+			name: "Astro throttles the broker",
+			reply: withHeader(bodyReply(429, map[string]string{"error": "upstream_unavailable", "reason": "astro_rate_limited",
+				"message": "the Astro API is rate limiting; try again later"}), "Retry-After", "20"),
+			want:    []string{"(429 upstream_unavailable/astro_rate_limited, request id req-1)", "the Astro API is throttling the broker"},
+			wantNot: []string{"This job's identity", "retrying in"},
+		},
+		{
+			name:    "store unavailable",
+			reply:   bodyReply(503, map[string]string{"error": "store_unavailable", "message": "the broker cannot reach its shared state; try again"}),
+			want:    []string{"(503 store_unavailable, request id req-4)", "retrying in", "cannot reach its shared store (Redis)", "gave up after 4 attempts"},
+			wantNot: []string{"This job's identity"},
 		},
 		{
 			name:    "bad request",
@@ -196,6 +228,11 @@ func TestRefusalKinds(t *testing.T) {
 			}
 			if got := strings.Contains(h.summary(), "### Astro API token refused"); got != tt.explained {
 				t.Errorf("summary explains: %v, want %v", got, tt.explained)
+			}
+			for _, w := range tt.summary {
+				if !strings.Contains(h.summary(), w) {
+					t.Errorf("summary lacks %q:\n%s", w, h.summary())
+				}
 			}
 			h.checkNoLeak(err)
 		})

@@ -160,15 +160,22 @@ func (s *Server) exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 // DryRun decides an exchange as [Server.Exchange] would, and stops there:
 // nothing is minted and the ID token's jti is not spent, so that a new
 // workflow can be tried before the policy changes, and the same token then
-// exchanged for real. Its record says dry_run, and its metric's outcome is
-// "dry_run" when allowed.
+// exchanged for real. A token already spent is refused as replayed, as its
+// exchange would be (see [Server.unspent]). The rule's rate limit is
+// neither taken from nor consulted: trying a workflow must not cost it a
+// deploy, so an allowed dry run does not promise that the exchange will
+// not be rate limited. Its record says dry_run, and its metric's outcome
+// is "dry_run" when allowed.
 func (s *Server) DryRun(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *DryRunResponse, err error) {
 	e := s.begin(opExchange)
 	e.dryRun, e.success = true, "dry_run"
 	defer func() { s.record(ctx, e, err) }()
 
-	_, d, err := s.authorize(ctx, e, rawIDToken, req)
+	claims, d, err := s.authorize(ctx, e, rawIDToken, req)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.unspent(ctx, claims); err != nil {
 		return nil, err
 	}
 	return &DryRunResponse{

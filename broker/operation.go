@@ -87,6 +87,22 @@ func (s *Server) spend(ctx context.Context, claims *idtoken.Claims) error {
 	return s.storeErr("replay", s.store.Use(ctx, claims.Issuer, claims.JTI, claims.Expiry))
 }
 
+// unspent is spend's read-only twin, for a dry run: it refuses a token
+// whose jti was already spent, as spend would, and spends nothing. Without
+// it a token lifted from a log would dry-run as allowed, an answer its
+// exchange can never give. If the store cannot answer, neither can the dry
+// run (503).
+func (s *Server) unspent(ctx context.Context, claims *idtoken.Claims) error {
+	used, err := s.store.Used(ctx, claims.Issuer, claims.JTI)
+	if err != nil {
+		return s.storeErr("replay", err)
+	}
+	if used {
+		return fmt.Errorf("%w: dry run: used before", idtoken.ErrReplayed)
+	}
+	return nil
+}
+
 // upstream marks a transport failure (anything but an [astro.APIError]) so
 // that classify answers 502, not 500.
 func upstream(err error) error {

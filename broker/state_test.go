@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/store"
 )
@@ -155,6 +156,64 @@ func TestRateLimit(t *testing.T) {
 	}
 }
 
+// TestDryRunStore: a dry run answers as the exchange of the same token
+// would, as far as it can without acting: a spent token is replayed, on
+// one replica or on another sharing its Redis; an unspent one stays
+// unspent however often it is dry-run. And a dry run takes nothing from
+// the rate limit: trying a workflow must not cost it a deploy.
+func TestDryRunStore(t *testing.T) {
+	stores := map[string]func(t *testing.T) func(now func() time.Time) store.Store{
+		"memory": func(*testing.T) func(now func() time.Time) store.Store {
+			return func(now func() time.Time) store.Store { return memStore(1000, now) }
+		},
+		"redis": func(t *testing.T) func(now func() time.Time) store.Store {
+			rs, _ := redisStore(t)
+			return rs
+		},
+	}
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) {
+			e := newEnv(t, envOptions{store: open(t), policy: limitedPolicy})
+			dryRun := func(tok string) (int, broker.ErrorBody) {
+				t.Helper()
+				st, body, _ := e.post("/v1/exchange?dry_run=true", tok, "")
+				if st == http.StatusOK {
+					return st, broker.ErrorBody{}
+				}
+				return st, errorBody(t, body)
+			}
+
+			spent := e.mint(mainClaims())
+			if st, body, _ := e.post("/v1/exchange", spent, ""); st != http.StatusOK {
+				t.Fatalf("exchange: %d %s", st, body)
+			}
+			if st, eb := dryRun(spent); st != http.StatusUnauthorized || eb.Error != broker.CodeTokenInvalid || eb.Reason != broker.ReasonReplayed {
+				t.Errorf("dry run of a spent token: %d %+v, want 401 token_invalid/replayed", st, eb)
+			}
+
+			// deploy-main allows two a minute; one is spent above. Dry
+			// runs take none of the other.
+			fresh := e.mint(mainClaims())
+			for i := range 3 {
+				if st, eb := dryRun(fresh); st != http.StatusOK {
+					t.Fatalf("dry run #%d of an unspent token: %d %+v", i, st, eb)
+				}
+			}
+			if st, body, _ := e.post("/v1/exchange", fresh, ""); st != http.StatusOK {
+				t.Fatalf("exchange after dry runs: %d %s; a dry run spent the token or the budget", st, body)
+			}
+			if st, body, _ := e.post("/v1/exchange", e.mint(mainClaims()), ""); st != http.StatusTooManyRequests {
+				t.Errorf("third exchange in the minute: %d %s, want 429: dry runs must not refill the budget either", st, body)
+			}
+			m := e.metrics()
+			if !strings.Contains(m, `astro_sts_exchanges_total{outcome="dry_run",rule="deploy-main"} 3`) ||
+				!strings.Contains(m, `astro_sts_exchanges_total{outcome="unauthorized",rule="deploy-main"} 1`) {
+				t.Errorf("metrics:\n%s", grep(m, "exchanges_total"))
+			}
+		})
+	}
+}
+
 // TestRedisDown: with the shared store gone, exchange and revoke fail
 // closed with 503 and Retry-After, nothing is minted, /readyz says why;
 // when Redis is back the broker serves again by itself.
@@ -184,14 +243,20 @@ func TestRedisDown(t *testing.T) {
 	if code, _ := errorCode(t, body); st != http.StatusServiceUnavailable || code != "store_unavailable" {
 		t.Errorf("revoke with Redis down: %d %s; want 503 store_unavailable", st, code)
 	}
+	// A dry run cannot tell whether the token was spent: it does not
+	// guess "allow".
+	st, body, _ = e.post("/v1/exchange?dry_run=true", e.mint(mainClaims()), "")
+	if code, _ := errorCode(t, body); st != http.StatusServiceUnavailable || code != "store_unavailable" {
+		t.Errorf("dry run with Redis down: %d %s; want 503 store_unavailable", st, code)
+	}
 	if _, err := e.astroToken(first.TokenID); err != nil {
 		t.Errorf("the token was revoked without a replay check: %v", err)
 	}
 	if st, body := e.get("/readyz"); st != http.StatusServiceUnavailable || !strings.Contains(body, "shared store unreachable") {
 		t.Errorf("readyz with Redis down: %d %q", st, body)
 	}
-	if m := e.metrics(); !strings.Contains(m, `astro_sts_store_errors_total{op="replay"} 2`) {
-		t.Errorf("metrics do not count the two failed replay checks:\n%s", grep(m, "store_errors"))
+	if m := e.metrics(); !strings.Contains(m, `astro_sts_store_errors_total{op="replay"} 3`) {
+		t.Errorf("metrics do not count the three failed replay checks:\n%s", grep(m, "store_errors"))
 	}
 
 	if err := srv.Restart(ctx); err != nil {

@@ -32,7 +32,7 @@ func TestRunDemo(t *testing.T) {
 			out := stdout.String()
 			for _, want := range []string{
 				"1. Main step of the action", "| Exported it as ASTRO_API_TOKEN",
-				"-> 200 OK, 1 token(s)", "| Revoked Astro token ", "-> 401 Unauthorized",
+				"-> 200 OK, 1 token(s)", "| Revoked Astro token ", "The token now gets 401 Unauthorized.",
 				"403 denied, request id ", "1 token(s) deleted", "All steps turned out as expected.",
 			} {
 				if !strings.Contains(out, want) {

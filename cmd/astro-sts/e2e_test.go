@@ -296,22 +296,6 @@ func e2eRun(t *testing.T, argv []string, env map[string]string) e2eResult {
 	return res
 }
 
-// maskedFirst checks the runner's masking contract on a step's stdout: the
-// first line that contains value is exactly ::add-mask::value, so the
-// runner hides it in every line after.
-func maskedFirst(stdout, value string) error {
-	for i, line := range strings.Split(stdout, "\n") {
-		if !strings.Contains(line, value) {
-			continue
-		}
-		if line != "::add-mask::"+value {
-			return fmt.Errorf("line %d shows the token before it was masked", i+1)
-		}
-		return nil
-	}
-	return errors.New("the token was never masked")
-}
-
 // tokenStatus is the emulator's answer to value, used as the astro CLI
 // would: listing the Workspace's tokens.
 func (w *e2eWorld) tokenStatus(value, workspaceID string) (int, []astro.Token) {
@@ -407,7 +391,7 @@ func TestE2ERunnerContract(t *testing.T) {
 			}
 
 			// The log: masked before anything could show the value.
-			if err := maskedFirst(res.stdout, value); err != nil {
+			if err := runnertest.MaskedFirst(res.stdout, value); err != nil {
 				t.Errorf("main stdout: %v", err)
 			}
 			if strings.Contains(res.stdout, "::error::") || strings.Contains(res.stdout, "::warning::") {
@@ -599,25 +583,5 @@ func TestE2EPostBrokerDown(t *testing.T) {
 	}
 	if ids := w.mintedFor(job.claims); len(ids) != 1 || ids[0] != id {
 		t.Errorf("tokens of the run = %v, want %s still there for the reaper", ids, id)
-	}
-}
-
-// TestMaskedFirst makes sure the masking check above can fail.
-func TestMaskedFirst(t *testing.T) {
-	tests := []struct {
-		name, stdout string
-		wantErr      bool
-	}{
-		{"masked first", "hello\n::add-mask::tok\nusing tok\n", false},
-		{"shown before the mask", "tok\n::add-mask::tok\n", true},
-		{"mask line with more on it", "::add-mask::tok extra\n", true},
-		{"never masked", "hello\n", true},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if err := maskedFirst(tt.stdout, "tok"); (err != nil) != tt.wantErr {
-				t.Errorf("maskedFirst = %v, want error %v", err, tt.wantErr)
-			}
-		})
 	}
 }

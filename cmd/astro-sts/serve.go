@@ -96,7 +96,7 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 	if err != nil {
 		return fmt.Errorf("serve: policy: %w", err)
 	}
-	httpClient := &http.Client{Timeout: 30 * time.Second}
+	httpClient := &http.Client{Timeout: 30 * time.Second, Transport: upstreamTransport()}
 
 	reg := prometheus.NewRegistry()
 	metrics, err := broker.NewMetrics(reg)
@@ -236,4 +236,22 @@ type redisLog struct{ log *slog.Logger }
 
 func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, "redis client", "message", fmt.Sprintf(format, v...))
+}
+
+// maxIdleUpstreamConns is how many idle connections the broker keeps to each
+// host it calls (Astro, above all): as many as it has exchanges in flight
+// at once, up to this bound. net/http's default keeps 2, so that 16
+// concurrent exchanges dialled Astro anew for most of their token creates,
+// and a slow Astro at 200 concurrent exchanges would have cost a
+// connection (and a TIME_WAIT port) per exchange (docs/benchmarks.md).
+const maxIdleUpstreamConns = 256
+
+// upstreamTransport is net/http's default transport (proxy from the
+// environment, dial and TLS timeouts, HTTP/2) keeping more idle
+// connections.
+func upstreamTransport() *http.Transport {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.MaxIdleConnsPerHost = maxIdleUpstreamConns
+	tr.MaxIdleConns = 2 * maxIdleUpstreamConns
+	return tr
 }

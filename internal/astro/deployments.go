@@ -2,10 +2,8 @@ package astro
 
 import (
 	"context"
-	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 	"time"
 )
 
@@ -347,27 +345,11 @@ func (c *Client) ListDeployments(ctx context.Context, orgID string, opts ListDep
 	if err != nil {
 		return nil, err
 	}
-	var all []Deployment
-	seen := map[string]bool{}
-	for offset := 0; ; {
-		q := opts.query()
-		q.Set("offset", strconv.Itoa(offset))
-		q.Set("limit", strconv.Itoa(size))
+	return allPages(func(d Deployment) string { return d.ID }, func(offset int) ([]Deployment, int, error) {
 		var page DeploymentsPage
-		if err := c.do(ctx, call{method: http.MethodGet, route: RouteDeployments, path: path, query: q, class: idempotent, out: &page}); err != nil {
-			return nil, err
-		}
-		for _, d := range page.Deployments {
-			if !seen[d.ID] {
-				seen[d.ID] = true
-				all = append(all, d)
-			}
-		}
-		offset += len(page.Deployments)
-		if len(page.Deployments) == 0 || offset >= page.TotalCount {
-			return all, nil
-		}
-	}
+		err := c.do(ctx, call{method: http.MethodGet, route: RouteDeployments, path: path, query: withPage(opts.query(), offset, size), class: idempotent, out: &page})
+		return page.Deployments, page.TotalCount, err
+	})
 }
 
 // GetDeployment returns one Deployment.
@@ -416,20 +398,11 @@ func (c *Client) ListClusters(ctx context.Context, orgID string) ([]Cluster, err
 	if err != nil {
 		return nil, err
 	}
-	var all []Cluster
-	for offset := 0; ; {
-		q := url.Values{"offset": {strconv.Itoa(offset)}, "limit": {strconv.Itoa(DefaultPageSize)}}
+	return allPages(func(cl Cluster) string { return cl.ID }, func(offset int) ([]Cluster, int, error) {
 		var page ClustersPage
-		err := c.do(ctx, call{method: http.MethodGet, route: RouteClusters, path: "/organizations/" + p[0] + "/clusters", query: q, class: idempotent, out: &page})
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, page.Clusters...)
-		offset += len(page.Clusters)
-		if len(page.Clusters) == 0 || offset >= page.TotalCount {
-			return all, nil
-		}
-	}
+		err := c.do(ctx, call{method: http.MethodGet, route: RouteClusters, path: "/organizations/" + p[0] + "/clusters", query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
+		return page.Clusters, page.TotalCount, err
+	})
 }
 
 // GetCluster returns one cluster.
@@ -463,17 +436,4 @@ func (c *Client) GetDeploymentOptions(ctx context.Context, orgID, deploymentType
 		return nil, err
 	}
 	return &o, nil
-}
-
-// pageSize applies the paging defaults shared by the list calls.
-func pageSize(n int) (int, error) {
-	switch {
-	case n < 0:
-		return 0, fmt.Errorf("%w: negative page size", ErrInvalidArgument)
-	case n == 0:
-		return DefaultPageSize, nil
-	case n > MaxPageSize:
-		return MaxPageSize, nil
-	}
-	return n, nil
 }

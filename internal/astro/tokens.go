@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strconv"
 )
 
 // Route templates, as passed to [Config.Observe] and shown in errors.
@@ -101,26 +100,13 @@ func (c *Client) ListTokens(ctx context.Context, orgID string, opts ListTokensOp
 	if err != nil {
 		return nil, err
 	}
-	var all []Token
-	seen := map[string]bool{}
-	for offset := 0; ; {
+	return allPages(func(t Token) string { return t.ID }, func(offset int) ([]Token, int, error) {
 		page, err := c.ListTokensPage(ctx, orgID, opts, offset, size)
 		if err != nil {
-			return nil, err
+			return nil, 0, err
 		}
-		for _, t := range page.Tokens {
-			if !seen[t.ID] {
-				seen[t.ID] = true
-				all = append(all, t)
-			}
-		}
-		offset += len(page.Tokens)
-		// An empty page ends the walk even if totalCount claims more, so a
-		// server that miscounts cannot make us loop forever.
-		if len(page.Tokens) == 0 || offset >= page.TotalCount {
-			return all, nil
-		}
-	}
+		return page.Tokens, page.TotalCount, nil
+	})
 }
 
 // ListTokensPage returns one page: offset >= 0, limit 1..[MaxPageSize]
@@ -139,11 +125,8 @@ func (c *Client) ListTokensPage(ctx context.Context, orgID string, opts ListToke
 	if err != nil {
 		return nil, err
 	}
-	q := opts.query()
-	q.Set("offset", strconv.Itoa(offset))
-	q.Set("limit", strconv.Itoa(limit))
 	var page TokensPage
-	err = c.do(ctx, call{method: http.MethodGet, route: RouteTokens, path: path, query: q, class: idempotent, out: &page})
+	err = c.do(ctx, call{method: http.MethodGet, route: RouteTokens, path: path, query: withPage(opts.query(), offset, limit), class: idempotent, out: &page})
 	if err != nil {
 		return nil, err
 	}
@@ -336,20 +319,11 @@ func (c *Client) DeleteToken(ctx context.Context, orgID, tokenID string) error {
 // ListOrganizations returns the organizations the token can see (for an
 // API token: its own), all pages.
 func (c *Client) ListOrganizations(ctx context.Context) ([]Organization, error) {
-	var all []Organization
-	for offset := 0; ; {
-		q := url.Values{"offset": {strconv.Itoa(offset)}, "limit": {strconv.Itoa(DefaultPageSize)}}
+	return allPages(func(o Organization) string { return o.ID }, func(offset int) ([]Organization, int, error) {
 		var page OrganizationsPage
-		err := c.do(ctx, call{method: http.MethodGet, route: RouteOrganizations, path: "/organizations", query: q, class: idempotent, out: &page})
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, page.Organizations...)
-		offset += len(page.Organizations)
-		if len(page.Organizations) == 0 || offset >= page.TotalCount {
-			return all, nil
-		}
-	}
+		err := c.do(ctx, call{method: http.MethodGet, route: RouteOrganizations, path: "/organizations", query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
+		return page.Organizations, page.TotalCount, err
+	})
 }
 
 // ListWorkspaces returns the Workspaces of an organization the token can
@@ -359,18 +333,9 @@ func (c *Client) ListWorkspaces(ctx context.Context, orgID string) ([]Workspace,
 	if err != nil {
 		return nil, err
 	}
-	var all []Workspace
-	for offset := 0; ; {
-		q := url.Values{"offset": {strconv.Itoa(offset)}, "limit": {strconv.Itoa(DefaultPageSize)}}
+	return allPages(func(w Workspace) string { return w.ID }, func(offset int) ([]Workspace, int, error) {
 		var page WorkspacesPage
-		err := c.do(ctx, call{method: http.MethodGet, route: RouteWorkspaces, path: "/organizations/" + p[0] + "/workspaces", query: q, class: idempotent, out: &page})
-		if err != nil {
-			return nil, err
-		}
-		all = append(all, page.Workspaces...)
-		offset += len(page.Workspaces)
-		if len(page.Workspaces) == 0 || offset >= page.TotalCount {
-			return all, nil
-		}
-	}
+		err := c.do(ctx, call{method: http.MethodGet, route: RouteWorkspaces, path: "/organizations/" + p[0] + "/workspaces", query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
+		return page.Workspaces, page.TotalCount, err
+	})
 }

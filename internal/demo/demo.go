@@ -208,16 +208,7 @@ func (d *demo) intro() {
 func (d *demo) exchange(ctx context.Context) (issued, error) {
 	const step = "main step"
 	d.p.f("\n1. Main step of the action, as the runner runs it: %s (repository_id %s), push to refs/heads/main\n", trustedRepo, trustedRepoID)
-	j, err := d.newJob(trustedClaims("1001"), nil)
-	if err != nil {
-		return issued{}, &StepError{Step: step, Err: err}
-	}
-	log, err := d.runMain(ctx, j)
-	if err != nil {
-		return issued{}, &StepError{Step: step, Err: err}
-	}
-	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log, d.emu.WorkspaceIDs()[0])
+	tok, err := d.mainStep(ctx, trustedClaims("1001"), nil, d.emu.WorkspaceIDs()[0])
 	if err != nil {
 		return issued{}, &StepError{Step: step, Err: err}
 	}
@@ -225,6 +216,22 @@ func (d *demo) exchange(ctx context.Context) (issued, error) {
 	d.p.f("   Read back with the runner's rules: GITHUB_ENV sets ASTRO_API_TOKEN (value %s),\n", fingerprint(tok.value))
 	d.p.f("   GITHUB_STATE keeps TOKEN_ID=%s for the post step.\n", tok.tokenID)
 	return tok, nil
+}
+
+// mainStep runs the action's main step of a new job with claims and
+// inputs, shows its log, and reads back the token it left for the job's
+// next steps, which must be for Workspace ws (see [demo.collect]).
+func (d *demo) mainStep(ctx context.Context, claims issuer.Claims, inputs map[string]string, ws string) (issued, error) {
+	j, err := d.newJob(claims, inputs)
+	if err != nil {
+		return issued{}, err
+	}
+	log, err := d.runMain(ctx, j)
+	if err != nil {
+		return issued{}, err
+	}
+	d.p.lines(log.Lines)
+	return d.collect(j, log, ws)
 }
 
 // collect reads the main step's file commands the way the runner does and
@@ -285,8 +292,13 @@ func (d *demo) useToken(ctx context.Context, tok issued) error {
 // post runs the action's post step, then checks that the revoked token is
 // refused.
 func (d *demo) post(ctx context.Context, tok issued) error {
-	const step = "post step"
 	d.p.f("\n3. Post step of the same job (the runner passes TOKEN_ID back as STATE_TOKEN_ID):\n")
+	return d.postRevokes(ctx, "post step", tok)
+}
+
+// postRevokes runs the post step of tok's job and checks that the token is
+// refused afterwards.
+func (d *demo) postRevokes(ctx context.Context, step string, tok issued) error {
 	log, err := d.runPost(ctx, tok.job)
 	if err != nil {
 		return &StepError{Step: step, Err: err}
@@ -299,7 +311,7 @@ func (d *demo) post(ctx context.Context, tok issued) error {
 	if err != nil {
 		return &StepError{Step: step, Err: err}
 	}
-	d.p.f("   The same token now: the same GET -> %d %s\n", status, http.StatusText(status))
+	d.p.f("   The token now gets %d %s.\n", status, http.StatusText(status))
 	if status != http.StatusUnauthorized {
 		return unexpected(step, "the revoked token got %d, want 401", status)
 	}
@@ -405,16 +417,7 @@ func (d *demo) decideWith(rule string, claims issuer.Claims) (string, error) {
 func (d *demo) reap(ctx context.Context) error {
 	const step = "reaper"
 	d.p.f("\n5. A job asks for ttl: %s, then its runner dies before the post step:\n", crashTTLInput)
-	j, err := d.newJob(trustedClaims("1002"), map[string]string{action.InputTTL: crashTTLInput})
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	log, err := d.runMain(ctx, j)
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log, d.emu.WorkspaceIDs()[0])
+	tok, err := d.mainStep(ctx, trustedClaims("1002"), map[string]string{action.InputTTL: crashTTLInput}, d.emu.WorkspaceIDs()[0])
 	if err != nil {
 		return &StepError{Step: step, Err: err}
 	}

@@ -73,7 +73,7 @@ func TestRun(t *testing.T) {
 		"-> 200 OK, 1 token(s): \"astro-sts acme/dags run 1001/1\"",
 		"3. Post step",
 		"| Revoked Astro token ",
-		"-> 401 Unauthorized",
+		"The token now gets 401 Unauthorized.",
 		"4. Main step in acme/website",
 		"| The broker refused this job's token exchange. Request id: ",
 		"|   code:    denied",

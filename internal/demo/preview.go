@@ -345,17 +345,8 @@ func (d *demo) previewCreate(ctx context.Context) (string, error) {
 	const step = "preview: create"
 	name := PreviewName(previewBranch)
 	d.p.f("\n6. A pull_request run for branch %s (docs/examples/preview.yml, job create), rule preview:\n", previewBranch)
-	j, err := d.newJob(pullRequestClaims("3001", previewWorkflow, previewBranch, previewPR),
-		map[string]string{action.InputRole: astro.RoleWorkspaceOperator, action.InputTTL: previewTTL})
-	if err != nil {
-		return "", &StepError{Step: step, Err: err}
-	}
-	log, err := d.runMain(ctx, j)
-	if err != nil {
-		return "", &StepError{Step: step, Err: err}
-	}
-	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log, d.previewWorkspace())
+	tok, err := d.mainStep(ctx, pullRequestClaims("3001", previewWorkflow, previewBranch, previewPR),
+		map[string]string{action.InputRole: astro.RoleWorkspaceOperator, action.InputTTL: previewTTL}, d.previewWorkspace())
 	if err != nil {
 		return "", &StepError{Step: step, Err: err}
 	}
@@ -390,28 +381,6 @@ func (d *demo) previewCreate(ctx context.Context) (string, error) {
 	return found.ID, nil
 }
 
-// postRevokes runs the post step of tok's job and checks that the token is
-// refused afterwards.
-func (d *demo) postRevokes(ctx context.Context, step string, tok issued) error {
-	log, err := d.runPost(ctx, tok.job)
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	d.p.lines(log.Lines)
-	if !slices.Contains(log.Lines, "Revoked Astro token "+tok.tokenID+".") {
-		return unexpected(step, "the post step did not revoke token %s", tok.tokenID)
-	}
-	status, err := d.tokenStatus(ctx, tok)
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	d.p.f("   The token now gets %d %s.\n", status, http.StatusText(status))
-	if status != http.StatusUnauthorized {
-		return unexpected(step, "the revoked token got %d, want 401", status)
-	}
-	return nil
-}
-
 // previewCleanup plays the delete run after the branch is deleted: the
 // token under rule preview-cleanup, deploy-action's
 // delete-deployment-preview with the name the workflow computes from
@@ -421,16 +390,8 @@ func (d *demo) previewCleanup(ctx context.Context, previewID string) error {
 	name := PreviewName(previewBranch)
 	d.p.f("\n7. Branch %s is deleted: a delete run (docs/examples/preview-cleanup.yml), ref refs/heads/main\n", previewBranch)
 	d.p.f("   in its token, github.event.ref %s in the event payload; rule preview-cleanup:\n", previewBranch)
-	j, err := d.newJob(deleteClaims("3002", cleanupWorkflow), map[string]string{action.InputRole: astro.RoleWorkspaceOperator, action.InputTTL: cleanupTTL})
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	log, err := d.runMain(ctx, j)
-	if err != nil {
-		return &StepError{Step: step, Err: err}
-	}
-	d.p.lines(log.Lines)
-	tok, err := d.collect(j, log, d.previewWorkspace())
+	tok, err := d.mainStep(ctx, deleteClaims("3002", cleanupWorkflow),
+		map[string]string{action.InputRole: astro.RoleWorkspaceOperator, action.InputTTL: cleanupTTL}, d.previewWorkspace())
 	if err != nil {
 		return &StepError{Step: step, Err: err}
 	}

@@ -9,7 +9,7 @@ import (
 )
 
 // The emulator must never be what limits a benchmark of the broker; these
-// measure its per-request cost in-process (signature check included).
+// measure its per-request cost in-process (authentication included).
 
 func BenchmarkGetOrganizations(b *testing.B) {
 	e, err := emulator.New(emulator.Config{Seed: 1})

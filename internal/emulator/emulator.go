@@ -74,8 +74,9 @@ const MaxWorkspaces = 1000
 var ErrInvalidConfig = errors.New("emulator: invalid config")
 
 // Emulator holds the state of one emulated organization. It is safe for
-// concurrent use: one mutex guards the state, and the expensive part of
-// every request (verifying the Ed25519 signature) runs outside it.
+// concurrent use: one mutex guards the state, held for map work and, on a
+// create or rotate, the Ed25519 signature of the new value; the latency
+// knob waits outside it.
 type Emulator struct {
 	now     func() time.Time
 	latency time.Duration

@@ -104,41 +104,41 @@ func (e *Emulator) signLocked(t *astro.Token, now time.Time) string {
 	return input + "." + b64.EncodeToString(ed25519.Sign(e.priv, []byte(input)))
 }
 
-// errBadValue is the one error of verifyValue: a caller learns nothing
+// errBadValue is the one error of valueTokenID: a caller learns nothing
 // about why a value was refused.
 var errBadValue = errors.New("invalid API token")
 
-// verifyValue checks that value is a JWS this emulator signed and returns
-// its claims. It does not look at the token store: a signed value of a
-// deleted or rotated token verifies here and is refused by the lookup.
-func (e *Emulator) verifyValue(value string) (Claims, error) {
+// valueTokenID returns the apiTokenId of a value shaped like the ones this
+// emulator issues (its one header, a payload, a 64-byte signature), without
+// checking the signature: what authenticates a value is that its SHA-256 is
+// the one stored for that token ([Emulator.principalFor]), which holds for
+// exactly the value the emulator issued and last handed out. An Ed25519
+// verification on top could refuse nothing that comparison accepts, and it
+// cost a third of the emulator's CPU per request, which every broker
+// benchmark shares the cores with.
+func (e *Emulator) valueTokenID(value string) (string, error) {
 	if len(value) > maxValueLen {
-		return Claims{}, errBadValue
+		return "", errBadValue
 	}
 	header, rest, ok := strings.Cut(value, ".")
 	if !ok || header != e.header {
-		return Claims{}, errBadValue
+		return "", errBadValue
 	}
 	payload, sig, ok := strings.Cut(rest, ".")
-	if !ok || strings.Contains(sig, ".") {
-		return Claims{}, errBadValue
-	}
-	rawSig, err := b64.DecodeString(sig)
-	if err != nil || len(rawSig) != ed25519.SignatureSize {
-		return Claims{}, errBadValue
-	}
-	if !ed25519.Verify(e.pub, []byte(value[:len(header)+1+len(payload)]), rawSig) {
-		return Claims{}, errBadValue
+	if !ok || strings.Contains(sig, ".") || b64.DecodedLen(len(sig)) != ed25519.SignatureSize {
+		return "", errBadValue
 	}
 	raw, err := b64.DecodeString(payload)
 	if err != nil {
-		return Claims{}, errBadValue
+		return "", errBadValue
 	}
-	var c Claims
+	var c struct {
+		APITokenID string `json:"apiTokenId"`
+	}
 	if err := json.Unmarshal(raw, &c); err != nil || c.APITokenID == "" {
-		return Claims{}, errBadValue
+		return "", errBadValue
 	}
-	return c, nil
+	return c.APITokenID, nil
 }
 
 // ParseClaims decodes the claims of a value without verifying it, the way

@@ -10,46 +10,102 @@ import (
 
 func enc(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
 
-// FuzzPeek feeds arbitrary strings to the unverified header and payload
-// peeking that runs before any signature check: it must never panic,
-// must classify every failure with a sentinel, must only accept an
-// allowed alg with a kid, and must never echo the input.
+// FuzzPeek feeds arbitrary strings to the unverified parsing that runs
+// before any signature check (the JOSE header, the payload's members, its
+// iss): it must never panic, must classify every failure with a sentinel,
+// must only accept an allowed alg with a kid, and must never echo the
+// input.
 func FuzzPeek(f *testing.F) {
 	f.Add(enc(`{"alg":"RS256","kid":"k","typ":"JWT"}`) + "." + enc(`{"iss":"https://token.actions.githubusercontent.com"}`) + ".c2ln")
 	f.Add(enc(`{"alg":"none"}`) + "." + enc(`{"iss":"x"}`) + ".")
 	f.Add(enc(`{"alg":"HS256","kid":"k"}`) + "." + enc(`{}`) + ".c2ln")
 	f.Add(enc(`{"alg":"RS256","kid":"k","crit":["b64"]}`) + "." + enc(`{"iss":1}`) + ".c2ln")
 	f.Add(enc(`{"alg":"RS256","kid":"k"} {}`) + "." + enc(`{"iss":"a"}}`) + ".c2ln")
+	f.Add(enc(`{"alg":"RS256","kid":"k"}`) + "." + enc(`{"iss":"a\u0041","aud":["x"],"n":{"a":[1,"]"]}}`) + ".c2ln")
 	f.Add("a.b.c")
 	f.Add("...")
 	f.Add("")
 	f.Fuzz(func(t *testing.T, raw string) {
-		h, err := parseHeader(raw)
+		tok, err := parseJWS(raw)
 		if err != nil {
 			if !errors.Is(err, ErrMalformed) && !errors.Is(err, ErrInvalidToken) {
-				t.Fatalf("parseHeader error without a sentinel: %v", err)
+				t.Fatalf("parseJWS error without a sentinel: %v", err)
 			}
 			if len(raw) >= 16 && strings.Contains(err.Error(), raw) {
-				t.Fatalf("parseHeader error echoes the input")
+				t.Fatalf("parseJWS error echoes the input")
 			}
-		} else {
-			if !allowedAlg(h.Alg) || h.Kid == "" {
-				t.Fatalf("parseHeader accepted alg %q kid %q", h.Alg, h.Kid)
-			}
-			if strings.Count(raw, ".") != 2 {
-				t.Fatalf("parseHeader accepted %d parts", strings.Count(raw, ".")+1)
-			}
+			return
 		}
-		iss, err := peekIssuer(raw)
+		if !allowedAlg(tok.header.Alg) || tok.header.Kid == "" {
+			t.Fatalf("parseJWS accepted alg %q kid %q", tok.header.Alg, tok.header.Kid)
+		}
+		if strings.Count(raw, ".") != 2 || !strings.HasPrefix(raw, tok.signingInput+".") {
+			t.Fatalf("parseJWS accepted %d parts, signing input %q", strings.Count(raw, ".")+1, tok.signingInput)
+		}
+		fields, err := decodeObject(tok.payload, 40)
 		if err != nil {
-			if !errors.Is(err, ErrMalformed) {
-				t.Fatalf("peekIssuer error without ErrMalformed: %v", err)
-			}
 			if len(raw) >= 16 && strings.Contains(err.Error(), raw) {
-				t.Fatalf("peekIssuer error echoes the input")
+				t.Fatalf("payload error echoes the input")
 			}
-		} else if iss == "" {
-			t.Fatal("peekIssuer returned an empty issuer without error")
+			return
+		}
+		iss, err := issuerOf(fields)
+		switch {
+		case err != nil && !errors.Is(err, ErrMalformed):
+			t.Fatalf("issuerOf error without ErrMalformed: %v", err)
+		case err != nil && len(raw) >= 16 && strings.Contains(err.Error(), raw):
+			t.Fatalf("issuerOf error echoes the input")
+		case err == nil && iss == "":
+			t.Fatal("issuerOf returned an empty issuer without error")
+		}
+	})
+}
+
+// FuzzDecodeObject holds the one-pass object decoder to encoding/json: for
+// every input, it accepts exactly the JSON objects json.Unmarshal accepts
+// (after the space trimming strictObject has always done), with the same
+// members, each string decoded to the same value and each other value the
+// same raw JSON.
+func FuzzDecodeObject(f *testing.F) {
+	f.Add(`{"iss":"i","sub":"s","aud":"a","exp":1700000300,"iat":1700000000,"jti":"j"}`)
+	f.Add(` { "a" : [ 1 , "]}" , { "b" : null } ] , "a" : true , "\u00e9\"" : -1.5e3 } `)
+	f.Add(`{"a":"\ud800","b":"\xff","c":"\/","d":"x","d":1,"e":2,"e":"y"}`)
+	f.Add(`{}`)
+	f.Add(`{"a":1}{"b":2}`)
+	f.Add(`{"a":1,}`)
+	f.Add("{}\f")
+	f.Add(`null`)
+	f.Add(`["iss"]`)
+	f.Fuzz(func(t *testing.T, payload string) {
+		got, err := decodeObject([]byte(payload), 0)
+		trimmed := strings.TrimSpace(payload)
+		var want map[string]json.RawMessage
+		werr := json.Unmarshal([]byte(trimmed), &want)
+		if werr == nil && !strings.HasPrefix(trimmed, "{") {
+			werr = errors.New("not an object") // "null" decodes to a nil map
+		}
+		if (err == nil) != (werr == nil) {
+			t.Fatalf("decodeObject error %v, json.Unmarshal error %v", err, werr)
+		}
+		if err != nil {
+			return
+		}
+		if n := len(got.strings) + len(got.others); n != len(want) {
+			t.Fatalf("decodeObject has %d members, json.Unmarshal %d", n, len(want))
+		}
+		for k, w := range want {
+			s, isString := got.strings[k]
+			raw, isOther := got.others[k]
+			var ws string
+			if json.Unmarshal(w, &ws) == nil && w[0] == '"' {
+				if !isString || isOther || s != ws {
+					t.Fatalf("member %q: decodeObject %q (a string: %v), json.Unmarshal %q", k, s, isString, ws)
+				}
+				continue
+			}
+			if isString || !isOther || raw != string(w) {
+				t.Fatalf("member %q: decodeObject %q (other: %v), json.Unmarshal %s", k, raw, isOther, w)
+			}
 		}
 	})
 }
@@ -66,8 +122,8 @@ func FuzzNewClaims(f *testing.F) {
 	f.Add(`{"repository":5}`)
 	f.Add(`{"ref":null}`)
 	f.Fuzz(func(t *testing.T, payload string) {
-		var fields map[string]json.RawMessage
-		if json.Unmarshal([]byte(payload), &fields) != nil {
+		fields, err := decodeObject([]byte(payload), 0)
+		if err != nil {
 			return
 		}
 		c, err := newClaims(fields)
@@ -86,7 +142,7 @@ func FuzzNewClaims(f *testing.F) {
 			name string
 			set  bool
 		}{{"exp", !c.Expiry.IsZero()}, {"iat", !c.IssuedAt.IsZero()}} {
-			if _, present := fields[tm.name]; tm.set && !present {
+			if _, present := fields.others[tm.name]; tm.set && !present {
 				t.Fatalf("%s set from nothing", tm.name)
 			}
 		}

@@ -2,10 +2,16 @@ package idtoken
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"strings"
 )
 
@@ -25,88 +31,116 @@ type header struct {
 	Kid string
 }
 
-// parseHeader checks the shape of a compact JWS without verifying it: three
+// jws is a compact JWS split, and each of its parts decoded, exactly once:
+// the verifier reads the header, the signature check hashes signingInput,
+// and the claims are decoded from payload, the very bytes the signature
+// covers.
+type jws struct {
+	header       header
+	signingInput string // base64url header "." base64url payload
+	payload      []byte
+	signature    []byte
+}
+
+// parseJWS checks the shape of a compact JWS without verifying it: three
 // base64url parts, a JSON object header with an allowed alg and a kid, typ
 // JWT when present, no crit, a payload and a signature. The alg is judged
 // before the empty signature, so that an alg "none" token is reported as
 // such. It never returns raw token bytes in its errors.
-func parseHeader(raw string) (header, error) {
-	parts := strings.Split(raw, ".")
-	if len(parts) != 3 {
-		return header{}, fmt.Errorf("%w: compact JWS must have 3 parts, got %d", ErrMalformed, len(parts))
+func parseJWS(raw string) (jws, error) {
+	h, rest, ok := strings.Cut(raw, ".")
+	p, sig, ok2 := strings.Cut(rest, ".")
+	if !ok || !ok2 || strings.Contains(sig, ".") {
+		return jws{}, fmt.Errorf("%w: compact JWS must have 3 parts, got %d", ErrMalformed, strings.Count(raw, ".")+1)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[0])
+	b, err := base64.RawURLEncoding.DecodeString(h)
 	if err != nil {
-		return header{}, fmt.Errorf("%w: header is not base64url", ErrMalformed)
+		return jws{}, fmt.Errorf("%w: header is not base64url", ErrMalformed)
 	}
-	var h struct {
-		Alg  *string         `json:"alg"`
-		Kid  *string         `json:"kid"`
-		Typ  *string         `json:"typ"`
-		Crit json.RawMessage `json:"crit"`
+	hdr, err := decodeObject(b, 8)
+	if err != nil {
+		return jws{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
-	if err := strictObject(b, &h); err != nil {
-		return header{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+	for _, name := range []string{"alg", "kid", "typ"} {
+		if _, isString, present := hdr.stringMember(name); present && !isString {
+			return jws{}, fmt.Errorf("%w: header: %s is not a string", ErrMalformed, name)
+		}
 	}
-	if h.Alg == nil {
-		return header{}, fmt.Errorf("%w: header has no alg", ErrMalformed)
+	alg, _, present := hdr.stringMember("alg")
+	if !present {
+		return jws{}, fmt.Errorf("%w: header has no alg", ErrMalformed)
 	}
-	if !allowedAlg(*h.Alg) {
-		return header{}, fmt.Errorf("%w: alg %q is not allowed (want RS256 or ES256)", ErrBadSignature, safe(*h.Alg))
+	if !allowedAlg(alg) {
+		return jws{}, fmt.Errorf("%w: alg %q is not allowed (want RS256 or ES256)", ErrBadSignature, safe(alg))
 	}
-	if h.Typ != nil && !strings.EqualFold(*h.Typ, "JWT") {
-		return header{}, fmt.Errorf("%w: typ %q is not JWT", ErrBadSignature, safe(*h.Typ))
+	if typ, isString, _ := hdr.stringMember("typ"); isString && !strings.EqualFold(typ, "JWT") {
+		return jws{}, fmt.Errorf("%w: typ %q is not JWT", ErrBadSignature, safe(typ))
 	}
-	if h.Crit != nil {
-		return header{}, fmt.Errorf("%w: crit header is not supported", ErrBadSignature)
+	if _, crit := hdr.strings["crit"]; crit || hdr.others["crit"] != "" {
+		return jws{}, fmt.Errorf("%w: crit header is not supported", ErrBadSignature)
 	}
-	if h.Kid == nil || *h.Kid == "" {
-		return header{}, fmt.Errorf("%w: header has no kid", ErrBadSignature)
+	kid := hdr.strings["kid"]
+	if kid == "" {
+		return jws{}, fmt.Errorf("%w: header has no kid", ErrBadSignature)
 	}
-	if parts[1] == "" {
-		return header{}, fmt.Errorf("%w: empty payload", ErrMalformed)
+	if p == "" {
+		return jws{}, fmt.Errorf("%w: empty payload", ErrMalformed)
 	}
-	if parts[2] == "" {
-		return header{}, fmt.Errorf("%w: no signature", ErrBadSignature)
+	if sig == "" {
+		return jws{}, fmt.Errorf("%w: no signature", ErrBadSignature)
 	}
-	if _, err := base64.RawURLEncoding.DecodeString(parts[2]); err != nil {
-		return header{}, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
+	t := jws{header: header{Alg: alg, Kid: kid}, signingInput: raw[:len(h)+1+len(p)]}
+	if t.signature, err = base64.RawURLEncoding.DecodeString(sig); err != nil {
+		return jws{}, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
 	}
-	return header{Alg: *h.Alg, Kid: *h.Kid}, nil
+	if t.payload, err = base64.RawURLEncoding.DecodeString(p); err != nil {
+		return jws{}, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
+	}
+	return t, nil
 }
 
-// payloadJSON decodes the payload part of a compact JWS (already checked by
-// [parseHeader]) without verifying anything, and checks that it is a JSON
-// object.
-func payloadJSON(raw string) ([]byte, error) {
-	parts := strings.SplitN(raw, ".", 3)
-	if len(parts) != 3 {
-		return nil, fmt.Errorf("%w: compact JWS must have 3 parts", ErrMalformed)
+// verifySignature checks the signature over signingInput with pub, which
+// [keyForAlg] has already matched to the header's alg: RSASSA-PKCS1-v1_5
+// with SHA-256 (RS256) or ECDSA P-256 with SHA-256, r||s (ES256), as RFC
+// 7518 3.3 and 3.4 define them and as go-jose checks them, with the
+// standard library's crypto.
+func verifySignature(t jws, pub crypto.PublicKey) error {
+	digest := sha256.Sum256([]byte(t.signingInput))
+	switch key := pub.(type) {
+	case *rsa.PublicKey:
+		if t.header.Alg != algRS256 {
+			break
+		}
+		return rsa.VerifyPKCS1v15(key, crypto.SHA256, digest[:], t.signature)
+	case *ecdsa.PublicKey:
+		if t.header.Alg != algES256 {
+			break
+		}
+		if len(t.signature) != 64 {
+			return fmt.Errorf("ES256 signature is %d bytes, want 64", len(t.signature))
+		}
+		r := new(big.Int).SetBytes(t.signature[:32])
+		s := new(big.Int).SetBytes(t.signature[32:])
+		if !ecdsa.Verify(key, digest[:], r, s) {
+			return errors.New("crypto/ecdsa: verification error")
+		}
+		return nil
 	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
-	}
-	return b, nil
+	return fmt.Errorf("a %T key cannot verify %s", pub, t.header.Alg)
 }
 
-// peekIssuer returns the unverified iss of a token, only to choose which
-// issuer's keys to verify it with; everything else waits for the signature.
-func peekIssuer(raw string) (string, error) {
-	b, err := payloadJSON(raw)
-	if err != nil {
-		return "", err
-	}
-	var p struct {
-		Iss *string `json:"iss"`
-	}
-	if err := strictObject(b, &p); err != nil {
-		return "", fmt.Errorf("%w: payload: %v", ErrMalformed, err)
-	}
-	if p.Iss == nil || *p.Iss == "" {
+// issuerOf returns the unverified iss of a token's payload, only to choose
+// which issuer's keys to verify it with; everything else waits for the
+// signature.
+func issuerOf(p members) (string, error) {
+	iss, isString, present := p.stringMember("iss")
+	switch {
+	case present && !isString:
+		return "", fmt.Errorf("%w: payload: iss is not a string", ErrMalformed)
+	case iss == "":
 		return "", fmt.Errorf("%w: payload has no iss", ErrMalformed)
 	}
-	return *p.Iss, nil
+	return iss, nil
 }
 
 // UnverifiedClaims decodes the string claims of a compact JWS's payload
@@ -123,22 +157,17 @@ func UnverifiedClaims(raw string) (map[string]string, error) {
 	if n := strings.Count(raw, "."); n != 2 {
 		return nil, fmt.Errorf("%w: compact JWS must have 3 parts, got %d", ErrMalformed, n+1)
 	}
-	b, err := payloadJSON(raw)
+	_, rest, _ := strings.Cut(raw, ".")
+	p, _, _ := strings.Cut(rest, ".")
+	b, err := base64.RawURLEncoding.DecodeString(p)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
 	}
-	var fields map[string]json.RawMessage
-	if err := strictObject(b, &fields); err != nil {
+	fields, err := decodeObject(b, 40)
+	if err != nil {
 		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
-	out := make(map[string]string, len(fields))
-	for name, v := range fields {
-		var s string
-		if len(v) > 0 && v[0] == '"' && json.Unmarshal(v, &s) == nil {
-			out[name] = s
-		}
-	}
-	return out, nil
+	return fields.strings, nil
 }
 
 // strictObject decodes b, which must be exactly one JSON object, into v.

@@ -74,6 +74,17 @@ func (g *ReplayGuard) Use(issuer, jti string, exp time.Time) error {
 	return nil
 }
 
+// Used reports whether the token (issuer, jti) was used and is still
+// remembered: whether [ReplayGuard.Use] would call it a replay. It records
+// nothing.
+func (g *ReplayGuard) Used(issuer, jti string) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.evictExpired(g.now())
+	_, ok := g.seen[replayKey{issuer, jti}]
+	return ok
+}
+
 // Len is the number of remembered entries, expired ones included until the
 // next [ReplayGuard.Use] evicts them.
 func (g *ReplayGuard) Len() int {

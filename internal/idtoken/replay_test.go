@@ -75,6 +75,26 @@ func TestReplayGuard(t *testing.T) {
 	}
 }
 
+// Used says what Use would say, records nothing, and forgets a token when
+// Use does: once it can no longer verify.
+func TestReplayGuardUsed(t *testing.T) {
+	clk := fakeclock.New(t0)
+	g := idtoken.NewReplayGuard(1, clk.Now)
+	if g.Used("a", "j1") || g.Len() != 0 {
+		t.Fatalf("Used of a new token: true, or it took a place (%d)", g.Len())
+	}
+	if err := g.Use("a", "j1", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if !g.Used("a", "j1") || g.Used("b", "j1") || g.Used("a", "j2") {
+		t.Error("Used: want true for the spent token only")
+	}
+	clk.Advance(time.Minute + idtoken.MaxLeeway)
+	if g.Used("a", "j1") {
+		t.Error("Used: a token past exp plus the leeway is still remembered")
+	}
+}
+
 func errName(err error) string {
 	for _, e := range []error{idtoken.ErrReplayed, idtoken.ErrReplayCacheFull, idtoken.ErrInvalidToken} {
 		if errors.Is(err, e) {

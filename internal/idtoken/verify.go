@@ -4,10 +4,17 @@
 // A [Verifier] trusts a fixed list of issuers (github.com's by default; GHES
 // and enterprise issuers are more entries). For each token it checks, in
 // this order and before any network call it can avoid: the size, the JOSE
-// header (compact JWS, alg RS256 or ES256, a kid), that the unverified iss is
-// one of the trusted issuers; then, with the issuer's keys from its
-// discovery document's jwks_uri, the signature, iss and aud (go-oidc), and
-// finally exp/nbf/iat with a bounded leeway, jti and a maximum lifetime.
+// header (compact JWS, alg RS256 or ES256, a kid), that the payload is a
+// JSON object whose unverified iss is one of the trusted issuers; then, with
+// the issuer's keys from its discovery document's jwks_uri (found with
+// go-oidc), the signature (crypto/rsa, crypto/ecdsa), and finally the
+// claims: iss, aud, exp/nbf/iat with a bounded leeway, jti and a maximum
+// lifetime.
+//
+// Each token is split, base64-decoded and JSON-decoded once: the signature
+// is checked over the parts as they arrived, and the claims are read from
+// the decoded payload those parts carry. (Verifying with go-oidc decoded
+// the same token five times over; see docs/benchmarks.md.)
 //
 // Replay protection is separate ([ReplayGuard]) because only the caller
 // knows when a token is spent: the broker consumes a jti when it exchanges
@@ -20,7 +27,6 @@ package idtoken
 
 import (
 	"context"
-	"crypto"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -272,11 +278,16 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if len(raw) > v.maxSize {
 		return nil, fmt.Errorf("%w: token is %d bytes, more than %d", ErrMalformed, len(raw), v.maxSize)
 	}
-	h, err := parseHeader(raw)
+	t, err := parseJWS(raw)
 	if err != nil {
 		return nil, err
 	}
-	iss, err := peekIssuer(raw)
+	// GitHub's tokens carry about 35 claims.
+	fields, err := decodeObject(t.payload, 40)
+	if err != nil {
+		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
+	}
+	iss, err := issuerOf(fields)
 	if err != nil {
 		return nil, err
 	}
@@ -288,30 +299,15 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, err := ks.key(ctx, h.Kid, h.Alg)
+	pub, err := ks.key(ctx, t.header.Kid, t.header.Alg)
 	if err != nil {
 		return nil, err
 	}
-
-	// go-oidc checks the algorithm against the allowlist, the signature
-	// with exactly the key chosen above, and iss (which chose that key).
-	// check does the rest: aud, so that a wrong audience is told apart
-	// from a bad signature, and the times, because go-oidc's nbf skew is a
-	// fixed 5 minutes and ours is Config.Leeway. With the header already
-	// checked, what go-oidc can still refuse is the signature.
-	ov := oidc.NewVerifier(st.url, &oidc.StaticKeySet{PublicKeys: []crypto.PublicKey{pub}}, &oidc.Config{
-		SkipClientIDCheck:    true,
-		SupportedSigningAlgs: []string{algRS256, algES256},
-		SkipExpiryCheck:      true,
-		Now:                  v.now,
-	})
-	idt, err := ov.Verify(ctx, raw)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadSignature, err)
-	}
-	var fields map[string]json.RawMessage
-	if err := idt.Claims(&fields); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrBadClaims, err)
+	// The signature is checked with exactly the key chosen above, and the
+	// claims are read from the bytes it covers; nothing about them counts
+	// before it holds.
+	if err := verifySignature(t, pub); err != nil {
+		return nil, fmt.Errorf("%w: failed to verify signature: %v", ErrBadSignature, err)
 	}
 	c, err := newClaims(fields)
 	if err != nil {
@@ -323,9 +319,10 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	return c, nil
 }
 
-// check applies the rules go-oidc was told to skip or does not know, on the
-// claims as this package decoded them (so that what is checked is what the
-// caller reads).
+// check applies the claim rules once the signature holds, on the claims as
+// this package decoded them (so that what is checked is what the caller
+// reads): iss, aud (the messages are go-oidc's, which used to check these
+// two), sub, jti, and the times.
 func (v *Verifier) check(c *Claims, issuer string) error {
 	if c.Issuer != issuer {
 		return fmt.Errorf("%w: iss %q, want %q", ErrUntrustedIssuer, safeLong(c.Issuer), issuer)
@@ -409,20 +406,12 @@ func (v *Verifier) discover(ctx context.Context, issuer string) (*keySet, error)
 	return newKeySet(meta.JWKSURI, v.client, v.now), nil
 }
 
-// newClaims decodes the verified payload. Numeric dates must be JSON
-// numbers; aud a string or an array of strings; the other named claims,
-// when present, strings.
-func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
-	c := &Claims{Strings: make(map[string]string, len(fields))}
-	for name, raw := range fields {
-		if len(raw) > 0 && raw[0] == '"' {
-			var s string
-			if err := json.Unmarshal(raw, &s); err != nil {
-				return nil, fmt.Errorf("%w: claim %q: %v", ErrBadClaims, safe(name), err)
-			}
-			c.Strings[name] = s
-		}
-	}
+// newClaims reads the claims from the verified payload's members: its
+// strings become [Claims.Strings] as they are, without another copy.
+// Numeric dates must be JSON numbers; aud a string or an array of strings;
+// the other named claims, when present, strings.
+func newClaims(p members) (*Claims, error) {
+	c := &Claims{Strings: p.strings}
 	named := []struct {
 		name string
 		dst  *string
@@ -439,30 +428,27 @@ func newClaims(fields map[string]json.RawMessage) (*Claims, error) {
 		{"runner_environment", &c.RunnerEnvironment}, {"head_ref", &c.HeadRef}, {"base_ref", &c.BaseRef},
 	}
 	for _, n := range named {
-		raw, ok := fields[n.name]
-		if !ok || string(raw) == "null" {
-			continue
-		}
-		s, isString := c.Strings[n.name]
-		if !isString {
+		s, isString, present := p.stringMember(n.name)
+		if present && !isString {
 			return nil, fmt.Errorf("%w: claim %q is not a string", ErrBadClaims, n.name)
 		}
 		*n.dst = s
 	}
-	if raw, ok := fields["aud"]; ok {
-		if err := json.Unmarshal(raw, &c.Audience); err != nil {
-			var one string
-			if err := json.Unmarshal(raw, &one); err != nil {
-				return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrBadClaims)
-			}
-			c.Audience = []string{one}
+	if one, ok := p.strings["aud"]; ok {
+		c.Audience = []string{one}
+	} else if raw, ok := p.others["aud"]; ok {
+		if err := json.Unmarshal([]byte(raw), &c.Audience); err != nil {
+			return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrBadClaims)
 		}
 	}
 	for _, d := range []struct {
 		name string
 		dst  *time.Time
 	}{{"exp", &c.Expiry}, {"iat", &c.IssuedAt}, {"nbf", &c.NotBefore}} {
-		raw, ok := fields[d.name]
+		raw, ok := p.others[d.name]
+		if _, isString := p.strings[d.name]; isString {
+			raw, ok = `"`, true // a string is not a NumericDate: numericDate says so
+		}
 		if !ok {
 			continue
 		}
@@ -481,11 +467,11 @@ const maxNumericDate = 1 << 37
 
 // numericDate decodes a JWT NumericDate: a JSON number of seconds since the
 // epoch, possibly fractional.
-func numericDate(raw json.RawMessage) (time.Time, error) {
+func numericDate(raw string) (time.Time, error) {
 	if len(raw) == 0 || !(raw[0] >= '0' && raw[0] <= '9') {
 		return time.Time{}, errors.New("not a non-negative JSON number")
 	}
-	f, err := strconv.ParseFloat(string(raw), 64)
+	f, err := strconv.ParseFloat(raw, 64)
 	if err != nil || math.IsNaN(f) || f <= 0 || f > maxNumericDate {
 		return time.Time{}, errors.New("not a valid NumericDate")
 	}

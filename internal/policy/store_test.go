@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -299,4 +300,67 @@ func TestStoreHealth(t *testing.T) {
 	if got := strings.Count(logs.String(), "policy file good again"); got != before {
 		t.Errorf("a reload after a good file logged a recovery")
 	}
+}
+
+// configMapVolume lays out dir as the kubelet lays out a ConfigMap volume
+// (its AtomicWriter): the files live in a hidden timestamped directory,
+// "..data" is a symlink to it, and each key is a symlink through "..data".
+// It returns a function that publishes a new version the same way: a new
+// timestamped directory, a "..data_tmp" link renamed over "..data" (the
+// one atomic step), then the old directory removed.
+func configMapVolume(t *testing.T, dir, key, content string) (update func(content string)) {
+	t.Helper()
+	n := 0
+	publish := func(content string) string {
+		n++
+		ts := fmt.Sprintf("..2026_11_27_16_52_%02d.%09d", n, n)
+		if err := os.Mkdir(filepath.Join(dir, ts), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, ts, key), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(ts, filepath.Join(dir, "..data_tmp")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+			t.Fatal(err)
+		}
+		return ts
+	}
+	old := publish(content)
+	if err := os.Symlink(filepath.Join("..data", key), filepath.Join(dir, key)); err != nil {
+		t.Fatal(err)
+	}
+	return func(content string) {
+		t.Helper()
+		next := publish(content)
+		if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+			t.Fatal(err)
+		}
+		old = next
+	}
+}
+
+// TestWatchFollowsAConfigMapSwap: the broker's deployment mounts the policy
+// ConfigMap as a directory (not with subPath, which never updates), and the
+// kubelet updates it by moving the "..data" link; polling must see that.
+func TestWatchFollowsAConfigMapSwap(t *testing.T) {
+	dir := t.TempDir()
+	update := configMapVolume(t, dir, "policy.yaml", basePolicy)
+	s, err := policy.NewStore(filepath.Join(dir, "policy.yaml"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Current().Rules() != 3 {
+		t.Fatalf("loaded %d rules through the links, want 3", s.Current().Rules())
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Watch(ctx, 10*time.Millisecond, nil)
+
+	update(otherPolicy)
+	eventually(t, "the policy of the new ..data", func() bool { return s.Current().Rules() == 1 })
+	update(basePolicy)
+	eventually(t, "the policy of the second swap", func() bool { return s.Current().Rules() == 3 })
 }

@@ -46,6 +46,11 @@ func (m *Memory) Use(_ context.Context, issuer, jti string, exp time.Time) error
 	return m.replay.Use(issuer, jti, exp)
 }
 
+// Used implements [Store.Used] with the replay guard.
+func (m *Memory) Used(_ context.Context, issuer, jti string) (bool, error) {
+	return m.replay.Used(issuer, jti), nil
+}
+
 // Allow implements [Store.Allow] with the generic cell rate algorithm, as
 // the Redis store does.
 func (m *Memory) Allow(_ context.Context, key string, l Limit) (Verdict, error) {

@@ -201,16 +201,16 @@ func (r *Redis) Owner() string { return r.owner }
 // still verify.
 func (r *Redis) Use(ctx context.Context, issuer, jti string, exp time.Time) error {
 	if jti == "" {
-		return fmt.Errorf("%w: no jti", idtoken.ErrInvalidToken)
+		return fmt.Errorf("%w: no jti", idtoken.ErrBadClaims)
 	}
 	ttl := exp.Add(idtoken.MaxLeeway).Sub(r.now())
 	if ttl <= 0 {
-		return fmt.Errorf("%w: expired", idtoken.ErrInvalidToken)
+		return fmt.Errorf("%w: expired", idtoken.ErrExpired)
 	}
 	// Redis expiries have a millisecond resolution: round up, never
 	// forget a token early.
 	ttl = ttl.Truncate(time.Millisecond) + time.Millisecond
-	ok, err := r.client.SetNX(ctx, keyPrefix+"replay:"+Key(issuer, jti), r.owner, ttl).Result()
+	ok, err := r.client.SetNX(ctx, replayKey(issuer, jti), r.owner, ttl).Result()
 	if err != nil {
 		return unavailable("replay", err)
 	}
@@ -219,6 +219,23 @@ func (r *Redis) Use(ctx context.Context, issuer, jti string, exp time.Time) erro
 	}
 	return nil
 }
+
+// Used implements [Store.Used] with a GET of the replay entry: the
+// command the entry's writer already may run (see docs/operations.md's
+// ACL), and nothing written.
+func (r *Redis) Used(ctx context.Context, issuer, jti string) (bool, error) {
+	err := r.client.Get(ctx, replayKey(issuer, jti)).Err()
+	switch {
+	case errors.Is(err, redis.Nil):
+		return false, nil
+	case err != nil:
+		return false, unavailable("replay", err)
+	}
+	return true, nil
+}
+
+// replayKey is the key of the token (issuer, jti)'s replay entry.
+func replayKey(issuer, jti string) string { return keyPrefix + "replay:" + Key(issuer, jti) }
 
 // Allow implements [Store.Allow] with redis_rate's GCRA script.
 func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Verdict, error) {

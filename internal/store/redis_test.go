@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -345,9 +346,27 @@ func TestRedisTLS(t *testing.T) {
 	}
 }
 
-// brokerACL is the least-privileged ACL user docs/operations.md gives:
-// the broker's keys, and the commands its store sends.
-var brokerACL = []string{"~astro-sts:*", "~rate:astro-sts:*", "+get", "+set", "+pexpire", "+del", "+time", "+eval", "+evalsha", "+script|load", "+ping"}
+// brokerACL returns the rules of the least-privileged ACL user
+// docs/operations.md gives (the broker's keys, and the commands its store
+// sends), read from the doc, so that the doc and the test cannot drift.
+func brokerACL(t *testing.T) []string {
+	t.Helper()
+	doc, err := os.ReadFile("../../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const prefix = "`ACL SETUSER astro-sts on >PASSWORD "
+	_, line, ok := strings.Cut(string(doc), prefix)
+	if !ok {
+		t.Fatalf("docs/operations.md has no %s...` line", prefix)
+	}
+	line, _, _ = strings.Cut(line, "`")
+	rules := strings.Fields(line)
+	if len(rules) < 3 {
+		t.Fatalf("docs/operations.md's ACL rules are %q", rules)
+	}
+	return rules
+}
 
 // TestRedisLeastPrivilege: every operation works as an ACL user with only
 // the rights docs/operations.md lists.
@@ -357,7 +376,7 @@ func TestRedisLeastPrivilege(t *testing.T) {
 		needRedis(t)
 	}
 	ctx := context.Background()
-	srv, err := redistest.Start(ctx, bin, redistest.Options{User: "astro-sts", Password: redistest.RandomPassword(), UserRules: brokerACL})
+	srv, err := redistest.Start(ctx, bin, redistest.Options{User: "astro-sts", Password: redistest.RandomPassword(), UserRules: brokerACL(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -366,8 +385,14 @@ func TestRedisLeastPrivilege(t *testing.T) {
 	if err := s.Ping(ctx); err != nil {
 		t.Errorf("Ping: %v", err)
 	}
+	if used, err := s.Used(ctx, "https://iss", "j"); err != nil || used {
+		t.Errorf("Used before Use: %v, %v", used, err)
+	}
 	if err := s.Use(ctx, "https://iss", "j", time.Now().Add(time.Minute)); err != nil {
 		t.Errorf("Use: %v", err)
+	}
+	if used, err := s.Used(ctx, "https://iss", "j"); err != nil || !used {
+		t.Errorf("Used after Use: %v, %v", used, err)
 	}
 	if err := s.Use(ctx, "https://iss", "j", time.Now().Add(time.Minute)); !errors.Is(err, idtoken.ErrReplayed) {
 		t.Errorf("second Use: %v, want ErrReplayed", err)

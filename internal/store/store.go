@@ -38,9 +38,16 @@ var ErrUnavailable = errors.New("store unavailable")
 type Store interface {
 	// Use records that the ID token (issuer, jti), valid until exp, is
 	// being used. A second Use of the same token, until exp plus
-	// [idtoken.MaxLeeway], is [idtoken.ErrReplayed]. An empty jti or an
-	// expired token is [idtoken.ErrInvalidToken].
+	// [idtoken.MaxLeeway], is [idtoken.ErrReplayed]. An empty jti is
+	// [idtoken.ErrBadClaims] and an expired token [idtoken.ErrExpired], as
+	// the verifier says them, so that the caller's answer names the same
+	// reason whichever store refused.
 	Use(ctx context.Context, issuer, jti string, exp time.Time) error
+	// Used reports whether the ID token (issuer, jti) was used and is
+	// still remembered, without using it: what [Store.Use] would call a
+	// replay. A dry run asks it, so that a spent token dry-runs as the
+	// exchange would answer it, and an unspent one stays unspent.
+	Used(ctx context.Context, issuer, jti string) (bool, error)
 	// Allow takes one event from key's budget under limit l, which must
 	// not be zero.
 	Allow(ctx context.Context, key string, l Limit) (Verdict, error)

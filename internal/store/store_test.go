@@ -85,8 +85,10 @@ func TestUse(t *testing.T) {
 				{"https://a", "j1", exp, idtoken.ErrReplayed},
 				{"https://b", "j1", exp, nil}, // another issuer's j1 is another token
 				{"https://a", "j2", exp, nil},
-				{"https://a", "", exp, idtoken.ErrInvalidToken},
-				{"https://a", "j3", time.Now().Add(-2 * time.Minute), idtoken.ErrInvalidToken},
+				// The same reasons from both stores: classify turns them
+				// into the token_invalid answer's reason.
+				{"https://a", "", exp, idtoken.ErrBadClaims},
+				{"https://a", "j3", time.Now().Add(-2 * time.Minute), idtoken.ErrExpired},
 				// Within the leeway a token still verifies, so it is still
 				// remembered.
 				{"https://a", "j4", time.Now().Add(-30 * time.Second), nil},
@@ -97,6 +99,40 @@ func TestUse(t *testing.T) {
 				if !errors.Is(err, st.want) || (st.want == nil) != (err == nil) {
 					t.Errorf("step %d Use(%s, %q) = %v, want %v", i, st.issuer, st.jti, err, st.want)
 				}
+			}
+		})
+	}
+}
+
+// TestUsed: Used says what Use would, and writes nothing: a token asked
+// about is still unused, and its first Use succeeds.
+func TestUsed(t *testing.T) {
+	for name, open := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			ctx := context.Background()
+			exp := time.Now().Add(5 * time.Minute)
+			used := func(issuer, jti string) bool {
+				t.Helper()
+				u, err := s.Used(ctx, issuer, jti)
+				if err != nil {
+					t.Fatalf("Used(%s, %s): %v", issuer, jti, err)
+				}
+				return u
+			}
+			for range 2 {
+				if used("https://a", "j1") {
+					t.Fatal("Used: a token never used is used")
+				}
+			}
+			if err := s.Use(ctx, "https://a", "j1", exp); err != nil {
+				t.Fatalf("Use after Used: %v; Used must not spend the token", err)
+			}
+			if !used("https://a", "j1") {
+				t.Error("Used: a spent token is not used")
+			}
+			if used("https://b", "j1") || used("https://a", "j2") {
+				t.Error("Used: another issuer's j1, or another jti, is used")
 			}
 		})
 	}

@@ -1,0 +1,105 @@
+package broker_test
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// TestRefusalCodesDocumented: every code and reason the broker can answer
+// (the Code* and Reason* constants of errors.go, read from the source so
+// that a new one cannot be forgotten) is in docs/policy.md's "Why was I
+// refused?", which a workflow's author reads to act on it.
+func TestRefusalCodesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/policy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## Why was I refused?\n")
+	if !ok {
+		t.Fatal(`docs/policy.md has no "## Why was I refused?" section`)
+	}
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	consts := answerConstants(t, "errors.go")
+	if len(consts) < 20 {
+		t.Fatalf("found %d Code* and Reason* constants in errors.go; the parse is wrong", len(consts))
+	}
+	for name, value := range consts {
+		if !strings.Contains(section, "`"+value+"`") {
+			t.Errorf("%s (`%s`) is not in docs/policy.md's \"Why was I refused?\"", name, value)
+		}
+	}
+}
+
+// TestMetricsDocumented: every metric the broker registers (the
+// "astro_sts_*" names of metrics.go, read from the source) is in
+// docs/operations.md's list, which operators build their alerts from.
+func TestMetricsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/operations.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := parser.ParseFile(token.NewFileSet(), "metrics.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	ast.Inspect(f, func(n ast.Node) bool {
+		if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+			if v, err := strconv.Unquote(lit.Value); err == nil && strings.HasPrefix(v, "astro_sts_") {
+				names = append(names, v)
+			}
+		}
+		return true
+	})
+	if len(names) < 10 {
+		t.Fatalf("found %d metric names in metrics.go; the parse is wrong", len(names))
+	}
+	for _, name := range names {
+		if !strings.Contains(string(doc), "`"+name+"`") {
+			t.Errorf("metric %s is not in docs/operations.md", name)
+		}
+	}
+}
+
+// answerConstants returns the string constants of file whose names start
+// with Code or Reason, by name.
+func answerConstants(t *testing.T, file string) map[string]string {
+	t.Helper()
+	f, err := parser.ParseFile(token.NewFileSet(), file, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]string{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		gd, ok := n.(*ast.GenDecl)
+		if !ok || gd.Tok != token.CONST {
+			return true
+		}
+		for _, spec := range gd.Specs {
+			vs := spec.(*ast.ValueSpec)
+			for i, id := range vs.Names {
+				if !strings.HasPrefix(id.Name, "Code") && !strings.HasPrefix(id.Name, "Reason") || i >= len(vs.Values) {
+					continue
+				}
+				lit, ok := vs.Values[i].(*ast.BasicLit)
+				if !ok || lit.Kind != token.STRING {
+					continue
+				}
+				v, err := strconv.Unquote(lit.Value)
+				if err != nil {
+					t.Fatal(err)
+				}
+				out[id.Name] = v
+			}
+		}
+		return false
+	})
+	return out
+}
