@@ -260,19 +260,18 @@ func oneOf(q url.Values, name string, allowed []string, fe *[]astro.FieldError) 
 // and names (each a list; the kinds combine with AND), default order
 // createdAt ascending then id.
 func (e *Emulator) listDeployments(w http.ResponseWriter, r *http.Request, p *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	keys := sortParams(q, deploymentSorts, &fe)
-	wsIDs := listParam(q, "workspaceIds", true, &fe)
-	depIDs := listParam(q, "deploymentIds", true, &fe)
-	names := listParam(q, "names", false, &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var (
+		offset, limit        int
+		keys                 []sortKey
+		wsIDs, depIDs, names []string
+	)
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) {
+		offset, limit = pageParams(q, fe)
+		keys = sortParams(q, deploymentSorts, fe)
+		wsIDs = listParam(q, "workspaceIds", true, fe)
+		depIDs = listParam(q, "deploymentIds", true, fe)
+		names = listParam(q, "names", false, fe)
+	}) {
 		return
 	}
 	e.mu.Lock()
@@ -769,18 +768,17 @@ func (e *Emulator) createDeployment(w http.ResponseWriter, r *http.Request, p *p
 // listClusters serves GET /organizations/{org}/clusters: the one seeded
 // cluster, filtered by names and provider.
 func (e *Emulator) listClusters(w http.ResponseWriter, r *http.Request, _ *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	sortParams(q, clusterSorts, &fe) // one cluster: any valid order is the same
-	names := listParam(q, "names", false, &fe)
-	provider := oneOf(q, "provider", cloudProviders, &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var (
+		offset, limit int
+		names         []string
+		provider      string
+	)
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) {
+		offset, limit = pageParams(q, fe)
+		sortParams(q, clusterSorts, fe) // one cluster: any valid order is the same
+		names = listParam(q, "names", false, fe)
+		provider = oneOf(q, "provider", cloudProviders, fe)
+	}) {
 		return
 	}
 	clusters := []astro.Cluster{}
@@ -803,18 +801,13 @@ func (e *Emulator) getCluster(w http.ResponseWriter, r *http.Request, _ *princip
 // catalog is the same whatever the filters; they are validated so that a
 // misspelled value fails in tests.
 func (e *Emulator) deploymentOptions(w http.ResponseWriter, r *http.Request, p *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	oneOf(q, "deploymentType", deploymentTypes, &fe)
-	oneOf(q, "executor", executors, &fe)
-	oneOf(q, "cloudProvider", cloudProviders, &fe)
-	depID := single(q, "deploymentId", &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var depID string
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) {
+		oneOf(q, "deploymentType", deploymentTypes, fe)
+		oneOf(q, "executor", executors, fe)
+		oneOf(q, "cloudProvider", cloudProviders, fe)
+		depID = single(q, "deploymentId", fe)
+	}) {
 		return
 	}
 	if depID != "" {

@@ -101,6 +101,25 @@ func query(r *http.Request) (url.Values, *httpError) {
 	return q, nil
 }
 
+// readQuery parses r's query strictly and hands it to read, which takes the
+// parameters it needs and adds a [astro.FieldError] to fe for each bad one.
+// A malformed query or any problem is answered here with one 400 naming
+// them all, and readQuery returns false. Every list endpoint starts so.
+func readQuery(w http.ResponseWriter, r *http.Request, read func(q url.Values, fe *[]astro.FieldError)) bool {
+	q, he := query(r)
+	if he != nil {
+		he.write(w)
+		return false
+	}
+	var fe []astro.FieldError
+	read(q, &fe)
+	if len(fe) > 0 {
+		badRequest("invalid query parameters", fe...).write(w)
+		return false
+	}
+	return true
+}
+
 // single returns the only value of a parameter; a repeated one is an error.
 func single(q url.Values, name string, fe *[]astro.FieldError) string {
 	vs := q[name]
@@ -237,19 +256,19 @@ func hasRole(t *astro.Token, typ astro.EntityType, id string) bool {
 // AND; the default order is createdAt ascending, then id; totalCount is the
 // filtered count.
 func (e *Emulator) listTokens(w http.ResponseWriter, r *http.Request, p *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	keys := sortParams(q, tokenSorts, &fe)
-	wsID := single(q, "workspaceId", &fe)
-	depID := single(q, "deploymentId", &fe)
-	onlyOrg := boolParam(q, "includeOnlyOrganizationTokens", &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var (
+		offset, limit int
+		keys          []sortKey
+		wsID, depID   string
+		onlyOrg       bool
+	)
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) {
+		offset, limit = pageParams(q, fe)
+		keys = sortParams(q, tokenSorts, fe)
+		wsID = single(q, "workspaceId", fe)
+		depID = single(q, "deploymentId", fe)
+		onlyOrg = boolParam(q, "includeOnlyOrganizationTokens", fe)
+	}) {
 		return
 	}
 	// Whoever is not ORGANIZATION_OWNER lists inside a Workspace they hold
@@ -628,15 +647,8 @@ func (e *Emulator) rotateToken(w http.ResponseWriter, r *http.Request, p *princi
 // listOrganizations serves GET /organizations: an API token sees its own
 // organization, with a non-null product (the CLI needs it).
 func (e *Emulator) listOrganizations(w http.ResponseWriter, r *http.Request, _ *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var offset, limit int
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) { offset, limit = pageParams(q, fe) }) {
 		return
 	}
 	orgs := []astro.Organization{e.org}
@@ -649,15 +661,8 @@ func (e *Emulator) listOrganizations(w http.ResponseWriter, r *http.Request, _ *
 // Organization token sees every Workspace; a Workspace token its own; a
 // Deployment token none (the emulator's reading).
 func (e *Emulator) listWorkspaces(w http.ResponseWriter, r *http.Request, p *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var offset, limit int
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) { offset, limit = pageParams(q, fe) }) {
 		return
 	}
 	visible := make([]astro.Workspace, 0, len(e.workspaces))
