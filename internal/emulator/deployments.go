@@ -308,11 +308,7 @@ func (e *Emulator) getDeployment(w http.ResponseWriter, r *http.Request, p *prin
 		out = cloneDeployment(d)
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, he, out)
 }
 
 // deleteDeployment serves DELETE /organizations/{org}/deployments/{deployment}:

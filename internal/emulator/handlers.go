@@ -34,6 +34,16 @@ type httpError struct {
 
 func (h *httpError) write(w http.ResponseWriter) { writeError(w, h.status, h.msg, h.fields) }
 
+// reply ends a handler that decided under the lock and answers after it:
+// the refusal he, or else v as JSON with 200.
+func reply(w http.ResponseWriter, he *httpError, v any) {
+	if he != nil {
+		he.write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
 func badRequest(msg string, fields ...astro.FieldError) *httpError {
 	return &httpError{status: http.StatusBadRequest, msg: msg, fields: fields}
 }
@@ -423,20 +433,16 @@ func (e *Emulator) createToken(w http.ResponseWriter, r *http.Request, p *princi
 		he = errForbidden
 	}
 	var t astro.Token
-	var value string
 	if he == nil {
+		var value string
 		t, value = e.createLocked(newToken{
 			name: b.Name, description: b.Description, scope: b.Scope,
 			roles: []astro.TokenRole{role}, days: b.TokenExpiryPeriodInDays, by: p.subject(),
 		}, now)
+		t.Token = value
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	t.Token = value
-	writeJSON(w, http.StatusOK, t)
+	reply(w, he, t)
 }
 
 // lookupLocked finds the path's token and checks the caller may act on
@@ -462,11 +468,7 @@ func (e *Emulator) getToken(w http.ResponseWriter, r *http.Request, p *principal
 		t = cloneToken(rec.tok)
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	reply(w, he, t)
 }
 
 // updateBody is the body of POST /tokens/{id}. An absent description keeps
@@ -506,11 +508,7 @@ func (e *Emulator) updateToken(w http.ResponseWriter, r *http.Request, p *princi
 		t = cloneToken(rec.tok)
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	reply(w, he, t)
 }
 
 // deleteToken serves DELETE /organizations/{org}/tokens/{token}: 204 with
@@ -611,11 +609,7 @@ func (e *Emulator) setRoles(w http.ResponseWriter, r *http.Request, p *principal
 	}
 	sr := astro.SubjectRolesOf(roles)
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, sr)
+	reply(w, he, sr)
 }
 
 // rotateToken serves POST /organizations/{org}/tokens/{token}/rotate. The
@@ -637,11 +631,7 @@ func (e *Emulator) rotateToken(w http.ResponseWriter, r *http.Request, p *princi
 		t.Token = value
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	reply(w, he, t)
 }
 
 // listOrganizations serves GET /organizations: an API token sees its own
