@@ -288,9 +288,8 @@ func (e *Emulator) listDeployments(w http.ResponseWriter, r *http.Request, p *pr
 	}
 	e.mu.Unlock()
 	sortDeployments(matched, keys)
-	writeJSON(w, http.StatusOK, astro.DeploymentsPage{
-		Deployments: page(matched, offset, limit), Limit: limit, Offset: offset, TotalCount: len(matched),
-	})
+	items, info := page(matched, offset, limit)
+	writeJSON(w, http.StatusOK, astro.DeploymentsPage{Deployments: items, PageInfo: info})
 }
 
 // getDeployment serves GET /organizations/{org}/deployments/{deployment}.
@@ -781,7 +780,8 @@ func (e *Emulator) listClusters(w http.ResponseWriter, r *http.Request, _ *princ
 	if (len(names) == 0 || slices.Contains(names, e.cluster.Name)) && (provider == "" || provider == e.cluster.CloudProvider) {
 		clusters = append(clusters, e.cluster)
 	}
-	writeJSON(w, http.StatusOK, astro.ClustersPage{Clusters: page(clusters, offset, limit), Limit: limit, Offset: offset, TotalCount: len(clusters)})
+	items, info := page(clusters, offset, limit)
+	writeJSON(w, http.StatusOK, astro.ClustersPage{Clusters: items, PageInfo: info})
 }
 
 // getCluster serves GET /organizations/{org}/clusters/{cluster}.

@@ -188,12 +188,14 @@ func pageParams(q url.Values, fe *[]astro.FieldError) (offset, limit int) {
 	return intParam(q, "offset", 0, 0, maxOffset, fe), intParam(q, "limit", DefaultLimit, 1, MaxLimit, fe)
 }
 
-// page returns items[offset:offset+limit], never nil (JSON [] not null).
-func page[T any](items []T, offset, limit int) []T {
+// page returns items[offset:offset+limit], never nil (JSON [] not null),
+// and what the page says about itself: totalCount counts all of items.
+func page[T any](items []T, offset, limit int) ([]T, astro.PageInfo) {
+	info := astro.PageInfo{Limit: limit, Offset: offset, TotalCount: len(items)}
 	if offset >= len(items) {
-		return []T{}
+		return []T{}, info
 	}
-	return items[offset:min(offset+limit, len(items))]
+	return items[offset:min(offset+limit, len(items))], info
 }
 
 // sortKey is one entry of the repeatable sorts parameter.
@@ -328,9 +330,8 @@ func (e *Emulator) listTokens(w http.ResponseWriter, r *http.Request, p *princip
 	e.mu.Unlock()
 
 	sortTokens(matched, keys)
-	writeJSON(w, http.StatusOK, astro.TokensPage{
-		Tokens: page(matched, offset, limit), Limit: limit, Offset: offset, TotalCount: len(matched),
-	})
+	items, info := page(matched, offset, limit)
+	writeJSON(w, http.StatusOK, astro.TokensPage{Tokens: items, PageInfo: info})
 }
 
 // createBody is CreateApiTokenRequest as the emulator accepts it.
@@ -642,9 +643,8 @@ func (e *Emulator) listOrganizations(w http.ResponseWriter, r *http.Request, _ *
 		return
 	}
 	orgs := []astro.Organization{e.org}
-	writeJSON(w, http.StatusOK, astro.OrganizationsPage{
-		Organizations: page(orgs, offset, limit), Limit: limit, Offset: offset, TotalCount: len(orgs),
-	})
+	items, info := page(orgs, offset, limit)
+	writeJSON(w, http.StatusOK, astro.OrganizationsPage{Organizations: items, PageInfo: info})
 }
 
 // listWorkspaces serves GET /organizations/{org}/workspaces. An
@@ -661,7 +661,6 @@ func (e *Emulator) listWorkspaces(w http.ResponseWriter, r *http.Request, p *pri
 			visible = append(visible, ws)
 		}
 	}
-	writeJSON(w, http.StatusOK, astro.WorkspacesPage{
-		Workspaces: page(visible, offset, limit), Limit: limit, Offset: offset, TotalCount: len(visible),
-	})
+	items, info := page(visible, offset, limit)
+	writeJSON(w, http.StatusOK, astro.WorkspacesPage{Workspaces: items, PageInfo: info})
 }
