@@ -408,12 +408,7 @@ func enum(fe *[]astro.FieldError, field, v string, allowed []string) {
 // only what is fixed after New, so it needs no lock.
 func (e *Emulator) validateDeployment(b *createDeploymentBody) []astro.FieldError {
 	var fe []astro.FieldError
-	switch n := utf8.RuneCountInString(b.Name); {
-	case n == 0:
-		required(&fe, "name")
-	case n > MaxNameLen:
-		fe = append(fe, astro.FieldError{Code: CodeTooLong, Field: "name", Message: fmt.Sprintf("must be at most %d characters", MaxNameLen)})
-	}
+	checkName(b.Name, &fe)
 	if b.Description != nil {
 		checkDescription(*b.Description, &fe)
 	}
