@@ -123,9 +123,7 @@ type EnvironmentVariable struct {
 // DeploymentsPage is one page of GET /organizations/{org}/deployments.
 type DeploymentsPage struct {
 	Deployments []Deployment `json:"deployments"`
-	Limit       int          `json:"limit"`
-	Offset      int          `json:"offset"`
-	TotalCount  int          `json:"totalCount"`
+	PageInfo
 }
 
 // CreateDeploymentRequest is the body of POST
@@ -209,10 +207,8 @@ type NodePool struct {
 
 // ClustersPage is one page of GET /organizations/{org}/clusters.
 type ClustersPage struct {
-	Clusters   []Cluster `json:"clusters"`
-	Limit      int       `json:"limit"`
-	Offset     int       `json:"offset"`
-	TotalCount int       `json:"totalCount"`
+	Clusters []Cluster `json:"clusters"`
+	PageInfo
 }
 
 // DeploymentOptions is Astro's DeploymentOptions: what a new Deployment may

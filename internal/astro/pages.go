@@ -9,6 +9,15 @@ import (
 // What every list call shares: Astro's offset paging (offset, limit and
 // totalCount on each page), walked to the end.
 
+// PageInfo is what every page of an Astro list says beside its items,
+// flattened into the page's JSON object: the offset and limit it answers
+// and the total number of items the list's filters match.
+type PageInfo struct {
+	Limit      int `json:"limit"`
+	Offset     int `json:"offset"`
+	TotalCount int `json:"totalCount"`
+}
+
 // pageSize applies the paging defaults shared by the list calls.
 func pageSize(n int) (int, error) {
 	switch {

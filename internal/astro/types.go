@@ -140,10 +140,8 @@ type Subject struct {
 
 // TokensPage is one page of GET /organizations/{org}/tokens.
 type TokensPage struct {
-	Tokens     []Token `json:"tokens"`
-	Limit      int     `json:"limit"`
-	Offset     int     `json:"offset"`
-	TotalCount int     `json:"totalCount"`
+	Tokens []Token `json:"tokens"`
+	PageInfo
 }
 
 // CreateTokenRequest is Astro's CreateApiTokenRequest.
@@ -204,9 +202,7 @@ type Organization struct {
 // OrganizationsPage is one page of GET /organizations.
 type OrganizationsPage struct {
 	Organizations []Organization `json:"organizations"`
-	Limit         int            `json:"limit"`
-	Offset        int            `json:"offset"`
-	TotalCount    int            `json:"totalCount"`
+	PageInfo
 }
 
 // Workspace is the part of Astro's Workspace we read.
@@ -221,9 +217,7 @@ type Workspace struct {
 // WorkspacesPage is one page of GET /organizations/{org}/workspaces.
 type WorkspacesPage struct {
 	Workspaces []Workspace `json:"workspaces"`
-	Limit      int         `json:"limit"`
-	Offset     int         `json:"offset"`
-	TotalCount int         `json:"totalCount"`
+	PageInfo
 }
 
 // ErrorBody is the JSON error body of every non-2xx Astro answer.

@@ -535,18 +535,24 @@ func (d *demo) actionDeps() action.Deps {
 	return action.Deps{HTTPClient: d.http, Now: d.clock.Now, UserAgent: "astro-sts-demo"}
 }
 
-// listTokens lists the Workspace's tokens with the job's token, one
-// attempt: a refusal is the answer the demo wants to see, not a fault to
-// retry.
-func (d *demo) listTokens(ctx context.Context, tok issued) ([]astro.Token, error) {
-	c, err := astro.New(astro.Config{
+// cliClient is an Astro client holding the job's token, as the astro CLI
+// uses it: one attempt, because a refusal is the answer the demo wants to
+// see, not a fault to retry. observe, if not nil, sees every request.
+func (d *demo) cliClient(tok issued, observe func(method, route string, status int, _ time.Duration)) (*astro.Client, error) {
+	return astro.New(astro.Config{
 		BaseURL:     d.emuSrv.URL,
 		Token:       tok.value,
 		HTTPClient:  d.http,
 		MaxAttempts: 1,
 		UserAgent:   "astro-sts-demo (as the astro CLI)",
 		Now:         d.clock.Now,
+		Observe:     observe,
 	})
+}
+
+// listTokens lists the Workspace's tokens with the job's token.
+func (d *demo) listTokens(ctx context.Context, tok issued) ([]astro.Token, error) {
+	c, err := d.cliClient(tok, nil)
 	if err != nil {
 		return nil, err
 	}

@@ -34,23 +34,16 @@ func (x explanations) Handle(_ context.Context, r slog.Record) error {
 	if r.Message != broker.DenialExplained {
 		return nil
 	}
+	// Where each attribute the broker writes goes: one copy for all the
+	// strings, one for the two counts.
 	var e explanation
+	texts := map[string]*string{"request_id": &e.requestID, "rule": &e.rule, "key": &e.key, "expected": &e.expected, "actual": &e.actual}
+	counts := map[string]*int64{"held": &e.held, "of": &e.of}
 	r.Attrs(func(a slog.Attr) bool {
-		switch a.Key {
-		case "request_id":
-			e.requestID = a.Value.String()
-		case "rule":
-			e.rule = a.Value.String()
-		case "key":
-			e.key = a.Value.String()
-		case "expected":
-			e.expected = a.Value.String()
-		case "actual":
-			e.actual = a.Value.String()
-		case "held":
-			e.held = a.Value.Int64()
-		case "of":
-			e.of = a.Value.Int64()
+		if dst, ok := texts[a.Key]; ok {
+			*dst = a.Value.String()
+		} else if dst, ok := counts[a.Key]; ok {
+			*dst = a.Value.Int64()
 		}
 		return true
 	})

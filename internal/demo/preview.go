@@ -104,18 +104,10 @@ type astroCLI struct {
 
 func (d *demo) newAstroCLI(tok issued) (*astroCLI, error) {
 	cli := &astroCLI{org: d.emu.OrganizationID(), ws: tok.workspaceID}
-	c, err := astro.New(astro.Config{
-		BaseURL:     d.emuSrv.URL,
-		Token:       tok.value,
-		HTTPClient:  d.http,
-		MaxAttempts: 1,
-		UserAgent:   "astro-sts-demo (as the astro CLI)",
-		Now:         d.clock.Now,
-		Observe: func(method, route string, status int, _ time.Duration) {
-			cli.mu.Lock()
-			defer cli.mu.Unlock()
-			cli.requests = append(cli.requests, fmt.Sprintf("%s %s %d", method, route, status))
-		},
+	c, err := d.cliClient(tok, func(method, route string, status int, _ time.Duration) {
+		cli.mu.Lock()
+		defer cli.mu.Unlock()
+		cli.requests = append(cli.requests, fmt.Sprintf("%s %s %d", method, route, status))
 	})
 	if err != nil {
 		return nil, err

@@ -260,19 +260,18 @@ func oneOf(q url.Values, name string, allowed []string, fe *[]astro.FieldError) 
 // and names (each a list; the kinds combine with AND), default order
 // createdAt ascending then id.
 func (e *Emulator) listDeployments(w http.ResponseWriter, r *http.Request, p *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	keys := sortParams(q, deploymentSorts, &fe)
-	wsIDs := listParam(q, "workspaceIds", true, &fe)
-	depIDs := listParam(q, "deploymentIds", true, &fe)
-	names := listParam(q, "names", false, &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var (
+		offset, limit        int
+		keys                 []sortKey
+		wsIDs, depIDs, names []string
+	)
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) {
+		offset, limit = pageParams(q, fe)
+		keys = sortParams(q, deploymentSorts, fe)
+		wsIDs = listParam(q, "workspaceIds", true, fe)
+		depIDs = listParam(q, "deploymentIds", true, fe)
+		names = listParam(q, "names", false, fe)
+	}) {
 		return
 	}
 	e.mu.Lock()
@@ -289,9 +288,8 @@ func (e *Emulator) listDeployments(w http.ResponseWriter, r *http.Request, p *pr
 	}
 	e.mu.Unlock()
 	sortDeployments(matched, keys)
-	writeJSON(w, http.StatusOK, astro.DeploymentsPage{
-		Deployments: page(matched, offset, limit), Limit: limit, Offset: offset, TotalCount: len(matched),
-	})
+	items, info := page(matched, offset, limit)
+	writeJSON(w, http.StatusOK, astro.DeploymentsPage{Deployments: items, PageInfo: info})
 }
 
 // getDeployment serves GET /organizations/{org}/deployments/{deployment}.
@@ -309,11 +307,7 @@ func (e *Emulator) getDeployment(w http.ResponseWriter, r *http.Request, p *prin
 		out = cloneDeployment(d)
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, out)
+	reply(w, he, out)
 }
 
 // deleteDeployment serves DELETE /organizations/{org}/deployments/{deployment}:
@@ -414,12 +408,7 @@ func enum(fe *[]astro.FieldError, field, v string, allowed []string) {
 // only what is fixed after New, so it needs no lock.
 func (e *Emulator) validateDeployment(b *createDeploymentBody) []astro.FieldError {
 	var fe []astro.FieldError
-	switch n := utf8.RuneCountInString(b.Name); {
-	case n == 0:
-		required(&fe, "name")
-	case n > MaxNameLen:
-		fe = append(fe, astro.FieldError{Code: CodeTooLong, Field: "name", Message: fmt.Sprintf("must be at most %d characters", MaxNameLen)})
-	}
+	checkName(b.Name, &fe)
 	if b.Description != nil {
 		checkDescription(*b.Description, &fe)
 	}
@@ -769,25 +758,25 @@ func (e *Emulator) createDeployment(w http.ResponseWriter, r *http.Request, p *p
 // listClusters serves GET /organizations/{org}/clusters: the one seeded
 // cluster, filtered by names and provider.
 func (e *Emulator) listClusters(w http.ResponseWriter, r *http.Request, _ *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	sortParams(q, clusterSorts, &fe) // one cluster: any valid order is the same
-	names := listParam(q, "names", false, &fe)
-	provider := oneOf(q, "provider", cloudProviders, &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var (
+		offset, limit int
+		names         []string
+		provider      string
+	)
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) {
+		offset, limit = pageParams(q, fe)
+		sortParams(q, clusterSorts, fe) // one cluster: any valid order is the same
+		names = listParam(q, "names", false, fe)
+		provider = oneOf(q, "provider", cloudProviders, fe)
+	}) {
 		return
 	}
 	clusters := []astro.Cluster{}
 	if (len(names) == 0 || slices.Contains(names, e.cluster.Name)) && (provider == "" || provider == e.cluster.CloudProvider) {
 		clusters = append(clusters, e.cluster)
 	}
-	writeJSON(w, http.StatusOK, astro.ClustersPage{Clusters: page(clusters, offset, limit), Limit: limit, Offset: offset, TotalCount: len(clusters)})
+	items, info := page(clusters, offset, limit)
+	writeJSON(w, http.StatusOK, astro.ClustersPage{Clusters: items, PageInfo: info})
 }
 
 // getCluster serves GET /organizations/{org}/clusters/{cluster}.
@@ -803,18 +792,13 @@ func (e *Emulator) getCluster(w http.ResponseWriter, r *http.Request, _ *princip
 // catalog is the same whatever the filters; they are validated so that a
 // misspelled value fails in tests.
 func (e *Emulator) deploymentOptions(w http.ResponseWriter, r *http.Request, p *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	oneOf(q, "deploymentType", deploymentTypes, &fe)
-	oneOf(q, "executor", executors, &fe)
-	oneOf(q, "cloudProvider", cloudProviders, &fe)
-	depID := single(q, "deploymentId", &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var depID string
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) {
+		oneOf(q, "deploymentType", deploymentTypes, fe)
+		oneOf(q, "executor", executors, fe)
+		oneOf(q, "cloudProvider", cloudProviders, fe)
+		depID = single(q, "deploymentId", fe)
+	}) {
 		return
 	}
 	if depID != "" {

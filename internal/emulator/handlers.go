@@ -34,6 +34,16 @@ type httpError struct {
 
 func (h *httpError) write(w http.ResponseWriter) { writeError(w, h.status, h.msg, h.fields) }
 
+// reply ends a handler that decided under the lock and answers after it:
+// the refusal he, or else v as JSON with 200.
+func reply(w http.ResponseWriter, he *httpError, v any) {
+	if he != nil {
+		he.write(w)
+		return
+	}
+	writeJSON(w, http.StatusOK, v)
+}
+
 func badRequest(msg string, fields ...astro.FieldError) *httpError {
 	return &httpError{status: http.StatusBadRequest, msg: msg, fields: fields}
 }
@@ -101,6 +111,25 @@ func query(r *http.Request) (url.Values, *httpError) {
 	return q, nil
 }
 
+// readQuery parses r's query strictly and hands it to read, which takes the
+// parameters it needs and adds a [astro.FieldError] to fe for each bad one.
+// A malformed query or any problem is answered here with one 400 naming
+// them all, and readQuery returns false. Every list endpoint starts so.
+func readQuery(w http.ResponseWriter, r *http.Request, read func(q url.Values, fe *[]astro.FieldError)) bool {
+	q, he := query(r)
+	if he != nil {
+		he.write(w)
+		return false
+	}
+	var fe []astro.FieldError
+	read(q, &fe)
+	if len(fe) > 0 {
+		badRequest("invalid query parameters", fe...).write(w)
+		return false
+	}
+	return true
+}
+
 // single returns the only value of a parameter; a repeated one is an error.
 func single(q url.Values, name string, fe *[]astro.FieldError) string {
 	vs := q[name]
@@ -159,12 +188,14 @@ func pageParams(q url.Values, fe *[]astro.FieldError) (offset, limit int) {
 	return intParam(q, "offset", 0, 0, maxOffset, fe), intParam(q, "limit", DefaultLimit, 1, MaxLimit, fe)
 }
 
-// page returns items[offset:offset+limit], never nil (JSON [] not null).
-func page[T any](items []T, offset, limit int) []T {
+// page returns items[offset:offset+limit], never nil (JSON [] not null),
+// and what the page says about itself: totalCount counts all of items.
+func page[T any](items []T, offset, limit int) ([]T, astro.PageInfo) {
+	info := astro.PageInfo{Limit: limit, Offset: offset, TotalCount: len(items)}
 	if offset >= len(items) {
-		return []T{}
+		return []T{}, info
 	}
-	return items[offset:min(offset+limit, len(items))]
+	return items[offset:min(offset+limit, len(items))], info
 }
 
 // sortKey is one entry of the repeatable sorts parameter.
@@ -237,19 +268,19 @@ func hasRole(t *astro.Token, typ astro.EntityType, id string) bool {
 // AND; the default order is createdAt ascending, then id; totalCount is the
 // filtered count.
 func (e *Emulator) listTokens(w http.ResponseWriter, r *http.Request, p *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	keys := sortParams(q, tokenSorts, &fe)
-	wsID := single(q, "workspaceId", &fe)
-	depID := single(q, "deploymentId", &fe)
-	onlyOrg := boolParam(q, "includeOnlyOrganizationTokens", &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var (
+		offset, limit int
+		keys          []sortKey
+		wsID, depID   string
+		onlyOrg       bool
+	)
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) {
+		offset, limit = pageParams(q, fe)
+		keys = sortParams(q, tokenSorts, fe)
+		wsID = single(q, "workspaceId", fe)
+		depID = single(q, "deploymentId", fe)
+		onlyOrg = boolParam(q, "includeOnlyOrganizationTokens", fe)
+	}) {
 		return
 	}
 	// Whoever is not ORGANIZATION_OWNER lists inside a Workspace they hold
@@ -299,9 +330,8 @@ func (e *Emulator) listTokens(w http.ResponseWriter, r *http.Request, p *princip
 	e.mu.Unlock()
 
 	sortTokens(matched, keys)
-	writeJSON(w, http.StatusOK, astro.TokensPage{
-		Tokens: page(matched, offset, limit), Limit: limit, Offset: offset, TotalCount: len(matched),
-	})
+	items, info := page(matched, offset, limit)
+	writeJSON(w, http.StatusOK, astro.TokensPage{Tokens: items, PageInfo: info})
 }
 
 // createBody is CreateApiTokenRequest as the emulator accepts it.
@@ -404,20 +434,16 @@ func (e *Emulator) createToken(w http.ResponseWriter, r *http.Request, p *princi
 		he = errForbidden
 	}
 	var t astro.Token
-	var value string
 	if he == nil {
+		var value string
 		t, value = e.createLocked(newToken{
 			name: b.Name, description: b.Description, scope: b.Scope,
 			roles: []astro.TokenRole{role}, days: b.TokenExpiryPeriodInDays, by: p.subject(),
 		}, now)
+		t.Token = value
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	t.Token = value
-	writeJSON(w, http.StatusOK, t)
+	reply(w, he, t)
 }
 
 // lookupLocked finds the path's token and checks the caller may act on
@@ -443,11 +469,7 @@ func (e *Emulator) getToken(w http.ResponseWriter, r *http.Request, p *principal
 		t = cloneToken(rec.tok)
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	reply(w, he, t)
 }
 
 // updateBody is the body of POST /tokens/{id}. An absent description keeps
@@ -487,11 +509,7 @@ func (e *Emulator) updateToken(w http.ResponseWriter, r *http.Request, p *princi
 		t = cloneToken(rec.tok)
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	reply(w, he, t)
 }
 
 // deleteToken serves DELETE /organizations/{org}/tokens/{token}: 204 with
@@ -592,11 +610,7 @@ func (e *Emulator) setRoles(w http.ResponseWriter, r *http.Request, p *principal
 	}
 	sr := astro.SubjectRolesOf(roles)
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, sr)
+	reply(w, he, sr)
 }
 
 // rotateToken serves POST /organizations/{org}/tokens/{token}/rotate. The
@@ -618,46 +632,27 @@ func (e *Emulator) rotateToken(w http.ResponseWriter, r *http.Request, p *princi
 		t.Token = value
 	}
 	e.mu.Unlock()
-	if he != nil {
-		he.write(w)
-		return
-	}
-	writeJSON(w, http.StatusOK, t)
+	reply(w, he, t)
 }
 
 // listOrganizations serves GET /organizations: an API token sees its own
 // organization, with a non-null product (the CLI needs it).
 func (e *Emulator) listOrganizations(w http.ResponseWriter, r *http.Request, _ *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var offset, limit int
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) { offset, limit = pageParams(q, fe) }) {
 		return
 	}
 	orgs := []astro.Organization{e.org}
-	writeJSON(w, http.StatusOK, astro.OrganizationsPage{
-		Organizations: page(orgs, offset, limit), Limit: limit, Offset: offset, TotalCount: len(orgs),
-	})
+	items, info := page(orgs, offset, limit)
+	writeJSON(w, http.StatusOK, astro.OrganizationsPage{Organizations: items, PageInfo: info})
 }
 
 // listWorkspaces serves GET /organizations/{org}/workspaces. An
 // Organization token sees every Workspace; a Workspace token its own; a
 // Deployment token none (the emulator's reading).
 func (e *Emulator) listWorkspaces(w http.ResponseWriter, r *http.Request, p *principal) {
-	q, he := query(r)
-	if he != nil {
-		he.write(w)
-		return
-	}
-	var fe []astro.FieldError
-	offset, limit := pageParams(q, &fe)
-	if len(fe) > 0 {
-		badRequest("invalid query parameters", fe...).write(w)
+	var offset, limit int
+	if !readQuery(w, r, func(q url.Values, fe *[]astro.FieldError) { offset, limit = pageParams(q, fe) }) {
 		return
 	}
 	visible := make([]astro.Workspace, 0, len(e.workspaces))
@@ -666,7 +661,6 @@ func (e *Emulator) listWorkspaces(w http.ResponseWriter, r *http.Request, p *pri
 			visible = append(visible, ws)
 		}
 	}
-	writeJSON(w, http.StatusOK, astro.WorkspacesPage{
-		Workspaces: page(visible, offset, limit), Limit: limit, Offset: offset, TotalCount: len(visible),
-	})
+	items, info := page(visible, offset, limit)
+	writeJSON(w, http.StatusOK, astro.WorkspacesPage{Workspaces: items, PageInfo: info})
 }

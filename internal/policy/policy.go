@@ -478,18 +478,14 @@ func (ru *rule) cover(r Request) (Decision, error) {
 		if r.Role != "" && r.Role != astro.RoleDeploymentAdmin {
 			return Decision{}, &WidenError{Rule: ru.name, Field: "role", Asked: r.Role, Allowed: astro.RoleDeploymentAdmin}
 		}
-		d.Scope = astro.ScopeDeployment
-		switch {
-		case r.DeploymentID != "":
-			if !slices.Contains(g.deployments, r.DeploymentID) {
-				return Decision{}, &WidenError{Rule: ru.name, Field: "deployment_id", Asked: r.DeploymentID, Allowed: strings.Join(g.deployments, ",")}
-			}
-			d.DeploymentID = r.DeploymentID
-		case len(g.deployments) == 1:
-			d.DeploymentID = g.deployments[0]
-		default:
+		id, err := ru.pick("deployment_id", r.DeploymentID, g.deployments)
+		if err != nil {
+			return Decision{}, err
+		}
+		if id == "" {
 			return Decision{}, fmt.Errorf("%w: rule %q grants several Deployments: ask for one with deployment_id", ErrBadRequest, ru.name)
 		}
+		d.Scope, d.DeploymentID = astro.ScopeDeployment, id
 		return d, nil
 	}
 
@@ -504,20 +500,35 @@ func (ru *rule) cover(r Request) (Decision, error) {
 		}
 		d.Role = r.Role
 	}
-	switch {
-	case r.WorkspaceID != "":
-		if !slices.Contains(g.workspaces, r.WorkspaceID) {
-			return Decision{}, &WidenError{Rule: ru.name, Field: "workspace_id", Asked: r.WorkspaceID, Allowed: strings.Join(g.workspaces, ",")}
-		}
-		d.Scope, d.WorkspaceID = astro.ScopeWorkspace, r.WorkspaceID
-	case len(g.workspaces) == 1:
-		d.Scope, d.WorkspaceID = astro.ScopeWorkspace, g.workspaces[0]
-	default:
-		d.Scope = astro.ScopeOrganization
-		d.WorkspaceRoles = make(map[string]string, len(g.workspaces))
-		for _, ws := range g.workspaces {
-			d.WorkspaceRoles[ws] = d.Role
-		}
+	ws, err := ru.pick("workspace_id", r.WorkspaceID, g.workspaces)
+	if err != nil {
+		return Decision{}, err
+	}
+	if ws != "" {
+		d.Scope, d.WorkspaceID = astro.ScopeWorkspace, ws
+		return d, nil
+	}
+	d.Scope = astro.ScopeOrganization
+	d.WorkspaceRoles = make(map[string]string, len(g.workspaces))
+	for _, id := range g.workspaces {
+		d.WorkspaceRoles[id] = d.Role
 	}
 	return d, nil
+}
+
+// pick chooses, among the ids the rule grants, the one a token is minted
+// for: the one the request asks for, which must be granted, or else the
+// only one granted. It returns "" when the request asks for none and the
+// rule grants several; field names the request's key in a [WidenError].
+func (ru *rule) pick(field, asked string, granted []string) (string, error) {
+	switch {
+	case asked != "":
+		if !slices.Contains(granted, asked) {
+			return "", &WidenError{Rule: ru.name, Field: field, Asked: asked, Allowed: strings.Join(granted, ",")}
+		}
+		return asked, nil
+	case len(granted) == 1:
+		return granted[0], nil
+	}
+	return "", nil
 }

@@ -183,12 +183,8 @@ func (w *walker) targetValid(where string, n *yaml.Node, err error) {
 }
 
 func (w *walker) githubTargets(where string, n *yaml.Node) []GitHubTarget {
-	items, ok := w.list(where, n)
+	items, ok := w.nonEmptyList(where, n)
 	if !ok {
-		return nil
-	}
-	if len(items) == 0 {
-		w.fail(where, n, "must not be empty")
 		return nil
 	}
 	out := make([]GitHubTarget, 0, len(items))
@@ -287,12 +283,8 @@ func (w *walker) githubTargets(where string, n *yaml.Node) []GitHubTarget {
 }
 
 func (w *walker) repoIDs(where string, n *yaml.Node) []int64 {
-	items, ok := w.list(where, n)
+	items, ok := w.nonEmptyList(where, n)
 	if !ok {
-		return nil
-	}
-	if len(items) == 0 {
-		w.fail(where, n, "must not be empty")
 		return nil
 	}
 	out := make([]int64, 0, len(items))

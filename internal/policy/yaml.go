@@ -137,14 +137,21 @@ func (w *walker) list(where string, n *yaml.Node) ([]*yaml.Node, bool) {
 	return n.Content, true
 }
 
-// strList returns a non-empty list of strings without duplicates.
-func (w *walker) strList(where string, n *yaml.Node) ([]string, bool) {
+// nonEmptyList returns the items of sequence n, which must have at least
+// one: an empty list in a policy is a mistake, never "none" or "any".
+func (w *walker) nonEmptyList(where string, n *yaml.Node) ([]*yaml.Node, bool) {
 	items, ok := w.list(where, n)
-	if !ok {
+	if ok && len(items) == 0 {
+		w.fail(where, n, "must not be empty")
 		return nil, false
 	}
-	if len(items) == 0 {
-		w.fail(where, n, "must not be empty")
+	return items, ok
+}
+
+// strList returns a non-empty list of strings without duplicates.
+func (w *walker) strList(where string, n *yaml.Node) ([]string, bool) {
+	items, ok := w.nonEmptyList(where, n)
+	if !ok {
 		return nil, false
 	}
 	out := make([]string, 0, len(items))
