@@ -39,7 +39,8 @@ const (
 	// postTimeout bounds the post step: a revoke that cannot finish in it is
 	// left to the broker's reaper.
 	postTimeout = 2 * time.Minute
-	// callTimeout bounds each request to the broker or the token endpoint.
+	// callTimeout bounds each request to the broker or the token endpoint
+	// (the default of [Deps.CallTimeout]).
 	callTimeout = 30 * time.Second
 	// maxBody caps what is read of a broker answer.
 	maxBody = 1 << 20
@@ -66,11 +67,19 @@ type Deps struct {
 	RetryDelay time.Duration
 	// UserAgent is sent to the broker, e.g. "astro-sts-action/v1.2.3".
 	UserAgent string
+	// CallTimeout bounds each request to the broker or the token endpoint;
+	// 0 means 30s. It must stay longer than the broker's request deadline
+	// (ASTRO_STS_REQUEST_TIMEOUT, 20s by default), so that the broker's
+	// answer, even a "try again", arrives before the action gives up.
+	CallTimeout time.Duration
 }
 
 func (d Deps) withDefaults() Deps {
+	if d.CallTimeout <= 0 {
+		d.CallTimeout = callTimeout
+	}
 	if d.HTTPClient == nil {
-		d.HTTPClient = &http.Client{Timeout: callTimeout}
+		d.HTTPClient = &http.Client{Timeout: d.CallTimeout}
 	}
 	if d.Now == nil {
 		d.Now = time.Now

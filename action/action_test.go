@@ -7,9 +7,11 @@ import (
 	"maps"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/sethvargo/go-githubactions"
@@ -695,5 +697,47 @@ func TestAnswerTooLarge(t *testing.T) {
 	// another token.
 	if n := len(h.broker.Calls()); n != 1 {
 		t.Errorf("broker calls = %d, want 1 (an oversized answer is not retried)", n)
+	}
+}
+
+// A broker that does not answer in time is named as such, with the limit,
+// not as a bare "context deadline exceeded"; every attempt is made.
+func TestMainTimeoutSaysWhatTimedOut(t *testing.T) {
+	h := newHarness(t, nil, nil)
+	h.broker.on("/v1/exchange", cannedReply{delay: time.Minute})
+	deps := h.deps()
+	deps.CallTimeout = 50 * time.Millisecond
+	err := Main(context.Background(), h.action(nil), deps)
+	var ce *CallError
+	if !errors.As(err, &ce) || ce.Attempts != brokerAttempts {
+		t.Fatalf("err = %v, want a *CallError after %d attempts", err, brokerAttempts)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "the broker did not answer within 50ms") || strings.Contains(msg, "context deadline exceeded") {
+		t.Errorf("message does not say what timed out: %s", msg)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("the timeout is not kept in the chain: %v", err)
+	}
+}
+
+// The same for the runner's token endpoint.
+func TestIDTokenTimeoutSaysWhatTimedOut(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(time.Minute):
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	h := newHarness(t, nil, map[string]string{"ACTIONS_ID_TOKEN_REQUEST_URL": slow.URL + "/token"})
+	deps := h.deps()
+	deps.CallTimeout = 50 * time.Millisecond
+	err := Main(context.Background(), h.action(nil), deps)
+	var ie *IDTokenError
+	if !errors.As(err, &ie) {
+		t.Fatalf("err = %v, want an *IDTokenError", err)
+	}
+	if msg := err.Error(); !strings.Contains(msg, "the runner's OIDC token endpoint did not answer within 50ms") {
+		t.Errorf("message does not say what timed out: %s", msg)
 	}
 }

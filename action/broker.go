@@ -251,6 +251,7 @@ type brokerClient struct {
 	retry     retry.Policy
 	userAgent string
 	now       func() time.Time
+	timeout   time.Duration // of each attempt
 
 	// lastRequestID and lastClaims are the X-Request-Id and the OIDC
 	// token's claims (never the token) of the last attempt, so that a
@@ -273,11 +274,12 @@ func newBrokerClient(a *githubactions.Action, in inputs, deps Deps) *brokerClien
 	return &brokerClient{
 		base:      in.brokerURL,
 		http:      &hc,
-		ids:       idTokens{a: a, audience: in.audience, retry: limits(idTokenAttempts)},
+		ids:       idTokens{a: a, audience: in.audience, retry: limits(idTokenAttempts), timeout: deps.CallTimeout},
 		a:         a,
 		retry:     limits(brokerAttempts),
 		userAgent: deps.UserAgent,
 		now:       deps.Now,
+		timeout:   deps.CallTimeout,
 	}
 }
 
@@ -526,9 +528,10 @@ func (c *brokerClient) call(ctx context.Context, op, path string, body any, poli
 	}
 }
 
-// once makes one attempt, bounded by callTimeout and maxBody.
-func (c *brokerClient) once(ctx context.Context, endpoint, idToken string, payload []byte) (*reply, error) {
-	ctx, cancel := context.WithTimeout(ctx, callTimeout)
+// once makes one attempt, bounded by the call timeout and maxBody.
+func (c *brokerClient) once(step context.Context, endpoint, idToken string, payload []byte) (r *reply, err error) {
+	defer func() { err = explainTimeout(step, err, "the broker", c.timeout) }()
+	ctx, cancel := context.WithTimeout(step, c.timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, endpoint, bytes.NewReader(payload))
 	if err != nil {
@@ -622,4 +625,32 @@ func cleanText(s string, limit int) string {
 		n++
 	}
 	return b.String()
+}
+
+// timeoutError says what timed out, and after how long, instead of a bare
+// "context deadline exceeded".
+type timeoutError struct {
+	msg string
+	err error
+}
+
+func (e *timeoutError) Error() string { return e.msg }
+func (e *timeoutError) Unwrap() error { return e.err }
+
+// explainTimeout turns the timeout of one call into an error that says
+// what did not answer within how long, or, when the step's own context
+// ended, that the step ran out of time. Other errors pass unchanged.
+func explainTimeout(step context.Context, err error, who string, limit time.Duration) error {
+	if err == nil {
+		return nil
+	}
+	var ne net.Error
+	timedOut := errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout())
+	switch {
+	case !timedOut:
+		return err
+	case step.Err() != nil:
+		return &timeoutError{msg: "the step ran out of time waiting for " + who, err: err}
+	}
+	return &timeoutError{msg: fmt.Sprintf("%s did not answer within %s", who, limit), err: err}
 }

@@ -37,6 +37,8 @@ type cannedReply struct {
 	// hangUp closes the connection without an answer, after the request
 	// was read: the broker may have acted on it.
 	hangUp bool
+	// delay holds the answer this long (or until the caller gives up).
+	delay time.Duration
 }
 
 // fakeBroker stands in for the broker's HTTP contract: it checks the
@@ -129,6 +131,13 @@ func (b *fakeBroker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rep == nil {
 		writeErr(http.StatusNotFound, "not_found", "no such route")
 		return
+	}
+	if rep.delay > 0 {
+		select {
+		case <-time.After(rep.delay):
+		case <-r.Context().Done():
+			return
+		}
 	}
 	if rep.hangUp {
 		conn, _, err := http.NewResponseController(w).Hijack()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"time"
 
 	"github.com/sethvargo/go-githubactions"
 
@@ -49,6 +50,7 @@ type idTokens struct {
 	a        *githubactions.Action
 	audience string
 	retry    retry.Policy
+	timeout  time.Duration // of each attempt
 }
 
 // fetch returns a fresh token, already masked: it is a bearer credential for
@@ -56,9 +58,10 @@ type idTokens struct {
 func (s idTokens) fetch(ctx context.Context) (string, error) {
 	var tok string
 	err := s.retry.Do(ctx, func(attempt int) error {
-		actx, cancel := context.WithTimeout(ctx, callTimeout)
+		actx, cancel := context.WithTimeout(ctx, s.timeout)
 		t, err := s.a.GetIDToken(actx, s.audience)
 		cancel()
+		err = explainTimeout(ctx, err, "the runner's OIDC token endpoint", s.timeout)
 		if err == nil && t != "" {
 			tok = t
 			return nil

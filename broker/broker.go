@@ -12,6 +12,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
@@ -34,7 +35,7 @@ type Astro interface {
 	SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error)
 	GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error)
 	DeleteToken(ctx context.Context, orgID, tokenID string) error
-	ListTokens(ctx context.Context, orgID string, opts astro.ListTokensOptions) ([]astro.Token, error)
+	ListTokensPage(ctx context.Context, orgID string, opts astro.ListTokensOptions, offset, limit int) (*astro.TokensPage, error)
 	ListOrganizations(ctx context.Context) ([]astro.Organization, error)
 }
 
@@ -79,6 +80,30 @@ type Config struct {
 	// ReadyCacheTTL bounds how often /readyz asks Astro whether it is up;
 	// 0 means 10s.
 	ReadyCacheTTL time.Duration
+
+	// AstroConcurrency bounds the broker's Astro calls in flight (0 means
+	// [DefaultAstroConcurrency]); AstroTimeout bounds each, once it has a
+	// slot (0 means [DefaultAstroTimeout]).
+	AstroConcurrency int
+	AstroTimeout     time.Duration
+	// RequestTimeout is the deadline of an exchange or a revoke: the broker
+	// answers within it, "try again" if Astro is slow, and deletes what it
+	// minted too late to deliver. It must stay below the action's per-call
+	// timeout (30s) so that the answer arrives while the action waits; 0
+	// means [DefaultRequestTimeout].
+	RequestTimeout time.Duration
+	// Started is when this broker began to accept requests. Unless the
+	// replay store survives restarts, an ID token issued before it is
+	// refused with a "try again" (see restart.go): it may have been spent
+	// in a process whose replay memory is gone. Zero turns the rule off,
+	// for a broker that lives as long as its callers (tests, the demo).
+	// `astro-sts serve` sets it to its start rounded up to a whole second
+	// (the resolution of iat) and serves nothing before that.
+	Started time.Time
+	// ReapConcurrency bounds a reaper pass's deletes in flight, within
+	// AstroConcurrency; 0 means [DefaultReapConcurrency] (or
+	// AstroConcurrency if that is smaller).
+	ReapConcurrency int
 }
 
 // Server is the broker. Create it with [New]; it is safe for concurrent use.
@@ -93,6 +118,13 @@ type Server struct {
 	now      func() time.Time
 	metrics  *Metrics
 	registry *prometheus.Registry
+
+	reapConc int
+
+	astroTimeout   time.Duration
+	requestTimeout time.Duration
+	track          *tracker // operations in flight and their clean-ups
+	started        time.Time
 
 	readyTTL time.Duration
 	readyMu  sync.Mutex
@@ -117,6 +149,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Policies == nil {
 		errs = append(errs, errors.New("broker: Policies is required"))
+	}
+	if cfg.AstroConcurrency < 0 || cfg.ReapConcurrency < 0 || cfg.AstroTimeout < 0 || cfg.RequestTimeout < 0 {
+		errs = append(errs, errors.New("broker: AstroConcurrency, ReapConcurrency, AstroTimeout and RequestTimeout must not be negative"))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
@@ -153,6 +188,18 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.metrics = m
 	}
+	if ph, ok := cfg.Policies.(policyHealth); ok {
+		if err := registerPolicyHealth(s.registry, ph); err != nil {
+			return nil, err
+		}
+	}
+	conc := cmp.Or(cfg.AstroConcurrency, DefaultAstroConcurrency)
+	s.astro = newBoundedAstro(cfg.Astro, conc, cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout), s.metrics)
+	s.reapConc = min(cmp.Or(cfg.ReapConcurrency, DefaultReapConcurrency), conc)
+	s.astroTimeout = cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout)
+	s.requestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
+	s.started = cfg.Started
+	s.track = newTracker()
 	return s, nil
 }
 
@@ -210,6 +257,10 @@ type apiHandler func(w http.ResponseWriter, r *http.Request) error
 
 func (s *Server) api(endpoint string, h apiHandler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Counted until it returns, so that a shutdown waits for what it
+		// minted to be delivered or deleted (see [Server.Drain]).
+		s.track.enter()
+		defer s.track.leave()
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		if err := h(w, r); err != nil {
 			s.writeError(w, r, endpoint, err)
@@ -249,6 +300,13 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	_, _ = w.Write([]byte("ready\n"))
+	// Still ready (the last good policy decides, as it should), but say
+	// it: the next restart would fail.
+	if ph, ok := s.policies.(policyHealth); ok {
+		if h := ph.Health(); !h.OK {
+			_, _ = w.Write([]byte("warning: the policy file does not load; serving the last good policy (loaded " + h.LastGood.UTC().Format(time.RFC3339) + "); a restart would fail\n"))
+		}
+	}
 }
 
 // upstreamReady asks Astro at most once per readyTTL, so that a tight

@@ -70,8 +70,11 @@ func TestExchangeUseRevoke(t *testing.T) {
 		t.Fatalf("description carries no marker: %q", tok.Description)
 	}
 	wantMarker := broker.Marker{Deadline: r.ExpiresAt, RepositoryID: "123456", RunID: "987", RunAttempt: "1", Rule: "deploy-main"}
-	if d := cmp.Diff(wantMarker, m); d != "" {
+	if d := cmp.Diff(wantMarker, m, cmpopts.IgnoreFields(broker.Marker{}, "Nonce")); d != "" {
 		t.Errorf("marker (-want +got):\n%s", d)
+	}
+	if len(m.Nonce) != 22 {
+		t.Errorf("nonce %q is not 128 bits in base64url", m.Nonce)
 	}
 
 	// The post step: a fresh OIDC token of the same run.
@@ -167,6 +170,10 @@ func TestExchangeRefusals(t *testing.T) {
 		{"two objects", mainClaims(), `{} {}`, 400, "bad_request", "single JSON object"},
 		{"bad ttl", mainClaims(), `{"ttl":"soon"}`, 400, "bad_request", "ttl"},
 		{"negative ttl", mainClaims(), `{"ttl":"-5m"}`, 400, "bad_request", "ttl"},
+		{"ttl below the policy's minimum", mainClaims(), `{"ttl":"1ns"}`, 400, "bad_request", "below the minimum of 1m0s"},
+		{"ttl just below a minute", mainClaims(), `{"ttl":"59s"}`, 400, "bad_request", "below the minimum"},
+		{"upper-case key", mainClaims(), `{"ROLE":"WORKSPACE_MEMBER"}`, 400, "bad_request", `unknown field "ROLE"`},
+		{"duplicate key", mainClaims(), `{"role":"WORKSPACE_MEMBER","role":"WORKSPACE_OWNER"}`, 400, "bad_request", `duplicate field "role"`},
 		{"unknown role", mainClaims(), `{"role":"ROOT"}`, 400, "bad_request", ""},
 		{"huge body", mainClaims(), `{"role":"` + strings.Repeat("A", 100<<10) + `"}`, 413, "too_large", ""},
 	} {

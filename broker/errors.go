@@ -86,6 +86,10 @@ const (
 	CodeUpstreamRefused = "upstream_refused"
 	// CodeBusy: the broker cannot take the request now; try again (503).
 	CodeBusy = "busy"
+	// CodeRestarted: the broker restarted after the OIDC token was issued
+	// and, its replay memory being gone, cannot tell whether the token was
+	// used before; try again with a fresh token after Retry-After (503).
+	CodeRestarted = "restarted"
 	// CodeRotationFailed: a rotation started and failed; its sinks must be
 	// checked before it runs again (502).
 	CodeRotationFailed = "rotation_failed"
@@ -205,6 +209,8 @@ func classify(err error) apiError {
 		return apiError{status: http.StatusServiceUnavailable, code: CodeStoreUnavailable, message: "the broker cannot reach its shared state; try again", retryAfter: 5 * time.Second}
 	case errors.As(err, &rate):
 		return apiError{status: http.StatusTooManyRequests, code: CodeRateLimited, message: fmt.Sprintf("this repository has had its share of tokens from rule %q (%d per %s, burst %d); try again later", rate.rule, rate.limit.Rate, rate.limit.Period, rate.limit.Burst), retryAfter: max(rate.retryAfter, time.Second)}
+	case errors.Is(err, errIssuedBeforeStart):
+		return apiError{status: http.StatusServiceUnavailable, code: CodeRestarted, message: "the broker restarted after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
 	case errors.Is(err, idtoken.ErrReplayCacheFull):
 		return apiError{status: http.StatusServiceUnavailable, code: CodeBusy, message: "the broker is busy; try again", retryAfter: 5 * time.Second}
 	case errors.Is(err, idtoken.ErrMalformed), errors.Is(err, idtoken.ErrUntrustedIssuer),

@@ -65,6 +65,7 @@ var classifyCases = []struct {
 	{"store unreachable", fmt.Errorf("%w: replay: dial tcp: refused", store.ErrUnavailable), 503, CodeStoreUnavailable, "", "unavailable"},
 	{"rate limited", &rateLimitedError{rule: "deploy", limit: policy.RateLimit{Rate: 5, Period: time.Minute, Burst: 5}, retryAfter: 12 * time.Second}, 429, CodeRateLimited, "", CodeRateLimited},
 	{"replay cache full", fmt.Errorf("%w: 10 live entries", idtoken.ErrReplayCacheFull), 503, CodeBusy, "", "unavailable"},
+	{"issued before a restart", fmt.Errorf("%w (issued 12:00:00)", errIssuedBeforeStart), 503, CodeRestarted, "", "unavailable"},
 	{"rotation failed", &rotationFailedError{err: errors.New("vault")}, 502, CodeRotationFailed, "", "error"},
 	{"a bug", errors.New("nil map"), 500, CodeInternal, "", "error"},
 }

@@ -56,6 +56,8 @@ type DryRunResponse struct {
 }
 
 func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+	defer cancel()
 	var req ExchangeRequest
 	raw, err := readRequest(r, &req)
 	var dryRun bool
@@ -63,21 +65,37 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 		dryRun, err = dryRunParam(r)
 	}
 	if err != nil {
-		return s.refuse(r.Context(), opExchange, err)
+		return s.refuse(ctx, opExchange, err)
 	}
 	if dryRun {
-		resp, err := s.DryRun(r.Context(), raw, req)
+		resp, err := s.DryRun(ctx, raw, req)
 		if err != nil {
 			return err
 		}
 		writeJSON(w, http.StatusOK, resp)
 		return nil
 	}
-	resp, err := s.Exchange(r.Context(), raw, req)
+	resp, m, err := s.exchange(ctx, raw, req)
 	if err != nil {
 		return err
 	}
+	return s.deliver(ctx, w, resp, m)
+}
+
+// deliver writes the answer, unless nobody is left to read it: a caller
+// that hung up, or an answer past the request's deadline (the action has
+// given up on that attempt, or is about to, and will try again with a
+// fresh ID token). Then, and when the answer cannot be flushed, the token
+// is deleted: nobody will ever revoke it.
+func (s *Server) deliver(ctx context.Context, w http.ResponseWriter, resp *ExchangeResponse, m Marker) error {
+	if err := ctx.Err(); err != nil {
+		s.deleteUndelivered(ctx, resp.TokenID, m, undeliveredGone, fmt.Errorf("%w: %w", errCallerGone, err))
+		return err
+	}
 	writeJSON(w, http.StatusOK, resp)
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		s.deleteUndelivered(ctx, resp.TokenID, m, undeliveredGone, fmt.Errorf("the answer could not be sent: %w", err))
+	}
 	return nil
 }
 
@@ -101,23 +119,30 @@ func dryRunParam(r *http.Request) (bool, error) {
 // Exchange is the heart of the broker: verify the OIDC token, decide with
 // the policy, mint the Astro token, record the decision. It returns the
 // minted token, or an error that [classify] maps to a status code.
-func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *ExchangeResponse, err error) {
+func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (*ExchangeResponse, error) {
+	resp, _, err := s.exchange(ctx, rawIDToken, req)
+	return resp, err
+}
+
+// exchange is [Server.Exchange], also returning the minted token's marker
+// for the audit record of a token that cannot be delivered.
+func (s *Server) exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *ExchangeResponse, _ Marker, err error) {
 	e := s.begin(opExchange)
 	defer func() { s.record(ctx, e, err) }()
 
 	claims, d, err := s.authorize(ctx, e, rawIDToken, req)
 	if err != nil {
-		return nil, err
+		return nil, Marker{}, err
 	}
 	if err := s.spend(ctx, claims); err != nil {
-		return nil, err
+		return nil, Marker{}, err
 	}
 	if err := s.limit(ctx, claims, d); err != nil {
-		return nil, err
+		return nil, Marker{}, err
 	}
-	tok, deadline, err := s.mint(ctx, claims, d)
+	tok, m, err := s.mint(ctx, claims, d)
 	if err != nil {
-		return nil, err
+		return nil, Marker{}, err
 	}
 	e.token = tok
 	return &ExchangeResponse{
@@ -127,9 +152,9 @@ func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 		WorkspaceID:    d.WorkspaceID,
 		DeploymentID:   d.DeploymentID,
 		Role:           d.Role,
-		ExpiresAt:      deadline,
+		ExpiresAt:      m.Deadline,
 		Rule:           d.Rule,
-	}, nil
+	}, m, nil
 }
 
 // DryRun decides an exchange as [Server.Exchange] would, and stops there:
@@ -196,6 +221,11 @@ func (s *Server) decide(p *policy.Policy, claims *idtoken.Claims, req ExchangeRe
 		if err != nil || ttl <= 0 {
 			return policy.Decision{}, badRequest("ttl %q is not a positive duration such as 15m", req.TTL)
 		}
+		if ttl < policy.MinTTL {
+			// A token that expires before the job can use it is no
+			// token: 1ns would be accepted and dead on arrival.
+			return policy.Decision{}, badRequest("ttl %q is below the minimum of %v", req.TTL, policy.MinTTL)
+		}
 		pr.TTL = ttl
 	}
 	if p == nil {
@@ -208,14 +238,19 @@ func (s *Server) decide(p *policy.Policy, claims *idtoken.Claims, req ExchangeRe
 // creates an Organization token with ORGANIZATION_MEMBER and then adds the
 // Workspace roles, as the Astro docs describe; if that second call fails the
 // half-made token is deleted at once rather than left for the reaper.
-func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision) (*astro.Token, time.Time, error) {
-	deadline := s.now().Add(d.TTL).UTC().Truncate(time.Second)
+//
+// A create whose outcome is unknown (a timeout, a reset, a 5xx: Astro may
+// have made the token) starts a search for it by the marker's nonce, which
+// deletes it ([Server.recoverCreate]); the caller gets an error it may
+// retry, with a fresh ID token.
+func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision) (*astro.Token, Marker, error) {
 	marker := Marker{
-		Deadline:     deadline,
+		Deadline:     s.now().Add(d.TTL).UTC().Truncate(time.Second),
 		RepositoryID: c.RepositoryID,
 		RunID:        c.RunID,
 		RunAttempt:   c.RunAttempt,
 		Rule:         d.Rule,
+		Nonce:        newNonce(),
 	}
 	human := fmt.Sprintf("Short-lived token minted by astro-sts for %s (%s, run %s attempt %s); revoked after the run.",
 		c.Repository, c.JobWorkflowRef, c.RunID, c.RunAttempt)
@@ -225,19 +260,29 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 		Description:             marker.Description(human),
 		TokenExpiryPeriodInDays: &days,
 	}
+	// where narrows the search for a token whose create had an unknown
+	// outcome to the tokens Astro lists with it.
+	var where astro.ListTokensOptions
 	switch d.Scope {
 	case astro.ScopeWorkspace:
 		req.Scope, req.EntityID, req.Role = astro.ScopeWorkspace, d.WorkspaceID, d.Role
+		where.WorkspaceID = d.WorkspaceID
 	case astro.ScopeDeployment:
 		req.Scope, req.EntityID, req.Role = astro.ScopeDeployment, d.DeploymentID, d.Role
+		where.DeploymentID = d.DeploymentID
 	case astro.ScopeOrganization:
 		req.Scope, req.Role = astro.ScopeOrganization, astro.RoleOrganizationMember
+		where.IncludeOnlyOrganizationTokens = true
 	default:
-		return nil, time.Time{}, fmt.Errorf("decision has unknown scope %q", d.Scope)
+		return nil, Marker{}, fmt.Errorf("decision has unknown scope %q", d.Scope)
 	}
+	sent := s.now()
 	tok, err := s.astro.CreateToken(ctx, s.org, req)
 	if err != nil {
-		return nil, time.Time{}, upstream(fmt.Errorf("create token: %w", err))
+		if !errors.Is(err, errNoAstroSlot) && !astro.NotProcessed(err) {
+			s.recoverCreate(pendingCreate{marker: marker, filter: where, since: sent, cause: err, requestID: requestID(ctx)})
+		}
+		return nil, Marker{}, upstream(fmt.Errorf("create token: %w", err))
 	}
 	if d.Scope == astro.ScopeOrganization {
 		roles := []astro.TokenRole{{EntityID: s.org, EntityType: astro.EntityOrganization, Role: astro.RoleOrganizationMember}}
@@ -250,26 +295,17 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 			roles = append(roles, astro.TokenRole{EntityID: id, EntityType: astro.EntityWorkspace, Role: d.WorkspaceRoles[id]})
 		}
 		if _, err := s.astro.SetTokenRoles(ctx, s.org, tok.ID, roles); err != nil {
-			s.discard(ctx, tok.ID)
-			return nil, time.Time{}, upstream(fmt.Errorf("set roles: %w", err))
+			err = upstream(fmt.Errorf("set roles: %w", err))
+			s.deleteUndelivered(ctx, tok.ID, marker, undeliveredHalfMade, err)
+			return nil, Marker{}, err
 		}
 	}
 	if tok.Token == "" {
 		// Nobody can ever use it: delete it now rather than leave it to
 		// the reaper.
-		s.discard(ctx, tok.ID)
-		return nil, time.Time{}, errors.New("astro api: create answered without a token value")
+		err := errors.New("astro api: create answered without a token value")
+		s.deleteUndelivered(ctx, tok.ID, marker, undeliveredHalfMade, err)
+		return nil, Marker{}, err
 	}
-	return tok, deadline, nil
-}
-
-// discard deletes a token that must not be handed out (half-made, or
-// without a value), with a fresh context: the caller's may be what failed.
-// If that fails too, the marker in its description lets the reaper find it.
-func (s *Server) discard(ctx context.Context, tokenID string) {
-	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
-	if err := s.astro.DeleteToken(cctx, s.org, tokenID); err != nil {
-		s.log.Error("could not delete a half-made token; the reaper will", "request_id", requestID(ctx), "token_id", tokenID, "error", err)
-	}
+	return tok, marker, nil
 }

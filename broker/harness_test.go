@@ -39,6 +39,7 @@ type testEnv struct {
 	url      string
 	logs     *syncbuf.Buffer
 	policy   string // path of the policy file
+	store    *policy.Store
 	astroOrg *astro.Client
 }
 
@@ -49,6 +50,8 @@ type envOptions struct {
 	// wrapAstro, if set, wraps the broker's Astro client (the real one,
 	// over HTTP) to make upstream misbehave in ways the emulator does not.
 	wrapAstro func(broker.Astro) broker.Astro
+	// configure, if set, adjusts the broker's configuration before New.
+	configure func(*broker.Config)
 	// store, if set, makes the store on the test's clock instead of the
 	// default memory store (of replaySize).
 	store func(now func() time.Time) store.Store
@@ -154,7 +157,7 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	if opts.wrapAstro != nil {
 		upstream = opts.wrapAstro(ac)
 	}
-	b, err := broker.New(broker.Config{
+	bcfg := broker.Config{
 		Astro:          upstream,
 		OrganizationID: emu.OrganizationID(),
 		Verifier:       v,
@@ -163,7 +166,11 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 		Rotator:        opts.rotator,
 		Logger:         logger,
 		Now:            c.Now,
-	})
+	}
+	if opts.configure != nil {
+		opts.configure(&bcfg)
+	}
+	b, err := broker.New(bcfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -171,7 +178,7 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Cleanup(hs.Close)
 	return &testEnv{
 		t: t, clock: c, emu: emu, emuURL: esrv.URL, iss: iss, broker: b, url: hs.URL,
-		logs: logs, policy: policyPath, astroOrg: ac,
+		logs: logs, policy: policyPath, store: store, astroOrg: ac,
 	}
 }
 

@@ -26,6 +26,10 @@ type Marker struct {
 	RunID        string
 	RunAttempt   string
 	Rule         string
+	// Nonce is random and new for every create: when a create's outcome
+	// is unknown (a timeout, a reset, a 5xx), the broker finds the token
+	// it may have made by this, and deletes it.
+	Nonce string
 }
 
 // Description renders m as a token description: the marker (URL query
@@ -38,6 +42,9 @@ func (m Marker) Description(human string) string {
 	v.Set("run_id", m.RunID)
 	v.Set("run_attempt", m.RunAttempt)
 	v.Set("rule", m.Rule)
+	if m.Nonce != "" {
+		v.Set("nonce", m.Nonce)
+	}
 	d := markerPrefix + v.Encode()
 	if human != "" {
 		d += " " + human
@@ -81,6 +88,7 @@ func ParseMarker(description string) (m Marker, ok bool) {
 		RunID:        v.Get("run_id"),
 		RunAttempt:   v.Get("run_attempt"),
 		Rule:         v.Get("rule"),
+		Nonce:        v.Get("nonce"),
 	}
 	if m.RepositoryID == "" || m.RunID == "" {
 		return Marker{}, false

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -13,17 +14,25 @@ import (
 // Metrics are the broker's Prometheus metrics. None carries a token value
 // or a claim with unbounded cardinality (only rule names, outcomes, routes).
 type Metrics struct {
-	exchanges       *prometheus.CounterVec
-	exchangeLatency *prometheus.HistogramVec
-	revokes         *prometheus.CounterVec
-	rotations       *prometheus.CounterVec
-	upstream        *prometheus.CounterVec
-	upstreamLatency *prometheus.HistogramVec
-	reaped          prometheus.Counter
-	reapErrors      prometheus.Counter
-	rateLimited     *prometheus.CounterVec
-	storeErrors     *prometheus.CounterVec
-	leaseHeld       prometheus.Gauge
+	exchanges        *prometheus.CounterVec
+	exchangeLatency  *prometheus.HistogramVec
+	revokes          *prometheus.CounterVec
+	rotations        *prometheus.CounterVec
+	upstream         *prometheus.CounterVec
+	upstreamLatency  *prometheus.HistogramVec
+	upstreamInFlight prometheus.Gauge
+	upstreamWait     prometheus.Histogram
+	reaped           prometheus.Counter
+	reapErrors       prometheus.Counter
+	reapFailedCalls  prometheus.Counter
+	reapDuration     prometheus.Histogram
+	reapExpired      prometheus.Gauge
+	reapOverdue      prometheus.Gauge
+	reapSkipped      prometheus.Counter
+	undelivered      *prometheus.CounterVec
+	rateLimited      *prometheus.CounterVec
+	storeErrors      *prometheus.CounterVec
+	leaseHeld        prometheus.Gauge
 }
 
 // NewMetrics registers the broker's metrics in reg.
@@ -55,6 +64,32 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 		reapErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "astro_sts_reap_errors_total", Help: "Reaper passes that failed in part or whole.",
 		}),
+		upstreamInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "astro_sts_upstream_in_flight", Help: "Calls to the Astro API in flight (bounded by ASTRO_STS_ASTRO_CONCURRENCY).",
+		}),
+		upstreamWait: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "astro_sts_upstream_wait_seconds", Help: "Time a call to the Astro API waited for a free slot.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}),
+		reapFailedCalls: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "astro_sts_reap_failed_calls_total", Help: "Astro calls (lists, deletes) of reaper passes that failed.",
+		}),
+		reapDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "astro_sts_reap_duration_seconds", Help: "Duration of reaper passes.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14),
+		}),
+		reapExpired: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "astro_sts_reap_expired_tokens", Help: "Expired broker tokens the last reaper pass found.",
+		}),
+		reapOverdue: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "astro_sts_reap_most_overdue_seconds", Help: "How long past its deadline the most overdue token of the last reaper pass was (0: none).",
+		}),
+		reapSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "astro_sts_reap_skipped_ticks_total", Help: "Reaper ticks skipped because the previous pass was still running.",
+		}),
+		undelivered: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "astro_sts_undelivered_tokens_total", Help: "Tokens minted and not handed out, by why (create_outcome_unknown, caller_gone, half_made) and what became of them (deleted, delete_failed, not_found).",
+		}, []string{"why", "outcome"}),
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "astro_sts_rate_limited_total", Help: "Exchanges refused (429) by the deciding rule's rate limit.",
 		}, []string{"rule"}),
@@ -67,6 +102,7 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.exchanges, m.exchangeLatency, m.revokes, m.rotations, m.upstream, m.upstreamLatency, m.reaped, m.reapErrors, m.rateLimited, m.storeErrors, m.leaseHeld,
+		m.upstreamInFlight, m.upstreamWait, m.reapFailedCalls, m.reapDuration, m.reapExpired, m.reapOverdue, m.reapSkipped, m.undelivered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := reg.Register(c); err != nil {
@@ -105,4 +141,47 @@ func (m *Metrics) observe(e *event, outcome string, end time.Time) {
 		// Only a name the policy knows: the caller's could be anything.
 		m.rotations.WithLabelValues(e.rotation, outcome).Inc()
 	}
+}
+
+// policyHealth is implemented by a policy source that knows how its last
+// reload went; *policy.Store does.
+type policyHealth interface {
+	Health() policy.Health
+}
+
+// registerPolicyHealth exposes the policy's reload health: a file that
+// stopped loading leaves the broker serving the last good policy (right),
+// silently (wrong) until the next restart fails. docs/reliability.md says
+// what to alert on.
+func registerPolicyHealth(reg *prometheus.Registry, ph policyHealth) error {
+	unix := func(t time.Time) float64 {
+		if t.IsZero() {
+			return 0
+		}
+		return float64(t.UnixNano()) / 1e9
+	}
+	for _, c := range []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "astro_sts_policy_reload_ok", Help: "1 if the policy file loaded at the last look, 0 while it is invalid, unreadable or gone (the last good policy stays in force).",
+		}, func() float64 {
+			if ph.Health().OK {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "astro_sts_policy_last_reload_timestamp_seconds", Help: "When the policy file was last read and found changed or unreadable (Unix time).",
+		}, func() float64 { return unix(ph.Health().Checked) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "astro_sts_policy_last_good_timestamp_seconds", Help: "When a good policy file was last read (Unix time).",
+		}, func() float64 { return unix(ph.Health().LastGood) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "astro_sts_policy_rules", Help: "Rules of the policy in force.",
+		}, func() float64 { return float64(ph.Health().Rules) }),
+	} {
+		if err := reg.Register(c); err != nil {
+			return err
+		}
+	}
+	return nil
 }

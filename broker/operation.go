@@ -38,29 +38,10 @@ func bearer(r *http.Request) (string, error) {
 	return strings.TrimSpace(tok), nil
 }
 
-// decodeOptional decodes a strict JSON body into v; an empty body leaves v
-// as it is.
+// decodeOptional decodes a strict JSON body into v (exact, case-sensitive
+// keys, each once: see [decodeStrict]); an empty body leaves v as it is.
 func decodeOptional(body io.Reader, v any) error {
-	dec := json.NewDecoder(body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		var maxErr *http.MaxBytesError
-		if errors.As(err, &maxErr) {
-			return err
-		}
-		return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
-	}
-	if dec.More() {
-		return badRequest("the body must hold a single JSON object")
-	}
-	var extra json.RawMessage
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return badRequest("the body must hold a single JSON object")
-	}
-	return nil
+	return decodeStrict(body, v)
 }
 
 // jsonProblem describes a JSON decoding error without echoing the body.
@@ -86,6 +67,9 @@ func (s *Server) verify(ctx context.Context, e *event, rawIDToken string) (*idto
 		return nil, err
 	}
 	e.claims = claims
+	if err := s.issuedAfterStart(claims); err != nil {
+		return nil, err
+	}
 	return claims, nil
 }
 

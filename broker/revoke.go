@@ -15,15 +15,17 @@ type RevokeRequest struct {
 }
 
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
+	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
+	defer cancel()
 	var req RevokeRequest
 	raw, err := readRequest(r, &req)
 	if err == nil && !validID(req.TokenID) {
 		err = badRequest("token_id must be an Astro token id (letters, digits, - and _)")
 	}
 	if err != nil {
-		return s.refuse(r.Context(), opRevoke, err)
+		return s.refuse(ctx, opRevoke, err)
 	}
-	if err := s.Revoke(r.Context(), raw, req.TokenID); err != nil {
+	if err := s.Revoke(ctx, raw, req.TokenID); err != nil {
 		return err
 	}
 	w.WriteHeader(http.StatusNoContent)

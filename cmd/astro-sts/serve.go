@@ -45,6 +45,13 @@ Configuration comes from the environment (every problem is reported at once):
   ASTRO_STS_REDIS_PASSWORD_FILE   a file holding the Redis password (instead of one in the URL)
   ASTRO_STS_REDIS_CA_FILE         PEM CAs for a rediss:// server (default: the system's)
   ASTRO_STS_LOG_LEVEL             debug, info (default), warn, error
+  ASTRO_STS_ASTRO_TIMEOUT         bound on one Astro call, retries included (default 10s)
+  ASTRO_STS_REQUEST_TIMEOUT       deadline of an exchange or revoke (default 15s; longer than the
+                                  Astro timeout, shorter than the action's 30s per call)
+  ASTRO_STS_SHUTDOWN_GRACE        time in-flight requests get at shutdown (default 20s; longer
+                                  than the request timeout)
+  ASTRO_STS_ASTRO_CONCURRENCY     Astro calls in flight at most (default 16)
+  ASTRO_STS_REAP_CONCURRENCY      reaper deletes in flight at most, within that (default 8)
   plus the Vault and GitHub settings of docs/sinks.md when the policy has rotations.`
 
 func runServe(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
@@ -118,16 +125,26 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 	if err != nil {
 		return fmt.Errorf("serve: rotation: %w", err)
 	}
+	// ID tokens have one-second resolution (iat): accept requests from the
+	// next whole second on, and refuse tokens issued before it (a restart
+	// must not reopen replay; see broker/restart.go). Connections made
+	// meanwhile wait in the listener's queue.
+	started := time.Now().Truncate(time.Second).Add(time.Second)
 	b, err := broker.New(broker.Config{
-		Astro:          ac,
-		OrganizationID: cfg.Astro.OrganizationID,
-		Verifier:       verifier,
-		Store:          st,
-		Policies:       policies,
-		Rotator:        rotator,
-		Logger:         logger,
-		Registry:       reg,
-		Metrics:        metrics,
+		Astro:            ac,
+		OrganizationID:   cfg.Astro.OrganizationID,
+		Verifier:         verifier,
+		Store:            st,
+		Policies:         policies,
+		Rotator:          rotator,
+		Logger:           logger,
+		Registry:         reg,
+		Metrics:          metrics,
+		AstroTimeout:     cfg.AstroTimeout,
+		RequestTimeout:   cfg.RequestTimeout,
+		AstroConcurrency: cfg.AstroConcurrency,
+		ReapConcurrency:  cfg.ReapConcurrency,
+		Started:          started,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
@@ -142,6 +159,11 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 	defer func() { cancel(); reaper.Wait() }()
 	go policies.Watch(ctx, cfg.PolicyInterval, sighup)
 
+	select {
+	case <-time.After(time.Until(started)):
+	case <-ctx.Done():
+		return nil
+	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	logger.Info("broker listening", "addr", ln.Addr().String(), "issuers", cfg.Issuers,
@@ -153,10 +175,30 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 		return fmt.Errorf("serve: %w", err)
 	case <-ctx.Done():
 	}
-	logger.Info("shutting down")
-	sctx, scancel := context.WithTimeout(context.WithoutCancel(ctx), 20*time.Second)
+	return shutdown(ctx, srv, b, cfg, logger)
+}
+
+// shutdown stops the broker: no new connections; in-flight requests get
+// the grace period (longer than a request's deadline, so they normally all
+// finish); those that do not are cut off; then what they and earlier
+// exchanges left to clean up (tokens minted and not delivered, creates
+// with an unknown outcome) gets at most one more Astro timeout, twice.
+// Whatever is still left then carries a marker the reaper acts on.
+func shutdown(ctx context.Context, srv *http.Server, b *broker.Server, cfg config.Broker, logger *slog.Logger) error {
+	logger.Info("shutting down", "grace", cfg.ShutdownGrace)
+	base := context.WithoutCancel(ctx)
+	sctx, scancel := context.WithTimeout(base, cfg.ShutdownGrace)
 	defer scancel()
-	if err := srv.Shutdown(sctx); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err := srv.Shutdown(sctx)
+	if errors.Is(err, context.DeadlineExceeded) {
+		logger.Warn("shutdown: requests still in flight after the grace period; cutting them off (what they mint is deleted)")
+		err = srv.Close()
+	}
+	dctx, dcancel := context.WithTimeout(base, 2*cfg.AstroTimeout)
+	defer dcancel()
+	// Drain logs what it leaves behind; the reaper takes it from there.
+	_ = b.Drain(dctx)
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: shutdown: %w", err)
 	}
 	return nil

@@ -32,6 +32,11 @@ import (
 // DefaultIssuer is GitHub Actions' OIDC issuer.
 const DefaultIssuer = "https://token.actions.githubusercontent.com"
 
+// ActionCallTimeout is how long the action waits for each call to the
+// broker (action.Deps.CallTimeout's default): the broker's request
+// deadline must be shorter.
+const ActionCallTimeout = 30 * time.Second
+
 // Broker is the configuration of `astro-sts serve`.
 type Broker struct {
 	Addr       string `env:"ASTRO_STS_ADDR" envDefault:":8080"`
@@ -46,6 +51,18 @@ type Broker struct {
 	// protection. When full of live entries the broker refuses new tokens
 	// (fails closed) rather than forgetting one that could be replayed.
 	ReplayCacheSize int `env:"ASTRO_STS_REPLAY_CACHE_SIZE" envDefault:"100000"`
+
+	// The timeout chain (docs/architecture.md, "Timeouts"): one Astro call
+	// < a request's deadline < the action's per-call timeout, and the
+	// shutdown grace > a request's deadline, so that in-flight exchanges
+	// finish and what they mint is delivered or deleted.
+	AstroTimeout   time.Duration `env:"ASTRO_STS_ASTRO_TIMEOUT" envDefault:"10s"`
+	RequestTimeout time.Duration `env:"ASTRO_STS_REQUEST_TIMEOUT" envDefault:"15s"`
+	ShutdownGrace  time.Duration `env:"ASTRO_STS_SHUTDOWN_GRACE" envDefault:"20s"`
+	// AstroConcurrency bounds the broker's Astro calls in flight;
+	// ReapConcurrency a reaper pass's deletes, within it.
+	AstroConcurrency int `env:"ASTRO_STS_ASTRO_CONCURRENCY" envDefault:"16"`
+	ReapConcurrency  int `env:"ASTRO_STS_REAP_CONCURRENCY" envDefault:"8"`
 
 	Astro Astro
 	// Sinks are needed only when the policy has rotations; the policy store
@@ -210,6 +227,22 @@ func (c Broker) Validate() error {
 	}
 	if c.ReplayCacheSize < 1 {
 		add("ASTRO_STS_REPLAY_CACHE_SIZE must be positive")
+	}
+	if c.AstroTimeout < 100*time.Millisecond {
+		add("ASTRO_STS_ASTRO_TIMEOUT must be at least 100ms, got %s", c.AstroTimeout)
+	}
+	if c.RequestTimeout <= c.AstroTimeout || c.RequestTimeout >= ActionCallTimeout {
+		add("ASTRO_STS_REQUEST_TIMEOUT (%s) must be longer than ASTRO_STS_ASTRO_TIMEOUT (%s) and shorter than the action's %s per call, so that a slow Astro gets the action a \"try again\" before it gives up",
+			c.RequestTimeout, c.AstroTimeout, ActionCallTimeout)
+	}
+	if c.ShutdownGrace <= c.RequestTimeout {
+		add("ASTRO_STS_SHUTDOWN_GRACE (%s) must be longer than ASTRO_STS_REQUEST_TIMEOUT (%s), so that exchanges in flight finish before the broker stops", c.ShutdownGrace, c.RequestTimeout)
+	}
+	if c.AstroConcurrency < 1 {
+		add("ASTRO_STS_ASTRO_CONCURRENCY must be positive")
+	}
+	if c.ReapConcurrency < 1 || c.ReapConcurrency > c.AstroConcurrency {
+		add("ASTRO_STS_REAP_CONCURRENCY must be 1..ASTRO_STS_ASTRO_CONCURRENCY (%d), got %d", c.AstroConcurrency, c.ReapConcurrency)
 	}
 	return errors.Join(append(errs, c.Astro.Validate(), c.Sinks.Validate(), c.Store.Validate())...)
 }

@@ -40,6 +40,13 @@ func TestLoadBrokerDefaults(t *testing.T) {
 		PolicyInterval:  10 * time.Second,
 		LogLevel:        "info",
 		ReplayCacheSize: 100000,
+		// The timeout chain: Astro call < request < shutdown grace, and
+		// request < the action's 30s.
+		AstroTimeout:     10 * time.Second,
+		RequestTimeout:   15 * time.Second,
+		ShutdownGrace:    20 * time.Second,
+		AstroConcurrency: 16,
+		ReapConcurrency:  8,
 		Astro: Astro{
 			APIURL:         "https://api.astronomer.io/v1",
 			OrganizationID: "clorg",
@@ -385,4 +392,43 @@ func leaves(err error) []string {
 		return out
 	}
 	return []string{err.Error()}
+}
+
+// The timeouts must form a chain, and the concurrency bounds nest: each
+// broken link is reported, with the variables it involves.
+func TestTimeoutChain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  map[string]string
+		want []string // "" means valid
+	}{
+		{"defaults", nil, nil},
+		{"short and consistent", map[string]string{"ASTRO_STS_ASTRO_TIMEOUT": "1s", "ASTRO_STS_REQUEST_TIMEOUT": "2s", "ASTRO_STS_SHUTDOWN_GRACE": "3s"}, nil},
+		{"request not longer than an Astro call", map[string]string{"ASTRO_STS_ASTRO_TIMEOUT": "15s"}, []string{"ASTRO_STS_REQUEST_TIMEOUT (15s) must be longer than ASTRO_STS_ASTRO_TIMEOUT (15s)"}},
+		{"request as long as the action waits", map[string]string{"ASTRO_STS_REQUEST_TIMEOUT": "30s", "ASTRO_STS_SHUTDOWN_GRACE": "40s"}, []string{"shorter than the action's 30s per call"}},
+		{"grace not longer than a request", map[string]string{"ASTRO_STS_SHUTDOWN_GRACE": "15s"}, []string{"ASTRO_STS_SHUTDOWN_GRACE (15s) must be longer than ASTRO_STS_REQUEST_TIMEOUT (15s)"}},
+		{"tiny Astro timeout", map[string]string{"ASTRO_STS_ASTRO_TIMEOUT": "1ms"}, []string{"ASTRO_STS_ASTRO_TIMEOUT must be at least 100ms"}},
+		{"reap concurrency above the bound", map[string]string{"ASTRO_STS_ASTRO_CONCURRENCY": "4", "ASTRO_STS_REAP_CONCURRENCY": "5"}, []string{"ASTRO_STS_REAP_CONCURRENCY must be 1..ASTRO_STS_ASTRO_CONCURRENCY (4), got 5"}},
+		{"no Astro calls", map[string]string{"ASTRO_STS_ASTRO_CONCURRENCY": "0", "ASTRO_STS_REAP_CONCURRENCY": "0"}, []string{"ASTRO_STS_ASTRO_CONCURRENCY must be positive", "ASTRO_STS_REAP_CONCURRENCY must be 1.."}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := validEnv()
+			maps.Copy(env, tc.set)
+			_, err := LoadBroker(env)
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q:\n%v", w, err)
+				}
+			}
+		})
+	}
 }

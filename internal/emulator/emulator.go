@@ -61,6 +61,10 @@ type Config struct {
 	// Logger receives one Debug record per request (never a token value);
 	// nil discards.
 	Logger *slog.Logger
+	// RecordCreates keeps the id of every token created, for
+	// [Emulator.Created]: a test that must account for every token ever
+	// made, deleted since or not, turns it on.
+	RecordCreates bool
 }
 
 // MaxWorkspaces bounds [Config.Workspaces].
@@ -99,6 +103,11 @@ type Emulator struct {
 	deployments map[string]*astro.Deployment // never mutated once stored: replaced or deleted whole
 	throttle    int
 	retryAft    time.Duration
+	// Faults after processing (faults.go): every answer held this long,
+	// and the share of answers lost.
+	slowAnswers time.Duration
+	loseRate    float64
+	created     *[]string // with Config.RecordCreates: every id created
 }
 
 // record is a token as the emulator stores it: never the value, only its
@@ -192,6 +201,9 @@ func New(cfg Config) (*Emulator, error) {
 	}, t)
 	e.ownerValue = value
 	e.seedDeployments(depIDs, *seedUser, t)
+	if cfg.RecordCreates { // after the seeded tokens: only what clients create
+		e.created = &[]string{}
+	}
 	e.handler = e.routes()
 	return e, nil
 }
@@ -353,6 +365,9 @@ func (e *Emulator) createLocked(n newToken, now time.Time) (astro.Token, string)
 	value := e.signLocked(&t, now)
 	t.ShortToken = shortToken(value)
 	e.tokens[t.ID] = &record{tok: t, hash: sha256Sum(value)}
+	if e.created != nil {
+		*e.created = append(*e.created, t.ID)
+	}
 	return cloneToken(t), value
 }
 

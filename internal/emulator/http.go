@@ -128,7 +128,8 @@ func (s *statusWriter) Write(b []byte) (int, error) {
 // middleware gives every answer a request id, logs it at Debug (method,
 // path, status, duration: never a header or a body, so never a value),
 // and applies the test knobs: latency, then the 429 burst, then the error
-// rate. Injected failures happen before anything is processed.
+// rate, all before anything is processed; then the faults after processing
+// (a held or lost answer, see faults.go).
 func (e *Emulator) middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
@@ -161,6 +162,10 @@ func (e *Emulator) middleware(next http.Handler) http.Handler {
 			return
 		case http.StatusServiceUnavailable:
 			writeError(sw, status, "service unavailable (injected by the emulator)", nil)
+			return
+		}
+		if hold, lose := e.afterFault(); hold > 0 || lose {
+			e.serveHeld(sw, r, next, hold, lose)
 			return
 		}
 		next.ServeHTTP(sw, r)

@@ -32,6 +32,23 @@ type Store struct {
 
 	mu      sync.Mutex // serialises reloads
 	lastBad string     // digest (or read error) of the last file that failed, so polling logs it once
+
+	health atomic.Pointer[Health]
+}
+
+// Health is the outcome of the store's last look at the policy file, for
+// the broker's metrics: a file that stopped loading leaves the broker
+// serving the last good policy, which is right, but invisible unless
+// someone watches this (and the next restart would fail).
+type Health struct {
+	// OK is false from the time a reload failed (the file is invalid,
+	// unreadable or gone) until a good file is seen again.
+	OK bool
+	// Checked is when the file was last read and found changed (or
+	// unreadable), LastGood when a good file was last read.
+	Checked, LastGood time.Time
+	// Rules is the number of rules of the policy in force.
+	Rules int
 }
 
 // NewStore loads the policy at path; it fails if that first load fails, so
@@ -54,12 +71,37 @@ func NewStore(path string, logger *slog.Logger, checks ...func(*Policy) error) (
 	}
 	s := &Store{path: path, logger: logger, checks: checks}
 	s.cur.Store(p)
+	now := time.Now()
+	s.health.Store(&Health{OK: true, Checked: now, LastGood: now, Rules: p.Rules()})
 	logger.Info("policy loaded", "path", path, "digest", p.Digest(), "rules", p.Rules(), "rotations", len(p.rotations))
 	return s, nil
 }
 
 // Current is the policy in force. It is never nil.
 func (s *Store) Current() *Policy { return s.cur.Load() }
+
+// Health is the outcome of the last reload or poll that read the file.
+func (s *Store) Health() Health { return *s.health.Load() }
+
+// failed records a file that did not load. s.mu is held.
+func (s *Store) failed(bad string) {
+	s.lastBad = bad
+	h := *s.health.Load()
+	h.OK, h.Checked = false, time.Now()
+	s.health.Store(&h)
+}
+
+// good records a file that loaded (or that is the policy in force again),
+// and says so in the log if the previous look had failed: the operator who
+// fixed the file sees that it took. s.mu is held.
+func (s *Store) good(p *Policy) {
+	if s.lastBad != "" {
+		s.logger.Info("policy file good again", "path", s.path, "digest", p.Digest(), "rules", p.Rules())
+	}
+	s.lastBad = ""
+	now := time.Now()
+	s.health.Store(&Health{OK: true, Checked: now, LastGood: now, Rules: p.Rules()})
+}
 
 // Reload reads and parses the file again. If it does not load, the current
 // policy stays in force, the reason is logged at Error, and returned.
@@ -68,7 +110,7 @@ func (s *Store) Reload() error {
 	defer s.mu.Unlock()
 	data, err := readFile(s.path)
 	if err != nil {
-		s.lastBad = "read: " + err.Error()
+		s.failed("read: " + err.Error())
 		s.logger.Error("policy reload failed; keeping the current policy", "path", s.path, "digest", s.Current().Digest(), "error", err)
 		return err
 	}
@@ -85,17 +127,18 @@ func (s *Store) apply(data []byte) error {
 		err = check(p)
 	}
 	if err != nil {
-		s.lastBad = digest(data)
+		s.failed(digest(data))
 		s.logger.Error("policy reload failed; keeping the current policy", "path", s.path, "digest", s.Current().Digest(), "bad_digest", s.lastBad, "error", err)
 		return fmt.Errorf("%s: %w", s.path, err)
 	}
-	s.lastBad = ""
 	old := s.cur.Load()
 	if old.Digest() == p.Digest() {
+		s.good(old)
 		s.logger.Info("policy unchanged", "path", s.path, "digest", p.Digest())
 		return nil
 	}
 	s.cur.Store(p)
+	s.good(p)
 	s.logger.Info("policy reloaded", "path", s.path, "digest", p.Digest(), "previous_digest", old.Digest(), "rules", p.Rules(), "rotations", len(p.rotations))
 	return nil
 }
@@ -134,16 +177,23 @@ func (s *Store) poll() {
 	data, err := readFile(s.path)
 	if err != nil {
 		if bad := "read: " + err.Error(); bad != s.lastBad {
-			s.lastBad = bad
+			s.failed(bad)
 			s.logger.Error("policy file unreadable; keeping the current policy", "path", s.path, "error", err)
 		}
 		return
 	}
 	d := digest(data)
-	if d == s.Current().Digest() || d == s.lastBad {
-		return
+	switch {
+	case d == s.lastBad:
+	case d == s.Current().Digest():
+		// Back to the policy in force after a bad version: nothing to
+		// reload, but the file is good again.
+		if s.lastBad != "" {
+			s.good(s.Current())
+		}
+	default:
+		_ = s.apply(data)
 	}
-	_ = s.apply(data)
 }
 
 func digest(data []byte) string {

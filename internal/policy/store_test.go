@@ -251,6 +251,57 @@ rotations:
 	}
 }
 
+// A broken or deleted policy file shows in Health until the file is good
+// again, and the recovery is logged, also when the file comes back exactly
+// as the policy in force (nothing to reload, but the operator must see
+// that the fix took).
+func TestStoreHealth(t *testing.T) {
+	s, path, logs := newStore(t)
+	h := s.Health()
+	if !h.OK || h.Rules != 3 || h.LastGood.IsZero() || h.Checked.IsZero() {
+		t.Fatalf("health after load = %+v", h)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go s.Watch(ctx, 5*time.Millisecond, nil)
+
+	for _, breakIt := range []struct {
+		name string
+		do   func()
+	}{
+		{"invalid", func() { writeFile(t, path, "rules: [{name: r}]\n") }},
+		{"deleted", func() {
+			if err := os.Remove(path); err != nil {
+				t.Fatal(err)
+			}
+		}},
+	} {
+		lastGood := s.Health().LastGood
+		breakIt.do()
+		eventually(t, breakIt.name+" file to show in Health", func() bool { return !s.Health().OK })
+		if h := s.Health(); h.LastGood != lastGood || h.Rules != 3 {
+			t.Errorf("%s: health %+v: LastGood or Rules changed while the file is broken", breakIt.name, h)
+		}
+		before := strings.Count(logs.String(), "policy file good again")
+		writeFile(t, path, basePolicy) // the policy in force, unchanged
+		eventually(t, "the restored file to show in Health", func() bool { return s.Health().OK })
+		if got := strings.Count(logs.String(), "policy file good again"); got != before+1 {
+			t.Errorf("%s: restoring the file logged %d recovery lines, want 1:\n%s", breakIt.name, got-before, logs)
+		}
+		if !s.Health().LastGood.After(lastGood) {
+			t.Errorf("%s: LastGood did not move on recovery", breakIt.name)
+		}
+	}
+
+	// A good, different file after a good one is a reload, not a recovery.
+	before := strings.Count(logs.String(), "policy file good again")
+	writeFile(t, path, otherPolicy)
+	eventually(t, "the new policy", func() bool { return s.Health().Rules == 1 })
+	if got := strings.Count(logs.String(), "policy file good again"); got != before {
+		t.Errorf("a reload after a good file logged a recovery")
+	}
+}
+
 // configMapVolume lays out dir as the kubelet lays out a ConfigMap volume
 // (its AtomicWriter): the files live in a hidden timestamped directory,
 // "..data" is a symlink to it, and each key is a symlink through "..data".

@@ -1,0 +1,106 @@
+package broker
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+)
+
+// decodeStrict decodes a JSON object body into v, a pointer to a struct,
+// more strictly than encoding/json: field names must match v's json tags
+// exactly (encoding/json would take {"ROLE": ...} as role), a field may
+// appear once (encoding/json keeps the last of two), and nothing but one
+// object may be sent. An empty body leaves v as it is. The error is a
+// [badRequestError] whose message is safe to return, or the
+// [http.MaxBytesError] of an oversized body.
+func decodeStrict(body io.Reader, v any) error {
+	data, err := io.ReadAll(body)
+	if err != nil {
+		var maxErr *http.MaxBytesError
+		if errors.As(err, &maxErr) {
+			return err
+		}
+		return badRequest("the body could not be read")
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	fields := jsonFields(v)
+	dec := json.NewDecoder(bytes.NewReader(data))
+	tok, err := dec.Token()
+	if err != nil {
+		return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return badRequest("the body must be a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
+		}
+		key, _ := tok.(string) // inside an object, Token returns keys as strings
+		switch {
+		case seen[key]:
+			return badRequest("duplicate field %s", quoteShort(key))
+		case !fields[key]:
+			return badRequest("unknown field %s (field names are exact and case-sensitive)", quoteShort(key))
+		}
+		seen[key] = true
+		var raw json.RawMessage
+		if err := dec.Decode(&raw); err != nil {
+			return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
+		}
+	}
+	if _, err := dec.Token(); err != nil { // the closing brace
+		return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return badRequest("the body must hold a single JSON object")
+	}
+	// Every key is now one of v's exact names, once: encoding/json's own
+	// leniencies no longer matter, only the value types.
+	if err := json.Unmarshal(data, v); err != nil {
+		return badRequest("the body is not valid JSON for this endpoint: %s", jsonProblem(err))
+	}
+	return nil
+}
+
+// jsonFields is the set of JSON names of the struct v points to.
+func jsonFields(v any) map[string]bool {
+	t := reflect.TypeOf(v)
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	out := map[string]bool{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		if !f.IsExported() {
+			continue
+		}
+		name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+		switch name {
+		case "-":
+			continue
+		case "":
+			name = f.Name
+		}
+		out[name] = true
+	}
+	return out
+}
+
+// quoteShort quotes a caller's field name for an error message, cut so
+// that a long one cannot bloat the answer or the log.
+func quoteShort(s string) string {
+	if len(s) > 64 {
+		s = truncate(s, 64) + "..."
+	}
+	return fmt.Sprintf("%q", s)
+}

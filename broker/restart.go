@@ -1,0 +1,46 @@
+package broker
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+)
+
+// A restart must not reopen replay. The memory replay store forgets every
+// jti when the process ends, so an ID token exchanged just before a
+// restart could be exchanged again just after it. The broker therefore
+// refuses, with an answer the action retries (503, Retry-After: 1), every
+// ID token issued before it started: each of the action's attempts fetches
+// a fresh ID token, so a job caught by a restart loses a second, and a
+// token lifted from a log before the restart is worth nothing after it.
+//
+// The other design the issue offers, rebuilding the cache from the markers
+// of live tokens, was not chosen: it would put a hash of every jti in
+// every token's description, cover the exchange only (a revoke or a
+// rotation mints nothing to carry the marker), and make every start list
+// the whole organization before the broker may serve. The rule here costs
+// nothing to run and covers all three endpoints.
+//
+// A store that survives restarts (shared: Redis) makes the rule
+// unnecessary, and it does not apply then (the store says so: Shared).
+
+// errIssuedBeforeStart refuses an ID token issued before this broker
+// started, while the replay store forgets on restart.
+var errIssuedBeforeStart = errors.New("the OIDC token was issued before this broker started; fetch a fresh one and try again")
+
+// issuedAfterStart applies the restart rule to verified claims.
+func (s *Server) issuedAfterStart(c *idtoken.Claims) error {
+	if s.started.IsZero() {
+		return nil
+	}
+	if s.store.Shared() {
+		return nil
+	}
+	if c.IssuedAt.Before(s.started) {
+		return fmt.Errorf("%w (issued %s, started %s)", errIssuedBeforeStart,
+			c.IssuedAt.UTC().Format(time.RFC3339), s.started.UTC().Format(time.RFC3339))
+	}
+	return nil
+}

@@ -1,0 +1,102 @@
+package emulator_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/emulator"
+)
+
+// A lost answer: the create is done, the client gets a 502.
+func TestLoseAnswersProcessesThenFails(t *testing.T) {
+	e := start(t, emulator.Config{})
+	before := len(e.emu.Tokens())
+	e.emu.LoseAnswers(1)
+	r := e.doJSON("POST", e.tokensPath(), e.owner, astro.CreateTokenRequest{Name: "lost", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	if r.status != http.StatusBadGateway {
+		t.Fatalf("create with lost answers: %d %s, want 502", r.status, r.body)
+	}
+	if eb := r.errorBody(t); eb.StatusCode != http.StatusBadGateway {
+		t.Errorf("error body %+v", eb)
+	}
+	if got := len(e.emu.Tokens()); got != before+1 {
+		t.Fatalf("%d tokens after a lost create, want %d: the create must be processed", got, before+1)
+	}
+	e.emu.LoseAnswers(0)
+	if r := e.doJSON("POST", e.tokensPath(), e.owner, astro.CreateTokenRequest{Name: "kept", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember}); r.status != http.StatusOK {
+		t.Fatalf("create after LoseAnswers(0): %d", r.status)
+	}
+	e.emu.LoseAnswers(2) // out of range: off
+	if r := e.do("GET", e.tokensPath(), e.owner, nil); r.status != http.StatusOK {
+		t.Fatalf("list after LoseAnswers(2): %d", r.status)
+	}
+}
+
+// A late answer: a client that gives up first has still created the token;
+// one that waits gets the answer whole.
+func TestSlowAnswersProcessBeforeHolding(t *testing.T) {
+	e := start(t, emulator.Config{})
+	before := len(e.emu.Tokens())
+	e.emu.SlowAnswers(3 * time.Second)
+	body, err := json.Marshal(astro.CreateTokenRequest{Name: "late", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", e.srv.URL+e.tokensPath(), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.owner)
+	req.Header.Set("Content-Type", "application/json")
+	if resp, err := http.DefaultClient.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+		if err == nil {
+			resp.Body.Close()
+		}
+		t.Fatalf("create with a held answer and a short client timeout: %v, want a deadline error", err)
+	}
+	if got := len(e.emu.Tokens()); got != before+1 {
+		t.Fatalf("%d tokens after a create whose client gave up, want %d", got, before+1)
+	}
+
+	e.emu.SlowAnswers(10 * time.Millisecond)
+	r := e.doJSON("POST", e.tokensPath(), e.owner, astro.CreateTokenRequest{Name: "waited", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	if r.status != http.StatusOK || r.header.Get("Content-Type") != "application/json" || r.header.Get(emulator.RequestIDHeader) == "" {
+		t.Fatalf("held answer: %d %v %s", r.status, r.header, r.body)
+	}
+	var tok astro.Token
+	if err := json.Unmarshal(r.body, &tok); err != nil || tok.Token == "" || tok.Name != "waited" {
+		t.Fatalf("held answer body %s: %v", r.body, err)
+	}
+	e.emu.SlowAnswers(0)
+}
+
+// Created lists what clients created, lost answers included, and not the
+// seeded owner token; without RecordCreates it is nil.
+func TestCreated(t *testing.T) {
+	e := start(t, emulator.Config{RecordCreates: true})
+	if got := e.emu.Created(); len(got) != 0 {
+		t.Fatalf("Created before any create = %v", got)
+	}
+	a := e.create(astro.CreateTokenRequest{Name: "a", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	e.emu.LoseAnswers(1)
+	e.doJSON("POST", e.tokensPath(), e.owner, astro.CreateTokenRequest{Name: "lost", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	e.emu.LoseAnswers(0)
+	if r := e.do("DELETE", e.tokensPath()+"/"+a.ID, e.owner, nil); r.status != http.StatusNoContent {
+		t.Fatalf("delete: %d", r.status)
+	}
+	got := e.emu.Created()
+	if len(got) != 2 || got[0] != a.ID {
+		t.Errorf("Created = %v, want %s and the lost one", got, a.ID)
+	}
+	if off := start(t, emulator.Config{}); off.emu.Created() != nil {
+		t.Error("Created without RecordCreates is not nil")
+	}
+}
