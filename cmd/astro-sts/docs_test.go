@@ -181,3 +181,46 @@ func selectsAny(pattern, kinds string, funcs []string) bool {
 	}
 	return false
 }
+
+// TestEmulatorFlagsDocumented: docs/emulator.md's table of flags has a row
+// for every flag of `astro-sts emulator`, with the default its --help
+// gives, and none for a flag the command does not take.
+func TestEmulatorFlagsDocumented(t *testing.T) {
+	var stdout, stderr strings.Builder
+	if err := run(t.Context(), []string{"astro-sts", "emulator", "--help"}, nil, &stdout, &stderr); exitCode(err, &stderr) != 0 {
+		t.Fatalf("emulator --help: %v\n%s", err, stderr.String())
+	}
+	flags := map[string]string{} // name -> default, "" when the zero value
+	var last string
+	for _, line := range strings.Split(stderr.String(), "\n") {
+		if m := regexp.MustCompile(`^  -([a-z-]+)`).FindStringSubmatch(line); m != nil {
+			last = m[1]
+			flags[last] = ""
+		}
+		if m := regexp.MustCompile(`\(default "?([^"]*?)"?\)$`).FindStringSubmatch(line); m != nil && last != "" {
+			flags[last] = m[1]
+		}
+	}
+	if len(flags) < 5 {
+		t.Fatalf("found %d flags in emulator --help; the parse is wrong:\n%s", len(flags), stderr.String())
+	}
+	doc := readDocs(t)["docs/emulator.md"]
+	rows := map[string]string{} // name -> default cell
+	for _, m := range regexp.MustCompile("(?m)^\\| `--([a-z-]+)` \\| ([^|]*) \\|").FindAllStringSubmatch(doc, -1) {
+		rows[m[1]] = strings.TrimSpace(m[2])
+	}
+	for name, def := range flags {
+		cell, ok := rows[name]
+		switch {
+		case !ok:
+			t.Errorf("docs/emulator.md has no row for --%s", name)
+		case def != "" && strings.Trim(cell, "`") != def:
+			t.Errorf("docs/emulator.md gives --%s the default %s; --help says %q", name, cell, def)
+		}
+	}
+	for name := range rows {
+		if _, ok := flags[name]; !ok {
+			t.Errorf("docs/emulator.md has a row for --%s, which the emulator does not take", name)
+		}
+	}
+}
