@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"unicode"
 )
 
 // TestDocsTestCommands: every `go test` command in the README and docs/
@@ -223,4 +224,59 @@ func TestEmulatorFlagsDocumented(t *testing.T) {
 			t.Errorf("docs/emulator.md has a row for --%s, which the emulator does not take", name)
 		}
 	}
+}
+
+// TestDocsLinksResolve: every relative link of the README and docs/ names
+// a file of the repository and, with a #fragment into a doc, one of its
+// headings (as GitHub makes anchors of them), so that a renamed section
+// does not strand its readers.
+func TestDocsLinksResolve(t *testing.T) {
+	docs := readDocs(t)
+	anchors := map[string]map[string]bool{}
+	fence := regexp.MustCompile("(?ms)^```.*?^```")
+	for path, doc := range docs {
+		anchors[path] = map[string]bool{}
+		for _, m := range regexp.MustCompile(`(?m)^#+ (.*)$`).FindAllStringSubmatch(fence.ReplaceAllString(doc, ""), -1) {
+			anchors[path][githubAnchor(m[1])] = true
+		}
+	}
+	links := 0
+	for path, doc := range docs {
+		for _, m := range regexp.MustCompile(`\]\(([^)\s]+)\)`).FindAllStringSubmatch(doc, -1) {
+			target, fragment, _ := strings.Cut(m[1], "#")
+			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
+				continue
+			}
+			links++
+			file := path
+			if target != "" {
+				file = filepath.ToSlash(filepath.Clean(filepath.Join(filepath.Dir(path), target)))
+				if _, err := os.Stat(filepath.Join("../..", file)); err != nil {
+					t.Errorf("%s links %s: no such file", path, m[1])
+					continue
+				}
+			}
+			if a, ok := anchors[file]; ok && fragment != "" && !a[fragment] {
+				t.Errorf("%s links %s: %s has no such heading", path, m[1], file)
+			}
+		}
+	}
+	if links < 30 {
+		t.Fatalf("found %d links; the parse is wrong", links)
+	}
+}
+
+// githubAnchor is the fragment GitHub gives a heading: lower case, spaces
+// as hyphens, punctuation other than - and _ dropped.
+func githubAnchor(heading string) string {
+	var b strings.Builder
+	for _, r := range strings.ToLower(strings.TrimSpace(heading)) {
+		switch {
+		case r == ' ':
+			b.WriteRune('-')
+		case r == '-' || r == '_' || unicode.IsLetter(r) || unicode.IsDigit(r):
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
