@@ -5,6 +5,7 @@ import (
 	"go/parser"
 	"go/token"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -64,6 +65,49 @@ func TestMetricsDocumented(t *testing.T) {
 	for _, name := range names {
 		if !strings.Contains(string(doc), "`"+name+"`") {
 			t.Errorf("metric %s is not in docs/operations.md", name)
+		}
+	}
+}
+
+// TestEndpointsDocumented: every route the broker registers (the
+// "METHOD /path" patterns of broker.go, read from the source) is in
+// docs/architecture.md's "Endpoints", and that table lists no other.
+func TestEndpointsDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## Endpoints\n")
+	if !ok {
+		t.Fatal(`docs/architecture.md has no "## Endpoints" section`)
+	}
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	f, err := parser.ParseFile(token.NewFileSet(), "broker.go", nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := map[string]bool{}
+	ast.Inspect(f, func(n ast.Node) bool {
+		if lit, ok := n.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+			if v, err := strconv.Unquote(lit.Value); err == nil && regexp.MustCompile(`^(GET|POST) /\S+$`).MatchString(v) {
+				routes[v] = true
+			}
+		}
+		return true
+	})
+	if len(routes) < 5 {
+		t.Fatalf("found %d routes in broker.go; the parse is wrong", len(routes))
+	}
+	for r := range routes {
+		if !strings.Contains(section, "| `"+r+"` |") {
+			t.Errorf("route %s is not in docs/architecture.md's Endpoints", r)
+		}
+	}
+	for _, m := range regexp.MustCompile("(?m)^\\| `((?:GET|POST) /[^`?]+)(?:\\?[^`]*)?` \\|").FindAllStringSubmatch(section, -1) {
+		if !routes[m[1]] {
+			t.Errorf("docs/architecture.md's Endpoints lists %s, which the broker does not serve", m[1])
 		}
 	}
 }

@@ -251,9 +251,6 @@ func TestRotateConfigTokenFile(t *testing.T) {
 	}
 }
 
-// The broker's rotator: disabled (nil, so the broker answers 501) only when
-// the policy has no rotations; a rotation without sink credentials stops
-// the start.
 // The broker's policy store refuses, at start, a policy whose rotations
 // have no sink credentials; a policy without rotations needs none. The
 // rotator itself always exists, so a reload can add a rotation.

@@ -4,8 +4,9 @@
 // roles, token and Deployment shapes) that the emulator, the broker, the
 // rotation code and the demo speak.
 //
-// The shapes follow ../shared/reference/astro-api.md; where the public
-// material is silent, the comment on the field says which behaviour we chose.
+// The shapes follow Astronomer's published v1 API specification and the
+// astro CLI's generated client; where the public material is silent, the
+// comment on the field says which behaviour we chose.
 package astro
 
 import (

@@ -6,7 +6,7 @@
 // from Astro for what they use.
 //
 // It serves the paths, JSON shapes, status codes and error bodies of
-// ../../../shared/reference/astro-api.md, issues token values that are
+// Astronomer's published v1 API specification, issues token values that are
 // Ed25519-signed JWTs with the claims the astro CLI reads, and enforces
 // what Astro enforces: revoked, rotated and expired values get 401 at once,
 // a Workspace token stays inside its Workspace, only a Workspace Operator or
