@@ -1,12 +1,14 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/rotation"
 )
 
 // Defaults of the bound on the broker's Astro calls.
@@ -28,40 +30,87 @@ const (
 // created.
 var errNoAstroSlot = errors.New("waited too long for a free Astro call slot")
 
-// boundedAstro is the one door of the broker's calls to Astro: at most
-// cap(slots) of them in flight, so that a burst of exchanges or a reaper
-// sweep queues briefly in the broker instead of tripping Astro's own rate
-// limit, and each bounded by timeout once it has its slot (the wait for a
-// slot is bounded by the caller's context only, so a queue does not eat
-// the call's own time).
-type boundedAstro struct {
-	next    Astro
-	slots   chan struct{}
+// AstroBound is the bound on a process's Astro calls in flight: at most
+// its concurrency at once, so that a burst of exchanges, a reaper sweep or
+// a rotation queues briefly in the process instead of tripping Astro's own
+// rate limit, which counts every call of the organization token alike.
+// The broker makes one from [Config.AstroConcurrency] and
+// [Config.AstroTimeout]; `astro-sts serve` makes it with [NewAstroBound]
+// and shares it with the rotator ([AstroBound.Rotation],
+// [Config.AstroBound]), so that the broker's calls and the rotator's
+// together stay within it.
+//
+// A call holds its slot for the whole operation, the Astro client's
+// retries included. The wait for a slot is bounded by the caller's
+// context only, so that a queue does not eat the call's own time.
+type AstroBound struct {
+	slots chan struct{}
+	// timeout bounds each of the broker's calls once it has its slot.
 	timeout time.Duration
 	metrics *Metrics
 }
 
-func newBoundedAstro(next Astro, n int, timeout time.Duration, m *Metrics) *boundedAstro {
-	return &boundedAstro{next: next, slots: make(chan struct{}, n), timeout: timeout, metrics: m}
+// NewAstroBound returns a bound of concurrency calls in flight (0 means
+// [DefaultAstroConcurrency]) whose broker calls each get timeout once they
+// have a slot (0 means [DefaultAstroTimeout]). The waits and the calls in
+// flight are counted in m, which must be the [Metrics] the broker is
+// given.
+func NewAstroBound(concurrency int, timeout time.Duration, m *Metrics) (*AstroBound, error) {
+	if concurrency < 0 || timeout < 0 {
+		return nil, errors.New("broker: the Astro concurrency and timeout must not be negative")
+	}
+	if m == nil {
+		return nil, errors.New("broker: an Astro bound needs the broker's Metrics")
+	}
+	return &AstroBound{
+		slots:   make(chan struct{}, cmp.Or(concurrency, DefaultAstroConcurrency)),
+		timeout: cmp.Or(timeout, DefaultAstroTimeout),
+		metrics: m,
+	}, nil
+}
+
+// acquire waits for a slot and returns the function that gives it back.
+func (b *AstroBound) acquire(ctx context.Context) (func(), error) {
+	start := time.Now()
+	select {
+	case b.slots <- struct{}{}:
+	default:
+		b.metrics.upstreamQueued.Inc()
+		select {
+		case b.slots <- struct{}{}:
+			b.metrics.upstreamQueued.Dec()
+		case <-ctx.Done():
+			b.metrics.upstreamQueued.Dec()
+			b.metrics.upstreamWait.Observe(time.Since(start).Seconds())
+			return nil, fmt.Errorf("%w: %w", errNoAstroSlot, ctx.Err())
+		}
+	}
+	b.metrics.upstreamWait.Observe(time.Since(start).Seconds())
+	b.metrics.upstreamInFlight.Inc()
+	return func() {
+		b.metrics.upstreamInFlight.Dec()
+		<-b.slots
+	}, nil
+}
+
+// boundedAstro is the one door of the broker's calls to Astro: each takes
+// a slot of the bound, and is bounded by its timeout once it has it.
+type boundedAstro struct {
+	next  Astro
+	bound *AstroBound
 }
 
 // enter waits for a slot and returns the call's context and the function
 // that gives the slot back.
 func (b *boundedAstro) enter(ctx context.Context) (context.Context, func(), error) {
-	start := time.Now()
-	select {
-	case b.slots <- struct{}{}:
-	case <-ctx.Done():
-		b.metrics.upstreamWait.Observe(time.Since(start).Seconds())
-		return nil, nil, fmt.Errorf("%w: %w", errNoAstroSlot, ctx.Err())
+	release, err := b.bound.acquire(ctx)
+	if err != nil {
+		return nil, nil, err
 	}
-	b.metrics.upstreamWait.Observe(time.Since(start).Seconds())
-	b.metrics.upstreamInFlight.Inc()
-	cctx, cancel := context.WithTimeout(ctx, b.timeout)
+	cctx, cancel := context.WithTimeout(ctx, b.bound.timeout)
 	return cctx, func() {
 		cancel()
-		b.metrics.upstreamInFlight.Dec()
-		<-b.slots
+		release()
 	}, nil
 }
 
@@ -115,7 +164,77 @@ func (b *boundedAstro) ListTokensPage(ctx context.Context, orgID string, opts as
 // unready (and taken out of service) for being busy. It is at most one
 // call per ReadyCacheTTL.
 func (b *boundedAstro) ListOrganizations(ctx context.Context) ([]astro.Organization, error) {
-	ctx, cancel := context.WithTimeout(ctx, b.timeout)
+	ctx, cancel := context.WithTimeout(ctx, b.bound.timeout)
 	defer cancel()
 	return b.next.ListOrganizations(ctx)
+}
+
+// Rotation returns next, the Astro client of a rotator, with each call
+// taking a slot of the bound: a rotation triggered through the broker
+// (POST /v1/rotate) queues behind a burst of exchanges or a sweep instead
+// of adding to them. Its calls get no timeout from the bound: a rotation,
+// once started, must not be cut off halfway (it runs without its caller's
+// cancellation, see [Server.Rotate]); the Astro client's own timeouts
+// bound them.
+func (b *AstroBound) Rotation(next rotation.Astro) rotation.Astro {
+	return &boundedRotation{next: next, bound: b}
+}
+
+type boundedRotation struct {
+	next  rotation.Astro
+	bound *AstroBound
+}
+
+func (b *boundedRotation) GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error) {
+	release, err := b.bound.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return b.next.GetToken(ctx, orgID, tokenID)
+}
+
+func (b *boundedRotation) ListTokens(ctx context.Context, orgID string, opts astro.ListTokensOptions) ([]astro.Token, error) {
+	release, err := b.bound.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return b.next.ListTokens(ctx, orgID, opts)
+}
+
+func (b *boundedRotation) CreateToken(ctx context.Context, orgID string, req astro.CreateTokenRequest) (*astro.Token, error) {
+	release, err := b.bound.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return b.next.CreateToken(ctx, orgID, req)
+}
+
+func (b *boundedRotation) SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error) {
+	release, err := b.bound.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return b.next.SetTokenRoles(ctx, orgID, tokenID, roles)
+}
+
+func (b *boundedRotation) RotateToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error) {
+	release, err := b.bound.acquire(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return b.next.RotateToken(ctx, orgID, tokenID)
+}
+
+func (b *boundedRotation) DeleteToken(ctx context.Context, orgID, tokenID string) error {
+	release, err := b.bound.acquire(ctx)
+	if err != nil {
+		return err
+	}
+	defer release()
+	return b.next.DeleteToken(ctx, orgID, tokenID)
 }

@@ -86,6 +86,12 @@ type Config struct {
 	// slot (0 means [DefaultAstroTimeout]).
 	AstroConcurrency int
 	AstroTimeout     time.Duration
+	// AstroBound, if set, replaces AstroConcurrency and AstroTimeout
+	// (which must then be zero): a bound made with [NewAstroBound] with
+	// these Metrics and shared with the process's other callers of the
+	// Astro API (the rotator, through [AstroBound.Rotation]), so that
+	// their calls and the broker's together stay within it.
+	AstroBound *AstroBound
 	// RequestTimeout is the deadline of an exchange or a revoke: the broker
 	// answers within it, "try again" if Astro is slow, and deletes what it
 	// minted too late to deliver. It must stay below the action's per-call
@@ -153,6 +159,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AstroConcurrency < 0 || cfg.ReapConcurrency < 0 || cfg.AstroTimeout < 0 || cfg.RequestTimeout < 0 {
 		errs = append(errs, errors.New("broker: AstroConcurrency, ReapConcurrency, AstroTimeout and RequestTimeout must not be negative"))
 	}
+	if cfg.AstroBound != nil && (cfg.AstroConcurrency != 0 || cfg.AstroTimeout != 0) {
+		errs = append(errs, errors.New("broker: set AstroBound or AstroConcurrency and AstroTimeout, not both"))
+	}
+	if cfg.AstroBound != nil && cfg.AstroBound.metrics != cfg.Metrics {
+		errs = append(errs, errors.New("broker: AstroBound must count into Config.Metrics"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -193,10 +205,16 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	conc := cmp.Or(cfg.AstroConcurrency, DefaultAstroConcurrency)
-	s.astro = newBoundedAstro(cfg.Astro, conc, cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout), s.metrics)
-	s.reapConc = min(cmp.Or(cfg.ReapConcurrency, DefaultReapConcurrency), conc)
-	s.astroTimeout = cmp.Or(cfg.AstroTimeout, DefaultAstroTimeout)
+	bound := cfg.AstroBound
+	if bound == nil {
+		var err error
+		if bound, err = NewAstroBound(cfg.AstroConcurrency, cfg.AstroTimeout, s.metrics); err != nil {
+			return nil, err
+		}
+	}
+	s.astro = &boundedAstro{next: cfg.Astro, bound: bound}
+	s.reapConc = min(cmp.Or(cfg.ReapConcurrency, DefaultReapConcurrency), cap(bound.slots))
+	s.astroTimeout = bound.timeout
 	s.requestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
 	s.started = cfg.Started
 	s.track = newTracker()

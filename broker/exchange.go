@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"sort"
 	"time"
@@ -215,23 +216,56 @@ func (s *Server) authorize(ctx context.Context, e *event, rawIDToken string, req
 }
 
 func (s *Server) decide(p *policy.Policy, claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {
-	pr := policy.Request{WorkspaceID: req.WorkspaceID, DeploymentID: req.DeploymentID, Role: req.Role}
-	if req.TTL != "" {
-		ttl, err := time.ParseDuration(req.TTL)
-		if err != nil || ttl <= 0 {
-			return policy.Decision{}, badRequest("ttl %q is not a positive duration such as 15m", req.TTL)
-		}
-		if ttl < policy.MinTTL {
-			// A token that expires before the job can use it is no
-			// token: 1ns would be accepted and dead on arrival.
-			return policy.Decision{}, badRequest("ttl %q is below the minimum of %v", req.TTL, policy.MinTTL)
-		}
-		pr.TTL = ttl
+	pr, err := req.PolicyRequest()
+	if err != nil {
+		return policy.Decision{}, err
 	}
 	if p == nil {
 		return policy.Decision{}, policy.ErrNoMatchingRule
 	}
 	return p.Decide(policy.Claims(claims.Strings), pr)
+}
+
+// PolicyRequest checks req as the broker does before any rule is tried,
+// and returns what the policy decides on. A ttl must be a Go duration of
+// at least [policy.MinTTL]; the rest is [policy.Request.Validate]. The
+// error, a refusal whatever the policy, is one [Classify] answers with
+// 400 and a message safe to show.
+func (req ExchangeRequest) PolicyRequest() (policy.Request, error) {
+	pr := policy.Request{WorkspaceID: req.WorkspaceID, DeploymentID: req.DeploymentID, Role: req.Role}
+	if req.TTL != "" {
+		ttl, err := time.ParseDuration(req.TTL)
+		if err != nil || ttl <= 0 {
+			return policy.Request{}, badRequest("ttl %q is not a positive duration such as 15m", req.TTL)
+		}
+		if ttl < policy.MinTTL {
+			// A token that expires before the job can use it is no
+			// token: 1ns would be accepted and dead on arrival.
+			return policy.Request{}, badRequest("ttl %q is below the minimum of %v", req.TTL, policy.MinTTL)
+		}
+		pr.TTL = ttl
+	}
+	if err := pr.Validate(); err != nil {
+		return policy.Request{}, err
+	}
+	return pr, nil
+}
+
+// ParseExchangeRequest decodes and checks the body of POST /v1/exchange
+// with the broker's own code: the size limit, [decodeStrict]'s exact keys
+// (each once, one object) and [ExchangeRequest.PolicyRequest]. An empty
+// body is the zero request: the grant's defaults. `astro-sts policy check
+// --request` calls it, so that the command refuses exactly what the broker
+// refuses, with the message [Classify] gives the broker's answer (400, or
+// 413 for a body over the limit).
+func ParseExchangeRequest(body io.Reader) (policy.Request, error) {
+	var req ExchangeRequest
+	// As the broker's handler bounds every body; a nil ResponseWriter
+	// only means there is no connection to close.
+	if err := decodeStrict(http.MaxBytesReader(nil, io.NopCloser(body), maxBody), &req); err != nil {
+		return policy.Request{}, err
+	}
+	return req.PolicyRequest()
 }
 
 // mint creates the token the decision describes. For several Workspaces it

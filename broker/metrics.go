@@ -22,6 +22,7 @@ type Metrics struct {
 	upstreamLatency  *prometheus.HistogramVec
 	upstreamInFlight prometheus.Gauge
 	upstreamWait     prometheus.Histogram
+	upstreamQueued   prometheus.Gauge
 	reaped           prometheus.Counter
 	reapErrors       prometheus.Counter
 	reapFailedCalls  prometheus.Counter
@@ -65,7 +66,10 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 			Name: "astro_sts_reap_errors_total", Help: "Reaper passes that failed in part or whole.",
 		}),
 		upstreamInFlight: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "astro_sts_upstream_in_flight", Help: "Calls to the Astro API in flight (bounded by ASTRO_STS_ASTRO_CONCURRENCY).",
+			Name: "astro_sts_upstream_in_flight", Help: "Calls to the Astro API in flight, the broker's and its rotator's (bounded by ASTRO_STS_ASTRO_CONCURRENCY).",
+		}),
+		upstreamQueued: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "astro_sts_upstream_queued", Help: "Calls to the Astro API waiting for a free slot.",
 		}),
 		upstreamWait: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "astro_sts_upstream_wait_seconds", Help: "Time a call to the Astro API waited for a free slot.",
@@ -102,7 +106,7 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 	}
 	for _, c := range []prometheus.Collector{
 		m.exchanges, m.exchangeLatency, m.revokes, m.rotations, m.upstream, m.upstreamLatency, m.reaped, m.reapErrors, m.rateLimited, m.storeErrors, m.leaseHeld,
-		m.upstreamInFlight, m.upstreamWait, m.reapFailedCalls, m.reapDuration, m.reapExpired, m.reapOverdue, m.reapSkipped, m.undelivered,
+		m.upstreamInFlight, m.upstreamWait, m.upstreamQueued, m.reapFailedCalls, m.reapDuration, m.reapExpired, m.reapOverdue, m.reapSkipped, m.undelivered,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 	} {
 		if err := reg.Register(c); err != nil {

@@ -15,8 +15,9 @@ import (
 
 // Nothing minted is lost track of. A token can be made and not handed out
 // in three ways, and each ends with the token deleted (or, if Astro cannot
-// be reached even for that, left to the reaper by its marker) and an audit
-// record "undelivered":
+// be reached even for that, left to the reaper by its marker) and audit
+// records "undelivered", the intent before the delete and the outcome
+// after it:
 //
 //   - the create's outcome is unknown (a timeout, a reset, a 5xx after
 //     sending): the broker looks for the token by the nonce it put in the
@@ -33,6 +34,11 @@ const (
 	undeliveredGone     = "caller_gone"
 	undeliveredHalfMade = "half_made"
 )
+
+// undeliveredDeleting is the outcome of the record of intent written
+// before an undelivered token's delete is sent (see
+// [Server.deleteUndelivered]); the metrics count outcomes only.
+const undeliveredDeleting = "deleting"
 
 // newNonce returns 128 random bits, base64url: unguessable, so no one can
 // make the broker delete a token by planting a matching description.
@@ -133,29 +139,40 @@ func (s *Server) findByNonce(ctx context.Context, p pendingCreate) (string, erro
 
 // deleteUndelivered deletes a token that was made and not handed out, with
 // a context of its own (the caller's may be what ended), and writes its
-// audit record. If the delete fails, the reaper deletes the token after
+// audit records. If the delete fails, the reaper deletes the token after
 // its deadline.
+//
+// The record of intent ("deleting": the token, the request and why) is
+// written before the delete is sent, and the outcome's ("deleted",
+// "delete_failed") after it. A broker killed between the two leaves a gone
+// token whose intent record names it, never a gone token with no record;
+// killed before the delete, the token is still there, and the reaper
+// deletes it, with a record of its own, after its deadline.
 func (s *Server) deleteUndelivered(ctx context.Context, tokenID string, m Marker, why string, cause error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*s.astroTimeout)
 	defer cancel()
-	outcome, level := "deleted", slog.LevelWarn
 	reason := ""
 	if cause != nil {
 		reason = cause.Error()
 	}
+	record := func(level slog.Level, outcome, reason string) {
+		s.log.LogAttrs(ctx, level, "undelivered", append(markerAttrs(m),
+			slog.String("audit", "undelivered"),
+			slog.String("request_id", requestID(ctx)),
+			slog.String("outcome", outcome),
+			slog.String("why", why),
+			slog.String("token_id", tokenID),
+			slog.String("reason", reason),
+		)...)
+	}
+	record(slog.LevelWarn, undeliveredDeleting, reason)
+	outcome, level := "deleted", slog.LevelWarn
 	if err := s.astro.DeleteToken(ctx, s.org, tokenID); err != nil {
 		outcome, level = "delete_failed", slog.LevelError
 		reason = fmt.Sprintf("%s; the delete failed too, the reaper deletes it after its deadline: %v", reason, err)
 	}
 	s.metrics.undelivered.WithLabelValues(why, outcome).Inc()
-	s.log.LogAttrs(ctx, level, "undelivered", append(markerAttrs(m),
-		slog.String("audit", "undelivered"),
-		slog.String("request_id", requestID(ctx)),
-		slog.String("outcome", outcome),
-		slog.String("why", why),
-		slog.String("token_id", tokenID),
-		slog.String("reason", reason),
-	)...)
+	record(level, outcome, reason)
 }
 
 func markerAttrs(m Marker) []slog.Attr {

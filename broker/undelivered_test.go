@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -49,8 +50,27 @@ func (r refusedCreate) ListTokensPage(ctx context.Context, org string, opts astr
 // auditRecords returns the JSON log records whose "audit" is kind.
 func auditRecords(t *testing.T, e *testEnv, kind string) []map[string]any {
 	t.Helper()
+	return parseAudit(t, e.logs.String(), kind)
+}
+
+// undeliveredOutcomes are the "undelivered" records that say what became
+// of a token: all but the records of intent written before a delete.
+func undeliveredOutcomes(t *testing.T, e *testEnv) []map[string]any {
+	t.Helper()
 	var out []map[string]any
-	for _, line := range strings.Split(e.logs.String(), "\n") {
+	for _, rec := range auditRecords(t, e, "undelivered") {
+		if rec["outcome"] != "deleting" {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// parseAudit returns the JSON records of logs whose "audit" is kind.
+func parseAudit(t *testing.T, logs, kind string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, line := range strings.Split(logs, "\n") {
 		if !strings.Contains(line, `"audit":"`+kind+`"`) {
 			continue
 		}
@@ -87,8 +107,8 @@ func TestCreateWithLostAnswerIsFoundAndDeleted(t *testing.T) {
 			if status != http.StatusBadGateway {
 				t.Fatalf("exchange with a lost create answer: %d %s, want 502", status, b)
 			}
-			waitFor(t, 30*time.Second, func() bool { return len(auditRecords(t, e, "undelivered")) > 0 })
-			recs := auditRecords(t, e, "undelivered")
+			waitFor(t, 30*time.Second, func() bool { return len(undeliveredOutcomes(t, e)) > 0 })
+			recs := undeliveredOutcomes(t, e)
 			if len(recs) != 1 || recs[0]["outcome"] != "deleted" || recs[0]["why"] != "create_outcome_unknown" || recs[0]["token_id"] == "" {
 				t.Fatalf("undelivered records: %v", recs)
 			}
@@ -149,7 +169,7 @@ func TestSlowCreateIsFoundAndDeleted(t *testing.T) {
 	if err := e.broker.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	recs := auditRecords(t, e, "undelivered")
+	recs := undeliveredOutcomes(t, e)
 	if len(recs) != 1 || recs[0]["outcome"] != "deleted" {
 		t.Fatalf("undelivered records: %v\n%s", recs, lastLines(e.logs.String(), 10))
 	}
@@ -212,8 +232,8 @@ func TestCallerGoneTokenIsDeleted(t *testing.T) {
 		t.Fatalf("client: %v", err)
 	}
 	close(g.release)
-	waitFor(t, 10*time.Second, func() bool { return len(auditRecords(t, e, "undelivered")) > 0 })
-	recs := auditRecords(t, e, "undelivered")
+	waitFor(t, 10*time.Second, func() bool { return len(undeliveredOutcomes(t, e)) > 0 })
+	recs := undeliveredOutcomes(t, e)
 	if len(recs) != 1 || recs[0]["token_id"] != id || recs[0]["why"] != "caller_gone" || recs[0]["outcome"] != "deleted" {
 		t.Fatalf("undelivered records: %v", recs)
 	}
@@ -239,7 +259,7 @@ func TestAnswerPastTheDeadlineIsNotSent(t *testing.T) {
 	if status != http.StatusServiceUnavailable {
 		t.Fatalf("%d %s, want 503", status, b)
 	}
-	recs := auditRecords(t, e, "undelivered")
+	recs := undeliveredOutcomes(t, e)
 	if len(recs) != 1 || recs[0]["why"] != "caller_gone" {
 		t.Fatalf("undelivered records: %v", recs)
 	}
@@ -287,7 +307,7 @@ func TestShutdownDeletesLateMints(t *testing.T) {
 	if st := <-statusc; st == http.StatusOK {
 		t.Error("the cut-off exchange was answered 200")
 	}
-	recs := auditRecords(t, e, "undelivered")
+	recs := undeliveredOutcomes(t, e)
 	if len(recs) != 1 || recs[0]["token_id"] != id {
 		t.Fatalf("undelivered records: %v", recs)
 	}
@@ -350,4 +370,75 @@ func TestRestartDoesNotReopenReplay(t *testing.T) {
 		configure: func(c *broker.Config) { c.Started = c.Now().Add(2 * time.Second) },
 	})
 	shared.exchange(mainClaims(), "")
+}
+
+// watchedDelete keeps what the log said when each delete was sent.
+type watchedDelete struct {
+	broker.Astro
+	logs func() string
+	// sent receives the log as it was when the delete was sent.
+	sent chan string
+	fail bool // refuse the delete, as an Astro that cannot be reached
+}
+
+func (w watchedDelete) DeleteToken(ctx context.Context, org, id string) error {
+	w.sent <- w.logs()
+	if w.fail {
+		return &astro.APIError{StatusCode: http.StatusServiceUnavailable, Message: "Service Unavailable"}
+	}
+	return w.Astro.DeleteToken(ctx, org, id)
+}
+
+// The record of intent (token, request, why) is in the log before the
+// delete of an undelivered token is sent, and the outcome's after it: a
+// broker killed between the delete and its outcome's record leaves a gone
+// token with a record naming it, not a gone token without one.
+func TestUndeliveredIntentIsRecordedBeforeTheDelete(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		fail    bool
+		outcome string
+	}{
+		{"delete succeeds", false, "deleted"},
+		{"delete fails", true, "delete_failed"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var e *testEnv
+			w := watchedDelete{logs: func() string { return e.logs.String() }, sent: make(chan string, 1), fail: tt.fail}
+			e = newEnv(t, envOptions{
+				wrapAstro: func(a broker.Astro) broker.Astro { w.Astro = lostCreate{a}; return w },
+				configure: func(c *broker.Config) { c.AstroTimeout = 2 * time.Second },
+			})
+			if status, b, _ := e.post("/v1/exchange", e.mint(mainClaims()), ""); status != http.StatusBadGateway {
+				t.Fatalf("exchange with a lost create answer: %d %s, want 502", status, b)
+			}
+			before := parseAudit(t, <-w.sent, "undelivered")
+			if err := e.broker.Drain(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			exch := auditRecords(t, e, "exchange")
+			if len(exch) != 1 {
+				t.Fatalf("exchange records: %v", exch)
+			}
+			if len(before) != 1 || before[0]["outcome"] != "deleting" || before[0]["why"] != "create_outcome_unknown" ||
+				before[0]["token_id"] == "" || before[0]["request_id"] != exch[0]["request_id"] {
+				t.Fatalf("when the delete was sent, the log's undelivered records were %v; want the intent alone, with the token, why and the exchange's request id %v", before, exch[0]["request_id"])
+			}
+			var got []string
+			for _, rec := range auditRecords(t, e, "undelivered") {
+				if rec["token_id"] != before[0]["token_id"] || rec["request_id"] != before[0]["request_id"] {
+					t.Errorf("record %v is not of the token and request of the intent", rec)
+				}
+				got = append(got, rec["outcome"].(string))
+			}
+			if want := []string{"deleting", tt.outcome}; !slices.Equal(got, want) {
+				t.Errorf("undelivered outcomes in the log: %v, want %v", got, want)
+			}
+			// The metrics count what became of a token, not the intent.
+			m := metricsText(t, e)
+			if !strings.Contains(m, `astro_sts_undelivered_tokens_total{outcome="`+tt.outcome+`",why="create_outcome_unknown"} 1`) || strings.Contains(m, `outcome="deleting"`) {
+				t.Errorf("metrics:\n%s", grepLines(m, "astro_sts_undelivered_tokens_total"))
+			}
+		})
+	}
 }

@@ -157,32 +157,43 @@ func newE2EWorld(t *testing.T) *e2eWorld {
 // audience is the broker's URL, the action's default. stop shuts it down
 // and checks that serve returned cleanly; cleanup calls it too.
 func (w *e2eWorld) startBroker() (url string, stop func()) {
-	t := w.t
+	w.t.Helper()
+	url, logs, stop := startServe(w.t, func(url string) map[string]string {
+		return map[string]string{
+			"ASTRO_STS_AUDIENCE":       url,
+			"ASTRO_STS_ISSUERS":        w.iss.URL(),
+			"ASTRO_STS_POLICY_FILE":    w.policy,
+			"ASTRO_API_URL":            w.emuURL,
+			"ASTRO_ORGANIZATION_ID":    w.emu.OrganizationID(),
+			"ASTRO_ORGANIZATION_TOKEN": w.emu.OrganizationToken(),
+			"ASTRO_STS_LOG_LEVEL":      "debug",
+		}
+	})
+	if w.logs == nil {
+		w.logs = logs
+	}
+	return url, stop
+}
+
+// startServe runs serve on a free loopback port with the configuration
+// env(its URL) gives (ASTRO_STS_ADDR is set here). stop shuts it down and
+// checks that serve returned cleanly; cleanup calls it too, and prints the
+// broker's logs if the test failed.
+func startServe(t *testing.T, env func(url string) map[string]string) (url string, logs *e2eLogs, stop func()) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	url = "http://" + ln.Addr().String()
-	env := map[string]string{
-		"ASTRO_STS_ADDR":           ln.Addr().String(),
-		"ASTRO_STS_AUDIENCE":       url,
-		"ASTRO_STS_ISSUERS":        w.iss.URL(),
-		"ASTRO_STS_POLICY_FILE":    w.policy,
-		"ASTRO_API_URL":            w.emuURL,
-		"ASTRO_ORGANIZATION_ID":    w.emu.OrganizationID(),
-		"ASTRO_ORGANIZATION_TOKEN": w.emu.OrganizationToken(),
-		"ASTRO_STS_LOG_LEVEL":      "debug",
-	}
-	cfg, err := config.LoadBroker(env)
+	e := env(url)
+	e["ASTRO_STS_ADDR"] = ln.Addr().String()
+	cfg, err := config.LoadBroker(e)
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)
 	}
-	logs := &e2eLogs{}
-	if w.logs == nil {
-		w.logs = logs
-	}
+	logs = &e2eLogs{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, ln, slog.New(slog.NewJSONHandler(logs, nil)), nil) }()
@@ -206,7 +217,7 @@ func (w *e2eWorld) startBroker() (url string, stop func()) {
 			t.Logf("broker logs:\n%s", logs.String())
 		}
 	})
-	return url, stop
+	return url, logs, stop
 }
 
 // trustedClaims are a push to main of acme/dags in a run of its own.

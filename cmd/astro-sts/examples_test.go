@@ -158,6 +158,10 @@ func checkDecision(t *testing.T, policyPath string, claims map[string]any, req m
 	if err := os.WriteFile(claimsPath, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
+	if req == nil {
+		// {}, not null: the broker refuses a body that is not an object.
+		req = map[string]string{}
+	}
 	reqJSON, err := json.Marshal(req)
 	if err != nil {
 		t.Fatal(err)

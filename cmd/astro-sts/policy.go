@@ -10,7 +10,6 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
@@ -69,8 +68,11 @@ job that expects a denial cannot pass on a broken input.
 --claims is a decoded token payload (JSON object); --token is a whole ID
 token (a JWT, e.g. one a debug step printed), decoded WITHOUT verification:
 for testing only. Non-string claims are ignored, as the broker ignores
-them. --request is strict JSON with any of workspace_id, deployment_id, role
-and ttl (a Go duration such as "15m"), or @FILE to read it from a file.`, stderr)
+them. --request is the body of an exchange, or @FILE to read it from a file:
+one JSON object with any of workspace_id, deployment_id, role and ttl (a Go
+duration of at least 1m, such as "15m"), decoded and checked by the broker's
+own code (exact, case-sensitive keys, each once): what the broker refuses
+with 400, the check refuses with exit 2 and the same message.`, stderr)
 	policyPath := fs.String("policy", "", "trust policy `FILE` (required)")
 	claimsPath := fs.String("claims", "", "claims `FILE`: a decoded ID token payload, JSON (this or --token)")
 	tokenPath := fs.String("token", "", "ID token `FILE`: a JWT whose claims are decoded, not verified (this or --claims)")
@@ -269,12 +271,12 @@ func readPolicyToken(path string) (policy.Claims, error) {
 	return policy.Claims(c), nil
 }
 
-// parsePolicyRequest decodes --request: strict JSON, inline or @FILE. Empty is
-// the zero request (the grant's defaults).
+// parsePolicyRequest decodes --request, inline or @FILE, with the broker's
+// own decoding and checks ([broker.ParseExchangeRequest]): what the broker
+// refuses with 400 whatever the policy, the check refuses as bad usage,
+// with the message the broker's answer carries. Empty is the zero request
+// (the grant's defaults), as an empty body is.
 func parsePolicyRequest(arg string) (policy.Request, error) {
-	if arg == "" {
-		return policy.Request{}, nil
-	}
 	data := []byte(arg)
 	if path, ok := strings.CutPrefix(arg, "@"); ok {
 		var err error
@@ -282,35 +284,10 @@ func parsePolicyRequest(arg string) (policy.Request, error) {
 			return policy.Request{}, err
 		}
 	}
-	var in struct {
-		WorkspaceID  string `json:"workspace_id"`
-		DeploymentID string `json:"deployment_id"`
-		Role         string `json:"role"`
-		TTL          string `json:"ttl"`
-	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&in); err != nil {
-		return policy.Request{}, fmt.Errorf("not a request object: %v", err)
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		return policy.Request{}, errors.New("trailing data after the JSON object")
-	}
-	r := policy.Request{WorkspaceID: in.WorkspaceID, DeploymentID: in.DeploymentID, Role: in.Role}
-	if err := r.Validate(); err != nil {
-		// Malformed whatever the policy: the broker refuses it (400)
-		// before any rule is tried, and the check calls it bad usage.
-		return policy.Request{}, err
-	}
-	if in.TTL != "" {
-		// The broker refuses a ttl that is not a positive duration before
-		// the policy sees it (400); so does the check, rather than print
-		// "allow" with the grant's maximum for "0s".
-		d, err := time.ParseDuration(in.TTL)
-		if err != nil || d <= 0 {
-			return policy.Request{}, fmt.Errorf("ttl %q is not a positive duration such as 15m", in.TTL)
-		}
-		r.TTL = d
+	r, err := broker.ParseExchangeRequest(bytes.NewReader(data))
+	if err != nil {
+		_, body := broker.Classify(err)
+		return policy.Request{}, errors.New(body.Message)
 	}
 	return r, nil
 }

@@ -8,13 +8,18 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/astro-sts/astro-sts/broker"
 )
 
 const policyCheckYAML = `
@@ -189,7 +194,12 @@ func TestPolicyCheck(t *testing.T) {
 		// TTL must not print "allow" with the grant's maximum.
 		{"request with a zero ttl", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "0s"}`}, 2, "", []string{`ttl "0s" is not a positive duration`}},
 		{"request with a negative ttl", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "-5m"}`}, 2, "", []string{`ttl "-5m" is not a positive duration`}},
-		{"request with trailing data", []string{"check", "--policy", pol, "--claims", claims, "--request", `{} {}`}, 2, "", []string{"trailing data"}},
+		{"request with trailing data", []string{"check", "--policy", pol, "--claims", claims, "--request", `{} {}`}, 2, "", []string{"a single JSON object"}},
+		// Decoded as the broker decodes a body: exact keys, each once; a
+		// ttl of at least a minute.
+		{"request with a key in the wrong case", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ROLE": "WORKSPACE_AUTHOR"}`}, 2, "", []string{`unknown field "ROLE"`}},
+		{"request with a duplicate key", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "5m", "ttl": "10m"}`}, 2, "", []string{`duplicate field "ttl"`}},
+		{"request with a ttl below the minimum", []string{"check", "--policy", pol, "--claims", claims, "--request", `{"ttl": "1ns"}`}, 2, "", []string{`ttl "1ns" is below the minimum of 1m0s`}},
 		{"claims not an object", []string{"check", "--policy", pol, "--claims", writePolicyTemp(t, "c.json", `["a"]`)}, 2, "", []string{"not a JSON object"}},
 		{"missing claims flag", []string{"check", "--policy", pol}, 2, "", []string{"--policy and one of --claims or --token are required"}},
 		{"stray argument", []string{"check", "--policy", pol, "--claims", claims, "extra"}, 2, "", []string{`unexpected argument "extra"`}},
@@ -297,4 +307,109 @@ func TestPolicyCheckRateLimit(t *testing.T) {
 	if got["rate_limit"] != "30/1h0m0s, burst 10" {
 		t.Errorf("rate_limit = %v, want 30/1h0m0s, burst 10", got["rate_limit"])
 	}
+}
+
+// TestPolicyCheckRefusesWhatTheBrokerRefuses: each request body the broker
+// (run through serve, over HTTP, with a verified ID token a rule trusts)
+// refuses with 400 or 413 whatever the policy, `policy check --request`
+// refuses with exit 2 and the message of the broker's answer; and a body
+// the broker takes, the check takes too.
+func TestPolicyCheckRefusesWhatTheBrokerRefuses(t *testing.T) {
+	w := newE2EWorld(t)
+	waitServing(t, w.brokerURL)
+	ws, dep := w.emu.WorkspaceIDs()[0], "clxxxxxxxxxxxxxxxxxxxxxxx"
+	tests := []struct {
+		name, body string
+		status     int // the broker's answer
+	}{
+		{"a key in the wrong case", `{"ROLE": "WORKSPACE_AUTHOR"}`, http.StatusBadRequest},
+		{"a duplicate key", `{"role": "WORKSPACE_MEMBER", "role": "WORKSPACE_OWNER"}`, http.StatusBadRequest},
+		{"an unknown key", `{"roles": "WORKSPACE_AUTHOR"}`, http.StatusBadRequest},
+		{"a ttl below the minimum", `{"ttl": "30s"}`, http.StatusBadRequest},
+		{"a ttl of a nanosecond", `{"ttl": "1ns"}`, http.StatusBadRequest},
+		{"a zero ttl", `{"ttl": "0s"}`, http.StatusBadRequest},
+		{"a ttl without a unit", `{"ttl": "30"}`, http.StatusBadRequest},
+		{"a ttl that is a number", `{"ttl": 900}`, http.StatusBadRequest},
+		{"an unknown role", `{"role": "ROOT"}`, http.StatusBadRequest},
+		{"a Workspace and a Deployment", fmt.Sprintf(`{"workspace_id": %q, "deployment_id": %q}`, ws, dep), http.StatusBadRequest},
+		{"not an object", `["role"]`, http.StatusBadRequest},
+		{"two objects", `{} {}`, http.StatusBadRequest},
+		{"not JSON", `{"role": `, http.StatusBadRequest},
+		{"over the size limit", `{"role": "` + strings.Repeat("A", 70<<10) + `"}`, http.StatusRequestEntityTooLarge},
+		{"a good request", fmt.Sprintf(`{"workspace_id": %q, "role": "WORKSPACE_MEMBER", "ttl": "1m"}`, ws), http.StatusOK},
+		{"an empty body", ``, http.StatusOK},
+	}
+	pol := writePolicyTemp(t, "policy.yaml", e2ePolicy(ws))
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := w.trustedClaims()
+			c.Audience = w.brokerURL
+			idToken, err := w.iss.Mint(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			status, answer := postExchange(t, w.brokerURL, idToken, tt.body)
+			if status != tt.status {
+				t.Fatalf("the broker answered %d %s, want %d", status, answer.Message, tt.status)
+			}
+
+			tokenFile := writePolicyTemp(t, "id.jwt", idToken)
+			reqFile := writePolicyTemp(t, "req.json", tt.body)
+			var stdout bytes.Buffer
+			err = runPolicy(context.Background(), []string{"check", "--policy", pol, "--token", tokenFile, "--request", "@" + reqFile}, nil, &stdout, io.Discard)
+			code := exitCode(err, io.Discard)
+			if status == http.StatusOK {
+				if code != 0 {
+					t.Errorf("the broker allowed it; policy check: exit %d, %v", code, err)
+				}
+				return
+			}
+			if code != 2 || stdout.Len() != 0 {
+				t.Errorf("policy check: exit %d, stdout %q; want exit 2 and no decision", code, stdout.String())
+			}
+			if want := "policy check: --request: " + answer.Message; err == nil || err.Error() != want {
+				t.Errorf("policy check: %v\nwant the broker's message: %s", err, want)
+			}
+		})
+	}
+}
+
+// waitServing waits until the broker started by serve answers: it refuses
+// ID tokens issued before then (a restart must not reopen replay).
+func waitServing(t *testing.T, url string) {
+	t.Helper()
+	for range 200 {
+		resp, err := http.Get(url + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(25 * time.Millisecond)
+	}
+	t.Fatalf("the broker at %s does not answer /healthz", url)
+}
+
+// postExchange sends an exchange and returns the status and, for an error,
+// the error body.
+func postExchange(t *testing.T, brokerURL, idToken, body string) (int, broker.ErrorBody) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, brokerURL+"/v1/exchange", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+idToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var eb broker.ErrorBody
+	if resp.StatusCode != http.StatusOK {
+		if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil {
+			t.Fatalf("%d: the error body: %v", resp.StatusCode, err)
+		}
+	}
+	return resp.StatusCode, eb
 }

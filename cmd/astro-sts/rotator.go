@@ -6,7 +6,6 @@ import (
 	"net/http"
 
 	"github.com/astro-sts/astro-sts/broker"
-	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/sink"
@@ -28,7 +27,9 @@ func rotationCheck(cfg sink.Config) func(*policy.Policy) error {
 // newRotator builds the broker's rotator. It exists even when the policy in
 // force has no rotations, so that a reload adding one needs no restart; the
 // store's [rotationCheck] guarantees every rotation it hands out can write.
-func newRotator(cfg sink.Config, ac *astro.Client, org string, hc *http.Client, logger *slog.Logger) (broker.Rotator, error) {
+// ac is the broker's Astro client behind the broker's bound on calls in
+// flight ([broker.AstroBound.Rotation]).
+func newRotator(cfg sink.Config, ac rotation.Astro, org string, hc *http.Client, logger *slog.Logger) (broker.Rotator, error) {
 	return rotation.New(rotation.Config{
 		Astro:          ac,
 		OrganizationID: org,

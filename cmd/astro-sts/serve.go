@@ -121,7 +121,14 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
-	rotator, err := newRotator(cfg.Sinks, ac, cfg.Astro.OrganizationID, httpClient, logger)
+	// One bound on the Astro calls in flight for the broker and its
+	// rotator: Astro's rate limit counts the organization token's calls,
+	// whoever makes them.
+	bound, err := broker.NewAstroBound(cfg.AstroConcurrency, cfg.AstroTimeout, metrics)
+	if err != nil {
+		return fmt.Errorf("serve: %w", err)
+	}
+	rotator, err := newRotator(cfg.Sinks, bound.Rotation(ac), cfg.Astro.OrganizationID, httpClient, logger)
 	if err != nil {
 		return fmt.Errorf("serve: rotation: %w", err)
 	}
@@ -131,20 +138,19 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 	// meanwhile wait in the listener's queue.
 	started := time.Now().Truncate(time.Second).Add(time.Second)
 	b, err := broker.New(broker.Config{
-		Astro:            ac,
-		OrganizationID:   cfg.Astro.OrganizationID,
-		Verifier:         verifier,
-		Store:            st,
-		Policies:         policies,
-		Rotator:          rotator,
-		Logger:           logger,
-		Registry:         reg,
-		Metrics:          metrics,
-		AstroTimeout:     cfg.AstroTimeout,
-		RequestTimeout:   cfg.RequestTimeout,
-		AstroConcurrency: cfg.AstroConcurrency,
-		ReapConcurrency:  cfg.ReapConcurrency,
-		Started:          started,
+		Astro:           ac,
+		OrganizationID:  cfg.Astro.OrganizationID,
+		Verifier:        verifier,
+		Store:           st,
+		Policies:        policies,
+		Rotator:         rotator,
+		Logger:          logger,
+		Registry:        reg,
+		Metrics:         metrics,
+		AstroBound:      bound,
+		RequestTimeout:  cfg.RequestTimeout,
+		ReapConcurrency: cfg.ReapConcurrency,
+		Started:         started,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
