@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -20,20 +19,7 @@ import (
 var testRedis *redistest.Server
 
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	s, err := redistest.Shared()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if s != nil {
-		defer s.Close()
-		testRedis = s
-	}
-	return m.Run()
+	redistest.Main(m, &testRedis)
 }
 
 // redisStore returns a maker of stores on the package's redis-server,
@@ -41,23 +27,15 @@ func runMain(m *testing.M) int {
 // failed the run in CI).
 func redisStore(t *testing.T) (func(now func() time.Time) store.Store, *redistest.Server) {
 	t.Helper()
-	if testRedis == nil {
-		if redistest.Required() {
-			t.Fatal(redistest.InstallHint)
-		}
-		t.Skip(redistest.InstallHint)
-	}
-	if err := testRedis.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	srv := redistest.Need(t, testRedis)
 	return func(now func() time.Time) store.Store {
-		s, err := store.NewRedis(store.RedisConfig{URL: testRedis.URL(), Now: now})
+		s, err := store.NewRedis(store.RedisConfig{URL: srv.URL(), Now: now})
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { s.Close() })
 		return s
-	}, testRedis
+	}, srv
 }
 
 // limitedPolicy is samplePolicy with rate limits: a default of one token

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,36 +19,14 @@ import (
 var testRedis *redistest.Server
 
 func TestMain(m *testing.M) {
-	os.Exit(run(m))
-}
-
-func run(m *testing.M) int {
-	s, err := redistest.Shared()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if s != nil {
-		defer s.Close()
-		testRedis = s
-	}
-	return m.Run()
+	redistest.Main(m, &testRedis)
 }
 
 // needRedis returns the shared server, emptied, or skips the test when
 // there is no redis-server (TestMain has already failed the run in CI).
 func needRedis(t *testing.T) *redistest.Server {
 	t.Helper()
-	if testRedis == nil {
-		if redistest.Required() {
-			t.Fatal(redistest.InstallHint)
-		}
-		t.Skip(redistest.InstallHint)
-	}
-	if err := testRedis.Flush(context.Background()); err != nil {
-		t.Fatal(err)
-	}
-	return testRedis
+	return redistest.Need(t, testRedis)
 }
 
 func newRedis(t *testing.T, url string) *store.Redis {

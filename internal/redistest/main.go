@@ -1,0 +1,46 @@
+package redistest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+)
+
+// Main is a test package's TestMain: it starts the package's one server
+// ([Shared]) into *s, runs the tests, stops the server and exits with the
+// tests' code. Without a redis-server outside CI, *s stays nil and [Need]
+// skips the Redis tests.
+func Main(m *testing.M, s **Server) {
+	os.Exit(run(m, s))
+}
+
+func run(m *testing.M, s **Server) int {
+	srv, err := Shared()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if srv != nil {
+		defer srv.Close()
+		*s = srv
+	}
+	return m.Run()
+}
+
+// Need returns the package's server s emptied, for a test that uses it; with
+// no server it skips the test with [InstallHint] (in CI, [Main] has already
+// failed the run, and Need fails the test too).
+func Need(t testing.TB, s *Server) *Server {
+	t.Helper()
+	if s == nil {
+		if Required() {
+			t.Fatal(InstallHint)
+		}
+		t.Skip(InstallHint)
+	}
+	if err := s.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
