@@ -167,12 +167,7 @@ func registerPolicyHealth(reg *prometheus.Registry, ph policyHealth) error {
 	for _, c := range []prometheus.Collector{
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "astro_sts_policy_reload_ok", Help: "1 if the policy file loaded at the last look, 0 while it is invalid, unreadable or gone (the last good policy stays in force).",
-		}, func() float64 {
-			if ph.Health().OK {
-				return 1
-			}
-			return 0
-		}),
+		}, func() float64 { return boolGauge(ph.Health().OK) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "astro_sts_policy_last_reload_timestamp_seconds", Help: "When the policy file was last read and found changed or unreadable (Unix time).",
 		}, func() float64 { return unix(ph.Health().Checked) }),
