@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/astro-sts/astro-sts/internal/pdeathsig"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
@@ -37,7 +38,7 @@ func Start(ctx context.Context, cmd *exec.Cmd, ready func(line []byte) bool, eac
 	}
 	p := &Process{cmd: cmd, stderr: &syncbuf.Buffer{Limit: 64 << 10}, exited: make(chan struct{})}
 	cmd.Stderr = p.stderr
-	setParentDeathSignal(cmd)
+	pdeathsig.Set(cmd)
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("loadtest: start %s: %w", cmd.Path, err)
 	}

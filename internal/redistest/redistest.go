@@ -32,6 +32,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/astro-sts/astro-sts/internal/pdeathsig"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
@@ -206,7 +207,7 @@ func (s *Server) start(ctx context.Context) error {
 	cmd.Env = []string{"HOME=" + s.dir, "PATH=" + os.Getenv("PATH")}
 	cmd.Stdout = out
 	cmd.Stderr = out
-	setParentDeathSignal(cmd)
+	pdeathsig.Set(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("redistest: start %s: %w", s.bin, err)
 	}

@@ -28,6 +28,7 @@ import (
 
 	vaultapi "github.com/hashicorp/vault/api"
 
+	"github.com/astro-sts/astro-sts/internal/pdeathsig"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
@@ -176,7 +177,7 @@ func start(ctx context.Context, bin string) (*Server, error) {
 	}
 	cmd.Stdout = s.out
 	cmd.Stderr = s.out
-	setParentDeathSignal(cmd)
+	pdeathsig.Set(cmd)
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("vaulttest: start %s: %w", bin, err)
