@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -143,6 +144,12 @@ func quoteShown(s string) string {
 // read back as s: quotes, backslashes and everything YAML does not print
 // as is (controls, DEL, the C1 range, NEL and the line and paragraph
 // separators, U+FFFE and U+FFFF) are escaped, so a value stays on its line.
+//
+// A suggested rule is printed in the job log, where the runner reads
+// "##[name]" anywhere in a line as a workflow command: every "[" is
+// written \u005b, so no claim can form one. Invisible format characters
+// of the basic plane (zero-width, bidirectional controls, the soft hyphen)
+// are escaped too, so that the platform team reviewing the rule sees them.
 func jsonString(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
@@ -155,7 +162,8 @@ func jsonString(s string) string {
 			b.WriteString(`\n`)
 		case r == '\t':
 			b.WriteString(`\t`)
-		case r < 0x20, r >= 0x7f && r <= 0x9f, r == 0x2028, r == 0x2029, r == 0xfffe, r == 0xffff, r == utf8.RuneError:
+		case r < 0x20, r >= 0x7f && r <= 0x9f, r == 0x2028, r == 0x2029, r == 0xfffe, r == 0xffff, r == utf8.RuneError,
+			r == '[', r <= 0xffff && unicode.Is(unicode.Cf, r):
 			fmt.Fprintf(&b, `\u%04x`, r)
 		default:
 			b.WriteRune(r)
