@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+
+	"github.com/astro-sts/astro-sts/internal/policy"
 )
 
 // hostile is text someone else chose (a claim, a broker field, an input),
@@ -155,10 +157,39 @@ func TestNoWorkflowCommandFromUntrustedText(t *testing.T) {
 					t.Errorf("the log does not show the %s text at all", tag)
 				}
 			}
+			if tt.name == "denied: the claims table, the suggested rule, the broker's fields" {
+				checkRuleFromLog(t, out, claims)
+			}
 			secrets := append([]string{astroToken}, h.ids.Issued()...)
 			checkNoCommands(t, "job log", out, secrets)
 			checkNoCommands(t, "step summary", h.summary(), nil)
 		})
+	}
+}
+
+// checkRuleFromLog takes the suggested rule as the job log shows it, as
+// the workflow's author would copy it, and checks that the policy parser
+// reads back the hostile claims exactly: the rule trusts this job.
+func checkRuleFromLog(t *testing.T, out string, claims map[string]any) {
+	t.Helper()
+	var rule []string
+	for _, line := range strings.Split(out, "\n") {
+		if strings.HasPrefix(line, "  - name: ") || len(rule) > 0 && strings.HasPrefix(line, "    ") {
+			rule = append(rule, line)
+		}
+	}
+	p, err := policy.Parse([]byte("rules:\n" + strings.Join(rule, "\n") + "\n"))
+	if err != nil {
+		t.Fatalf("the rule in the log does not parse: %v\n%s", err, strings.Join(rule, "\n"))
+	}
+	c := policy.Claims{}
+	for k, v := range claims {
+		if s, ok := v.(string); ok {
+			c[k] = s
+		}
+	}
+	if _, err := p.Decide(c, policy.Request{}); err != nil {
+		t.Errorf("the rule in the log refuses the job it was written for: %v", err)
 	}
 }
 
@@ -253,6 +284,27 @@ func FuzzCleanText(f *testing.F) {
 				if unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) || unicode.Is(unicode.Variation_Selector, r) {
 					t.Fatalf("%s(%q) = %q holds the invisible %U", name, s, out, r)
 				}
+			}
+		}
+	})
+}
+
+// FuzzSuggestedRuleInTheLog: the log prints the suggested rule through
+// logLine, and the workflow's author copies it from there: every line must
+// come out unchanged, or the copy would not match the job's claims.
+func FuzzSuggestedRuleInTheLog(f *testing.F) {
+	f.Add("x##[set-output name=token]FAKE", "refs/heads/\u00a0main", "push\ufe0f", "1\u200b")
+	f.Add("::add-mask::x", "\u2028::error::y", "##\U000e0100[add-mask]z", "\U000e0001")
+	f.Fuzz(func(t *testing.T, env, ref, event, repoID string) {
+		c := policy.Claims{"repository": "acme/dags", "repository_id": repoID, "repository_owner_id": "65",
+			"environment": env, "ref": ref, "event_name": event}
+		rule, err := policy.Suggest(c, policy.Request{})
+		if err != nil {
+			return
+		}
+		for _, line := range strings.Split(strings.TrimSuffix(rule, "\n"), "\n") {
+			if got := logLine(line); got != line {
+				t.Fatalf("the log changes a line of the rule:\n%q\n%q", line, got)
 			}
 		}
 	})
