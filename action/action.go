@@ -159,16 +159,16 @@ func exchange(ctx context.Context, a *githubactions.Action, c *brokerClient, in 
 	if a.Getenv("GITHUB_STEP_SUMMARY") != "" {
 		a.AddStepSummary(exchangeSummary(x, in, now, legacy))
 	}
-	a.Infof("Got Astro API token %s: %s, role %s, expires %s (rule %s).",
+	infof(a, "Got Astro API token %s: %s, role %s, expires %s (rule %s).",
 		x.TokenID, scopeText(x), x.Role, x.ExpiresAt.UTC().Format(time.RFC3339), x.Rule)
 	switch {
 	case in.exportEnv:
-		a.Infof("Exported it as %s for the following steps.", in.envName)
+		infof(a, "Exported it as %s for the following steps.", in.envName)
 	default:
-		a.Infof("Not exported (export-env: false): use the step's token output.")
+		infof(a, "Not exported (export-env: false): use the step's token output.")
 	}
 	if !x.ExpiresAt.After(now) {
-		a.Warningf("The broker's token expired at %s, before now (%s): check the clocks of the broker and the runner.",
+		warningf(a, "The broker's token expired at %s, before now (%s): check the clocks of the broker and the runner.",
 			x.ExpiresAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if legacy {
@@ -190,7 +190,7 @@ func dryRun(ctx context.Context, a *githubactions.Action, c *brokerClient, in in
 	}
 	// The broker's fields are cleaned: a line break could start a workflow
 	// command in the log.
-	a.Infof("Dry run: the broker would mint %s. Nothing was minted or exported, and the OIDC token was not spent (request id %s).", cleanText(dryRunText(d), 500), d.RequestID)
+	infof(a, "Dry run: the broker would mint %s. Nothing was minted or exported, and the OIDC token was not spent (request id %s).", cleanText(dryRunText(d), 500), d.RequestID)
 	return nil
 }
 
@@ -223,7 +223,7 @@ func rotate(ctx context.Context, a *githubactions.Action, c *brokerClient, in in
 	}
 	// The broker's fields are cleaned: a line break could start a workflow
 	// command in the log.
-	a.Infof("Rotated %q: token %s, strategy %s, %d sinks updated.",
+	infof(a, "Rotated %q: token %s, strategy %s, %d sinks updated.",
 		cleanText(r.Name, 128), cleanText(r.TokenID, 128), cleanText(r.Strategy, 64), len(r.Sinks))
 	return nil
 }
@@ -243,25 +243,25 @@ func Post(ctx context.Context, a *githubactions.Action, deps Deps) (err error) {
 
 	tokenID := a.Getenv("STATE_" + StateTokenID)
 	if tokenID == "" {
-		a.Infof("No Astro token to revoke: the main step saved none (rotate mode, revoke: false, or it failed before the exchange).")
+		infof(a, "No Astro token to revoke: the main step saved none (rotate mode, revoke: false, or it failed before the exchange).")
 		return nil
 	}
 	revoke, err := boolInput(a, InputRevoke, true)
 	if err == nil && !revoke {
-		a.Infof("revoke: false: leaving Astro token %s to expire.", tokenID)
+		infof(a, "revoke: false: leaving Astro token %s to expire.", tokenID)
 		return nil
 	}
 	in, err := readInputs(a)
 	if err != nil {
-		a.Warningf("Could not revoke Astro token %s: %v. The broker's reaper deletes it when it expires.", tokenID, err)
+		warningf(a, "Could not revoke Astro token %s: %v. The broker's reaper deletes it when it expires.", tokenID, err)
 		return nil
 	}
 	c := newBrokerClient(a, in, deps)
 	if err := c.revoke(ctx, tokenID); err != nil {
-		a.Warningf("Could not revoke Astro token %s: %v. The broker's reaper deletes it when it expires.", tokenID, err)
+		warningf(a, "Could not revoke Astro token %s: %v. The broker's reaper deletes it when it expires.", tokenID, err)
 		return nil
 	}
-	a.Infof("Revoked Astro token %s.", tokenID)
+	infof(a, "Revoked Astro token %s.", tokenID)
 	return nil
 }
 

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/sethvargo/go-githubactions"
 
@@ -521,7 +520,7 @@ func (c *brokerClient) call(ctx context.Context, op, path string, body any, poli
 			what = fmt.Sprintf("answered %d", r.status)
 		}
 		wait, _ := c.retry.Delay(attempt, retryAfter)
-		c.a.Infof("The broker %s to the %s; retrying in %s (attempt %d of %d).", what, op, wait.Round(time.Millisecond), attempt+1, c.retry.Attempts)
+		infof(c.a, "The broker %s to the %s; retrying in %s (attempt %d of %d).", what, op, wait.Round(time.Millisecond), attempt+1, c.retry.Attempts)
 		if err := c.retry.Wait(ctx, wait); err != nil {
 			return nil, &CallError{Op: op, Attempts: attempt, Err: err}
 		}
@@ -598,33 +597,6 @@ func (c *brokerClient) brokerError(op string, r *reply) *BrokerError {
 		Field:      cleanText(b.Field, 64),
 		Allowed:    cleanText(b.Allowed, 300),
 	}
-}
-
-// cleanText makes text from the broker safe for one log line: control
-// characters become spaces, runs of spaces collapse, and it is cut to limit
-// runes.
-func cleanText(s string, limit int) string {
-	var b strings.Builder
-	n := 0
-	space := false
-	for _, r := range s {
-		if unicode.IsControl(r) || unicode.IsSpace(r) {
-			space = b.Len() > 0
-			continue
-		}
-		if n >= limit {
-			b.WriteString("…")
-			break
-		}
-		if space {
-			b.WriteByte(' ')
-			n++
-			space = false
-		}
-		b.WriteRune(r)
-		n++
-	}
-	return b.String()
 }
 
 // timeoutError says what timed out, and after how long, instead of a bare

@@ -87,34 +87,34 @@ func (r refusal) claim(name string) string {
 // log writes the explanation to the job log, before the step's error.
 func (r refusal) log(a *githubactions.Action) {
 	be := r.err
-	a.Infof("The broker refused this job's token exchange. Request id: %s (the broker's log explains the refusal under it).", orNone(be.RequestID))
+	infof(a, "The broker refused this job's token exchange. Request id: %s (the broker's log explains the refusal under it).", orNone(be.RequestID))
 	code := be.Code
 	if be.Reason != "" {
 		code += " (" + be.Reason + ")"
 	}
-	a.Infof("  code:    %s", orNone(code))
-	a.Infof("  message: %s", orNone(be.Message))
+	infof(a, "  code:    %s", orNone(code))
+	infof(a, "  message: %s", orNone(be.Message))
 	if be.Code == "too_wide" && be.Field != "" {
-		a.Infof("  rule %s trusts this job, and allows at most %s: %s", orNone(be.Rule), be.Field, orNone(be.Allowed))
+		infof(a, "  rule %s trusts this job, and allows at most %s: %s", orNone(be.Rule), be.Field, orNone(be.Allowed))
 	}
 	if be.RetryAfter > 0 {
-		a.Infof("  retry after: %s", be.RetryAfter)
+		infof(a, "  retry after: %s", be.RetryAfter)
 	}
 	if r.claims == nil {
 		return
 	}
-	a.Infof("This job's identity: the claims of its own OIDC token that trust policies match on (the token itself is never shown):")
+	infof(a, "This job's identity: the claims of its own OIDC token that trust policies match on (the token itself is never shown):")
 	for _, name := range IdentityClaims() {
-		a.Infof("  %-20s %s", name+":", r.claim(name))
+		infof(a, "  %-20s %s", name+":", r.claim(name))
 	}
 	if r.rule == "" {
 		return
 	}
-	a.Infof("A rule that trusts exactly this job, for your platform team to review and add under `rules:` in the trust policy:")
+	infof(a, "A rule that trusts exactly this job, for your platform team to review and add under `rules:` in the trust policy:")
 	for _, line := range strings.Split(strings.TrimSuffix(r.rule, "\n"), "\n") {
-		a.Infof("%s", line)
+		infof(a, "%s", line)
 	}
-	a.Infof("Send them the request id %s with it.", orNone(be.RequestID))
+	infof(a, "Send them the request id %s with it.", orNone(be.RequestID))
 }
 
 // summary is the explanation as the step summary shows it.

@@ -25,7 +25,7 @@ func runAction(ctx context.Context, args []string, env map[string]string, stdout
 	}
 	a, deps := newGitHubAction(env, stdout)
 	if err := action.Main(ctx, a, deps); err != nil {
-		a.Errorf("%s", err)
+		action.ReportError(a, err)
 		return fmt.Errorf("%w: %w", errQuiet, err)
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"unicode"
 	"unicode/utf8"
 )
 
@@ -139,10 +140,20 @@ func quoteShown(s string) string {
 	return jsonString(s)
 }
 
-// jsonString quotes s as a double-quoted string that JSON and YAML both
-// read back as s: quotes, backslashes and everything YAML does not print
-// as is (controls, DEL, the C1 range, NEL and the line and paragraph
-// separators, U+FFFE and U+FFFF) are escaped, so a value stays on its line.
+// jsonString quotes s as a double-quoted string that YAML reads back as
+// s: quotes, backslashes and everything YAML does not print as is
+// (controls, DEL, the C1 range, NEL and the line and paragraph separators,
+// U+FFFE and U+FFFF) are escaped, so a value stays on its line. Up to the
+// basic plane the escapes are JSON's too.
+//
+// A suggested rule is printed in the job log, where the runner reads
+// "##[name]" anywhere in a line as a workflow command: every "[" is
+// written \u005b, so no claim can form one. White space other than the
+// space and the invisible characters (zero-width, bidirectional controls,
+// the soft hyphen, variation selectors) are escaped too: the platform team
+// reviewing the rule sees them, and the action, which prints a space for
+// the one and drops the other, prints the rule unchanged. Beyond the basic
+// plane they take YAML's \U escape, which JSON does not have.
 func jsonString(s string) string {
 	var b strings.Builder
 	b.WriteByte('"')
@@ -155,12 +166,22 @@ func jsonString(s string) string {
 			b.WriteString(`\n`)
 		case r == '\t':
 			b.WriteString(`\t`)
-		case r < 0x20, r >= 0x7f && r <= 0x9f, r == 0x2028, r == 0x2029, r == 0xfffe, r == 0xffff, r == utf8.RuneError:
+		case r < 0x20, r >= 0x7f && r <= 0x9f, r == 0x2028, r == 0x2029, r == 0xfffe, r == 0xffff, r == utf8.RuneError,
+			r == '[', unicode.IsSpace(r) && r != ' ', invisible(r) && r <= 0xffff:
 			fmt.Fprintf(&b, `\u%04x`, r)
+		case invisible(r):
+			fmt.Fprintf(&b, `\U%08x`, r)
 		default:
 			b.WriteRune(r)
 		}
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// invisible reports the characters that print as nothing: format
+// characters and the other default-ignorable code points.
+func invisible(r rune) bool {
+	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) ||
+		unicode.Is(unicode.Variation_Selector, r)
 }

@@ -187,6 +187,9 @@ func TestSuggest(t *testing.T) {
 	}
 	deployEnv := with(push, "environment", "production", "event_name", "workflow_dispatch", "sub", "repo:acme/dags:environment:production")
 	hostile := with(push, "ref", "refs/heads/x\"\n  - name: evil\n", "repository", "acme/da gs#")
+	// The job log shows the suggestion: the runner reads "##[" anywhere in
+	// a line as a workflow command, and a zero-width space may hide one.
+	commands := with(push, "environment", "x##[set-output name=token]FAKE\u2028::error::y", "event_name", "##\u200b[add-mask]z")
 
 	tests := []struct {
 		name    string
@@ -261,6 +264,22 @@ func TestSuggest(t *testing.T) {
 			binds:   []string{"repository_owner_id", "repository_id", "ref", "event_name"},
 			decided: policy.Decision{Rule: "da-gs-x-name-evil", Scope: "WORKSPACE", WorkspaceID: policy.SuggestedWorkspace, Role: "WORKSPACE_AUTHOR", TTL: 30 * time.Minute},
 		},
+		{
+			name: "claims that would be workflow commands", claims: commands,
+			want: `  - name: "dags-x-set-output-name-token-FAKE-error-y"
+    match:
+      repository_owner_id: "65"
+      repository_id: "123456"
+      environment: "x##\u005bset-output name=token]FAKE\u2028::error::y"
+      event_name: "##\u200b\u005badd-mask]z"
+    grant:
+      workspaces: ["REPLACE-WITH-WORKSPACE-ID"]
+      max_role: WORKSPACE_AUTHOR
+      max_ttl: 30m0s
+`,
+			binds:   []string{"repository_owner_id", "repository_id", "environment", "event_name"},
+			decided: policy.Decision{Rule: "dags-x-set-output-name-token-FAKE-error-y", Scope: "WORKSPACE", WorkspaceID: policy.SuggestedWorkspace, Role: "WORKSPACE_AUTHOR", TTL: 30 * time.Minute},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -270,6 +289,11 @@ func TestSuggest(t *testing.T) {
 			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Suggest (-want +got):\n%s", diff)
+			}
+			for i, line := range strings.Split(got, "\n") {
+				if strings.Contains(line, "##[") || strings.HasPrefix(strings.TrimSpace(line), "::") {
+					t.Errorf("line %d of the suggestion is a workflow command: %q", i+1, line)
+				}
 			}
 			p := mustParse(t, "rules:\n"+got)
 			if p.Rules() != 1 {

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
@@ -117,6 +118,7 @@ func FuzzSuggest(f *testing.F) {
 	f.Add("acme/dags", "123456", "65", "refs/heads/main", "", "push")
 	f.Add("a/b", "1", "2", "", "production", "workflow_dispatch")
 	f.Add("x\n  - name: evil", "1\"", "2\\", "refs/heads/\u2028x", "env: {glob: '*'}", "#")
+	f.Add("a/b", "1", "2", "", "x##[set-output name=token]FAKE", "::add-mask::x\u0085##\u200b[y")
 	f.Fuzz(func(t *testing.T, repo, repoID, ownerID, ref, env, event string) {
 		for _, s := range []string{repo, repoID, ownerID, ref, env, event} {
 			if !utf8.ValidString(s) {
@@ -131,6 +133,14 @@ func FuzzSuggest(f *testing.F) {
 				t.Fatalf("Suggest: %v", err)
 			}
 			return
+		}
+		// The job log shows the suggestion, line by line: none may read as
+		// a workflow command.
+		for _, line := range strings.Split(s, "\n") {
+			if strings.Contains(line, "##[") || strings.HasPrefix(strings.TrimLeftFunc(line, unicode.IsSpace), "::") ||
+				strings.ContainsAny(line, "\r\u0085\u2028\u2029") {
+				t.Fatalf("a line of the suggestion is a workflow command: %q", line)
+			}
 		}
 		p, err := policy.Parse([]byte("rules:\n" + s))
 		if err != nil {
