@@ -21,7 +21,9 @@ func TestDeployDrainMatchesTheTimeoutChain(t *testing.T) {
 		t.Fatal(err)
 	}
 	var s struct {
-		BrokerDrainSeconds int `yaml:"brokerDrainSeconds"`
+		BrokerDrainSeconds            int `yaml:"brokerDrainSeconds"`
+		TerminationGracePeriodSeconds int `yaml:"terminationGracePeriodSeconds"`
+		PreStopSleepSeconds           int `yaml:"preStopSleepSeconds"`
 	}
 	if err := yaml.Unmarshal(b, &s); err != nil {
 		t.Fatal(err)
@@ -35,5 +37,14 @@ func TestDeployDrainMatchesTheTimeoutChain(t *testing.T) {
 	}
 	if want := cfg.ShutdownGrace + 2*cfg.AstroTimeout; time.Duration(s.BrokerDrainSeconds)*time.Second != want {
 		t.Errorf("deploy/broker-container.yaml says the broker drains for %d s; serve takes up to %s with its defaults", s.BrokerDrainSeconds, want)
+	}
+	// serve refuses settings whose exit bound exceeds config.ExitBudget:
+	// the budget is what the manifests leave the broker after the preStop
+	// sleep, and their defaults fit in it.
+	if got := time.Duration(s.TerminationGracePeriodSeconds-s.PreStopSleepSeconds) * time.Second; got != config.ExitBudget {
+		t.Errorf("deploy/broker-container.yaml leaves the broker %s after its preStop sleep; config.ExitBudget is %s", got, config.ExitBudget)
+	}
+	if cfg.ExitBound() > config.ExitBudget {
+		t.Errorf("the defaults' exit bound %s exceeds the budget %s", cfg.ExitBound(), config.ExitBudget)
 	}
 }
