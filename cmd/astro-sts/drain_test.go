@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -46,5 +48,36 @@ func TestDeployDrainMatchesTheTimeoutChain(t *testing.T) {
 	}
 	if cfg.ExitBound() > config.ExitBudget {
 		t.Errorf("the defaults' exit bound %s exceeds the budget %s", cfg.ExitBound(), config.ExitBudget)
+	}
+}
+
+// serve refuses, before it listens, settings that would defeat its
+// clean-ups, naming each setting and its limit in one error: an Astro
+// timeout under the floor, an exit bound beyond the manifests' budget, a
+// reap interval of a day or more.
+func TestServeRefusesSettingsThatDefeatRecovery(t *testing.T) {
+	environ := []string{
+		"ASTRO_STS_AUDIENCE=https://sts.example.com", "ASTRO_STS_POLICY_FILE=/p",
+		"ASTRO_ORGANIZATION_ID=clorg", "ASTRO_ORGANIZATION_TOKEN=value",
+		"ASTRO_STS_ADDR=127.0.0.1:0",
+		"ASTRO_STS_ASTRO_TIMEOUT=100ms", "ASTRO_STS_REQUEST_TIMEOUT=29s", "ASTRO_STS_SHUTDOWN_GRACE=80s",
+		"ASTRO_STS_REAP_INTERVAL=48h",
+	}
+	var stdout, stderr strings.Builder
+	err := run(context.Background(), []string{"astro-sts", "serve"}, environ, &stdout, &stderr)
+	if err == nil {
+		t.Fatal("serve accepted the settings")
+	}
+	for _, want := range []string{
+		"ASTRO_STS_ASTRO_TIMEOUT must be at least 1s, got 100ms",
+		"ASTRO_STS_SHUTDOWN_GRACE (1m20s) plus twice ASTRO_STS_ASTRO_TIMEOUT (100ms) is 1m20.2s", "must be at most 45s",
+		"ASTRO_STS_REAP_INTERVAL must be at least 1s and under 24h0m0s", "got 48h0m0s",
+	} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("serve's error lacks %q:\n%v", want, err)
+		}
+	}
+	if strings.Contains(stdout.String(), "broker listening") {
+		t.Error("serve listened with settings it should refuse")
 	}
 }
