@@ -150,6 +150,21 @@ func (b *boundedAstro) DeleteToken(ctx context.Context, orgID, tokenID string) e
 	return b.next.DeleteToken(ctx, orgID, tokenID)
 }
 
+// DeleteTokenFound is DeleteToken saying whether the token was there,
+// when the client it wraps can tell (see [foundDeleter]).
+func (b *boundedAstro) DeleteTokenFound(ctx context.Context, orgID, tokenID string) (bool, error) {
+	ctx, done, err := b.enter(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer done()
+	if d, ok := b.next.(foundDeleter); ok {
+		return d.DeleteTokenFound(ctx, orgID, tokenID)
+	}
+	err = b.next.DeleteToken(ctx, orgID, tokenID)
+	return err == nil, err
+}
+
 func (b *boundedAstro) ListTokensPage(ctx context.Context, orgID string, opts astro.ListTokensOptions, offset, limit int) (*astro.TokensPage, error) {
 	ctx, done, err := b.enter(ctx)
 	if err != nil {

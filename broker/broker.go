@@ -110,6 +110,10 @@ type Config struct {
 	// AstroConcurrency; 0 means [DefaultReapConcurrency] (or
 	// AstroConcurrency if that is smaller).
 	ReapConcurrency int
+	// ReapTicks, if set, starts [Server.RunReaper]'s passes on its values
+	// instead of every interval (the interval still sets the lease's
+	// lifetime): a test drives the reaper tick by tick with it.
+	ReapTicks <-chan time.Time
 }
 
 // Server is the broker. Create it with [New]; it is safe for concurrent use.
@@ -125,7 +129,8 @@ type Server struct {
 	metrics  *Metrics
 	registry *prometheus.Registry
 
-	reapConc int
+	reapConc  int
+	reapTicks <-chan time.Time
 
 	astroTimeout   time.Duration
 	requestTimeout time.Duration
@@ -179,6 +184,8 @@ func New(cfg Config) (*Server, error) {
 		now:      cfg.Now,
 		registry: cfg.Registry,
 		readyTTL: cfg.ReadyCacheTTL,
+
+		reapTicks: cfg.ReapTicks,
 	}
 	if s.log == nil {
 		s.log = slog.New(slog.DiscardHandler)

@@ -23,7 +23,7 @@ type Metrics struct {
 	upstreamInFlight prometheus.Gauge
 	upstreamWait     prometheus.Histogram
 	upstreamQueued   prometheus.Gauge
-	reaped           prometheus.Counter
+	reaped           *prometheus.CounterVec
 	reapErrors       prometheus.Counter
 	reapFailedCalls  prometheus.Counter
 	reapDuration     prometheus.Histogram
@@ -59,9 +59,9 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 			Name: "astro_sts_upstream_request_duration_seconds", Help: "Latency of calls to the Astro API.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
 		}, []string{"method", "route"}),
-		reaped: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "astro_sts_reaped_tokens_total", Help: "Tokens deleted by the reaper after their deadline.",
-		}),
+		reaped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "astro_sts_reaped_tokens_total", Help: "Expired tokens the reaper sent a delete for, by outcome: deleted, or already_gone (Astro answered 404: another replica or a revoke got there first).",
+		}, []string{"outcome"}),
 		reapErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "astro_sts_reap_errors_total", Help: "Reaper passes that failed in part or whole.",
 		}),

@@ -233,7 +233,7 @@ func TestReaperMetrics(t *testing.T) {
 		t.Fatalf("Reap = %d, %v", n, err)
 	}
 	m := metricsText(t, e)
-	for _, want := range []string{"astro_sts_reap_expired_tokens 6", "astro_sts_reap_most_overdue_seconds 90", "astro_sts_reaped_tokens_total 6"} {
+	for _, want := range []string{"astro_sts_reap_expired_tokens 6", "astro_sts_reap_most_overdue_seconds 90", `astro_sts_reaped_tokens_total{outcome="deleted"} 6`} {
 		if !strings.Contains(m, want+"\n") {
 			t.Errorf("metrics lack %q:\n%s", want, grepLines(m, "astro_sts_reap"))
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/idtoken"
@@ -69,24 +70,91 @@ func (s *Server) storeErr(op string, err error) error {
 // reaperLease names the lease that lets one replica reap per interval.
 const reaperLease = "reaper"
 
+// errLeaseLost is why a pass stops when its replica no longer holds the
+// reaper's lease.
+var errLeaseLost = errors.New("the reaper's lease was lost (another replica holds it, or the store could not renew it)")
+
+// reapLease is the reaper's lease as one pass holds it. The store says who
+// holds it; this process keeps, by its own monotonic clock, until when its
+// last renewal makes it the holder, counted from before that renewal was
+// sent, so never later than the store's expiry. A process that was paused
+// (SIGSTOP, a long GC or VM pause) past that instant finds it out before
+// its next delete, without waiting for the renewer's tick.
+type reapLease struct {
+	s    *Server
+	ttl  time.Duration
+	stop context.CancelCauseFunc // cancels the pass
+
+	mu    sync.Mutex
+	until time.Time
+}
+
+// renewLocked renews the lease; if the store says another replica holds
+// it, or cannot answer, it stops the pass and reports false. l.mu is held.
+func (l *reapLease) renewLocked(ctx context.Context) bool {
+	start := time.Now()
+	held, err := l.s.store.Lease(ctx, reaperLease, l.ttl)
+	if err != nil || !held {
+		l.s.storeErr("lease", err)
+		l.s.metrics.leaseHeld.Set(0)
+		l.stop(errLeaseLost)
+		return false
+	}
+	l.until = start.Add(l.ttl)
+	return true
+}
+
+// holds reports whether the pass may send its next delete: the pass is
+// still running and the lease is this replica's. A nil lease (no shared
+// store, or a store that could not answer at the start of the pass) always
+// holds.
+func (l *reapLease) holds(ctx context.Context) bool {
+	if l == nil {
+		return ctx.Err() == nil
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if ctx.Err() != nil {
+		return false
+	}
+	if time.Now().Before(l.until) {
+		return true
+	}
+	return l.renewLocked(context.WithoutCancel(ctx))
+}
+
 // underLease runs pass if this replica holds the reaper's lease, which it
 // takes (or renews) for one interval: with a shared store, one replica
 // lists the organization per interval instead of every one; if it dies,
 // its lease expires and another takes over at its next tick, within one
 // interval more. A pass longer than the interval keeps renewing the lease
-// as it goes. If the store cannot answer, the pass runs anyway: a token
-// reaped twice costs an Astro call, one not reaped stays alive.
-func (s *Server) underLease(ctx context.Context, interval time.Duration, pass func()) {
+// every half interval as it goes; the first renewal that fails, or finds
+// another holder, cancels the pass's context, and the pass checks the
+// lease before each delete (see [reapLease]), so that two replicas do not
+// go on deleting the same tokens side by side. If the store cannot answer
+// at the start, the pass runs anyway, without the lease: a token reaped
+// twice costs an Astro call, one not reaped stays alive.
+//
+// It reports whether a pass ran.
+func (s *Server) underLease(ctx context.Context, interval time.Duration, pass func(context.Context, *reapLease)) bool {
+	pctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	start := time.Now()
 	held, err := s.store.Lease(ctx, reaperLease, interval)
 	switch {
 	case err != nil:
 		s.storeErr("lease", err)
 		s.log.Warn("reaper lease: store unreachable; reaping without it", "error", err)
+		s.metrics.leaseHeld.Set(0)
+		pass(pctx, nil)
+		return true
 	case !held:
 		s.metrics.leaseHeld.Set(0)
-		return
+		s.log.Debug("reaper: not this tick", "why", "another replica holds the lease")
+		return false
 	}
-	s.metrics.leaseHeld.Set(boolGauge(err == nil))
+	l := &reapLease{s: s, ttl: interval, stop: stop, until: start.Add(interval)}
+	s.metrics.leaseHeld.Set(1)
 	done := make(chan struct{})
 	renewed := make(chan struct{})
 	go func() {
@@ -97,21 +165,27 @@ func (s *Server) underLease(ctx context.Context, interval time.Duration, pass fu
 			select {
 			case <-done:
 				return
+			case <-pctx.Done():
+				return
 			case <-t.C:
-				if held, err := s.store.Lease(ctx, reaperLease, interval); err != nil || !held {
-					s.storeErr("lease", err)
-					s.metrics.leaseHeld.Set(0)
+				l.mu.Lock()
+				ok := l.renewLocked(ctx)
+				l.mu.Unlock()
+				if !ok {
+					return
 				}
 			}
 		}
 	}()
-	pass()
+	pass(pctx, l)
 	close(done)
 	<-renewed
+	return true
 }
 
-// releaseLease gives the reaper's lease up at shutdown, so that another
-// replica need not wait for it to expire.
+// releaseLease gives the reaper's lease up, at shutdown or when this
+// replica cannot reap, so that another replica need not wait for it to
+// expire.
 func (s *Server) releaseLease() {
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()

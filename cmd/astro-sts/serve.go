@@ -37,7 +37,7 @@ Configuration comes from the environment (every problem is reported at once):
   ASTRO_ORGANIZATION_ID           required
   ASTRO_ORGANIZATION_TOKEN        an Organization Owner token, or
   ASTRO_ORGANIZATION_TOKEN_FILE   a file holding it
-  ASTRO_STS_REAP_INTERVAL         default 30s
+  ASTRO_STS_REAP_INTERVAL         default 30s; at least 1s, under 24h (Astro's own expiry of the tokens)
   ASTRO_STS_POLICY_RELOAD_INTERVAL  how often the policy file is checked (default 10s; 0: SIGHUP only)
   ASTRO_STS_REPLAY_CACHE_SIZE     ID tokens remembered against replay (default 100000; memory only)
   ASTRO_STS_REDIS_URL             redis:// or rediss:// (TLS), user and password allowed: share replay,
@@ -45,11 +45,12 @@ Configuration comes from the environment (every problem is reported at once):
   ASTRO_STS_REDIS_PASSWORD_FILE   a file holding the Redis password (instead of one in the URL)
   ASTRO_STS_REDIS_CA_FILE         PEM CAs for a rediss:// server (default: the system's)
   ASTRO_STS_LOG_LEVEL             debug, info (default), warn, error
-  ASTRO_STS_ASTRO_TIMEOUT         bound on one Astro call, retries included (default 10s)
+  ASTRO_STS_ASTRO_TIMEOUT         bound on one Astro call, retries included (default 10s; at least 1s)
   ASTRO_STS_REQUEST_TIMEOUT       deadline of an exchange or revoke (default 15s; longer than the
                                   Astro timeout, shorter than the action's 30s per call)
   ASTRO_STS_SHUTDOWN_GRACE        time in-flight requests get at shutdown (default 20s; longer
-                                  than the request timeout)
+                                  than the request timeout; plus twice the Astro timeout, at most 45s:
+                                  the exit budget of the manifests, see docs/deploy.md)
   ASTRO_STS_ASTRO_CONCURRENCY     Astro calls in flight at most (default 16)
   ASTRO_STS_REAP_CONCURRENCY      reaper deletes in flight at most, within that (default 8)
   plus the Vault and GitHub settings of docs/sinks.md when the policy has rotations.`

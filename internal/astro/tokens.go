@@ -304,16 +304,25 @@ func (c *Client) RotateToken(ctx context.Context, orgID, tokenID string) (*Token
 // DeleteToken deletes a token. A 404 counts as success: the token is gone,
 // which is what the caller wanted (a retry after a lost 204 sees a 404).
 func (c *Client) DeleteToken(ctx context.Context, orgID, tokenID string) error {
+	_, err := c.DeleteTokenFound(ctx, orgID, tokenID)
+	return err
+}
+
+// DeleteTokenFound is [Client.DeleteToken] that also says whether the
+// token was there: found is false when Astro answered 404 (someone else
+// deleted it first, or, rarely, this call's own first attempt did and its
+// answer was lost before the retry).
+func (c *Client) DeleteTokenFound(ctx context.Context, orgID, tokenID string) (found bool, err error) {
 	path, err := tokenPath(orgID, tokenID)
 	if err != nil {
-		return err
+		return false, err
 	}
 	err = c.do(ctx, call{method: http.MethodDelete, route: RouteToken, path: path, class: idempotent})
 	var ae *APIError
 	if errors.As(err, &ae) && ae.StatusCode == http.StatusNotFound {
-		return nil
+		return false, nil
 	}
-	return err
+	return err == nil, err
 }
 
 // ListOrganizations returns the organizations the token can see (for an

@@ -37,6 +37,28 @@ const DefaultIssuer = "https://token.actions.githubusercontent.com"
 // deadline must be shorter.
 const ActionCallTimeout = 30 * time.Second
 
+// Limits on settings that would otherwise defeat the broker's clean-ups.
+const (
+	// MinAstroTimeout is the shortest Astro timeout accepted. Under it,
+	// Astro's ordinary latency (and the client's one retry) times calls
+	// out that would have succeeded: creates then have an unknown outcome
+	// and the search for them, whose looks are spread over a few Astro
+	// timeouts, ends before a slow create lands.
+	MinAstroTimeout = time.Second
+	// ExitBudget is the longest the broker may take to exit after SIGTERM
+	// ([Broker.ExitBound]): the shipped manifests' grace period
+	// (terminationGracePeriodSeconds, 50 s) less their preStop sleep
+	// (5 s), see deploy/broker-container.yaml. A broker still cleaning up
+	// when it runs out is killed, and what it had not deleted yet is left
+	// live until its deadline and the reaper.
+	ExitBudget = 45 * time.Second
+	// MaxReapInterval bounds the reap interval from above: Astro itself
+	// expires the broker's tokens after a day (their shortest expiry
+	// period), so a reaper that wakes up less often never reaps anything
+	// Astro had not already expired.
+	MaxReapInterval = 24 * time.Hour
+)
+
 // Broker is the configuration of `astro-sts serve`.
 type Broker struct {
 	Addr       string `env:"ASTRO_STS_ADDR" envDefault:":8080"`
@@ -192,6 +214,12 @@ func load[C interface{ Validate() error }](environ map[string]string) (C, error)
 	return c, c.Validate()
 }
 
+// ExitBound is the longest `astro-sts serve` takes to exit after SIGTERM:
+// the shutdown grace for the requests in flight, then up to twice the
+// Astro timeout for the clean-ups of what they minted and could not
+// deliver. It must fit in [ExitBudget].
+func (c Broker) ExitBound() time.Duration { return c.ShutdownGrace + 2*c.AstroTimeout }
+
 // Validate reports every problem at once.
 func (c Broker) Validate() error {
 	var errs []error
@@ -216,8 +244,8 @@ func (c Broker) Validate() error {
 	if c.PolicyFile == "" {
 		add("ASTRO_STS_POLICY_FILE is required")
 	}
-	if c.ReapInterval < time.Second {
-		add("ASTRO_STS_REAP_INTERVAL must be at least 1s, got %s", c.ReapInterval)
+	if c.ReapInterval < time.Second || c.ReapInterval >= MaxReapInterval {
+		add("ASTRO_STS_REAP_INTERVAL must be at least 1s and under %s (Astro's own expiry of the broker's tokens), got %s", MaxReapInterval, c.ReapInterval)
 	}
 	if c.PolicyInterval < 0 {
 		add("ASTRO_STS_POLICY_RELOAD_INTERVAL must not be negative")
@@ -228,8 +256,8 @@ func (c Broker) Validate() error {
 	if c.ReplayCacheSize < 1 {
 		add("ASTRO_STS_REPLAY_CACHE_SIZE must be positive")
 	}
-	if c.AstroTimeout < 100*time.Millisecond {
-		add("ASTRO_STS_ASTRO_TIMEOUT must be at least 100ms, got %s", c.AstroTimeout)
+	if c.AstroTimeout < MinAstroTimeout {
+		add("ASTRO_STS_ASTRO_TIMEOUT must be at least %s, got %s: shorter, ordinary Astro latency times calls out and defeats the search for a create whose answer was lost", MinAstroTimeout, c.AstroTimeout)
 	}
 	if c.RequestTimeout <= c.AstroTimeout || c.RequestTimeout >= ActionCallTimeout {
 		add("ASTRO_STS_REQUEST_TIMEOUT (%s) must be longer than ASTRO_STS_ASTRO_TIMEOUT (%s) and shorter than the action's %s per call, so that a slow Astro gets the action a \"try again\" before it gives up",
@@ -237,6 +265,10 @@ func (c Broker) Validate() error {
 	}
 	if c.ShutdownGrace <= c.RequestTimeout {
 		add("ASTRO_STS_SHUTDOWN_GRACE (%s) must be longer than ASTRO_STS_REQUEST_TIMEOUT (%s), so that exchanges in flight finish before the broker stops", c.ShutdownGrace, c.RequestTimeout)
+	}
+	if b := c.ExitBound(); b > ExitBudget {
+		add("ASTRO_STS_SHUTDOWN_GRACE (%s) plus twice ASTRO_STS_ASTRO_TIMEOUT (%s) is %s, the longest the broker may take to exit after SIGTERM; it must be at most %s (the manifests' terminationGracePeriodSeconds less their preStop sleep), or the broker is killed before it has deleted what it could not deliver",
+			c.ShutdownGrace, c.AstroTimeout, b, ExitBudget)
 	}
 	if c.AstroConcurrency < 1 {
 		add("ASTRO_STS_ASTRO_CONCURRENCY must be positive")
