@@ -136,7 +136,9 @@ func runPolicyValidate(args []string, stdout, stderr io.Writer) error {
 stderr, about what the file shows to be wider than it may look: rules that
 bind neither ref nor environment, events that include pull_request_target or
 workflow_run, job_workflow_ref without repository_owner_id, names without
-their numeric ids. Warnings exit 0, or 1 with --strict.`, stderr)
+their numeric ids, a sub that names an owner or repository without their ids
+(it stops matching on GitHub's immutable sub). Warnings exit 0, or 1 with
+--strict.`, stderr)
 	policyPath := fs.String("policy", "", "trust policy `FILE` (required)")
 	strict := fs.Bool("strict", false, "exit 1 if there is any warning")
 	if err := parseFlags(fs, args); err != nil {
