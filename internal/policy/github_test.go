@@ -191,6 +191,17 @@ func TestClaimNames(t *testing.T) {
 			t.Errorf("%q: err = %v, want not a claim name", name, err)
 		}
 	}
+	// Only match and allow blocks take claim names: everywhere else an
+	// unknown key is still an error.
+	for _, src := range []string{
+		"repo_property_team: data\nrules: []\n",
+		"rules:\n  - name: r\n    match: {repository_id: \"1\"}\n    grant: {workspaces: [ws], max_role: WORKSPACE_MEMBER, max_ttl: 5m}\n    repo_property_team: data\n",
+		"rules:\n  - name: r\n    match: {repository_id: \"1\"}\n    grant: {workspaces: [ws], max_role: WORKSPACE_MEMBER, max_ttl: 5m, check_run_id: \"1\"}\n",
+	} {
+		if _, err := policy.Parse([]byte(src)); err == nil || !strings.Contains(err.Error(), "unknown key") {
+			t.Errorf("Parse(%q) = %v, want an unknown key", src, err)
+		}
+	}
 }
 
 // TestSubWarnings: validate warns on a sub that names an owner or
