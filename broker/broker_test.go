@@ -59,7 +59,7 @@ func TestExchangeUseRevoke(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if tok.Name != "astro-sts acme/dags run 987/1" {
+	if tok.Name != "astro-sts acme/dags run 987/1 job 31337000001" {
 		t.Errorf("name %q", tok.Name)
 	}
 	if tok.ExpiryPeriodInDays == nil || *tok.ExpiryPeriodInDays != 1 {
@@ -69,7 +69,7 @@ func TestExchangeUseRevoke(t *testing.T) {
 	if !ok {
 		t.Fatalf("description carries no marker: %q", tok.Description)
 	}
-	wantMarker := broker.Marker{Deadline: r.ExpiresAt, RepositoryID: "123456", RunID: "987", RunAttempt: "1", Rule: "deploy-main"}
+	wantMarker := broker.Marker{Deadline: r.ExpiresAt, RepositoryID: "123456", RunID: "987", RunAttempt: "1", Rule: "deploy-main", CheckRunID: "31337000001"}
 	if d := cmp.Diff(wantMarker, m, cmpopts.IgnoreFields(broker.Marker{}, "Nonce")); d != "" {
 		t.Errorf("marker (-want +got):\n%s", d)
 	}
@@ -549,6 +549,87 @@ func TestMarkerRoundTrip(t *testing.T) {
 		if _, ok := broker.ParseMarker(d); ok {
 			t.Errorf("ParseMarker(%q) accepted", d)
 		}
+	}
+}
+
+// TestMarkerCompatible: markers written before check_run_id existed parse
+// as they did, and a marker with a key this version does not know parses
+// too, as markers with check_run_id do for a replica not yet updated.
+func TestMarkerCompatible(t *testing.T) {
+	deadline := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		name, description string
+		want              broker.Marker
+	}{
+		{"written before check_run_id",
+			"astro-sts/v1?deadline=2026-01-02T03%3A04%3A05Z&nonce=abc&repository_id=123456&rule=deploy-main&run_attempt=1&run_id=987 Short-lived token minted by astro-sts",
+			broker.Marker{Deadline: deadline, RepositoryID: "123456", RunID: "987", RunAttempt: "1", Rule: "deploy-main", Nonce: "abc"}},
+		{"with check_run_id",
+			"astro-sts/v1?check_run_id=31337000001&deadline=2026-01-02T03%3A04%3A05Z&nonce=abc&repository_id=123456&rule=deploy-main&run_attempt=1&run_id=987 human",
+			broker.Marker{Deadline: deadline, RepositoryID: "123456", RunID: "987", RunAttempt: "1", Rule: "deploy-main", Nonce: "abc", CheckRunID: "31337000001"}},
+		{"with a key of a later version",
+			"astro-sts/v1?deadline=2026-01-02T03%3A04%3A05Z&later=x&repository_id=123456&run_attempt=1&run_id=987",
+			broker.Marker{Deadline: deadline, RepositoryID: "123456", RunID: "987", RunAttempt: "1"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := broker.ParseMarker(tt.description)
+			if !ok {
+				t.Fatal("not parsed")
+			}
+			if d := cmp.Diff(tt.want, got); d != "" {
+				t.Errorf("marker (-want +got):\n%s", d)
+			}
+			// What this version writes for it reads back the same.
+			if again, ok := broker.ParseMarker(got.Description("")); !ok || !cmp.Equal(got, again) {
+				t.Errorf("round trip: %+v, %v", again, ok)
+			}
+		})
+	}
+	if d := (broker.Marker{Deadline: deadline, RepositoryID: "1", RunID: "2", RunAttempt: "1"}).Description(""); strings.Contains(d, "check_run_id") {
+		t.Errorf("a marker without a check run writes one: %q", d)
+	}
+}
+
+// TestCheckRunID: the job's check run, when the token carries it, is in
+// the token's name and marker and in the audit record; a token without it
+// (older GitHub, GHES) gets neither, and the name stays as it was.
+func TestCheckRunID(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	without := mainClaims()
+	without.Extra = map[string]any{"check_run_id": nil}
+	tests := []struct {
+		name     string
+		claims   issuer.Claims
+		wantName string
+		wantID   string
+	}{
+		{"with check_run_id", mainClaims(), "astro-sts acme/dags run 987/1 job 31337000001", "31337000001"},
+		{"without", without, "astro-sts acme/dags run 987/1", ""},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := e.exchange(tt.claims, "")
+			tok, err := e.astroToken(r.TokenID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok.Name != tt.wantName {
+				t.Errorf("name %q, want %q", tok.Name, tt.wantName)
+			}
+			m, ok := broker.ParseMarker(tok.Description)
+			if !ok || m.CheckRunID != tt.wantID {
+				t.Errorf("marker %+v (%v), want check run %q", m, ok, tt.wantID)
+			}
+			recs := e.audits("exchange")
+			if len(recs) != i+1 {
+				t.Fatalf("%d exchange records", len(recs))
+			}
+			got, present := recs[i]["check_run_id"]
+			if present != (tt.wantID != "") || (present && got != tt.wantID) {
+				t.Errorf("audit check_run_id = %v (present %v), want %q", got, present, tt.wantID)
+			}
+		})
 	}
 }
 

@@ -110,6 +110,11 @@ func (s *Server) audit(ctx context.Context, e *event, verdict string, err error)
 			slog.String("actor", c.Actor),
 			slog.String("jti", c.JTI),
 		)
+		// The job, where run_id is the whole run: in tokens since
+		// 2025-11, so only where the token carries it.
+		if id := c.Strings["check_run_id"]; id != "" {
+			attrs = append(attrs, slog.String("check_run_id", id))
+		}
 	}
 	if d := e.decision; d != nil {
 		attrs = append(attrs,

@@ -284,13 +284,14 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 		RunID:        c.RunID,
 		RunAttempt:   c.RunAttempt,
 		Rule:         d.Rule,
+		CheckRunID:   c.Strings["check_run_id"],
 		Nonce:        newNonce(),
 	}
 	human := fmt.Sprintf("Short-lived token minted by astro-sts for %s (%s, run %s attempt %s); revoked after the run.",
 		c.Repository, c.JobWorkflowRef, c.RunID, c.RunAttempt)
 	days := upstreamExpiryDays
 	req := astro.CreateTokenRequest{
-		Name:                    tokenName(c.Repository, c.RunID, c.RunAttempt),
+		Name:                    tokenName(c.Repository, c.RunID, c.RunAttempt, marker.CheckRunID),
 		Description:             marker.Description(human),
 		TokenExpiryPeriodInDays: &days,
 	}

@@ -26,6 +26,11 @@ type Marker struct {
 	RunID        string
 	RunAttempt   string
 	Rule         string
+	// CheckRunID is the job's check run (GitHub's check_run_id claim,
+	// since 2025-11), which names one job where run_id names the whole
+	// workflow run; empty when the token has none. Markers written before
+	// it existed have none either, and parse as before.
+	CheckRunID string
 	// Nonce is random and new for every create: when a create's outcome
 	// is unknown (a timeout, a reset, a 5xx), the broker finds the token
 	// it may have made by this, and deletes it.
@@ -42,6 +47,9 @@ func (m Marker) Description(human string) string {
 	v.Set("run_id", m.RunID)
 	v.Set("run_attempt", m.RunAttempt)
 	v.Set("rule", m.Rule)
+	if m.CheckRunID != "" {
+		v.Set("check_run_id", m.CheckRunID)
+	}
 	if m.Nonce != "" {
 		v.Set("nonce", m.Nonce)
 	}
@@ -68,6 +76,11 @@ func truncate(s string, n int) string {
 // ParseMarker reads the marker back from a description. ok is false for a
 // token the broker did not mint (or whose description was edited beyond
 // recognition): such a token is left alone.
+//
+// Keys are read by name and unknown ones ignored, and only deadline,
+// repository_id and run_id are required: a key added later (check_run_id
+// was) neither breaks a replica that does not know it yet nor makes the
+// markers written before it unreadable.
 func ParseMarker(description string) (m Marker, ok bool) {
 	rest, found := strings.CutPrefix(description, markerPrefix)
 	if !found {
@@ -88,6 +101,7 @@ func ParseMarker(description string) (m Marker, ok bool) {
 		RunID:        v.Get("run_id"),
 		RunAttempt:   v.Get("run_attempt"),
 		Rule:         v.Get("rule"),
+		CheckRunID:   v.Get("check_run_id"),
 		Nonce:        v.Get("nonce"),
 	}
 	if m.RepositoryID == "" || m.RunID == "" {
@@ -96,10 +110,24 @@ func ParseMarker(description string) (m Marker, ok bool) {
 	return m, true
 }
 
+// maxTokenName is Astro's limit on a token name.
+const maxTokenName = 256
+
 // tokenName tells a human what the token is, e.g. "astro-sts acme/dags run
-// 123/1". Astro allows at most 256 characters.
-func tokenName(repository, runID, runAttempt string) string {
-	return truncate(fmt.Sprintf("astro-sts %s run %s/%s", repository, runID, runAttempt), 256)
+// 123/1 job 456": the repository, the workflow run and attempt, and the job
+// (its check run, which is also the job's id in its URL .../runs/123/job/456)
+// when the token says. A name too long for Astro loses the end of the
+// repository's name first, so the run and job stay readable.
+func tokenName(repository, runID, runAttempt, checkRunID string) string {
+	const prefix = "astro-sts "
+	suffix := fmt.Sprintf(" run %s/%s", runID, runAttempt)
+	if checkRunID != "" {
+		suffix += " job " + checkRunID
+	}
+	if room := maxTokenName - len(prefix) - len(suffix); room >= 0 && len(repository) > room {
+		repository = truncate(repository, room)
+	}
+	return truncate(prefix+repository+suffix, maxTokenName)
 }
 
 // sameRun reports whether the marker was written for the run identified by

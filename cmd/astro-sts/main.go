@@ -35,7 +35,7 @@ func commands() []command {
 		{"action", "the GitHub Action's main step (exchange or rotate)", runAction},
 		{"post", "the GitHub Action's post step (revoke)", runPost},
 		{"rotate", "rotate a managed token into Vault and GitHub secrets without a broker", runRotate},
-		{"policy", "check a trust policy against a set of claims", runPolicy},
+		{"policy", "validate and test a trust policy, or check it against a set of claims", runPolicy},
 		{"emulator", "serve a faithful emulator of the Astro API v1 on loopback", runEmulator},
 		{"demo", "run the whole exchange/revoke/reap story on this machine", runDemo},
 		{"version", "print the version", runVersion},

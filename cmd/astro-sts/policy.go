@@ -26,23 +26,29 @@ const maxPolicyInputSize = 1 << 20
 // claims or the usage is wrong, so that a job asserting a denial cannot
 // pass on a broken input); 'policy validate' loads a policy, reports every
 // problem (exit 1) and warns about rules wider than they look (exit 0, or
-// 1 with --strict).
+// 1 with --strict); 'policy test' runs a table of cases (exit 0 all pass, 1
+// a case fails, 2 bad input); 'policy schema' prints the policy file's JSON
+// Schema.
 func runPolicy(_ context.Context, args []string, _ map[string]string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		printPolicyUsage(stderr)
-		return usageError("policy: say check or validate")
+		return usageError("policy: say check, validate, test or schema")
 	}
 	switch args[0] {
 	case "check":
 		return runPolicyCheck(args[1:], stdout, stderr)
 	case "validate":
 		return runPolicyValidate(args[1:], stdout, stderr)
+	case "test":
+		return runPolicyTest(args[1:], stdout, stderr)
+	case "schema":
+		return runPolicySchema(args[1:], stdout, stderr)
 	case "-h", "--help", "help":
 		printPolicyUsage(stdout)
 		return errHelp
 	}
 	printPolicyUsage(stderr)
-	return usageError("policy: unknown command %q (want check or validate)", args[0])
+	return usageError("policy: unknown command %q (want check, validate, test or schema)", args[0])
 }
 
 func printPolicyUsage(w io.Writer) {
@@ -53,6 +59,10 @@ Commands:
             (exit 0 allow, 1 deny, 2 invalid policy, claims or usage)
   validate  load a policy, report every problem and warn about wide rules
             (exit 0 valid, 1 invalid, or with --strict any warning)
+  test      run a table of cases (claims or a saved token, a request, the
+            expected outcome) against a policy
+            (exit 0 all pass, 1 a case fails, 2 invalid cases, policy or usage)
+  schema    print the policy file's JSON Schema, for editors and linters
 
 Run 'astro-sts policy <command> --help' for its flags.
 `)
@@ -126,7 +136,9 @@ func runPolicyValidate(args []string, stdout, stderr io.Writer) error {
 stderr, about what the file shows to be wider than it may look: rules that
 bind neither ref nor environment, events that include pull_request_target or
 workflow_run, job_workflow_ref without repository_owner_id, names without
-their numeric ids. Warnings exit 0, or 1 with --strict.`, stderr)
+their numeric ids, a sub that names an owner or repository without their ids
+(it stops matching on GitHub's immutable sub). Warnings exit 0, or 1 with
+--strict.`, stderr)
 	policyPath := fs.String("policy", "", "trust policy `FILE` (required)")
 	strict := fs.Bool("strict", false, "exit 1 if there is any warning")
 	if err := parseFlags(fs, args); err != nil {
@@ -149,6 +161,18 @@ their numeric ids. Warnings exit 0, or 1 with --strict.`, stderr)
 		return &exitError{code: 1, err: fmt.Errorf("policy validate: %d warnings (--strict)", len(warnings))}
 	}
 	return nil
+}
+
+func runPolicySchema(args []string, stdout, stderr io.Writer) error {
+	fs := newFlagSet("policy schema", `Print the JSON Schema (draft 2020-12) of the trust policy file, the one
+`+"`# yaml-language-server: $schema=`"+` names in docs/examples/policy.yaml, for
+editors and linters. 'policy validate' remains the authority: it also checks
+what a schema cannot say.`, stderr)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	_, err := stdout.Write(policy.Schema())
+	return err
 }
 
 // policyCheckResult is what 'policy check' prints.

@@ -204,7 +204,7 @@ func TestPolicyCheck(t *testing.T) {
 		{"missing claims flag", []string{"check", "--policy", pol}, 2, "", []string{"--policy and one of --claims or --token are required"}},
 		{"stray argument", []string{"check", "--policy", pol, "--claims", claims, "extra"}, 2, "", []string{`unexpected argument "extra"`}},
 		{"unknown subcommand", []string{"frobnicate"}, 2, "", []string{`unknown command "frobnicate"`}},
-		{"no subcommand", nil, 2, "", []string{"say check or validate"}},
+		{"no subcommand", nil, 2, "", []string{"say check, validate, test or schema"}},
 		{"validate ok, with a warning", []string{"validate", "--policy", pol}, 0, "ok: 2 rules, 0 rotations (sha256 " + digest + ")\n", nil},
 		{"validate --strict fails on a warning", []string{"validate", "--strict", "--policy", pol}, 1, "ok: 2 rules, 0 rotations (sha256 " + digest + ")\n", []string{"1 warnings (--strict)"}},
 		{"validate --strict passes without one", []string{"validate", "--strict", "--policy", cleanPolicy}, 0, "ok: 1 rules, 0 rotations (sha256 " + cleanDigest + ")\n", nil},

@@ -70,7 +70,7 @@ func TestRun(t *testing.T) {
 		"| Exported it as ASTRO_API_TOKEN for the following steps.",
 		"GITHUB_ENV sets ASTRO_API_TOKEN (value sha256:",
 		"2. A later step uses ASTRO_API_TOKEN",
-		"-> 200 OK, 1 token(s): \"astro-sts acme/dags run 1001/1\"",
+		"-> 200 OK, 1 token(s): \"astro-sts acme/dags run 1001/1 job 31337000001\"",
 		"3. Post step",
 		"| Revoked Astro token ",
 		"The token now gets 401 Unauthorized.",

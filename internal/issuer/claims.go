@@ -1,6 +1,7 @@
 package issuer
 
 import (
+	"strings"
 	"time"
 )
 
@@ -98,6 +99,38 @@ func DefaultClaims() Claims {
 		WorkflowRef:          "acme/dags/.github/workflows/deploy.yml@refs/heads/main",
 		WorkflowSHA:          sha,
 	}
+}
+
+// ImmutableSubject is sub in GitHub's immutable format for c's repository:
+// the owner's and the repository's names each followed by sep and their id,
+// e.g. repo:acme@65/dags@123456:environment:production. GitHub's changelog
+// shows sep "-"; "@" was reported to replace it after a name-squatting
+// report; tests try both. The context after the repository is c's
+// environment, or else its ref.
+func ImmutableSubject(c Claims, sep string) string {
+	c = c.withDefaults()
+	where := "ref:" + c.Ref
+	if c.Environment != "" {
+		where = "environment:" + c.Environment
+	}
+	repo := c.Repository
+	if i := strings.LastIndex(repo, "/"); i >= 0 {
+		repo = repo[i+1:]
+	}
+	return "repo:" + c.RepositoryOwner + sep + c.RepositoryOwnerID + "/" + repo + sep + c.RepositoryID + ":" + where
+}
+
+// ImmutableClaims returns [DefaultClaims] as GitHub sends them for a
+// repository on the immutable sub (opt-in since 2026-04-23, the default for
+// repositories created, renamed or transferred on github.com since
+// 2026-06-18), with sep between names and ids, and with the claims newer
+// tokens carry: check_run_id (in [DefaultClaims] too) and a repository
+// custom property, repo_property_astro-team "data".
+func ImmutableClaims(sep string) Claims {
+	c := DefaultClaims()
+	c.Subject = ImmutableSubject(c, sep)
+	c.Extra = map[string]any{"repo_property_astro-team": "data"}
+	return c
 }
 
 // stringClaims lists the string claims of c by their JSON names, in the

@@ -169,7 +169,7 @@ rotations:
 		`rules[2] "reusable": binds no event_name: pull_request_target and workflow_run runs, which carry the repository's identity for code it may not have reviewed, match too`,
 		`rules[2] "reusable": job_workflow_ref without repository_owner_id: a reusable workflow in a public repository can be called from any repository on GitHub`,
 		`rules[3] "reusable-pinned": its events include workflow_run, which runs with the repository's identity for code it may not have reviewed`,
-		`rules[4] "by-sub": sub without repository_id or repository_owner_id: sub holds the repository's name, which can be freed and registered by someone else`,
+		`rules[4] "by-sub": sub names an owner or repository without their ids: it stops matching once the repository uses GitHub's immutable sub (repo:OWNER@OWNER_ID/REPO@REPO_ID:..., the default for repositories created, renamed or transferred since 2026-06-18), and a name can be freed and registered by someone else; match repository_owner_id and repository_id instead, which carry the ids whatever the format`,
 		`rotations[0] "airflow-ci".allow: binds neither ref nor environment: every branch of the repository gets the grant, a pull request's included`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

@@ -22,7 +22,12 @@ var identityClaims = []string{"repository", "repository_id", "repository_owner",
 // could never hold: refusing it at load catches the mistake.
 var numericClaims = map[string]bool{"exp": true, "iat": true, "nbf": true}
 
-var claimNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,127}$`)
+// claimNameRE is every claim name a GitHub token can carry: its own claims
+// are lower-case letters, digits and '_'; a repository custom property
+// arrives as repo_property_<name>, and a property's name may hold capitals,
+// digits and '_', '-', '$' and '#', up to 75 characters (GitHub's rule for
+// custom property names). Anything else is a typo, not a claim.
+var claimNameRE = regexp.MustCompile(`^(?:[a-z][a-z0-9_]{0,127}|repo_property_[A-Za-z0-9_$#-]{1,75})$`)
 
 type altKind int
 
@@ -167,7 +172,7 @@ func (w *walker) matchBlock(where string, n *yaml.Node) matchSet {
 	for _, p := range ps {
 		at := where + "." + p.key
 		if !claimNameRE.MatchString(p.key) {
-			w.fail(at, p.kn, "%q is not a claim name (lower-case letters, digits and _)", p.key)
+			w.fail(at, p.kn, "%q is not a claim name (lower-case letters, digits and _, or repo_property_ and a custom property's name)", p.key)
 			continue
 		}
 		if numericClaims[p.key] {

@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"regexp"
 	"slices"
+	"strings"
 )
 
 // Warning is something a valid policy allows that is likely wider than its
@@ -35,7 +37,9 @@ var riskyEvents = []string{"pull_request_target", "workflow_run"}
 //     repository_id): a reusable workflow in a public repository can be
 //     called from any repository on GitHub;
 //   - names (repository, repository_owner, sub) without the numeric ids,
-//     which survive renames: a freed name can be registered by someone else.
+//     which survive renames: a freed name can be registered by someone else;
+//   - a sub that names an owner or repository without their ids, which
+//     stops matching when the repository moves to GitHub's immutable sub.
 func (p *Policy) Warnings() []Warning {
 	if p == nil {
 		return nil
@@ -83,8 +87,60 @@ func (ms matchSet) warnings(where string) []Warning {
 	if has("repository_owner") && !has("repository_owner_id") {
 		warn("repository_owner without repository_owner_id: an owner's name can be freed and registered by someone else; the id never changes")
 	}
-	if has("sub") && !ownerID {
+	switch i := slices.IndexFunc(ms, func(m matcher) bool { return m.claim == "sub" }); {
+	case i >= 0 && slices.ContainsFunc(ms[i].alts, alt.subNamesWithoutIDs):
+		squat := ""
+		if !ownerID {
+			squat = ", and a name can be freed and registered by someone else"
+		}
+		warn("sub names an owner or repository without their ids: it stops matching once the repository uses GitHub's immutable sub (repo:OWNER@OWNER_ID/REPO@REPO_ID:..., the default for repositories created, renamed or transferred since 2026-06-18)%s; match repository_owner_id and repository_id instead, which carry the ids whatever the format", squat)
+	case i >= 0 && !ownerID && !allCarryOwnerID(ms[i].alts):
 		warn("sub without repository_id or repository_owner_id: sub holds the repository's name, which can be freed and registered by someone else")
 	}
 	return out
+}
+
+// idSuffixRE is how GitHub's immutable sub ends an owner or a repository:
+// its name, then "@" and its id. GitHub's changelog shows "-" as the
+// separator (repo:octocat-123456/my-repo-456789:...) and "@" was reported
+// to replace it: both count, so a "-<digits>" name is taken to carry its id.
+var idSuffixRE = regexp.MustCompile(`[@-][0-9]+$`)
+
+func allCarryOwnerID(alts []alt) bool {
+	return !slices.ContainsFunc(alts, func(a alt) bool { return !a.subCarriesOwnerID() })
+}
+
+// subCarriesOwnerID reports whether a, as a matcher of sub, fixes the
+// owner's id as the immutable sub writes it: such a sub cannot be
+// squatted, as an owner_id binding cannot.
+func (a alt) subCarriesOwnerID() bool {
+	prefix, _ := a.literalPrefix()
+	rest, ok := strings.CutPrefix(prefix, "repo:")
+	owner, _, complete := strings.Cut(rest, "/")
+	return ok && complete && idSuffixRE.MatchString(owner)
+}
+
+// subNamesWithoutIDs reports whether a, as a matcher of sub, names an
+// owner or a repository in the classic form repo:OWNER/REPO:..., without
+// the ids the immutable form adds. Only the fixed text of a pattern is
+// read: in {regex: "repo:acme/.*"} the owner is named, the repository not.
+func (a alt) subNamesWithoutIDs() bool {
+	prefix, _ := a.literalPrefix()
+	rest, ok := strings.CutPrefix(prefix, "repo:")
+	if !ok {
+		return false // a customised sub (include_claim_keys): nothing to read
+	}
+	owner, repo, complete := strings.Cut(rest, "/")
+	switch {
+	case owner == "":
+		return false
+	case !complete:
+		// The owner's name, but not its end: a pattern that goes on to
+		// an "@" ({regex: "repo:acme[@-]65/.*"}) may well carry the id.
+		return !strings.Contains(a.value, "@")
+	case !idSuffixRE.MatchString(owner):
+		return true
+	}
+	name, _, complete := strings.Cut(repo, ":")
+	return complete && name != "" && !idSuffixRE.MatchString(name)
 }
