@@ -602,7 +602,9 @@ func TestPost(t *testing.T) {
 	}{
 		{name: "revokes", state: "tok_1", replies: []cannedReply{{status: 204}}, wantCalls: 1},
 		{name: "retries 503 with fresh tokens", state: "tok_1", replies: []cannedReply{errReply(503, "unavailable", "x"), {status: 204}}, wantCalls: 2},
-		{name: "another run's token: warning", state: "tok_1", replies: []cannedReply{errReply(403, "forbidden", "token belongs to another run")}, wantCalls: 1, wantWarning: "::warning::Could not revoke Astro token tok_1: the broker refused the revoke (403 forbidden, request id req-1): token belongs to another run"},
+		{name: "no such token of this run: warning", state: "tok_1", replies: []cannedReply{errReply(404, "not_found", "this run has no token of that id to revoke")}, wantCalls: 1, wantWarning: "::warning::Could not revoke Astro token tok_1: the broker refused the revoke (404 not_found, request id req-1): this run has no token of that id to revoke"},
+		{name: "job no longer trusted: warning", state: "tok_1", replies: []cannedReply{errReply(403, "denied", "no policy rule allows this identity")}, wantCalls: 1, wantWarning: "reaper deletes the token"},
+		{name: "revokes over budget: warning, no retry", state: "tok_1", replies: []cannedReply{errReply(429, "rate_limited", "this repository has had its share of revokes")}, wantCalls: 1, wantWarning: "reaper deletes it"},
 		{name: "broker down: warning", state: "tok_1", replies: []cannedReply{errReply(502, "bad_gateway", "x")}, wantCalls: brokerAttempts, wantWarning: "reaper deletes it"},
 		{name: "revoke false: nothing", state: "tok_1", inputs: map[string]string{InputRevoke: "false"}, wantCalls: 0},
 		{name: "no state: nothing", wantCalls: 0},

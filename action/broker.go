@@ -113,9 +113,14 @@ func (e *BrokerError) hint() string {
 	case e.Status == http.StatusForbidden && e.Op == opExchange:
 		return "ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl"
 	case e.Status == http.StatusForbidden && e.Op == opRevoke:
-		return "the token belongs to another run, so this run may not revoke it"
+		return "no rule of the trust policy trusts this job any more, so it may not revoke; the broker's reaper deletes the token when it expires"
+	case e.Status == http.StatusNotFound && e.Op == opRevoke:
+		// The broker answers another run's token and an unknown id alike;
+		// for this run's own token it means someone deleted it first.
+		return "this run has no token of that id left: the reaper deleted it (its ttl passed) or someone did by hand"
 	case e.Status == http.StatusForbidden:
-		return "ask your platform team to allow this workflow to run the rotation"
+		// An unknown rotation gets the same answer as a forbidden one.
+		return "check the rotation input against the broker's rotation config, and ask your platform team to allow this workflow to run the rotation"
 	case e.Status == http.StatusNotFound && e.Op == opRotate:
 		return "check the rotation input against the broker's rotation config, and broker-url"
 	case e.Status == http.StatusNotFound:

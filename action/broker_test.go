@@ -47,8 +47,18 @@ func TestBrokerErrorMessage(t *testing.T) {
 		},
 		{
 			name: "403 revoke",
-			err:  BrokerError{Op: opRevoke, Status: 403, Code: "forbidden", Message: "not your run"},
-			want: "the broker refused the revoke (403 forbidden): not your run — the token belongs to another run, so this run may not revoke it",
+			err:  BrokerError{Op: opRevoke, Status: 403, Code: "denied", Message: "no policy rule allows this identity"},
+			want: "the broker refused the revoke (403 denied): no policy rule allows this identity — no rule of the trust policy trusts this job any more, so it may not revoke; the broker's reaper deletes the token when it expires",
+		},
+		{
+			name: "404 revoke",
+			err:  BrokerError{Op: opRevoke, Status: 404, Code: "not_found", Message: "this run has no token of that id to revoke"},
+			want: "the broker refused the revoke (404 not_found): this run has no token of that id to revoke — this run has no token of that id left: the reaper deleted it (its ttl passed) or someone did by hand",
+		},
+		{
+			name: "403 rotate",
+			err:  BrokerError{Op: opRotate, Rotation: "nightly", Status: 403, Code: "denied", Message: "no rotation of that name allows this identity"},
+			want: `the broker refused rotation "nightly" (403 denied): no rotation of that name allows this identity — check the rotation input against the broker's rotation config, and ask your platform team to allow this workflow to run the rotation`,
 		},
 		{
 			name: "404 rotate",

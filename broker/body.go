@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
+	"slices"
 	"strings"
 )
 
@@ -96,11 +98,47 @@ func jsonFields(v any) map[string]bool {
 	return out
 }
 
-// quoteShort quotes a caller's field name for an error message, cut so
-// that a long one cannot bloat the answer or the log.
+// quoteShort quotes a caller's input (a field name, a query parameter, a
+// ttl) for an error message, cut so that a long one cannot bloat the
+// answer or the log.
 func quoteShort(s string) string {
 	if len(s) > 64 {
 		s = truncate(s, 64) + "..."
 	}
 	return fmt.Sprintf("%q", s)
+}
+
+// checkQuery refuses a query that is not exactly what the endpoint takes:
+// a parameter not among params, one given twice, or a ';' anywhere.
+// Leniency here is how a misspelt dry run (?dry-run=true, ?DRY_RUN=true,
+// ?dry_run=true;) became a real exchange: net/http ignores unknown
+// parameters and drops a pair that holds a ';' without a word.
+func checkQuery(raw string, params ...string) error {
+	if raw == "" {
+		return nil
+	}
+	if strings.Contains(raw, ";") {
+		return badRequest("the query must not contain ';' (separate parameters with '&')")
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return badRequest("the query is not valid URL encoding")
+	}
+	names := make([]string, 0, len(q))
+	for name := range q {
+		names = append(names, name)
+	}
+	slices.Sort(names) // one answer for one query, whatever map order
+	for _, name := range names {
+		if !slices.Contains(params, name) {
+			if len(params) == 0 {
+				return badRequest("unknown query parameter %s (this endpoint takes none)", quoteShort(name))
+			}
+			return badRequest("unknown query parameter %s (this endpoint takes only %s; names are exact and case-sensitive)", quoteShort(name), strings.Join(params, ", "))
+		}
+		if len(q[name]) > 1 {
+			return badRequest("query parameter %s is given more than once", quoteShort(name))
+		}
+	}
+	return nil
 }

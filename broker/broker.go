@@ -114,6 +114,11 @@ type Config struct {
 	// instead of every interval (the interval still sets the lease's
 	// lifetime): a test drives the reaper tick by tick with it.
 	ReapTicks <-chan time.Time
+	// RevokeRateLimit is each repository's budget of revokes, apart from
+	// its exchanges' (which the policy's rules set): every revoke by an
+	// identity the policy trusts takes one, before any Astro call. The
+	// zero value means [DefaultRevokeRateLimit]; there is no "no limit".
+	RevokeRateLimit policy.RateLimit
 }
 
 // Server is the broker. Create it with [New]; it is safe for concurrent use.
@@ -129,8 +134,9 @@ type Server struct {
 	metrics  *Metrics
 	registry *prometheus.Registry
 
-	reapConc  int
-	reapTicks <-chan time.Time
+	reapConc    int
+	reapTicks   <-chan time.Time
+	revokeLimit policy.RateLimit
 
 	astroTimeout   time.Duration
 	requestTimeout time.Duration
@@ -163,6 +169,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.AstroConcurrency < 0 || cfg.ReapConcurrency < 0 || cfg.AstroTimeout < 0 || cfg.RequestTimeout < 0 {
 		errs = append(errs, errors.New("broker: AstroConcurrency, ReapConcurrency, AstroTimeout and RequestTimeout must not be negative"))
+	}
+	if l := cfg.RevokeRateLimit; !l.IsZero() && (l.Rate < 1 || l.Burst < 1 || l.Period <= 0) {
+		errs = append(errs, errors.New("broker: RevokeRateLimit needs a positive Rate, Period and Burst"))
 	}
 	if cfg.AstroBound != nil && (cfg.AstroConcurrency != 0 || cfg.AstroTimeout != 0) {
 		errs = append(errs, errors.New("broker: set AstroBound or AstroConcurrency and AstroTimeout, not both"))
@@ -224,6 +233,10 @@ func New(cfg Config) (*Server, error) {
 	s.astroTimeout = bound.timeout
 	s.requestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)
 	s.started = cfg.Started
+	s.revokeLimit = cfg.RevokeRateLimit
+	if s.revokeLimit.IsZero() {
+		s.revokeLimit = DefaultRevokeRateLimit
+	}
 	s.track = newTracker()
 	return s, nil
 }

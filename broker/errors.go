@@ -22,10 +22,19 @@ var (
 	errNotFound         = errors.New("not found")
 	errMethodNotAllowed = errors.New("method not allowed")
 	errMissingToken     = errors.New("missing bearer token")
-	errNotOwner         = errors.New("token was not minted for this run")
 	errNoRotator        = errors.New("rotation is not configured on this broker")
-	errNoSuchRotation   = errors.New("no such rotation")
-	errRotationDenied   = errors.New("identity may not trigger this rotation")
+
+	// errNotOwner and errNoSuchToken are one answer to the caller (see
+	// [Server.Revoke]): a run that did not mint a token must not learn
+	// whether it exists. The log tells them apart.
+	errNotOwner    = errors.New("the token was not minted by the broker for this run")
+	errNoSuchToken = errors.New("no token of this id in Astro, and none revoked by this run")
+
+	// errNoSuchRotation and errRotationDenied are one answer to the
+	// caller, for the same reason: a workflow must not learn the names
+	// of rotations it may not run.
+	errNoSuchRotation = errors.New("no such rotation")
+	errRotationDenied = errors.New("identity may not trigger this rotation")
 )
 
 // badRequestError is a malformed request; its message is safe to return.
@@ -48,15 +57,17 @@ const (
 	CodeTooLarge = "too_large"
 	// CodeMethodNotAllowed: the API takes POST only (405).
 	CodeMethodNotAllowed = "method_not_allowed"
-	// CodeNotFound: no such endpoint, or no rotation of that name (404).
+	// CodeNotFound: no such endpoint, or, on revoke, no token of that id
+	// that this run may revoke: another run's token and an unknown id
+	// get the same answer (404).
 	CodeNotFound = "not_found"
 	// CodeTokenMissing: no OIDC ID token as a Bearer token (401).
 	CodeTokenMissing = "token_missing"
 	// CodeTokenInvalid: the OIDC ID token was refused; the body's reason
 	// says why, one of the Reason* token reasons (401).
 	CodeTokenInvalid = "token_invalid"
-	// CodeDenied: no rule trusts this identity, or the rotation's allow
-	// block does not (403). The answer says nothing more: the policy is
+	// CodeDenied: no rule trusts this identity, or no rotation of that
+	// name allows it (an unknown name and a forbidden one alike) (403). The answer says nothing more: the policy is
 	// the platform team's, and the broker's log explains the refusal
 	// under the request id.
 	CodeDenied = "denied"
@@ -65,10 +76,9 @@ const (
 	// rule allows (403). The caller is trusted by that rule, so it may
 	// know its grant.
 	CodeTooWide = "too_wide"
-	// CodeNotOwner: the token to revoke was minted for another run (403).
-	CodeNotOwner = "not_owner"
-	// CodeRateLimited: too many tokens for this identity from its rule;
-	// try after Retry-After (429). Issue 10's rate limits answer it.
+	// CodeRateLimited: too many tokens for this identity from its rule,
+	// or too many revokes from its repository; try after Retry-After
+	// (429). Issue 10's rate limits answer it.
 	CodeRateLimited = "rate_limited"
 	// CodeStoreUnavailable: the broker cannot reach its shared state
 	// (Redis), so it refuses rather than exchange without the replay
@@ -207,6 +217,8 @@ func classify(err error) apiError {
 		return apiError{status: http.StatusServiceUnavailable, code: CodeUpstreamUnavailable, reason: ReasonIssuerUnavailable, message: "the OIDC issuer's keys could not be fetched; try again", retryAfter: 5 * time.Second}
 	case errors.Is(err, store.ErrUnavailable):
 		return apiError{status: http.StatusServiceUnavailable, code: CodeStoreUnavailable, message: "the broker cannot reach its shared state; try again", retryAfter: 5 * time.Second}
+	case errors.As(err, &rate) && rate.op == opRevoke:
+		return apiError{status: http.StatusTooManyRequests, code: CodeRateLimited, message: fmt.Sprintf("this repository has had its share of revokes (%d per %s, burst %d); try again later", rate.limit.Rate, rate.limit.Period, rate.limit.Burst), retryAfter: max(rate.retryAfter, time.Second)}
 	case errors.As(err, &rate):
 		return apiError{status: http.StatusTooManyRequests, code: CodeRateLimited, message: fmt.Sprintf("this repository has had its share of tokens from rule %q (%d per %s, burst %d); try again later", rate.rule, rate.limit.Rate, rate.limit.Period, rate.limit.Burst), retryAfter: max(rate.retryAfter, time.Second)}
 	case errors.Is(err, errIssuedBeforeStart):
@@ -227,12 +239,10 @@ func classify(err error) apiError {
 		return apiError{status: http.StatusForbidden, code: CodeTooWide, message: widen.Error(), widen: widen}
 	case errors.Is(err, policy.ErrNoMatchingRule):
 		return apiError{status: http.StatusForbidden, code: CodeDenied, message: "no policy rule allows this identity"}
-	case errors.Is(err, errNotOwner):
-		return apiError{status: http.StatusForbidden, code: CodeNotOwner, message: "the token was not minted for this run"}
-	case errors.Is(err, errRotationDenied):
-		return apiError{status: http.StatusForbidden, code: CodeDenied, message: "this identity may not trigger that rotation"}
-	case errors.Is(err, errNoSuchRotation):
-		return apiError{status: http.StatusNotFound, code: CodeNotFound, message: "no rotation of that name in the policy"}
+	case errors.Is(err, errNotOwner), errors.Is(err, errNoSuchToken):
+		return apiError{status: http.StatusNotFound, code: CodeNotFound, message: "this run has no token of that id to revoke"}
+	case errors.Is(err, errRotationDenied), errors.Is(err, errNoSuchRotation):
+		return apiError{status: http.StatusForbidden, code: CodeDenied, message: "no rotation of that name allows this identity"}
 	case errors.Is(err, errNoRotator):
 		return apiError{status: http.StatusNotImplemented, code: CodeNotConfigured, message: "rotation is not configured on this broker"}
 	case errors.As(err, &apiErr):
@@ -329,12 +339,26 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, endpoint str
 	}
 	id := requestID(r.Context())
 	s.log.Log(r.Context(), level, "request failed", "request_id", id,
-		"endpoint", endpoint, "status", ae.status, "code", ae.code, "reason", ae.reason, "error", err.Error())
+		"endpoint", endpoint, "status", ae.status, "code", ae.code, "reason", ae.reason, "error", logText(err.Error()))
 	if ae.retryAfter > 0 {
 		secs := int((ae.retryAfter + time.Second - 1) / time.Second)
 		w.Header().Set("Retry-After", strconv.Itoa(secs))
 	}
 	writeJSON(w, ae.status, ae.body(id))
+}
+
+// maxLogText bounds an error's text in a log line. Every input the broker
+// echoes is cut where it is quoted (see [quoteShort]); this is the backstop
+// for text the broker does not build itself, so that no request can make
+// a log line of tens of kilobytes.
+const maxLogText = 2048
+
+// logText is s cut to [maxLogText] bytes.
+func logText(s string) string {
+	if len(s) <= maxLogText {
+		return s
+	}
+	return truncate(s, maxLogText) + "... (cut)"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -145,7 +145,7 @@ func (s *Server) audit(ctx context.Context, e *event, verdict string, err error)
 		if ae.reason != "" {
 			attrs = append(attrs, slog.String("code_reason", ae.reason))
 		}
-		attrs = append(attrs, slog.String("reason", err.Error()))
+		attrs = append(attrs, slog.String("reason", logText(err.Error())))
 	case e.note != "":
 		attrs = append(attrs, slog.String("reason", e.note))
 	}

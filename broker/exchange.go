@@ -60,7 +60,7 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
 	var req ExchangeRequest
-	raw, err := readRequest(r, &req)
+	raw, err := readRequest(r, &req, "dry_run")
 	var dryRun bool
 	if err == nil {
 		dryRun, err = dryRunParam(r)
@@ -236,12 +236,12 @@ func (req ExchangeRequest) PolicyRequest() (policy.Request, error) {
 	if req.TTL != "" {
 		ttl, err := time.ParseDuration(req.TTL)
 		if err != nil || ttl <= 0 {
-			return policy.Request{}, badRequest("ttl %q is not a positive duration such as 15m", req.TTL)
+			return policy.Request{}, badRequest("ttl %s is not a positive duration such as 15m", quoteShort(req.TTL))
 		}
 		if ttl < policy.MinTTL {
 			// A token that expires before the job can use it is no
 			// token: 1ns would be accepted and dead on arrival.
-			return policy.Request{}, badRequest("ttl %q is below the minimum of %v", req.TTL, policy.MinTTL)
+			return policy.Request{}, badRequest("ttl %s is below the minimum of %v", quoteShort(req.TTL), policy.MinTTL)
 		}
 		pr.TTL = ttl
 	}

@@ -18,9 +18,13 @@ import (
 // the request is authorized, and marks a failure to reach Astro as
 // upstream's.
 
-// readRequest reads what every endpoint takes: the caller's ID token, as a
-// Bearer token, and a strict JSON body into v.
-func readRequest(r *http.Request, v any) (rawIDToken string, err error) {
+// readRequest reads what every endpoint takes: a query of at most the
+// parameters params (see [checkQuery]), the caller's ID token, as a Bearer
+// token, and a strict JSON body into v.
+func readRequest(r *http.Request, v any, params ...string) (rawIDToken string, err error) {
+	if err := checkQuery(r.URL.RawQuery, params...); err != nil {
+		return "", err
+	}
 	raw, err := bearer(r)
 	if err != nil {
 		return "", err

@@ -139,7 +139,7 @@ func TestEveryRevokeIsRecordedOnce(t *testing.T) {
 	}{
 		{e.mint(mainClaims()), `{"token_id":".."}`, http.StatusBadRequest},
 		{"", fmt.Sprintf(`{"token_id":%q}`, r.TokenID), http.StatusUnauthorized},
-		{e.mint(other), fmt.Sprintf(`{"token_id":%q}`, r.TokenID), http.StatusForbidden},
+		{e.mint(other), fmt.Sprintf(`{"token_id":%q}`, r.TokenID), http.StatusNotFound},
 		{e.mint(mainClaims()), fmt.Sprintf(`{"token_id":%q}`, r.TokenID), http.StatusNoContent},
 		{e.mint(mainClaims()), fmt.Sprintf(`{"token_id":%q}`, r.TokenID), http.StatusNoContent},
 	} {
@@ -161,7 +161,7 @@ func TestEveryRevokeIsRecordedOnce(t *testing.T) {
 			counts[label] = n
 		}
 	}
-	want := map[string]string{"bad_request": "1", "unauthorized": "1", "deny": "1", "revoked": "1", "gone": "1"}
+	want := map[string]string{"bad_request": "1", "unauthorized": "1", "not_found": "1", "revoked": "1", "gone": "1"}
 	if d := cmp.Diff(want, counts); d != "" {
 		t.Errorf("astro_sts_revokes_total (-want +got):\n%s", d)
 	}

@@ -34,7 +34,7 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 	var req RotateRequest
 	raw, err := readRequest(r, &req)
 	if err == nil && (req.Name == "" || len(req.Name) > 256) {
-		err = badRequest("name is required")
+		err = badRequest("name is required, at most 256 bytes")
 	}
 	if err != nil {
 		return s.refuse(r.Context(), opRotate, err)
@@ -58,7 +58,9 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 }
 
 // Rotate runs the named rotation if the caller's identity is allowed by the
-// rotation's allow block.
+// rotation's allow block. An unknown name and a name whose allow block
+// refuses the caller get the same answer (403 denied), so that a workflow
+// cannot list the policy's rotations by trying names; the log says which.
 func (s *Server) Rotate(ctx context.Context, rawIDToken, name string) (_ *rotation.Result, err error) {
 	e := s.begin(opRotate)
 	defer func() { s.record(ctx, e, err) }()

@@ -160,7 +160,7 @@ func TestRotateEndpoint(t *testing.T) {
 		},
 		{
 			name: "unknown rotation", claims: scheduleClaims, body: `{"name":"nope"}`,
-			want: answer{Status: 404, Code: "not_found"}, oldValid: true,
+			want: answer{Status: 403, Code: "denied"}, oldValid: true,
 		},
 		{
 			name: "no name", claims: scheduleClaims, body: `{}`,

@@ -15,14 +15,20 @@ import (
 // What the broker asks of its [store.Store] besides the replay check
 // ([Server.spend]): rate limits, its readiness, and the reaper's lease.
 
-// rateLimitedError refuses an exchange over its rule's rate limit (429).
+// rateLimitedError refuses an exchange over its rule's rate limit, or a
+// revoke over its repository's (429).
 type rateLimitedError struct {
+	op         op // opExchange (rule is set) or opRevoke
 	rule       string
 	limit      policy.RateLimit
 	retryAfter time.Duration
 }
 
 func (e *rateLimitedError) Error() string {
+	if e.op == opRevoke {
+		return fmt.Sprintf("rate limited: a repository may revoke %d tokens per %s (burst %d); next in %s",
+			e.limit.Rate, e.limit.Period, e.limit.Burst, e.retryAfter.Round(time.Millisecond))
+	}
 	return fmt.Sprintf("rate limited: rule %q allows a repository %d tokens per %s (burst %d); next in %s",
 		e.rule, e.limit.Rate, e.limit.Period, e.limit.Burst, e.retryAfter.Round(time.Millisecond))
 }
@@ -42,7 +48,7 @@ func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision
 	}
 	if !v.Allowed {
 		s.metrics.rateLimited.WithLabelValues(d.Rule).Inc()
-		return &rateLimitedError{rule: d.Rule, limit: l, retryAfter: v.RetryAfter}
+		return &rateLimitedError{op: opExchange, rule: d.Rule, limit: l, retryAfter: v.RetryAfter}
 	}
 	return nil
 }

@@ -53,6 +53,7 @@ Configuration comes from the environment (every problem is reported at once):
                                   the exit budget of the manifests, see docs/deploy.md)
   ASTRO_STS_ASTRO_CONCURRENCY     Astro calls in flight at most (default 16)
   ASTRO_STS_REAP_CONCURRENCY      reaper deletes in flight at most, within that (default 8)
+  ASTRO_STS_REVOKE_RATE_LIMIT     revokes per repository, COUNT/PERIOD, burst COUNT (default 120/h)
   plus the Vault and GitHub settings of docs/sinks.md when the policy has rotations.`
 
 func runServe(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
@@ -151,6 +152,7 @@ func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog
 		AstroBound:      bound,
 		RequestTimeout:  cfg.RequestTimeout,
 		ReapConcurrency: cfg.ReapConcurrency,
+		RevokeRateLimit: cfg.RevokeLimit(),
 		Started:         started,
 	})
 	if err != nil {

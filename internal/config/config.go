@@ -24,6 +24,7 @@ import (
 	"github.com/caarlos0/env/v11"
 
 	"github.com/astro-sts/astro-sts/internal/loopback"
+	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/sink"
 	"github.com/astro-sts/astro-sts/internal/store"
@@ -85,6 +86,10 @@ type Broker struct {
 	// ReapConcurrency a reaper pass's deletes, within it.
 	AstroConcurrency int `env:"ASTRO_STS_ASTRO_CONCURRENCY" envDefault:"16"`
 	ReapConcurrency  int `env:"ASTRO_STS_REAP_CONCURRENCY" envDefault:"8"`
+	// RevokeRateLimit is each repository's budget of revokes, COUNT/PERIOD
+	// as the policy writes rates (burst COUNT), apart from its exchanges'
+	// budgets, which the policy's rules set. See [Broker.RevokeLimit].
+	RevokeRateLimit string `env:"ASTRO_STS_REVOKE_RATE_LIMIT" envDefault:"120/h"`
 
 	Astro Astro
 	// Sinks are needed only when the policy has rotations; the policy store
@@ -220,6 +225,14 @@ func load[C interface{ Validate() error }](environ map[string]string) (C, error)
 // deliver. It must fit in [ExitBudget].
 func (c Broker) ExitBound() time.Duration { return c.ShutdownGrace + 2*c.AstroTimeout }
 
+// RevokeLimit is ASTRO_STS_REVOKE_RATE_LIMIT as the broker takes it; the
+// zero limit (the broker's default) if it does not parse, which Validate
+// reports.
+func (c Broker) RevokeLimit() policy.RateLimit {
+	l, _ := policy.ParseRate(c.RevokeRateLimit)
+	return l
+}
+
 // Validate reports every problem at once.
 func (c Broker) Validate() error {
 	var errs []error
@@ -272,6 +285,9 @@ func (c Broker) Validate() error {
 	}
 	if c.AstroConcurrency < 1 {
 		add("ASTRO_STS_ASTRO_CONCURRENCY must be positive")
+	}
+	if _, err := policy.ParseRate(c.RevokeRateLimit); err != nil {
+		add("ASTRO_STS_REVOKE_RATE_LIMIT %q %v", c.RevokeRateLimit, err)
 	}
 	if c.ReapConcurrency < 1 || c.ReapConcurrency > c.AstroConcurrency {
 		add("ASTRO_STS_REAP_CONCURRENCY must be 1..ASTRO_STS_ASTRO_CONCURRENCY (%d), got %d", c.AstroConcurrency, c.ReapConcurrency)

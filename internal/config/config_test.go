@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/sink"
 )
 
@@ -47,6 +48,7 @@ func TestLoadBrokerDefaults(t *testing.T) {
 		ShutdownGrace:    20 * time.Second,
 		AstroConcurrency: 16,
 		ReapConcurrency:  8,
+		RevokeRateLimit:  "120/h",
 		Astro: Astro{
 			APIURL:         "https://api.astronomer.io/v1",
 			OrganizationID: "clorg",
@@ -419,6 +421,9 @@ func TestTimeoutChain(t *testing.T) {
 			[]string{"ASTRO_STS_ASTRO_TIMEOUT must be at least 1s", "is 1m20.2s", "ASTRO_STS_REAP_INTERVAL must be"}},
 		{"reap concurrency above the bound", map[string]string{"ASTRO_STS_ASTRO_CONCURRENCY": "4", "ASTRO_STS_REAP_CONCURRENCY": "5"}, []string{"ASTRO_STS_REAP_CONCURRENCY must be 1..ASTRO_STS_ASTRO_CONCURRENCY (4), got 5"}},
 		{"no Astro calls", map[string]string{"ASTRO_STS_ASTRO_CONCURRENCY": "0", "ASTRO_STS_REAP_CONCURRENCY": "0"}, []string{"ASTRO_STS_ASTRO_CONCURRENCY must be positive", "ASTRO_STS_REAP_CONCURRENCY must be 1.."}},
+		{"revoke budget", map[string]string{"ASTRO_STS_REVOKE_RATE_LIMIT": "10/15m"}, nil},
+		{"no revoke budget", map[string]string{"ASTRO_STS_REVOKE_RATE_LIMIT": "none"}, []string{`ASTRO_STS_REVOKE_RATE_LIMIT "none" is not COUNT/PERIOD`}},
+		{"revoke budget of nothing", map[string]string{"ASTRO_STS_REVOKE_RATE_LIMIT": "0/h"}, []string{`ASTRO_STS_REVOKE_RATE_LIMIT "0/h" count is not a whole number`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := validEnv()
@@ -439,5 +444,19 @@ func TestTimeoutChain(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The revoke budget reaches the broker as the policy would read the same
+// rate: COUNT per PERIOD, burst COUNT.
+func TestRevokeLimit(t *testing.T) {
+	env := validEnv()
+	env["ASTRO_STS_REVOKE_RATE_LIMIT"] = "10/15m"
+	c, err := LoadBroker(env)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(policy.RateLimit{Rate: 10, Period: 15 * time.Minute, Burst: 10}, c.RevokeLimit()); d != "" {
+		t.Errorf("RevokeLimit (-want +got):\n%s", d)
 	}
 }

@@ -110,3 +110,14 @@ func parseRate(s string) (int, time.Duration, error) {
 	}
 	return count, period, nil
 }
+
+// ParseRate reads a rate written as the policy writes one, COUNT/PERIOD
+// (30/h, 10/15m), into a limit whose burst is COUNT: the broker's own
+// settings (the revoke budget) take their rates in the same syntax.
+func ParseRate(s string) (RateLimit, error) {
+	count, period, err := parseRate(s)
+	if err != nil {
+		return RateLimit{}, err
+	}
+	return RateLimit{Rate: count, Period: period, Burst: count}, nil
+}
