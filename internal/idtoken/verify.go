@@ -358,16 +358,18 @@ func (v *Verifier) check(c *Claims, issuer string) error {
 	return nil
 }
 
-// keySetFor returns the issuer's key set, running discovery the first time.
+// keySetFor returns the issuer's key set, running discovery the first
+// time. Discovery, like a JWKS fetch, is not the caller's (see [flight]):
+// a caller whose ctx ends gets ctx's error, and discovery goes on.
 func (v *Verifier) keySetFor(ctx context.Context, st *issuerState) (*keySet, error) {
 	if ks := st.keySet(); ks != nil {
 		return ks, nil
 	}
-	err := st.fl.do(ctx, func() error {
+	err := st.fl.do(ctx, func(fctx context.Context) error {
 		if st.keySet() != nil {
 			return nil
 		}
-		ks, err := v.discover(ctx, st.url)
+		ks, err := v.discover(fctx, st.url)
 		if err != nil {
 			return err
 		}
@@ -378,6 +380,9 @@ func (v *Verifier) keySetFor(ctx context.Context, st *issuerState) (*keySet, err
 	})
 	if ks := st.keySet(); ks != nil {
 		return ks, nil
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, fmt.Errorf("idtoken: waiting for discovery of %s: %w", st.url, cerr)
 	}
 	return nil, fmt.Errorf("%w: discovery for %s: %v", ErrIssuerUnavailable, st.url, err)
 }
