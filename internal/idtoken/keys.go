@@ -141,10 +141,12 @@ func (k *keySet) fetch(ctx context.Context) (map[string]jose.JSONWebKey, error) 
 }
 
 // parseJWKS decodes a JWK Set, keeping public RSA (>= 2048 bits) and P-256
-// keys with a kid whose use and alg, when set, fit a signature algorithm we
-// accept. A set with no usable key is an error: it can only be a
-// misconfiguration, and telling it from "this kid is unknown" keeps the
-// broker's answer honest (503, not 401).
+// keys with a kid whose use, key_ops and alg, when set, allow verifying a
+// signature with an algorithm we accept (RFC 7517 4.2, 4.3, 4.4): a key
+// the issuer published for another purpose is not used. A set with no
+// usable key is an error: it can only be a misconfiguration, and telling
+// it from "this kid is unknown" keeps the broker's answer honest (503, not
+// 401).
 func parseJWKS(body []byte) (map[string]jose.JSONWebKey, error) {
 	var raw struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -158,10 +160,7 @@ func parseJWKS(body []byte) (map[string]jose.JSONWebKey, error) {
 		if err := jwk.UnmarshalJSON(m); err != nil {
 			continue
 		}
-		if jwk.KeyID == "" || !jwk.Valid() || !jwk.IsPublic() {
-			continue
-		}
-		if jwk.Use != "" && jwk.Use != "sig" {
+		if jwk.KeyID == "" || !jwk.Valid() || !jwk.IsPublic() || !forVerifying(m) {
 			continue
 		}
 		if jwk.Algorithm != "" && !allowedAlg(jwk.Algorithm) {
@@ -179,6 +178,37 @@ func parseJWKS(body []byte) (map[string]jose.JSONWebKey, error) {
 		return nil, errors.New("JWKS has no usable RS256 or ES256 signing key")
 	}
 	return keys, nil
+}
+
+// jwkNames are the members of a JWK that forVerifying reads.
+var jwkNames = nameSet("use", "key_ops")
+
+// forVerifying reports whether a JWK may verify signatures: its use, if
+// set, is "sig" (RFC 7517 4.2), and its key_ops, if set, include "verify"
+// (4.3). go-jose reads use but not key_ops, so both are read here, from
+// the key as the issuer sent it.
+func forVerifying(jwk []byte) bool {
+	m, err := decodeObject(jwk, jwkNames, 16)
+	if err != nil {
+		return false
+	}
+	if use, isString, present := m.stringMember("use"); present && (!isString || use != "sig") {
+		return false
+	}
+	if _, isString := m.strings["key_ops"]; isString {
+		return false
+	}
+	ops, present := m.others["key_ops"]
+	if !present {
+		return true
+	}
+	list, _ := ops.([]any)
+	for _, op := range list {
+		if op == "verify" {
+			return true
+		}
+	}
+	return false
 }
 
 // algFor is the algorithm a key can serve, from its type.
