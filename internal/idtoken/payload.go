@@ -2,65 +2,67 @@ package idtoken
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	josejson "github.com/go-jose/go-jose/v4/json"
 )
 
-// members are a JSON object's members by name, as encoding/json decodes
-// them: strings holds every member whose value is a JSON string (for a
-// token's payload, what the policy matches on: [Claims.Strings]); others
-// holds every other member's value as [json.Decoder.Token] gives it, with
-// numbers as their JSON text ([json.Number]), null as nil, arrays as []any
-// and objects as map[string]any. Each name is in one of the two.
+// members are a JSON object's members by name: strings holds every member
+// whose value is a JSON string (for a token's payload, what the policy
+// matches on: [Claims.Strings]); others holds every other member's value
+// as it decodes into an any, with numbers as their JSON text (go-jose's
+// json.Number), null as nil, arrays as []any and objects as
+// map[string]any. Each name is in one of the two.
 type members struct {
 	strings map[string]string
 	others  map[string]any
 }
 
 // decodeObject decodes b, which must be exactly one JSON object, with
-// encoding/json's token stream, and refuses what a reader of JOSE objects
-// must not take and encoding/json alone would let through (RFC 7515 5.2,
-// RFC 7519 4):
+// go-jose's JSON decoder: the one go-jose reads every JOSE header with, a
+// fork of encoding/json that differs from it in two ways only, both
+// stricter, both what a reader of JOSE objects needs (RFC 7515 5.2, RFC
+// 7519 4):
 //
-//   - a name twice in one object, at any depth: encoding/json keeps the
-//     last, another library may keep the first, and the two would read
-//     different tokens from the same bytes;
-//   - two names that differ only by case, or a name that differs only by
-//     case from one of read (the names the caller reads, in lower case):
-//     encoding/json matches a struct's fields without regard to case, so a
-//     consumer decoding "ISS" into its Issuer field would read what this
-//     package ignores.
+//   - it refuses a name twice in one object, at any depth: encoding/json
+//     keeps the last, another library may keep the first, and the two
+//     would read different tokens from the same bytes;
+//   - it matches names by case (here, into a map, so does encoding/json).
 //
-// Like json.Unmarshal, it allows only JSON's own whitespace (space, tab,
+// decodeObject adds the rule the fork leaves out: no two names that differ
+// only by case, and no name that differs only by case from one of read
+// (the names the caller reads, in lower case). encoding/json matches a
+// struct's fields without regard to case, so a consumer decoding "ISS"
+// into its Issuer field would read what this package ignores.
+//
+// Like encoding/json, it allows only JSON's own whitespace (space, tab,
 // LF, CR) around the object and between its tokens, and nothing after it.
+// FuzzDecodeObject holds it to json.Unmarshal and to a duplicate finder on
+// encoding/json's token stream.
 func decodeObject(b []byte, read map[string]bool, sizeHint int) (members, error) {
-	dec := json.NewDecoder(bytes.NewReader(b))
+	dec := josejson.NewDecoder(bytes.NewReader(b))
 	dec.UseNumber()
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+	all := make(map[string]any, sizeHint)
+	if err := dec.Decode(&all); err != nil {
+		var typeErr *josejson.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return members{}, errors.New("not a JSON object")
+		}
+		return members{}, fmt.Errorf("invalid JSON: %v", err)
+	}
+	if all == nil { // null
 		return members{}, errors.New("not a JSON object")
 	}
-	m := members{strings: make(map[string]string, sizeHint)}
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return members{}, fmt.Errorf("invalid JSON: %v", err)
-		}
-		name, ok := tok.(string)
-		if !ok {
-			return members{}, errors.New("invalid JSON: a member name is not a string")
-		}
-		if m.has(name) {
-			return members{}, fmt.Errorf("duplicate member %q", safe(name))
-		}
-		v, err := value(dec)
-		if err != nil {
-			return members{}, err
-		}
+	if _, err := dec.Token(); err != io.EOF {
+		return members{}, errors.New("trailing data after the JSON object")
+	}
+	m := members{strings: make(map[string]string, len(all))}
+	for name, v := range all {
 		if s, ok := v.(string); ok {
 			m.strings[name] = s
 			continue
@@ -70,63 +72,10 @@ func decodeObject(b []byte, read map[string]bool, sizeHint int) (members, error)
 		}
 		m.others[name] = v
 	}
-	if _, err := dec.Token(); err != nil { // the closing brace
-		return members{}, fmt.Errorf("invalid JSON: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return members{}, errors.New("trailing data after the JSON object")
-	}
 	if err := m.checkCase(read); err != nil {
 		return members{}, err
 	}
 	return m, nil
-}
-
-// value reads the next JSON value from dec: a string, number, bool or null
-// as dec.Token gives it, an array as []any, an object as map[string]any
-// whose names must differ.
-func value(dec *json.Decoder) (any, error) {
-	tok, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("invalid JSON: %v", err)
-	}
-	switch tok {
-	case json.Delim('['):
-		a := []any{}
-		for dec.More() {
-			v, err := value(dec)
-			if err != nil {
-				return nil, err
-			}
-			a = append(a, v)
-		}
-		tok = a
-	case json.Delim('{'):
-		o := map[string]any{}
-		for dec.More() {
-			t, err := dec.Token()
-			if err != nil {
-				return nil, fmt.Errorf("invalid JSON: %v", err)
-			}
-			name, ok := t.(string)
-			if !ok {
-				return nil, errors.New("invalid JSON: a member name is not a string")
-			}
-			if _, dup := o[name]; dup {
-				return nil, fmt.Errorf("duplicate member %q", safe(name))
-			}
-			if o[name], err = value(dec); err != nil {
-				return nil, err
-			}
-		}
-		tok = o
-	default:
-		return tok, nil
-	}
-	if _, err := dec.Token(); err != nil { // the closing bracket or brace
-		return nil, fmt.Errorf("invalid JSON: %v", err)
-	}
-	return tok, nil
 }
 
 func (m members) has(name string) bool {

@@ -27,7 +27,6 @@ package idtoken
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -37,6 +36,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	josejson "github.com/go-jose/go-jose/v4/json"
 
 	"github.com/astro-sts/astro-sts/internal/loopback"
 )
@@ -492,7 +492,7 @@ func newClaims(p members) (*Claims, error) {
 		if !p.has(d.name) {
 			continue
 		}
-		n, _ := p.others[d.name].(json.Number) // a string, null... is not a NumericDate
+		n, _ := p.others[d.name].(josejson.Number) // a string, null... is not a NumericDate
 		t, err := numericDate(string(n))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrBadClaims, d.name, err)
