@@ -25,9 +25,8 @@ type members struct {
 
 // decodeObject decodes b, which must be exactly one JSON object, with
 // go-jose's JSON decoder: the one go-jose reads every JOSE header with, a
-// fork of encoding/json that differs from it in two ways only, both
-// stricter, both what a reader of JOSE objects needs (RFC 7515 5.2, RFC
-// 7519 4):
+// fork of encoding/json changed in two ways, both stricter, both what a
+// reader of JOSE objects needs (RFC 7515 5.2, RFC 7519 4):
 //
 //   - it refuses a name twice in one object, at any depth: encoding/json
 //     keeps the last, another library may keep the first, and the two
@@ -53,7 +52,8 @@ func decodeObject(b []byte, read map[string]bool, sizeHint int) (members, error)
 		if errors.As(err, &typeErr) {
 			return members{}, errors.New("not a JSON object")
 		}
-		return members{}, fmt.Errorf("invalid JSON: %v", err)
+		// A duplicate name is in the error's text: bound it.
+		return members{}, fmt.Errorf("invalid JSON: %s", safeLong(err.Error()))
 	}
 	if all == nil { // null
 		return members{}, errors.New("not a JSON object")

@@ -37,6 +37,7 @@ func TestVerifyIsAsStrictAsTheStandards(t *testing.T) {
 	}
 	// withMember adds a member at the start of the payload.
 	withMember := func(m string) string { return "{" + m + "," + payload[1:] }
+	long := strings.Repeat("n", 5000)
 
 	type row struct {
 		name string
@@ -57,6 +58,7 @@ func TestVerifyIsAsStrictAsTheStandards(t *testing.T) {
 		{"payload with two names that differ only by case", signed(header, withMember(`"Tier":"a","tier":"b"`)), idtoken.ErrMalformed},
 		{"payload with repository_id twice", signed(header, withMember(`"repository_id":"1"`)), idtoken.ErrMalformed},
 		{"payload with a name twice in a nested object", signed(header, withMember(`"x":{"a":1,"a":2}`)), idtoken.ErrMalformed},
+		{"payload with a long name twice (the error stays short)", signed(header, withMember(`"`+long+`":1,"`+long+`":2`)), idtoken.ErrMalformed},
 	}
 	// Every space Unicode knows that JSON does not (U+000B, U+000C, U+0085,
 	// U+00A0, U+1680, U+2000..U+200A, U+2028, U+2029, U+202F, U+205F,
