@@ -273,7 +273,9 @@ type Claims struct {
 //
 // Errors wrap one of [ErrMalformed], [ErrUntrustedIssuer], [ErrIssuerUnavailable]
 // or a reason that is an [ErrInvalidToken]: [ErrBadSignature],
-// [ErrWrongAudience], [ErrExpired], [ErrNotYetValid], [ErrBadClaims].
+// [ErrWrongAudience], [ErrExpired], [ErrNotYetValid], [ErrBadClaims]; or,
+// if ctx ends while the token waits for the issuer's discovery or keys,
+// ctx's own error (the fetch goes on for the others).
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if len(raw) > v.maxSize {
 		return nil, fmt.Errorf("%w: token is %d bytes, more than %d", ErrMalformed, len(raw), v.maxSize)
