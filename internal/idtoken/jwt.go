@@ -1,16 +1,13 @@
 package idtoken
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"math/big"
 	"strings"
 )
@@ -24,6 +21,10 @@ const (
 )
 
 func allowedAlg(alg string) bool { return alg == algRS256 || alg == algES256 }
+
+// headerNames are the JOSE header parameters the verifier reads (or
+// refuses): a name that differs from one of them only by case is refused.
+var headerNames = nameSet("alg", "kid", "typ", "crit", "b64")
 
 // header is the part of the JOSE header the verifier reads.
 type header struct {
@@ -57,7 +58,7 @@ func parseJWS(raw string) (jws, error) {
 	if err != nil {
 		return jws{}, fmt.Errorf("%w: header is not base64url", ErrMalformed)
 	}
-	hdr, err := decodeObject(b, 8)
+	hdr, err := decodeObject(b, headerNames, 8)
 	if err != nil {
 		return jws{}, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
@@ -76,8 +77,13 @@ func parseJWS(raw string) (jws, error) {
 	if typ, isString, _ := hdr.stringMember("typ"); isString && !strings.EqualFold(typ, "JWT") {
 		return jws{}, fmt.Errorf("%w: typ %q is not JWT", ErrBadSignature, safe(typ))
 	}
-	if _, crit := hdr.strings["crit"]; crit || hdr.others["crit"] != "" {
-		return jws{}, fmt.Errorf("%w: crit header is not supported", ErrBadSignature)
+	// No extension is understood, so none may be critical; and b64 (RFC
+	// 7797) changes what the signature covers, so it is refused whether
+	// crit lists it (as it must) or not, rather than ignored.
+	for _, name := range []string{"crit", "b64"} {
+		if hdr.has(name) {
+			return jws{}, fmt.Errorf("%w: %s header is not supported", ErrBadSignature, name)
+		}
 	}
 	kid := hdr.strings["kid"]
 	if kid == "" {
@@ -163,28 +169,11 @@ func UnverifiedClaims(raw string) (map[string]string, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
 	}
-	fields, err := decodeObject(b, 40)
+	fields, err := decodeObject(b, claimNames, 40)
 	if err != nil {
 		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
 	return fields.strings, nil
-}
-
-// strictObject decodes b, which must be exactly one JSON object, into v.
-// Unknown fields are allowed (JWTs carry many); trailing data is not.
-func strictObject(b []byte, v any) error {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 || b[0] != '{' {
-		return fmt.Errorf("not a JSON object")
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("invalid JSON: %v", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("trailing data after the JSON object")
-	}
-	return nil
 }
 
 // safe shortens an attacker-controlled header value before it goes into an

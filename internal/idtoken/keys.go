@@ -55,17 +55,22 @@ func newKeySet(jwksURL string, client *http.Client, now func() time.Time) *keySe
 
 // key returns the public key for kid, checked to suit alg. It fetches the
 // JWKS when kid is unknown or the keys are older than keyMaxAge, at most
-// once per keyRefreshInterval.
+// once per keyRefreshInterval. The fetch is not the caller's: if ctx ends
+// first, key returns ctx's error and the fetch goes on for the callers
+// after it (see [flight]).
 func (k *keySet) key(ctx context.Context, kid, alg string) (crypto.PublicKey, error) {
 	if jwk, ok, _ := k.lookup(kid); ok {
 		return keyForAlg(jwk, alg)
 	}
-	ferr := k.fl.do(ctx, func() error {
+	ferr := k.fl.do(ctx, func(fctx context.Context) error {
 		if !k.mayRefresh() {
 			return nil
 		}
-		return k.refresh(ctx)
+		return k.refresh(fctx)
 	})
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("idtoken: waiting for the JWKS %s: %w", k.url, err)
+	}
 	jwk, ok, lastErr := k.lookup(kid)
 	switch {
 	case ok:
@@ -136,10 +141,12 @@ func (k *keySet) fetch(ctx context.Context) (map[string]jose.JSONWebKey, error) 
 }
 
 // parseJWKS decodes a JWK Set, keeping public RSA (>= 2048 bits) and P-256
-// keys with a kid whose use and alg, when set, fit a signature algorithm we
-// accept. A set with no usable key is an error: it can only be a
-// misconfiguration, and telling it from "this kid is unknown" keeps the
-// broker's answer honest (503, not 401).
+// keys with a kid whose use, key_ops and alg, when set, allow verifying a
+// signature with an algorithm we accept (RFC 7517 4.2, 4.3, 4.4): a key
+// the issuer published for another purpose is not used. A set with no
+// usable key is an error: it can only be a misconfiguration, and telling
+// it from "this kid is unknown" keeps the broker's answer honest (503, not
+// 401).
 func parseJWKS(body []byte) (map[string]jose.JSONWebKey, error) {
 	var raw struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -153,10 +160,7 @@ func parseJWKS(body []byte) (map[string]jose.JSONWebKey, error) {
 		if err := jwk.UnmarshalJSON(m); err != nil {
 			continue
 		}
-		if jwk.KeyID == "" || !jwk.Valid() || !jwk.IsPublic() {
-			continue
-		}
-		if jwk.Use != "" && jwk.Use != "sig" {
+		if jwk.KeyID == "" || !jwk.Valid() || !jwk.IsPublic() || !forVerifying(m) {
 			continue
 		}
 		if jwk.Algorithm != "" && !allowedAlg(jwk.Algorithm) {
@@ -174,6 +178,37 @@ func parseJWKS(body []byte) (map[string]jose.JSONWebKey, error) {
 		return nil, errors.New("JWKS has no usable RS256 or ES256 signing key")
 	}
 	return keys, nil
+}
+
+// jwkNames are the members of a JWK that forVerifying reads.
+var jwkNames = nameSet("use", "key_ops")
+
+// forVerifying reports whether a JWK may verify signatures: its use, if
+// set, is "sig" (RFC 7517 4.2), and its key_ops, if set, include "verify"
+// (4.3). go-jose reads use but not key_ops, so both are read here, from
+// the key as the issuer sent it.
+func forVerifying(jwk []byte) bool {
+	m, err := decodeObject(jwk, jwkNames, 16)
+	if err != nil {
+		return false
+	}
+	if use, isString, present := m.stringMember("use"); present && (!isString || use != "sig") {
+		return false
+	}
+	if _, isString := m.strings["key_ops"]; isString {
+		return false
+	}
+	ops, present := m.others["key_ops"]
+	if !present {
+		return true
+	}
+	list, _ := ops.([]any)
+	for _, op := range list {
+		if op == "verify" {
+			return true
+		}
+	}
+	return false
 }
 
 // algFor is the algorithm a key can serve, from its type.
@@ -204,9 +239,21 @@ func keyForAlg(jwk jose.JSONWebKey, alg string) (crypto.PublicKey, error) {
 	return nil, fmt.Errorf("%w: kid %q does not suit %s", ErrBadSignature, safe(jwk.KeyID), alg)
 }
 
+// fetchTimeout bounds one discovery or JWKS fetch, whatever the HTTP
+// client's own timeout (a client given in [Config] may have none).
+const fetchTimeout = 10 * time.Second
+
 // flight runs at most one fetch at a time: callers that arrive while one is
 // running wait for its result instead of starting their own, so a burst of
 // requests after a restart or a key rotation costs one fetch.
+//
+// The fetch belongs to none of them. It runs in a goroutine of its own,
+// under a context of its own bounded by fetchTimeout: a caller that hangs
+// up stops waiting (and gets its own context's error), not the fetch. Were
+// the fetch run under the context of the caller that started it, anyone
+// could start one with a made-up kid and hang up, and the cancelled fetch
+// would count as the issuer's failure: no key refresh, and a 503 for every
+// genuine token, until the back-off ran out, again and again.
 type flight struct {
 	mu sync.Mutex
 	c  *flightCall
@@ -217,26 +264,27 @@ type flightCall struct {
 	err  error
 }
 
-func (f *flight) do(ctx context.Context, fn func() error) error {
+func (f *flight) do(ctx context.Context, fn func(context.Context) error) error {
 	f.mu.Lock()
-	if c := f.c; c != nil {
-		f.mu.Unlock()
-		select {
-		case <-c.done:
-			return c.err
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+	c := f.c
+	if c == nil {
+		c = &flightCall{done: make(chan struct{})}
+		f.c = c
+		go func() {
+			fctx, cancel := context.WithTimeout(context.Background(), fetchTimeout)
+			defer cancel()
+			c.err = fn(fctx)
+			f.mu.Lock()
+			f.c = nil
+			f.mu.Unlock()
+			close(c.done)
+		}()
 	}
-	c := &flightCall{done: make(chan struct{})}
-	f.c = c
 	f.mu.Unlock()
-
-	c.err = fn()
-
-	f.mu.Lock()
-	f.c = nil
-	f.mu.Unlock()
-	close(c.done)
-	return c.err
+	select {
+	case <-c.done:
+		return c.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }

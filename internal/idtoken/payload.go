@@ -2,71 +2,155 @@ package idtoken
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
+	"fmt"
+	"io"
 	"strings"
+	"unicode"
 	"unicode/utf8"
+
+	josejson "github.com/go-jose/go-jose/v4/json"
 )
 
-// members are a JSON object's members by name, decoded in one pass:
-// strings holds every member whose value is a JSON string, decoded (for a
-// token's payload, what the policy matches on: [Claims.Strings]); others
-// holds the raw JSON text of every other member (exp as 1700000000, an
-// array, null). Each name is in one of the two, as the last of duplicate
-// members says, as with encoding/json.
+// members are a JSON object's members by name: strings holds every member
+// whose value is a JSON string (for a token's payload, what the policy
+// matches on: [Claims.Strings]); others holds every other member's value
+// as it decodes into an any, with numbers as their JSON text (go-jose's
+// json.Number), null as nil, arrays as []any and objects as
+// map[string]any. Each name is in one of the two.
 type members struct {
 	strings map[string]string
-	others  map[string]string // nil when empty
+	others  map[string]any
 }
 
-// decodeObject decodes p, which must be exactly one JSON object (space
-// around it aside), into its members, in one pass over the bytes instead
-// of a reflective decode. p is copied into a string once: names, raw
-// values and decoded strings are substrings of it, not a copy each.
+// decodeObject decodes b, which must be exactly one JSON object, with
+// go-jose's JSON decoder: the one go-jose reads every JOSE header with, a
+// fork of encoding/json changed in two ways, both stricter, both what a
+// reader of JOSE objects needs (RFC 7515 5.2, RFC 7519 4):
 //
-// p is checked by json.Valid first, with encoding/json's own scanner, so
-// what is accepted is exactly what encoding/json accepts; the walk that
-// follows only ever sees valid JSON. FuzzDecodeObject holds the result to
-// json.Unmarshal's.
-func decodeObject(p []byte, sizeHint int) (members, error) {
-	p = bytes.TrimSpace(p)
-	if len(p) == 0 || p[0] != '{' || !json.Valid(p) {
-		// strictObject says what is wrong, as it always has.
-		if err := strictObject(p, &struct{}{}); err != nil {
-			return members{}, err
+//   - it refuses a name twice in one object, at any depth: encoding/json
+//     keeps the last, another library may keep the first, and the two
+//     would read different tokens from the same bytes;
+//   - it matches names by case (here, into a map, so does encoding/json).
+//
+// decodeObject adds the rule the fork leaves out: no two names that differ
+// only by case, and no name that differs only by case from one of read
+// (the names the caller reads, in lower case). encoding/json matches a
+// struct's fields without regard to case, so a consumer decoding "ISS"
+// into its Issuer field would read what this package ignores.
+//
+// Like encoding/json, it allows only JSON's own whitespace (space, tab,
+// LF, CR) around the object and between its tokens, and nothing after it.
+// FuzzDecodeObject holds it to json.Unmarshal and to a duplicate finder on
+// encoding/json's token stream.
+func decodeObject(b []byte, read map[string]bool, sizeHint int) (members, error) {
+	dec := josejson.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	all := make(map[string]any, sizeHint)
+	if err := dec.Decode(&all); err != nil {
+		var typeErr *josejson.UnmarshalTypeError
+		if errors.As(err, &typeErr) {
+			return members{}, errors.New("not a JSON object")
 		}
-		return members{}, errors.New("invalid JSON")
+		// A duplicate name is in the error's text: bound it.
+		return members{}, fmt.Errorf("invalid JSON: %s", safeLong(err.Error()))
 	}
-	b := string(p)
-	m := members{strings: make(map[string]string, sizeHint)}
-	i := skipSpace(b, 1)
-	if b[i] == '}' {
-		return m, nil
+	if all == nil { // null
+		return members{}, errors.New("not a JSON object")
 	}
-	for {
-		kEnd, escaped := stringEnd(b, i)
-		name := unquote(b[i:kEnd], escaped)
-		i = skipSpace(b, kEnd) // at ':'
-		i = skipSpace(b, i+1)  // at the value
-		var vEnd int
-		if b[i] == '"' {
-			vEnd, escaped = stringEnd(b, i)
-			m.strings[name] = unquote(b[i:vEnd], escaped)
-			delete(m.others, name)
-		} else {
-			vEnd = valueEnd(b, i)
-			if m.others == nil {
-				m.others = make(map[string]string, 4)
-			}
-			m.others[name] = b[i:vEnd]
-			delete(m.strings, name)
+	if _, err := dec.Token(); err != io.EOF {
+		return members{}, errors.New("trailing data after the JSON object")
+	}
+	m := members{strings: make(map[string]string, len(all))}
+	for name, v := range all {
+		if s, ok := v.(string); ok {
+			m.strings[name] = s
+			continue
 		}
-		i = skipSpace(b, vEnd) // at ',' or '}'
-		if b[i] == '}' {
-			return m, nil
+		if m.others == nil {
+			m.others = make(map[string]any, 4)
 		}
-		i = skipSpace(b, i+1) // at the next name
+		m.others[name] = v
 	}
+	if err := m.checkCase(read); err != nil {
+		return members{}, err
+	}
+	return m, nil
+}
+
+func (m members) has(name string) bool {
+	_, isString := m.strings[name]
+	_, isOther := m.others[name]
+	return isString || isOther
+}
+
+// checkCase refuses two names that differ only by case (strings.EqualFold)
+// and a name that differs only by case from one of read. Only a name that
+// is not its own [foldKey] can clash, so a payload of lower-case names, as
+// GitHub's are, costs one look at each name.
+func (m members) checkCase(read map[string]bool) error {
+	var folded map[string]string // the names that are not their own key, by key
+	check := func(name string) error {
+		key := foldKey(name)
+		if key == name {
+			return nil
+		}
+		if read[key] || m.has(key) {
+			return fmt.Errorf("member %q differs only by case from %q", safe(name), key)
+		}
+		if other, ok := folded[key]; ok {
+			return fmt.Errorf("members %q and %q differ only by case", safe(other), safe(name))
+		}
+		if folded == nil {
+			folded = make(map[string]string)
+		}
+		folded[key] = name
+		return nil
+	}
+	for name := range m.strings {
+		if err := check(name); err != nil {
+			return err
+		}
+	}
+	for name := range m.others {
+		if err := check(name); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// foldKey maps s to one spelling per class of strings.EqualFold, rune by
+// rune: an ASCII letter to its lower case, any other rune to the least of
+// its case orbit (unicode.SimpleFold), or to the lower-case ASCII letter
+// in it, so that the Kelvin sign (U+212A) folds to "k" as EqualFold says
+// it does. A name in lower-case ASCII is its own key, without a copy.
+func foldKey(s string) string { return strings.Map(foldRune, s) }
+
+func foldRune(r rune) rune {
+	if r < utf8.RuneSelf {
+		if 'A' <= r && r <= 'Z' {
+			r += 'a' - 'A'
+		}
+		return r
+	}
+	key := r
+	for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+		if f < utf8.RuneSelf {
+			return foldRune(f)
+		}
+		key = min(key, f)
+	}
+	return key
+}
+
+// nameSet is the set of names a caller of decodeObject reads.
+func nameSet(names ...string) map[string]bool {
+	s := make(map[string]bool, len(names))
+	for _, n := range names {
+		s[n] = true
+	}
+	return s
 }
 
 // stringMember returns the named member if it is a string; present tells
@@ -75,87 +159,6 @@ func (m members) stringMember(name string) (s string, isString, present bool) {
 	if s, ok := m.strings[name]; ok {
 		return s, true, true
 	}
-	raw, ok := m.others[name]
-	return "", false, ok && raw != "null"
-}
-
-// unquote decodes raw, a valid JSON string (quotes included) that holds a
-// backslash only if escaped is true. A string without escapes in valid
-// UTF-8, as all of a GitHub token's are, is raw without its quotes, a
-// substring; the others go through encoding/json, which also replaces
-// invalid UTF-8 as it always does.
-func unquote(raw string, escaped bool) string {
-	inner := raw[1 : len(raw)-1]
-	if !escaped && utf8.ValidString(inner) {
-		return inner
-	}
-	var s string
-	// raw is valid JSON (decodeObject checked it): this cannot fail.
-	_ = json.Unmarshal([]byte(raw), &s)
-	return s
-}
-
-// The walkers below assume valid JSON (decodeObject checked it) and
-// return the index just past what they walked.
-
-func skipSpace(b string, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// stringEnd: b[i] is the opening quote of a string. escaped says whether
-// it holds a backslash. The common case, no escape, is found with
-// strings.IndexByte rather than byte by byte.
-func stringEnd(b string, i int) (end int, escaped bool) {
-	i++
-	if q := strings.IndexByte(b[i:], '"'); q >= 0 && strings.IndexByte(b[i:i+q], '\\') < 0 {
-		return i + q + 1, false
-	}
-	for ; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++ // the escaped byte cannot end the string
-		case '"':
-			return i + 1, true
-		}
-	}
-	return i, true
-}
-
-// valueEnd: b[i] is the first byte of a value.
-func valueEnd(b string, i int) int {
-	switch b[i] {
-	case '"':
-		end, _ := stringEnd(b, i)
-		return end
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i, _ = stringEnd(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return i
-	}
-	// A number, true, false or null.
-	for i < len(b) {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\t', '\n', '\r':
-			return i
-		}
-		i++
-	}
-	return i
+	v, ok := m.others[name]
+	return "", false, ok && v != nil
 }

@@ -27,7 +27,6 @@ package idtoken
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -37,6 +36,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	josejson "github.com/go-jose/go-jose/v4/json"
 
 	"github.com/astro-sts/astro-sts/internal/loopback"
 )
@@ -273,7 +273,9 @@ type Claims struct {
 //
 // Errors wrap one of [ErrMalformed], [ErrUntrustedIssuer], [ErrIssuerUnavailable]
 // or a reason that is an [ErrInvalidToken]: [ErrBadSignature],
-// [ErrWrongAudience], [ErrExpired], [ErrNotYetValid], [ErrBadClaims].
+// [ErrWrongAudience], [ErrExpired], [ErrNotYetValid], [ErrBadClaims]; or,
+// if ctx ends while the token waits for the issuer's discovery or keys,
+// ctx's own error (the fetch goes on for the others).
 func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 	if len(raw) > v.maxSize {
 		return nil, fmt.Errorf("%w: token is %d bytes, more than %d", ErrMalformed, len(raw), v.maxSize)
@@ -283,7 +285,7 @@ func (v *Verifier) Verify(ctx context.Context, raw string) (*Claims, error) {
 		return nil, err
 	}
 	// GitHub's tokens carry about 35 claims.
-	fields, err := decodeObject(t.payload, 40)
+	fields, err := decodeObject(t.payload, claimNames, 40)
 	if err != nil {
 		return nil, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
@@ -358,16 +360,18 @@ func (v *Verifier) check(c *Claims, issuer string) error {
 	return nil
 }
 
-// keySetFor returns the issuer's key set, running discovery the first time.
+// keySetFor returns the issuer's key set, running discovery the first
+// time. Discovery, like a JWKS fetch, is not the caller's (see [flight]):
+// a caller whose ctx ends gets ctx's error, and discovery goes on.
 func (v *Verifier) keySetFor(ctx context.Context, st *issuerState) (*keySet, error) {
 	if ks := st.keySet(); ks != nil {
 		return ks, nil
 	}
-	err := st.fl.do(ctx, func() error {
+	err := st.fl.do(ctx, func(fctx context.Context) error {
 		if st.keySet() != nil {
 			return nil
 		}
-		ks, err := v.discover(ctx, st.url)
+		ks, err := v.discover(fctx, st.url)
 		if err != nil {
 			return err
 		}
@@ -378,6 +382,9 @@ func (v *Verifier) keySetFor(ctx context.Context, st *issuerState) (*keySet, err
 	})
 	if ks := st.keySet(); ks != nil {
 		return ks, nil
+	}
+	if cerr := ctx.Err(); cerr != nil {
+		return nil, fmt.Errorf("idtoken: waiting for discovery of %s: %w", st.url, cerr)
 	}
 	return nil, fmt.Errorf("%w: discovery for %s: %v", ErrIssuerUnavailable, st.url, err)
 }
@@ -406,53 +413,89 @@ func (v *Verifier) discover(ctx context.Context, issuer string) (*keySet, error)
 	return newKeySet(meta.JWKSURI, v.client, v.now), nil
 }
 
+// stringClaims are the string claims [Claims] names, with their fields.
+var stringClaims = []struct {
+	name  string
+	field func(*Claims) *string
+}{
+	{"iss", func(c *Claims) *string { return &c.Issuer }},
+	{"sub", func(c *Claims) *string { return &c.Subject }},
+	{"jti", func(c *Claims) *string { return &c.JTI }},
+	{"repository", func(c *Claims) *string { return &c.Repository }},
+	{"repository_id", func(c *Claims) *string { return &c.RepositoryID }},
+	{"repository_owner", func(c *Claims) *string { return &c.RepositoryOwner }},
+	{"repository_owner_id", func(c *Claims) *string { return &c.RepositoryOwnerID }},
+	{"repository_visibility", func(c *Claims) *string { return &c.RepositoryVisibility }},
+	{"ref", func(c *Claims) *string { return &c.Ref }},
+	{"ref_type", func(c *Claims) *string { return &c.RefType }},
+	{"ref_protected", func(c *Claims) *string { return &c.RefProtected }},
+	{"sha", func(c *Claims) *string { return &c.SHA }},
+	{"event_name", func(c *Claims) *string { return &c.EventName }},
+	{"environment", func(c *Claims) *string { return &c.Environment }},
+	{"job_workflow_ref", func(c *Claims) *string { return &c.JobWorkflowRef }},
+	{"job_workflow_sha", func(c *Claims) *string { return &c.JobWorkflowSHA }},
+	{"workflow", func(c *Claims) *string { return &c.Workflow }},
+	{"workflow_ref", func(c *Claims) *string { return &c.WorkflowRef }},
+	{"workflow_sha", func(c *Claims) *string { return &c.WorkflowSHA }},
+	{"actor", func(c *Claims) *string { return &c.Actor }},
+	{"actor_id", func(c *Claims) *string { return &c.ActorID }},
+	{"run_id", func(c *Claims) *string { return &c.RunID }},
+	{"run_number", func(c *Claims) *string { return &c.RunNumber }},
+	{"run_attempt", func(c *Claims) *string { return &c.RunAttempt }},
+	{"runner_environment", func(c *Claims) *string { return &c.RunnerEnvironment }},
+	{"head_ref", func(c *Claims) *string { return &c.HeadRef }},
+	{"base_ref", func(c *Claims) *string { return &c.BaseRef }},
+}
+
+// claimNames are the claims this package reads: a payload with a name
+// that differs from one of them only by case is refused.
+var claimNames = func() map[string]bool {
+	s := nameSet("aud", "exp", "iat", "nbf")
+	for _, c := range stringClaims {
+		s[c.name] = true
+	}
+	return s
+}()
+
 // newClaims reads the claims from the verified payload's members: its
 // strings become [Claims.Strings] as they are, without another copy.
 // Numeric dates must be JSON numbers; aud a string or an array of strings;
 // the other named claims, when present, strings.
 func newClaims(p members) (*Claims, error) {
 	c := &Claims{Strings: p.strings}
-	named := []struct {
-		name string
-		dst  *string
-	}{
-		{"iss", &c.Issuer}, {"sub", &c.Subject}, {"jti", &c.JTI},
-		{"repository", &c.Repository}, {"repository_id", &c.RepositoryID},
-		{"repository_owner", &c.RepositoryOwner}, {"repository_owner_id", &c.RepositoryOwnerID},
-		{"repository_visibility", &c.RepositoryVisibility}, {"ref", &c.Ref}, {"ref_type", &c.RefType},
-		{"ref_protected", &c.RefProtected}, {"sha", &c.SHA}, {"event_name", &c.EventName},
-		{"environment", &c.Environment}, {"job_workflow_ref", &c.JobWorkflowRef},
-		{"job_workflow_sha", &c.JobWorkflowSHA}, {"workflow", &c.Workflow}, {"workflow_ref", &c.WorkflowRef},
-		{"workflow_sha", &c.WorkflowSHA}, {"actor", &c.Actor}, {"actor_id", &c.ActorID},
-		{"run_id", &c.RunID}, {"run_number", &c.RunNumber}, {"run_attempt", &c.RunAttempt},
-		{"runner_environment", &c.RunnerEnvironment}, {"head_ref", &c.HeadRef}, {"base_ref", &c.BaseRef},
-	}
-	for _, n := range named {
+	for _, n := range stringClaims {
 		s, isString, present := p.stringMember(n.name)
 		if present && !isString {
 			return nil, fmt.Errorf("%w: claim %q is not a string", ErrBadClaims, n.name)
 		}
-		*n.dst = s
+		*n.field(c) = s
 	}
-	if one, ok := p.strings["aud"]; ok {
-		c.Audience = []string{one}
-	} else if raw, ok := p.others["aud"]; ok {
-		if err := json.Unmarshal([]byte(raw), &c.Audience); err != nil {
-			return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrBadClaims)
+	switch aud := p.others["aud"].(type) {
+	case nil:
+		if one, ok := p.strings["aud"]; ok {
+			c.Audience = []string{one}
 		}
+	case []any:
+		c.Audience = make([]string, len(aud))
+		for i, a := range aud {
+			s, ok := a.(string)
+			if !ok {
+				return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrBadClaims)
+			}
+			c.Audience[i] = s
+		}
+	default:
+		return nil, fmt.Errorf("%w: aud is neither a string nor an array of strings", ErrBadClaims)
 	}
 	for _, d := range []struct {
 		name string
 		dst  *time.Time
 	}{{"exp", &c.Expiry}, {"iat", &c.IssuedAt}, {"nbf", &c.NotBefore}} {
-		raw, ok := p.others[d.name]
-		if _, isString := p.strings[d.name]; isString {
-			raw, ok = `"`, true // a string is not a NumericDate: numericDate says so
-		}
-		if !ok {
+		if !p.has(d.name) {
 			continue
 		}
-		t, err := numericDate(raw)
+		n, _ := p.others[d.name].(josejson.Number) // a string, null... is not a NumericDate
+		t, err := numericDate(string(n))
 		if err != nil {
 			return nil, fmt.Errorf("%w: %s: %v", ErrBadClaims, d.name, err)
 		}
