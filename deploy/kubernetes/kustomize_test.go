@@ -61,6 +61,8 @@ type manifests struct {
 	deployments     map[string]*appsv1.Deployment
 	pdbs            map[string]*policyv1.PodDisruptionBudget
 	netpols         map[string]*networkingv1.NetworkPolicy
+	rules           map[string]*prometheusRule
+	monitors        map[string]*serviceMonitor
 	names           []string // kind/name of every object, sorted
 }
 
@@ -78,6 +80,7 @@ func render(t *testing.T, dir string) manifests {
 		configMaps: map[string]*corev1.ConfigMap{}, services: map[string]*corev1.Service{},
 		deployments: map[string]*appsv1.Deployment{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
 		netpols: map[string]*networkingv1.NetworkPolicy{},
+		rules:   map[string]*prometheusRule{}, monitors: map[string]*serviceMonitor{},
 	}
 	for _, r := range resMap.Resources() {
 		b, err := r.AsYAML()
@@ -101,6 +104,10 @@ func render(t *testing.T, dir string) manifests {
 			obj = add(m.pdbs, name)
 		case "NetworkPolicy":
 			obj = add(m.netpols, name)
+		case "PrometheusRule":
+			obj = add(m.rules, name)
+		case "ServiceMonitor":
+			obj = add(m.monitors, name)
 		default:
 			t.Errorf("%s: unexpected kind %s/%s", dir, kind, name)
 			continue
