@@ -36,7 +36,10 @@ trap 'rm -rf "$tmp"' EXIT INT TERM
 # and go.sum at that tag, checked against the checksum database, so the
 # build is reproducible without a module of ours to keep. GOFLAGS is
 # cleared of -mod settings a caller may have, which go install refuses.
-GOFLAGS=-buildvcs=false GOBIN=$tmp go install -trimpath -ldflags='-s -w' \
+# remove_all_sd leaves out the service discoveries (AWS, Azure, GCE,
+# Kubernetes...) and their SDKs, which checking and testing rules never
+# use.
+GOFLAGS=-buildvcs=false GOBIN=$tmp go install -trimpath -tags remove_all_sd -ldflags='-s -w' \
 	"github.com/prometheus/prometheus/cmd/promtool@$version"
 "$tmp/promtool" --version >&2
 mv "$tmp/promtool" "$bin"
