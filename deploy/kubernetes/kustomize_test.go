@@ -61,6 +61,8 @@ type manifests struct {
 	deployments     map[string]*appsv1.Deployment
 	pdbs            map[string]*policyv1.PodDisruptionBudget
 	netpols         map[string]*networkingv1.NetworkPolicy
+	rules           map[string]*prometheusRule
+	monitors        map[string]*serviceMonitor
 	names           []string // kind/name of every object, sorted
 }
 
@@ -73,45 +75,60 @@ func render(t *testing.T, dir string) manifests {
 	if err != nil {
 		t.Fatalf("kustomize %s: %v", dir, err)
 	}
-	m := manifests{
-		namespaces: map[string]*corev1.Namespace{}, serviceAccounts: map[string]*corev1.ServiceAccount{},
-		configMaps: map[string]*corev1.ConfigMap{}, services: map[string]*corev1.Service{},
-		deployments: map[string]*appsv1.Deployment{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
-		netpols: map[string]*networkingv1.NetworkPolicy{},
-	}
+	m := newManifests()
 	for _, r := range resMap.Resources() {
 		b, err := r.AsYAML()
 		if err != nil {
 			t.Fatal(err)
 		}
-		kind, name := r.GetKind(), r.GetName()
-		var obj any
-		switch kind {
-		case "Namespace":
-			obj = add(m.namespaces, name)
-		case "ServiceAccount":
-			obj = add(m.serviceAccounts, name)
-		case "ConfigMap":
-			obj = add(m.configMaps, name)
-		case "Service":
-			obj = add(m.services, name)
-		case "Deployment":
-			obj = add(m.deployments, name)
-		case "PodDisruptionBudget":
-			obj = add(m.pdbs, name)
-		case "NetworkPolicy":
-			obj = add(m.netpols, name)
-		default:
-			t.Errorf("%s: unexpected kind %s/%s", dir, kind, name)
-			continue
-		}
-		if err := yaml.UnmarshalStrict(b, obj); err != nil {
-			t.Errorf("%s: %s/%s: %v", dir, kind, name, err)
-		}
-		m.names = append(m.names, kind+"/"+name)
+		m.decode(t, dir, r.GetKind(), r.GetName(), b)
 	}
 	sort.Strings(m.names)
 	return m
+}
+
+func newManifests() manifests {
+	return manifests{
+		namespaces: map[string]*corev1.Namespace{}, serviceAccounts: map[string]*corev1.ServiceAccount{},
+		configMaps: map[string]*corev1.ConfigMap{}, services: map[string]*corev1.Service{},
+		deployments: map[string]*appsv1.Deployment{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
+		netpols: map[string]*networkingv1.NetworkPolicy{},
+		rules:   map[string]*prometheusRule{}, monitors: map[string]*serviceMonitor{},
+	}
+}
+
+// decode adds the object b, of kind and name, decoded strictly; where
+// names what rendered it, for the errors.
+func (m *manifests) decode(t *testing.T, where, kind, name string, b []byte) {
+	t.Helper()
+	var obj any
+	switch kind {
+	case "Namespace":
+		obj = add(m.namespaces, name)
+	case "ServiceAccount":
+		obj = add(m.serviceAccounts, name)
+	case "ConfigMap":
+		obj = add(m.configMaps, name)
+	case "Service":
+		obj = add(m.services, name)
+	case "Deployment":
+		obj = add(m.deployments, name)
+	case "PodDisruptionBudget":
+		obj = add(m.pdbs, name)
+	case "NetworkPolicy":
+		obj = add(m.netpols, name)
+	case "PrometheusRule":
+		obj = add(m.rules, name)
+	case "ServiceMonitor":
+		obj = add(m.monitors, name)
+	default:
+		t.Errorf("%s: unexpected kind %s/%s", where, kind, name)
+		return
+	}
+	if err := yaml.UnmarshalStrict(b, obj); err != nil {
+		t.Errorf("%s: %s/%s: %v", where, kind, name, err)
+	}
+	m.names = append(m.names, kind+"/"+name)
 }
 
 // add makes a new T for name in objs and returns it.
