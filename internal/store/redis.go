@@ -112,7 +112,8 @@ func RedactURL(raw string) string {
 // counts it ([Redis.DataLost]). Eviction is not covered by the epoch
 // (volatile-* policies evict replay entries and never the epoch), so
 // [Redis.Ping] reports [ErrUnsafe] unless maxmemory-policy is
-// noeviction.
+// noeviction, and until a later Ping finds it fixed every replay check
+// fails too (503): a replica that still gets traffic is closed as well.
 //
 // Any error reaching Redis is [ErrUnavailable]. The client reconnects by
 // itself: once Redis is back, so is the broker.
@@ -124,7 +125,8 @@ type Redis struct {
 	clock   bool // now was configured: it dates the epoch, not Redis TIME
 	log     *slog.Logger
 
-	lost atomic.Uint64 // epochs this store recreated
+	lost   atomic.Uint64 // epochs this store recreated
+	unsafe atomic.Pointer[error] // what the last Ping found unsafe; nil: nothing
 
 	warnMu sync.Mutex
 	warned map[string]bool // the Ping warnings given, each once
@@ -347,6 +349,9 @@ func (r *Redis) Use(ctx context.Context, issuer, jti string, iat, exp time.Time)
 	if ttl <= 0 {
 		return fmt.Errorf("%w: expired", idtoken.ErrExpired)
 	}
+	if p := r.unsafe.Load(); p != nil {
+		return fmt.Errorf("%w: replay: %w", ErrUnavailable, *p)
+	}
 	// Redis expiries have a millisecond resolution: round up, never
 	// forget a token early.
 	ttl = ttl.Truncate(time.Millisecond) + time.Millisecond
@@ -476,9 +481,9 @@ func (r *Redis) ReleaseLease(ctx context.Context, name string) error {
 	return unavailable("lease", err)
 }
 
-// Ping implements [Store.Ping]: the probe script must write (so that a
-// Redis out of memory or paused for writes is not ready), and INFO must
-// show maxmemory-policy noeviction. A new epoch is waited out (at most a
+// Ping implements [Store.Ping]: INFO must show maxmemory-policy
+// noeviction, and the probe script must write (so that a Redis out of
+// memory or paused for writes is not ready). A new epoch is waited out (at most a
 // second), so that a broker that says ready refuses no fresh token as
 // issued before it.
 //
@@ -487,6 +492,20 @@ func (r *Redis) ReleaseLease(ctx context.Context, name string) error {
 // Ping fails then; a field missing from INFO is warned about once and
 // trusted to the operator.
 func (r *Redis) Ping(ctx context.Context) error {
+	// INFO first: a Redis that may evict keys is unsafe whether or not it
+	// takes the probe's write (full under volatile-*, it may not).
+	//
+	// INFO's default sections hold memory and persistence; naming two
+	// sections needs Redis 7.
+	info, err := r.client.Info(ctx).Result()
+	if err != nil {
+		return unavailable("ping", err)
+	}
+	if err := r.checkInfo(info); err != nil {
+		r.unsafe.Store(&err)
+		return err
+	}
+	r.unsafe.Store(nil)
 	vals, err := probeScript.Run(ctx, r.client, []string{epochKey, probeKey}, r.epochNow(), r.owner).Slice()
 	if err != nil {
 		return unavailable("ping", err)
@@ -510,13 +529,7 @@ func (r *Redis) Ping(ctx context.Context) error {
 		case <-t.C:
 		}
 	}
-	// INFO's default sections hold memory and persistence; naming two
-	// sections needs Redis 7.
-	info, err := r.client.Info(ctx).Result()
-	if err != nil {
-		return unavailable("ping", err)
-	}
-	return r.checkInfo(info)
+	return nil
 }
 
 // checkInfo reads INFO's memory and persistence sections.
