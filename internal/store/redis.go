@@ -125,7 +125,7 @@ type Redis struct {
 	clock   bool // now was configured: it dates the epoch, not Redis TIME
 	log     *slog.Logger
 
-	lost   atomic.Uint64 // epochs this store recreated
+	lost   atomic.Uint64         // epochs this store recreated
 	unsafe atomic.Pointer[error] // what the last Ping found unsafe; nil: nothing
 
 	warnMu sync.Mutex
