@@ -61,6 +61,7 @@ type manifests struct {
 	deployments     map[string]*appsv1.Deployment
 	pdbs            map[string]*policyv1.PodDisruptionBudget
 	netpols         map[string]*networkingv1.NetworkPolicy
+	pvcs            map[string]*corev1.PersistentVolumeClaim
 	names           []string // kind/name of every object, sorted
 }
 
@@ -77,7 +78,7 @@ func render(t *testing.T, dir string) manifests {
 		namespaces: map[string]*corev1.Namespace{}, serviceAccounts: map[string]*corev1.ServiceAccount{},
 		configMaps: map[string]*corev1.ConfigMap{}, services: map[string]*corev1.Service{},
 		deployments: map[string]*appsv1.Deployment{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
-		netpols: map[string]*networkingv1.NetworkPolicy{},
+		netpols: map[string]*networkingv1.NetworkPolicy{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
 	}
 	for _, r := range resMap.Resources() {
 		b, err := r.AsYAML()
@@ -101,6 +102,8 @@ func render(t *testing.T, dir string) manifests {
 			obj = add(m.pdbs, name)
 		case "NetworkPolicy":
 			obj = add(m.netpols, name)
+		case "PersistentVolumeClaim":
+			obj = add(m.pvcs, name)
 		default:
 			t.Errorf("%s: unexpected kind %s/%s", dir, kind, name)
 			continue
@@ -399,6 +402,28 @@ func TestRedisOverlay(t *testing.T) {
 	if rc.SecurityContext == nil || !deref(rc.SecurityContext.ReadOnlyRootFilesystem) || deref(rc.SecurityContext.AllowPrivilegeEscalation) ||
 		redis.Spec.Template.Spec.SecurityContext == nil || !deref(redis.Spec.Template.Spec.SecurityContext.RunAsNonRoot) {
 		t.Error("Redis does not run locked down")
+	}
+	// Redis never evicts (an evicted replay entry reopens replay; the
+	// broker is not ready under any other policy) and keeps its data in
+	// an append-only file on a volume that outlives the pod.
+	args := strings.Join(rc.Args, " ")
+	for _, want := range []string{"--maxmemory-policy noeviction", "--appendonly yes", "--dir /data"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("Redis runs with %q, want %s", args, want)
+		}
+	}
+	var dv corev1.VolumeSource
+	for _, vm := range rc.VolumeMounts {
+		for _, v := range redis.Spec.Template.Spec.Volumes {
+			if vm.MountPath == "/data" && vm.SubPath == "" && !vm.ReadOnly && v.Name == vm.Name {
+				dv = v.VolumeSource
+			}
+		}
+	}
+	if dv.PersistentVolumeClaim == nil || m.pvcs[dv.PersistentVolumeClaim.ClaimName] == nil {
+		t.Errorf("Redis's /data is not a writable PersistentVolumeClaim of the overlay: %+v", dv)
+	} else if redis.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Errorf("Redis's strategy is %q: a ReadWriteOnce volume needs Recreate", redis.Spec.Strategy.Type)
 	}
 	if !selects(t, svc.Spec.Selector, redis.Spec.Template.Labels) || selects(t, svc.Spec.Selector, d.Spec.Template.Labels) {
 		t.Error("the Redis Service does not select Redis alone")
