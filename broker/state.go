@@ -35,8 +35,7 @@ func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision
 	if l.IsZero() {
 		return nil
 	}
-	v, err := s.store.Allow(ctx, store.Key("rate", c.Issuer, c.RepositoryID, d.Rule),
-		store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	v, err := s.store.Allow(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
 	if err != nil {
 		return s.storeErr("rate_limit", err)
 	}
@@ -45,6 +44,12 @@ func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision
 		return &rateLimitedError{rule: d.Rule, limit: l, retryAfter: v.RetryAfter}
 	}
 	return nil
+}
+
+// rateKey is the budget of the repository (repository_id of the issuer)
+// under the deciding rule.
+func rateKey(c *idtoken.Claims, d policy.Decision) string {
+	return store.Key("rate", c.Issuer, c.RepositoryID, d.Rule)
 }
 
 // storeTimeout bounds the readiness probe's ping.
@@ -72,11 +77,10 @@ func (s *Server) storeProblem(err error) string {
 }
 
 // refund gives back the budget [Server.limit] took for an exchange whose
-// create failed with createErr, if it provably did nothing (Astro refused
-// it, or it was never sent):
-// a job whose mint failed for the broker's or Astro's reasons has not had
-// a token. A create whose outcome is unknown keeps it spent: a token may
-// exist. A failed refund only leaves the budget spent, as before.
+// create failed with createErr, if the create provably did nothing (Astro
+// refused it, or it was never sent): the job has had no token. A create
+// whose outcome is unknown keeps it spent, since a token may exist. A
+// failed refund only leaves the budget spent, as before.
 func (s *Server) refund(ctx context.Context, c *idtoken.Claims, d policy.Decision, createErr error) {
 	l := d.RateLimit
 	if l.IsZero() || !(errors.Is(createErr, errNoAstroSlot) || astro.NotProcessed(createErr)) {
@@ -85,8 +89,7 @@ func (s *Server) refund(ctx context.Context, c *idtoken.Claims, d policy.Decisio
 	// The request's context may be what ended the mint.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	err := s.store.Refund(ctx, store.Key("rate", c.Issuer, c.RepositoryID, d.Rule),
-		store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	err := s.store.Refund(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
 	if err != nil {
 		s.storeErr("rate_limit", err)
 		s.log.Warn("rate limit: could not give back the budget of a create that did nothing", "rule", d.Rule, "error", err)
