@@ -24,12 +24,12 @@ func TestMain(m *testing.M) {
 
 // needRedis returns the shared server, emptied, or skips the test when
 // there is no redis-server (TestMain has already failed the run in CI).
-func needRedis(t *testing.T) *redistest.Server {
+func needRedis(t testing.TB) *redistest.Server {
 	t.Helper()
 	return redistest.Need(t, testRedis)
 }
 
-func newRedis(t *testing.T, url string) *store.Redis {
+func newRedis(t testing.TB, url string) *store.Redis {
 	t.Helper()
 	r, err := store.NewRedis(store.RedisConfig{URL: url})
 	if err != nil {
