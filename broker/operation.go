@@ -94,7 +94,7 @@ func (s *Server) spend(ctx context.Context, claims *idtoken.Claims) error {
 // exchange can never give. If the store cannot answer, neither can the dry
 // run (503).
 func (s *Server) unspent(ctx context.Context, claims *idtoken.Claims) error {
-	used, err := s.store.Used(ctx, claims.Issuer, claims.JTI)
+	used, err := s.store.Used(ctx, claims.Issuer, claims.JTI, claims.IssuedAt)
 	if err != nil {
 		return s.storeErr("replay", err)
 	}

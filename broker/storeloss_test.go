@@ -69,6 +69,11 @@ func TestReplayAfterStoreLoss(t *testing.T) {
 				t.Fatal(err)
 			}
 			before := len(e.emu.Tokens())
+			// The dry run answers as the exchange will.
+			st, body, _ := e.post("/v1/exchange?dry_run=true", tok, "")
+			if code, _ := errorCode(t, body); st != http.StatusServiceUnavailable || code != "restarted" {
+				t.Errorf("dry run of the replay after %s: %d %s; want 503 restarted", loss.name, st, body)
+			}
 			st, body, h := e.post("/v1/exchange", tok, "")
 			if code, _ := errorCode(t, body); st != http.StatusServiceUnavailable || code != "restarted" || h.Get("Retry-After") != "1" {
 				t.Errorf("replay after %s: %d %s Retry-After %q; want 503 restarted, Retry-After 1", loss.name, st, body, h.Get("Retry-After"))

@@ -62,6 +62,10 @@ func replayRefused(t *testing.T, s *store.Redis, log *bytes.Buffer, iat, exp tim
 	t.Helper()
 	ctx := context.Background()
 	log.Reset()
+	// A dry run answers as the exchange will, and writes nothing.
+	if _, err := s.Used(ctx, "https://iss", "spent", iat); !errors.Is(err, store.ErrIssuedBeforeEpoch) {
+		t.Errorf("Used after the loss: %v, want ErrIssuedBeforeEpoch", err)
+	}
 	err := s.Use(ctx, "https://iss", "spent", iat, exp)
 	if !errors.Is(err, store.ErrIssuedBeforeEpoch) {
 		t.Fatalf("replay after the loss: %v, want ErrIssuedBeforeEpoch", err)

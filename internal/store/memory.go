@@ -49,7 +49,7 @@ func (m *Memory) Use(_ context.Context, issuer, jti string, _, exp time.Time) er
 }
 
 // Used implements [Store.Used] with the replay guard.
-func (m *Memory) Used(_ context.Context, issuer, jti string) (bool, error) {
+func (m *Memory) Used(_ context.Context, issuer, jti string, _ time.Time) (bool, error) {
 	return m.replay.Used(issuer, jti), nil
 }
 

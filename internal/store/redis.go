@@ -374,18 +374,45 @@ func (r *Redis) Use(ctx context.Context, issuer, jti string, iat, exp time.Time)
 	return fmt.Errorf("%w: used before (shared store), issuer %s", idtoken.ErrReplayed, issuer)
 }
 
-// Used implements [Store.Used] with a GET of the replay entry: the
-// command the entry's writer already may run (see docs/operations.md's
-// ACL), and nothing written.
-func (r *Redis) Used(ctx context.Context, issuer, jti string) (bool, error) {
-	err := r.client.Get(ctx, replayKey(issuer, jti)).Err()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return false, nil
-	case err != nil:
+// usedScript is the dry run's replay check: 2 if the token was issued
+// before the epoch, else 1 if the entry exists, 0 if not; then the epoch
+// and whether it was recreated. It spends nothing; like the exchange, it
+// begins a new epoch where the old one is gone, so that dry runs alone
+// cannot be refused for ever. KEYS: epoch, entry; ARGV: now, iat.
+var usedScript = redis.NewScript(epochLua + `
+local sec, created = epoch(ARGV[1])
+if tonumber(ARGV[2]) < sec then
+  return {2, sec, created}
+end
+if redis.call("GET", KEYS[2]) then
+  return {1, sec, created}
+end
+return {0, sec, created}
+`)
+
+// Used implements [Store.Used] with a script that reads the replay
+// entry, and writes only a new epoch where one is due (the commands the
+// entry's writer already may run: see docs/operations.md's ACL).
+func (r *Redis) Used(ctx context.Context, issuer, jti string, iat time.Time) (bool, error) {
+	if p := r.unsafe.Load(); p != nil {
+		return false, fmt.Errorf("%w: replay: %w", ErrUnavailable, *p)
+	}
+	vals, err := usedScript.Run(ctx, r.client, []string{epochKey, replayKey(issuer, jti)}, r.epochNow(), iat.Unix()).Slice()
+	if err != nil {
 		return false, unavailable("replay", err)
 	}
-	return true, nil
+	epoch, err := r.epochResult(vals)
+	if err != nil {
+		return false, unavailable("replay", err)
+	}
+	switch vals[0] {
+	case int64(2):
+		return false, fmt.Errorf("%w (dry run, issued %s, epoch %s)", ErrIssuedBeforeEpoch,
+			iat.UTC().Format(time.RFC3339), epoch.UTC().Format(time.RFC3339))
+	case int64(1):
+		return true, nil
+	}
+	return false, nil
 }
 
 // replayKey is the key of the token (issuer, jti)'s replay entry.

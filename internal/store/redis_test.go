@@ -388,13 +388,13 @@ func TestRedisLeastPrivilege(t *testing.T) {
 	if err := s.Ping(ctx); err != nil {
 		t.Errorf("Ping: %v", err)
 	}
-	if used, err := s.Used(ctx, "https://iss", "j"); err != nil || used {
+	if used, err := s.Used(ctx, "https://iss", "j", time.Now()); err != nil || used {
 		t.Errorf("Used before Use: %v, %v", used, err)
 	}
 	if err := s.Use(ctx, "https://iss", "j", time.Now(), time.Now().Add(time.Minute)); err != nil {
 		t.Errorf("Use: %v", err)
 	}
-	if used, err := s.Used(ctx, "https://iss", "j"); err != nil || !used {
+	if used, err := s.Used(ctx, "https://iss", "j", time.Now()); err != nil || !used {
 		t.Errorf("Used after Use: %v, %v", used, err)
 	}
 	if err := s.Use(ctx, "https://iss", "j", time.Now(), time.Now().Add(time.Minute)); !errors.Is(err, idtoken.ErrReplayed) {

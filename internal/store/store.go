@@ -58,11 +58,12 @@ type Store interface {
 	// shared store that lost its data refuses a token issued before the
 	// loss was noticed with [ErrIssuedBeforeEpoch].
 	Use(ctx context.Context, issuer, jti string, iat, exp time.Time) error
-	// Used reports whether the ID token (issuer, jti) was used and is
-	// still remembered, without using it: what [Store.Use] would call a
-	// replay. A dry run asks it, so that a spent token dry-runs as the
-	// exchange would answer it, and an unspent one stays unspent.
-	Used(ctx context.Context, issuer, jti string) (bool, error)
+	// Used reports whether the ID token (issuer, jti), issued at iat,
+	// was used and is still remembered, without using it: what
+	// [Store.Use] would call a replay (or [ErrIssuedBeforeEpoch]). A dry
+	// run asks it, so that a spent token dry-runs as the exchange would
+	// answer it, and an unspent one stays unspent.
+	Used(ctx context.Context, issuer, jti string, iat time.Time) (bool, error)
 	// Allow takes one event from key's budget under limit l, which must
 	// not be zero.
 	Allow(ctx context.Context, key string, l Limit) (Verdict, error)

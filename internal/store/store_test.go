@@ -96,7 +96,7 @@ func TestUsed(t *testing.T) {
 			exp := time.Now().Add(5 * time.Minute)
 			used := func(issuer, jti string) bool {
 				t.Helper()
-				u, err := s.Used(ctx, issuer, jti)
+				u, err := s.Used(ctx, issuer, jti, time.Now())
 				if err != nil {
 					t.Fatalf("Used(%s, %s): %v", issuer, jti, err)
 				}
