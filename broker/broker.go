@@ -216,6 +216,11 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.metrics = m
 	}
+	if dl, ok := cfg.Store.(dataLoss); ok {
+		if err := registerDataLoss(s.registry, dl); err != nil {
+			return nil, err
+		}
+	}
 	if ph, ok := cfg.Policies.(policyHealth); ok {
 		if err := registerPolicyHealth(s.registry, ph); err != nil {
 			return nil, err
@@ -322,8 +327,7 @@ func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
 		problems = append(problems, "policy not loaded")
 	}
 	if err := s.storeReady(r.Context()); err != nil {
-		s.log.Warn("readiness: store unreachable", "error", err)
-		problems = append(problems, "shared store unreachable")
+		problems = append(problems, s.storeProblem(err))
 	}
 	if err := s.upstreamReady(r.Context()); err != nil {
 		s.log.Warn("readiness: Astro API unreachable", "error", err)

@@ -223,6 +223,8 @@ func classify(err error) apiError {
 		return apiError{status: http.StatusTooManyRequests, code: CodeRateLimited, message: fmt.Sprintf("this repository has had its share of tokens from rule %q (%d per %s, burst %d); try again later", rate.rule, rate.limit.Rate, rate.limit.Period, rate.limit.Burst), retryAfter: max(rate.retryAfter, time.Second)}
 	case errors.Is(err, errIssuedBeforeStart):
 		return apiError{status: http.StatusServiceUnavailable, code: CodeRestarted, message: "the broker restarted after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
+	case errors.Is(err, store.ErrIssuedBeforeEpoch):
+		return apiError{status: http.StatusServiceUnavailable, code: CodeRestarted, message: "the broker's shared store lost its record of used tokens after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
 	case errors.Is(err, idtoken.ErrReplayCacheFull):
 		return apiError{status: http.StatusServiceUnavailable, code: CodeBusy, message: "the broker is busy; try again", retryAfter: 5 * time.Second}
 	case errors.Is(err, idtoken.ErrMalformed), errors.Is(err, idtoken.ErrUntrustedIssuer),

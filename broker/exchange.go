@@ -317,6 +317,7 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 		if !errors.Is(err, errNoAstroSlot) && !astro.NotProcessed(err) {
 			s.recoverCreate(pendingCreate{marker: marker, filter: where, since: sent, cause: err, requestID: requestID(ctx)})
 		}
+		s.refund(ctx, c, d, err)
 		return nil, Marker{}, upstream(fmt.Errorf("create token: %w", err))
 	}
 	if d.Scope == astro.ScopeOrganization {

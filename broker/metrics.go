@@ -153,6 +153,21 @@ type policyHealth interface {
 	Health() policy.Health
 }
 
+// dataLoss is implemented by a store that can find it lost its data;
+// *store.Redis does.
+type dataLoss interface {
+	DataLost() uint64
+}
+
+// registerDataLoss counts the times the shared store was found to have
+// lost its data (a new epoch: see restart.go). Each is also an error in
+// the log; docs/reliability.md says what to alert on.
+func registerDataLoss(reg *prometheus.Registry, dl dataLoss) error {
+	return reg.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "astro_sts_store_data_lost_total", Help: "Times this replica found the shared store had lost its data (flushed, restarted empty, failed over): ID tokens issued before were refused with 503 restarted, rate-limit budgets started afresh.",
+	}, func() float64 { return float64(dl.DataLost()) }))
+}
+
 // registerPolicyHealth exposes the policy's reload health: a file that
 // stopped loading leaves the broker serving the last good policy (right),
 // silently (wrong) until the next restart fails. docs/reliability.md says

@@ -84,11 +84,12 @@ func (s *Server) verify(ctx context.Context, e *event, rawIDToken string) (*idto
 // the bounded replay cache, anyone could fill it and make the broker refuse
 // every workflow (it fails closed when full).
 //
-// With a shared store the check holds across replicas and restarts; if the
-// store cannot answer, the request fails (503): nothing is minted without
-// the check.
+// With a shared store the check holds across replicas and restarts, and
+// a store that lost its data refuses tokens issued before it noticed (see
+// restart.go); if the store cannot answer, the request fails (503):
+// nothing is minted without the check.
 func (s *Server) spend(ctx context.Context, claims *idtoken.Claims) error {
-	return s.storeErr("replay", s.store.Use(ctx, claims.Issuer, claims.JTI, claims.Expiry))
+	return s.storeErr("replay", s.store.Use(ctx, claims.Issuer, claims.JTI, claims.IssuedAt, claims.Expiry))
 }
 
 // unspent is spend's read-only twin, for a dry run: it refuses a token
@@ -97,7 +98,7 @@ func (s *Server) spend(ctx context.Context, claims *idtoken.Claims) error {
 // exchange can never give. If the store cannot answer, neither can the dry
 // run (503).
 func (s *Server) unspent(ctx context.Context, claims *idtoken.Claims) error {
-	used, err := s.store.Used(ctx, claims.Issuer, claims.JTI)
+	used, err := s.store.Used(ctx, claims.Issuer, claims.JTI, claims.IssuedAt)
 	if err != nil {
 		return s.storeErr("replay", err)
 	}

@@ -23,8 +23,14 @@ import (
 // the whole organization before the broker may serve. The rule here costs
 // nothing to run and covers all three endpoints.
 //
-// A store that survives restarts (shared: Redis) makes the rule
-// unnecessary, and it does not apply then (the store says so: Shared).
+// A store that survives restarts (shared: Redis) applies the same rule
+// itself, and this one does not apply then (the store says so: Shared).
+// Redis can lose data as a process does (a flush, a restart without
+// persistence, a failover to a replica that lagged): the Redis store
+// keeps an epoch beside the replay entries, recreates it when it finds it
+// gone or written by another server, and refuses every ID token issued
+// before it with [store.ErrIssuedBeforeEpoch], which answers as this
+// rule's error does (503 restarted).
 
 // errIssuedBeforeStart refuses an ID token issued before this broker
 // started, while the replay store forgets on restart.

@@ -166,7 +166,7 @@ func revokedKey(c *idtoken.Claims, tokenID string) string {
 // gone whatever happens here: a failure only costs a later retry its 204,
 // so it is logged, not returned.
 func (s *Server) rememberRevoked(ctx context.Context, c *idtoken.Claims, tokenID string) {
-	if err := s.store.Use(ctx, revokedIssuer, revokedKey(c, tokenID), s.now().Add(revokedTTL)); err != nil {
+	if err := s.store.Use(ctx, revokedIssuer, revokedKey(c, tokenID), c.IssuedAt, s.now().Add(revokedTTL)); err != nil {
 		s.storeErr("replay", err)
 		s.log.Warn("revoke: could not remember the revoke; a retry of it will be refused", "request_id", requestID(ctx), "token_id", tokenID, "error", err)
 	}
@@ -175,7 +175,7 @@ func (s *Server) rememberRevoked(ctx context.Context, c *idtoken.Claims, tokenID
 // revokedBy reports whether the run of c revoked tokenID within
 // [revokedTTL].
 func (s *Server) revokedBy(ctx context.Context, c *idtoken.Claims, tokenID string) (bool, error) {
-	used, err := s.store.Used(ctx, revokedIssuer, revokedKey(c, tokenID))
+	used, err := s.store.Used(ctx, revokedIssuer, revokedKey(c, tokenID), c.IssuedAt)
 	return used, s.storeErr("replay", err)
 }
 

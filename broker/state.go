@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/store"
@@ -41,8 +42,7 @@ func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision
 	if l.IsZero() {
 		return nil
 	}
-	v, err := s.store.Allow(ctx, store.Key("rate", c.Issuer, c.RepositoryID, d.Rule),
-		store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	v, err := s.store.Allow(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
 	if err != nil {
 		return s.storeErr("rate_limit", err)
 	}
@@ -53,15 +53,54 @@ func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision
 	return nil
 }
 
+// rateKey is the budget of the repository (repository_id of the issuer)
+// under the deciding rule.
+func rateKey(c *idtoken.Claims, d policy.Decision) string {
+	return store.Key("rate", c.Issuer, c.RepositoryID, d.Rule)
+}
+
 // storeTimeout bounds the readiness probe's ping.
 const storeTimeout = 2 * time.Second
 
-// storeReady pings the store: with Redis down the broker cannot check
-// replay, so it is not ready (and answers 503 to every exchange).
+// storeReady pings the store: with Redis down, or refusing writes (full
+// under noeviction, paused for a failover), the broker cannot check
+// replay, so it is not ready (and answers 503 to every exchange); with
+// Redis evicting keys, replay could reopen, so it is not ready either.
 func (s *Server) storeReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	return s.storeErr("ping", s.store.Ping(ctx))
+}
+
+// storeProblem logs why the store is not ready, with the fix, and returns
+// the line /readyz shows.
+func (s *Server) storeProblem(err error) string {
+	if errors.Is(err, store.ErrUnsafe) {
+		s.log.Error("readiness: the shared store may lose spent tokens; not ready until it is fixed", "error", err)
+		return "shared store unsafe: Redis may evict keys (maxmemory-policy must be noeviction)"
+	}
+	s.log.Warn("readiness: store unreachable or refusing writes", "error", err)
+	return "shared store unreachable"
+}
+
+// refund gives back the budget [Server.limit] took for an exchange whose
+// create failed with createErr, if the create provably did nothing (Astro
+// refused it, or it was never sent): the job has had no token. A create
+// whose outcome is unknown keeps it spent, since a token may exist. A
+// failed refund only leaves the budget spent, as before.
+func (s *Server) refund(ctx context.Context, c *idtoken.Claims, d policy.Decision, createErr error) {
+	l := d.RateLimit
+	if l.IsZero() || !(errors.Is(createErr, errNoAstroSlot) || astro.NotProcessed(createErr)) {
+		return
+	}
+	// The request's context may be what ended the mint.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	err := s.store.Refund(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	if err != nil {
+		s.storeErr("rate_limit", err)
+		s.log.Warn("rate limit: could not give back the budget of a create that did nothing", "rule", d.Rule, "error", err)
+	}
 }
 
 // storeErr counts err if it is the store's failure to answer, and returns

@@ -89,7 +89,7 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
 	// Whatever the exit; once served, Shutdown has closed it already.
 	defer ln.Close()
-	st, err := newStore(cfg)
+	st, err := newStore(cfg, logger)
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
@@ -216,7 +216,7 @@ func shutdown(ctx context.Context, srv *http.Server, b *broker.Server, cfg confi
 // newStore is the broker's store: Redis when ASTRO_STS_REDIS_URL is set,
 // shared by the replicas; else this process's memory. Redis need not be up
 // yet: the broker starts, not ready, and serves once it answers.
-func newStore(cfg config.Broker) (store.Store, error) {
+func newStore(cfg config.Broker, logger *slog.Logger) (store.Store, error) {
 	if !cfg.Store.Shared() {
 		return store.NewMemory(cfg.ReplayCacheSize, time.Now), nil
 	}
@@ -228,6 +228,7 @@ func newStore(cfg config.Broker) (store.Store, error) {
 		URL:      cfg.Store.RedisURL.Reveal(),
 		Password: cfg.Store.RedisPassword.Reveal(),
 		RootCAs:  roots,
+		Logger:   logger,
 	})
 }
 

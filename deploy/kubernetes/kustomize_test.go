@@ -63,6 +63,7 @@ type manifests struct {
 	netpols         map[string]*networkingv1.NetworkPolicy
 	rules           map[string]*prometheusRule
 	monitors        map[string]*serviceMonitor
+	pvcs            map[string]*corev1.PersistentVolumeClaim
 	names           []string // kind/name of every object, sorted
 }
 
@@ -92,8 +93,8 @@ func newManifests() manifests {
 		namespaces: map[string]*corev1.Namespace{}, serviceAccounts: map[string]*corev1.ServiceAccount{},
 		configMaps: map[string]*corev1.ConfigMap{}, services: map[string]*corev1.Service{},
 		deployments: map[string]*appsv1.Deployment{}, pdbs: map[string]*policyv1.PodDisruptionBudget{},
-		netpols: map[string]*networkingv1.NetworkPolicy{},
-		rules:   map[string]*prometheusRule{}, monitors: map[string]*serviceMonitor{},
+		netpols: map[string]*networkingv1.NetworkPolicy{}, pvcs: map[string]*corev1.PersistentVolumeClaim{},
+		rules: map[string]*prometheusRule{}, monitors: map[string]*serviceMonitor{},
 	}
 }
 
@@ -113,6 +114,8 @@ func (m *manifests) decode(t *testing.T, where, kind, name string, b []byte) {
 		obj = add(m.services, name)
 	case "Deployment":
 		obj = add(m.deployments, name)
+	case "PersistentVolumeClaim":
+		obj = add(m.pvcs, name)
 	case "PodDisruptionBudget":
 		obj = add(m.pdbs, name)
 	case "NetworkPolicy":
@@ -416,6 +419,28 @@ func TestRedisOverlay(t *testing.T) {
 	if rc.SecurityContext == nil || !deref(rc.SecurityContext.ReadOnlyRootFilesystem) || deref(rc.SecurityContext.AllowPrivilegeEscalation) ||
 		redis.Spec.Template.Spec.SecurityContext == nil || !deref(redis.Spec.Template.Spec.SecurityContext.RunAsNonRoot) {
 		t.Error("Redis does not run locked down")
+	}
+	// Redis never evicts (an evicted replay entry reopens replay; the
+	// broker is not ready under any other policy) and keeps its data in
+	// an append-only file on a volume that outlives the pod.
+	args := strings.Join(rc.Args, " ")
+	for _, want := range []string{"--maxmemory-policy noeviction", "--appendonly yes", "--dir /data"} {
+		if !strings.Contains(args, want) {
+			t.Errorf("Redis runs with %q, want %s", args, want)
+		}
+	}
+	var dv corev1.VolumeSource
+	for _, vm := range rc.VolumeMounts {
+		for _, v := range redis.Spec.Template.Spec.Volumes {
+			if vm.MountPath == "/data" && vm.SubPath == "" && !vm.ReadOnly && v.Name == vm.Name {
+				dv = v.VolumeSource
+			}
+		}
+	}
+	if dv.PersistentVolumeClaim == nil || m.pvcs[dv.PersistentVolumeClaim.ClaimName] == nil {
+		t.Errorf("Redis's /data is not a writable PersistentVolumeClaim of the overlay: %+v", dv)
+	} else if redis.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType {
+		t.Errorf("Redis's strategy is %q: a ReadWriteOnce volume needs Recreate", redis.Spec.Strategy.Type)
 	}
 	if !selects(t, svc.Spec.Selector, redis.Spec.Template.Labels) || selects(t, svc.Spec.Selector, d.Spec.Template.Labels) {
 		t.Error("the Redis Service does not select Redis alone")

@@ -41,13 +41,15 @@ func NewMemory(replaySize int, now func() time.Time) *Memory {
 	}
 }
 
-// Use implements [Store.Use] with the replay guard.
-func (m *Memory) Use(_ context.Context, issuer, jti string, exp time.Time) error {
+// Use implements [Store.Use] with the replay guard. iat is not checked
+// here: memory is lost only with the process, and the broker refuses
+// tokens issued before it started (broker/restart.go).
+func (m *Memory) Use(_ context.Context, issuer, jti string, _, exp time.Time) error {
 	return m.replay.Use(issuer, jti, exp)
 }
 
 // Used implements [Store.Used] with the replay guard.
-func (m *Memory) Used(_ context.Context, issuer, jti string) (bool, error) {
+func (m *Memory) Used(_ context.Context, issuer, jti string, _ time.Time) (bool, error) {
 	return m.replay.Used(issuer, jti), nil
 }
 
@@ -70,6 +72,27 @@ func (m *Memory) Allow(_ context.Context, key string, l Limit) (Verdict, error) 
 		m.tat[key] = next
 	}
 	return v, nil
+}
+
+// Refund implements [Store.Refund]: the key's theoretical arrival time
+// goes back one interval, and a budget whole again is forgotten.
+func (m *Memory) Refund(_ context.Context, key string, l Limit) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	now := m.now()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	tat, ok := m.tat[key]
+	if !ok {
+		return nil
+	}
+	if tat = tat.Add(-l.interval()); tat.After(now) {
+		m.tat[key] = tat
+	} else {
+		delete(m.tat, key)
+	}
+	return nil
 }
 
 // gcra decides one event at now for a key whose theoretical arrival time

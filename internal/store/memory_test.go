@@ -75,12 +75,12 @@ func TestMemoryReplayIsTheGuard(t *testing.T) {
 	ctx := context.Background()
 	exp := clock.Now().Add(5 * time.Minute)
 	for _, jti := range []string{"a", "b"} {
-		if err := m.Use(ctx, "iss", jti, exp); err != nil {
+		if err := m.Use(ctx, "iss", jti, time.Now(), exp); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Full of live entries, it fails closed, as the guard always has.
-	if err := m.Use(ctx, "iss", "c", exp); !errors.Is(err, idtoken.ErrReplayCacheFull) {
+	if err := m.Use(ctx, "iss", "c", time.Now(), exp); !errors.Is(err, idtoken.ErrReplayCacheFull) {
 		t.Errorf("Use on a full cache = %v, want ErrReplayCacheFull", err)
 	}
 	if m.ReplayLen() != 2 {

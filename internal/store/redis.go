@@ -12,6 +12,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-redis/redis_rate/v10"
@@ -47,7 +49,12 @@ type RedisConfig struct {
 	// Timeout bounds each command; 0 means [DefaultTimeout].
 	Timeout time.Duration
 	// Now is the clock for replay entries' expiry; nil means time.Now.
+	// Set, it also dates a recreated epoch (see [Redis]), which is
+	// otherwise Redis's own TIME: tests on a fake clock set it.
 	Now func() time.Time
+	// Logger receives what the store finds wrong with Redis: lost data,
+	// an eviction policy that may lose it, persistence off. nil discards.
+	Logger *slog.Logger
 }
 
 // String hides the password, in the field and in the URL.
@@ -92,6 +99,22 @@ func RedactURL(raw string) string {
 //     are Lua compare-and-set scripts, so only the owner can do either;
 //     key astro-sts:lease:<name>.
 //
+// A Redis that loses data must not reopen replay, and nothing in a lone
+// SET NX can tell "never used" from "used, then forgotten". So the replay
+// check runs in one Lua script with an epoch, key astro-sts:epoch, no
+// expiry, holding the second from which this Redis remembers every spent
+// token and the run_id of the server that wrote it. When the key is gone
+// (FLUSHALL, a restart without persistence, eviction) or names another
+// server (a restart, a failover to a replica that may lag), the script
+// writes a new epoch, rounded up to a whole second of Redis's TIME, and
+// every token issued before it is refused with [ErrIssuedBeforeEpoch]:
+// the memory broker's restart rule, made general. The store logs it and
+// counts it ([Redis.DataLost]). Eviction is not covered by the epoch
+// (volatile-* policies evict replay entries and never the epoch), so
+// [Redis.Ping] reports [ErrUnsafe] unless maxmemory-policy is
+// noeviction, and until a later Ping finds it fixed every replay check
+// fails too (503): a replica that still gets traffic is closed as well.
+//
 // Any error reaching Redis is [ErrUnavailable]. The client reconnects by
 // itself: once Redis is back, so is the broker.
 type Redis struct {
@@ -99,6 +122,14 @@ type Redis struct {
 	limiter *redis_rate.Limiter
 	owner   string
 	now     func() time.Time
+	clock   bool // now was configured: it dates the epoch, not Redis TIME
+	log     *slog.Logger
+
+	lost   atomic.Uint64         // epochs this store recreated
+	unsafe atomic.Pointer[error] // what the last Ping found unsafe; nil: nothing
+
+	warnMu sync.Mutex
+	warned map[string]bool // the Ping warnings given, each once
 }
 
 // NewRedis checks cfg and returns a store. It does not connect: a broker
@@ -139,8 +170,13 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if now == nil {
 		now = time.Now
 	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	c := redis.NewClient(opts)
-	return &Redis{client: c, limiter: redis_rate.NewLimiter(c), owner: owner, now: now}, nil
+	return &Redis{client: c, limiter: redis_rate.NewLimiter(c), owner: owner, now: now, clock: cfg.Now != nil,
+		log: log, warned: make(map[string]bool)}, nil
 }
 
 // RedisOptions parses a redis:// or rediss:// URL strictly: host required,
@@ -196,10 +232,116 @@ func defaultOwner() string {
 // Owner is the name this store writes into the leases it takes.
 func (r *Redis) Owner() string { return r.owner }
 
-// Use implements [Store.Use] with SET NX and an expiry at exp plus
-// [idtoken.MaxLeeway]: the entry lives exactly as long as the token could
-// still verify.
-func (r *Redis) Use(ctx context.Context, issuer, jti string, exp time.Time) error {
+// epochKey holds the epoch: "<unix second>:<run_id>" (see [Redis]).
+const epochKey = keyPrefix + "epoch"
+
+// probeKey is what [Redis.Ping] writes to prove that Redis takes writes.
+const probeKey = keyPrefix + "probe"
+
+// epochLua defines epoch(now) for the scripts below: the epoch's second,
+// and 1 if this call had to write it. KEYS[1] is the epoch key; now is
+// the second to date a new epoch with, or "" for Redis's TIME rounded up
+// (a token issued within the second of the loss may have been spent
+// before it; iat has a second's resolution). INFO gives the run_id, which
+// a restart or a promoted replica changes.
+const epochLua = `
+redis.replicate_commands()
+local function epoch(now)
+  local run = string.match(redis.call("INFO", "server"), "run_id:(%x+)") or ""
+  local cur = redis.call("GET", KEYS[1])
+  if cur then
+    local sec, by = string.match(cur, "^(%d+):(%x*)$")
+    if sec and by == run then
+      return tonumber(sec), 0
+    end
+  end
+  local sec
+  if now ~= "" then
+    sec = tonumber(now)
+  else
+    local t = redis.call("TIME")
+    sec = tonumber(t[1])
+    if tonumber(t[2]) > 0 then
+      sec = sec + 1
+    end
+  end
+  redis.call("SET", KEYS[1], string.format("%d:%s", sec, run))
+  return sec, 1
+end
+`
+
+// useScript is the replay check: refuse a token issued before the epoch
+// (2), else SET NX the entry (1 set, 0 a replay); then the epoch and
+// whether it was recreated. KEYS: epoch, entry; ARGV: now, iat, owner,
+// ttl in ms.
+var useScript = redis.NewScript(epochLua + `
+local sec, created = epoch(ARGV[1])
+if tonumber(ARGV[2]) < sec then
+  return {2, sec, created}
+end
+if redis.call("SET", KEYS[2], ARGV[3], "NX", "PX", ARGV[4]) then
+  return {1, sec, created}
+end
+return {0, sec, created}
+`)
+
+// probeScript is the readiness check: the epoch, and a write that Redis
+// refuses when it cannot take writes (out of memory under noeviction,
+// CLIENT PAUSE WRITE, a read-only replica). KEYS: epoch, probe; ARGV:
+// now, owner. It returns the epoch, whether it was recreated, and Redis's
+// TIME in seconds and microseconds.
+var probeScript = redis.NewScript(epochLua + `
+local sec, created = epoch(ARGV[1])
+redis.call("SET", KEYS[2], ARGV[2], "PX", 10000)
+local t = redis.call("TIME")
+return {sec, created, tonumber(t[1]), tonumber(t[2])}
+`)
+
+// epochNow is the now argument of the scripts: the configured clock's
+// second rounded up, or "" for Redis's TIME.
+func (r *Redis) epochNow() string {
+	if !r.clock {
+		return ""
+	}
+	t := r.now()
+	sec := t.Unix()
+	if t.Nanosecond() > 0 {
+		sec++
+	}
+	return strconv.FormatInt(sec, 10)
+}
+
+// epochResult reads the epoch and "created" from a script's answer, and
+// says so when this call had to recreate it.
+func (r *Redis) epochResult(vals []any) (time.Time, error) {
+	if len(vals) < 3 {
+		return time.Time{}, fmt.Errorf("unexpected answer %v", vals)
+	}
+	sec, ok1 := vals[1].(int64)
+	created, ok2 := vals[2].(int64)
+	if !ok1 || !ok2 {
+		return time.Time{}, fmt.Errorf("unexpected answer %v", vals)
+	}
+	epoch := time.Unix(sec, 0)
+	if created == 1 {
+		r.lost.Add(1)
+		r.log.Error("shared store: Redis had lost the broker's data (its epoch key was gone, or written by another server: a flush, a restart, a failover or an eviction); "+
+			"a new epoch begins, and every ID token issued before it is refused with 503 restarted, so that a token spent before the loss cannot be used again; "+
+			"rate-limit budgets start afresh. If it recurs, give Redis persistence (appendonly yes) and maxmemory-policy noeviction",
+			"epoch", epoch.UTC().Format(time.RFC3339))
+	}
+	return epoch, nil
+}
+
+// DataLost is how many times this store found that Redis had lost its
+// data and began a new epoch; the broker exports it as a counter.
+func (r *Redis) DataLost() uint64 { return r.lost.Load() }
+
+// Use implements [Store.Use] in one script with the epoch (see [Redis]):
+// a token issued before it is [ErrIssuedBeforeEpoch]; otherwise SET NX
+// with an expiry at exp plus [idtoken.MaxLeeway], so that the entry
+// lives exactly as long as the token could still verify.
+func (r *Redis) Use(ctx context.Context, issuer, jti string, iat, exp time.Time) error {
 	if jti == "" {
 		return fmt.Errorf("%w: no jti", idtoken.ErrBadClaims)
 	}
@@ -207,31 +349,70 @@ func (r *Redis) Use(ctx context.Context, issuer, jti string, exp time.Time) erro
 	if ttl <= 0 {
 		return fmt.Errorf("%w: expired", idtoken.ErrExpired)
 	}
+	if p := r.unsafe.Load(); p != nil {
+		return fmt.Errorf("%w: replay: %w", ErrUnavailable, *p)
+	}
 	// Redis expiries have a millisecond resolution: round up, never
 	// forget a token early.
 	ttl = ttl.Truncate(time.Millisecond) + time.Millisecond
-	ok, err := r.client.SetNX(ctx, replayKey(issuer, jti), r.owner, ttl).Result()
+	vals, err := useScript.Run(ctx, r.client, []string{epochKey, replayKey(issuer, jti)},
+		r.epochNow(), iat.Unix(), r.owner, ttl.Milliseconds()).Slice()
 	if err != nil {
 		return unavailable("replay", err)
 	}
-	if !ok {
-		return fmt.Errorf("%w: used before (shared store), issuer %s", idtoken.ErrReplayed, issuer)
+	epoch, err := r.epochResult(vals)
+	if err != nil {
+		return unavailable("replay", err)
 	}
-	return nil
+	switch vals[0] {
+	case int64(1):
+		return nil
+	case int64(2):
+		return fmt.Errorf("%w (issued %s, epoch %s)", ErrIssuedBeforeEpoch,
+			iat.UTC().Format(time.RFC3339), epoch.UTC().Format(time.RFC3339))
+	}
+	return fmt.Errorf("%w: used before (shared store), issuer %s", idtoken.ErrReplayed, issuer)
 }
 
-// Used implements [Store.Used] with a GET of the replay entry: the
-// command the entry's writer already may run (see docs/operations.md's
-// ACL), and nothing written.
-func (r *Redis) Used(ctx context.Context, issuer, jti string) (bool, error) {
-	err := r.client.Get(ctx, replayKey(issuer, jti)).Err()
-	switch {
-	case errors.Is(err, redis.Nil):
-		return false, nil
-	case err != nil:
+// usedScript is the dry run's replay check: 2 if the token was issued
+// before the epoch, else 1 if the entry exists, 0 if not; then the epoch
+// and whether it was recreated. It spends nothing; like the exchange, it
+// begins a new epoch where the old one is gone, so that dry runs alone
+// cannot be refused for ever. KEYS: epoch, entry; ARGV: now, iat.
+var usedScript = redis.NewScript(epochLua + `
+local sec, created = epoch(ARGV[1])
+if tonumber(ARGV[2]) < sec then
+  return {2, sec, created}
+end
+if redis.call("GET", KEYS[2]) then
+  return {1, sec, created}
+end
+return {0, sec, created}
+`)
+
+// Used implements [Store.Used] with a script that reads the replay
+// entry, and writes only a new epoch where one is due (the commands the
+// entry's writer already may run: see docs/operations.md's ACL).
+func (r *Redis) Used(ctx context.Context, issuer, jti string, iat time.Time) (bool, error) {
+	if p := r.unsafe.Load(); p != nil {
+		return false, fmt.Errorf("%w: replay: %w", ErrUnavailable, *p)
+	}
+	vals, err := usedScript.Run(ctx, r.client, []string{epochKey, replayKey(issuer, jti)}, r.epochNow(), iat.Unix()).Slice()
+	if err != nil {
 		return false, unavailable("replay", err)
 	}
-	return true, nil
+	epoch, err := r.epochResult(vals)
+	if err != nil {
+		return false, unavailable("replay", err)
+	}
+	switch vals[0] {
+	case int64(2):
+		return false, fmt.Errorf("%w (dry run, issued %s, epoch %s)", ErrIssuedBeforeEpoch,
+			iat.UTC().Format(time.RFC3339), epoch.UTC().Format(time.RFC3339))
+	case int64(1):
+		return true, nil
+	}
+	return false, nil
 }
 
 // replayKey is the key of the token (issuer, jti)'s replay entry.
@@ -251,6 +432,37 @@ func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Verdict, error)
 		v.RetryAfter = max(res.RetryAfter, 0)
 	}
 	return v, nil
+}
+
+// refundScript gives one interval back to a redis_rate GCRA budget: its
+// theoretical arrival time, in seconds since 2017 as redis_rate keeps it,
+// goes back by ARGV[1] seconds, and a budget whole again is deleted.
+var refundScript = redis.NewScript(`
+redis.replicate_commands()
+local tat = redis.call("GET", KEYS[1])
+if not tat then
+  return 0
+end
+local t = redis.call("TIME")
+local now = (t[1] - 1483228800) + (t[2] / 1000000)
+local new = tonumber(tat) - tonumber(ARGV[1])
+if new <= now then
+  redis.call("DEL", KEYS[1])
+  return 1
+end
+redis.call("SET", KEYS[1], new, "EX", math.ceil(new - now))
+return 1
+`)
+
+// Refund implements [Store.Refund] on the key [Redis.Allow] uses.
+func (r *Redis) Refund(ctx context.Context, key string, l Limit) error {
+	if err := l.Validate(); err != nil {
+		return err
+	}
+	interval := strconv.FormatFloat(l.interval().Seconds(), 'f', -1, 64)
+	// redis_rate's own prefix, before the broker's.
+	err := refundScript.Run(ctx, r.client, []string{"rate:" + keyPrefix + key}, interval).Err()
+	return unavailable("rate limit", err)
 }
 
 // renewLease extends the lease only if this owner holds it.
@@ -296,9 +508,93 @@ func (r *Redis) ReleaseLease(ctx context.Context, name string) error {
 	return unavailable("lease", err)
 }
 
-// Ping implements [Store.Ping].
+// Ping implements [Store.Ping]: INFO must show maxmemory-policy
+// noeviction, and the probe script must write (so that a Redis out of
+// memory or paused for writes is not ready). A new epoch is waited out (at most a
+// second), so that a broker that says ready refuses no fresh token as
+// issued before it.
+//
+// INFO refused (an ACL without +info, a managed Redis that hides it)
+// would make every replay check fail too (the epoch script needs it), so
+// Ping fails then; a field missing from INFO is warned about once and
+// trusted to the operator.
 func (r *Redis) Ping(ctx context.Context) error {
-	return unavailable("ping", r.client.Ping(ctx).Err())
+	// INFO first: a Redis that may evict keys is unsafe whether or not it
+	// takes the probe's write (full under volatile-*, it may not).
+	//
+	// INFO's default sections hold memory and persistence; naming two
+	// sections needs Redis 7.
+	info, err := r.client.Info(ctx).Result()
+	if err != nil {
+		return unavailable("ping", err)
+	}
+	if err := r.checkInfo(info); err != nil {
+		r.unsafe.Store(&err)
+		return err
+	}
+	r.unsafe.Store(nil)
+	vals, err := probeScript.Run(ctx, r.client, []string{epochKey, probeKey}, r.epochNow(), r.owner).Slice()
+	if err != nil {
+		return unavailable("ping", err)
+	}
+	epoch, err := r.epochResult(append([]any{nil}, vals...))
+	if err != nil {
+		return unavailable("ping", err)
+	}
+	now := r.now()
+	if !r.clock && len(vals) == 4 {
+		sec, _ := vals[2].(int64)
+		usec, _ := vals[3].(int64)
+		now = time.Unix(sec, usec*1000)
+	}
+	if wait := epoch.Sub(now); wait > 0 {
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-ctx.Done():
+			return unavailable("ping", ctx.Err())
+		case <-t.C:
+		}
+	}
+	return nil
+}
+
+// checkInfo reads INFO's memory and persistence sections.
+func (r *Redis) checkInfo(info string) error {
+	field := func(name string) (string, bool) {
+		for _, line := range strings.Split(info, "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+				return v, true
+			}
+		}
+		return "", false
+	}
+	switch policy, ok := field("maxmemory_policy"); {
+	case !ok:
+		r.warnOnce("policy", "shared store: INFO does not show maxmemory_policy; trusting that Redis never evicts keys (maxmemory-policy noeviction): an evicted replay entry reopens replay for its token")
+	case policy != "noeviction":
+		return fmt.Errorf("%w: Redis's maxmemory-policy is %s: under memory pressure it evicts keys, and an evicted replay entry lets its token be used again; "+
+			"set maxmemory-policy noeviction (CONFIG SET maxmemory-policy noeviction, and in its configuration)", ErrUnsafe, policy)
+	}
+	switch aof, ok := field("aof_enabled"); {
+	case !ok:
+		r.warnOnce("aof", "shared store: INFO does not show aof_enabled; trusting that Redis persists its data")
+	case aof != "1":
+		r.warnOnce("aof", "shared store: Redis runs without AOF persistence (appendonly no): a restart loses every replay entry and rate-limit budget; "+
+			"the broker then refuses ID tokens issued before it noticed (503 restarted), so jobs retry, but run Redis with appendonly yes on a volume")
+	}
+	return nil
+}
+
+// warnOnce logs msg the first time key is warned about.
+func (r *Redis) warnOnce(key, msg string) {
+	r.warnMu.Lock()
+	defer r.warnMu.Unlock()
+	if r.warned[key] {
+		return
+	}
+	r.warned[key] = true
+	r.log.Warn(msg)
 }
 
 // Shared implements [Store.Shared]: every replica sees the same Redis.

@@ -22,15 +22,15 @@ func TestRedisReplayAcrossReplicas(t *testing.T) {
 	a, b := newRedis(t, srv.URL()), newRedis(t, srv.URL())
 	ctx := context.Background()
 	exp := time.Now().Add(5 * time.Minute)
-	if err := a.Use(ctx, "https://iss", "j", exp); err != nil {
+	if err := a.Use(ctx, "https://iss", "j", time.Now(), exp); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Use(ctx, "https://iss", "j", exp); !errors.Is(err, idtoken.ErrReplayed) {
+	if err := b.Use(ctx, "https://iss", "j", time.Now(), exp); !errors.Is(err, idtoken.ErrReplayed) {
 		t.Errorf("Use on the second replica = %v, want ErrReplayed", err)
 	}
 	a.Close()
 	later := newRedis(t, srv.URL())
-	if err := later.Use(ctx, "https://iss", "j", exp); !errors.Is(err, idtoken.ErrReplayed) {
+	if err := later.Use(ctx, "https://iss", "j", time.Now(), exp); !errors.Is(err, idtoken.ErrReplayed) {
 		t.Errorf("Use after a restart = %v, want ErrReplayed", err)
 	}
 	if !a.Shared() || store.NewMemory(0, nil).Shared() {
@@ -45,12 +45,12 @@ func TestRedisReplayEntry(t *testing.T) {
 	s := newRedis(t, srv.URL())
 	ctx := context.Background()
 	exp := time.Now().Add(5 * time.Minute)
-	if err := s.Use(ctx, "https://token.actions.githubusercontent.com", "secret-looking-jti", exp); err != nil {
+	if err := s.Use(ctx, "https://token.actions.githubusercontent.com", "secret-looking-jti", time.Now(), exp); err != nil {
 		t.Fatal(err)
 	}
 	c := srv.Client()
 	defer c.Close()
-	keys, err := c.Keys(ctx, "*").Result()
+	keys, err := c.Keys(ctx, "astro-sts:replay:*").Result()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +165,7 @@ func TestRedisUnavailable(t *testing.T) {
 	}()
 
 	exp := time.Now().Add(5 * time.Minute)
-	if err := s.Use(ctx, "https://iss", "j", exp); !errors.Is(err, store.ErrUnavailable) {
+	if err := s.Use(ctx, "https://iss", "j", time.Now(), exp); !errors.Is(err, store.ErrUnavailable) {
 		t.Errorf("Use = %v, want ErrUnavailable", err)
 	}
 	if v, err := s.Allow(ctx, "k", l); !errors.Is(err, store.ErrUnavailable) || v.Allowed {
@@ -185,7 +185,7 @@ func TestRedisUnavailable(t *testing.T) {
 	if err := s.Ping(ctx); err != nil {
 		t.Errorf("Ping after Redis came back: %v", err)
 	}
-	if err := s.Use(ctx, "https://iss", "j", exp); err != nil {
+	if err := s.Use(ctx, "https://iss", "j", time.Now(), exp); err != nil {
 		t.Errorf("Use after Redis came back: %v", err)
 	}
 }
@@ -233,7 +233,7 @@ func TestRedisPasswordAndACL(t *testing.T) {
 		}
 		defer srv.Close()
 		s := newRedis(t, srv.URL())
-		if err := s.Use(ctx, "https://iss", "j", time.Now().Add(time.Minute)); err != nil {
+		if err := s.Use(ctx, "https://iss", "j", time.Now(), time.Now().Add(time.Minute)); err != nil {
 			t.Errorf("as the ACL user: %v", err)
 		}
 	})
@@ -332,7 +332,10 @@ func TestRedisTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.Use(ctx, "https://iss", "j", time.Now().Add(time.Minute)); err != nil {
+	if err := s.Ping(ctx); err != nil {
+		t.Errorf("over TLS with the CA: %v", err)
+	}
+	if err := s.Use(ctx, "https://iss", "j", time.Now(), time.Now().Add(time.Minute)); err != nil {
 		t.Errorf("over TLS with the CA: %v", err)
 	}
 
@@ -385,16 +388,16 @@ func TestRedisLeastPrivilege(t *testing.T) {
 	if err := s.Ping(ctx); err != nil {
 		t.Errorf("Ping: %v", err)
 	}
-	if used, err := s.Used(ctx, "https://iss", "j"); err != nil || used {
+	if used, err := s.Used(ctx, "https://iss", "j", time.Now()); err != nil || used {
 		t.Errorf("Used before Use: %v, %v", used, err)
 	}
-	if err := s.Use(ctx, "https://iss", "j", time.Now().Add(time.Minute)); err != nil {
+	if err := s.Use(ctx, "https://iss", "j", time.Now(), time.Now().Add(time.Minute)); err != nil {
 		t.Errorf("Use: %v", err)
 	}
-	if used, err := s.Used(ctx, "https://iss", "j"); err != nil || !used {
+	if used, err := s.Used(ctx, "https://iss", "j", time.Now()); err != nil || !used {
 		t.Errorf("Used after Use: %v, %v", used, err)
 	}
-	if err := s.Use(ctx, "https://iss", "j", time.Now().Add(time.Minute)); !errors.Is(err, idtoken.ErrReplayed) {
+	if err := s.Use(ctx, "https://iss", "j", time.Now(), time.Now().Add(time.Minute)); !errors.Is(err, idtoken.ErrReplayed) {
 		t.Errorf("second Use: %v, want ErrReplayed", err)
 	}
 	if v, err := s.Allow(ctx, "k", store.Limit{Rate: 1, Period: time.Minute, Burst: 1}); err != nil || !v.Allowed {

@@ -33,31 +33,53 @@ import (
 // Retry-After) and its readiness check says not ready.
 var ErrUnavailable = errors.New("store unavailable")
 
+// ErrIssuedBeforeEpoch refuses an ID token issued before the store's
+// memory of spent tokens begins: the [Redis] store lost its data (a
+// flush, a restart without persistence, a failover), and the token may
+// have been spent before. The broker answers it as it answers a token
+// issued before a memory broker started: 503 "restarted", which the
+// action retries with a fresh token.
+var ErrIssuedBeforeEpoch = errors.New("the OIDC token was issued before the shared store's memory of spent tokens begins")
+
+// ErrUnsafe: the store answers, but is configured so that it may forget
+// spent tokens while the broker runs (Redis evicting keys under memory
+// pressure). The broker is not ready while it says so.
+var ErrUnsafe = errors.New("store unsafe")
+
 // Store is what the broker needs of its state. [Memory] and [Redis]
 // implement it; both are safe for concurrent use.
 type Store interface {
-	// Use records that the ID token (issuer, jti), valid until exp, is
-	// being used. A second Use of the same token, until exp plus
-	// [idtoken.MaxLeeway], is [idtoken.ErrReplayed]. An empty jti is
-	// [idtoken.ErrBadClaims] and an expired token [idtoken.ErrExpired], as
-	// the verifier says them, so that the caller's answer names the same
-	// reason whichever store refused.
-	Use(ctx context.Context, issuer, jti string, exp time.Time) error
-	// Used reports whether the ID token (issuer, jti) was used and is
-	// still remembered, without using it: what [Store.Use] would call a
-	// replay. A dry run asks it, so that a spent token dry-runs as the
-	// exchange would answer it, and an unspent one stays unspent.
-	Used(ctx context.Context, issuer, jti string) (bool, error)
+	// Use records that the ID token (issuer, jti), issued at iat and
+	// valid until exp, is being used. A second Use of the same token,
+	// until exp plus [idtoken.MaxLeeway], is [idtoken.ErrReplayed]. An
+	// empty jti is [idtoken.ErrBadClaims] and an expired token
+	// [idtoken.ErrExpired], as the verifier says them, so that the
+	// caller's answer names the same reason whichever store refused. A
+	// shared store that lost its data refuses a token issued before the
+	// loss was noticed with [ErrIssuedBeforeEpoch].
+	Use(ctx context.Context, issuer, jti string, iat, exp time.Time) error
+	// Used reports whether the ID token (issuer, jti), issued at iat,
+	// was used and is still remembered, without using it: what
+	// [Store.Use] would call a replay (or [ErrIssuedBeforeEpoch]). A dry
+	// run asks it, so that a spent token dry-runs as the exchange would
+	// answer it, and an unspent one stays unspent.
+	Used(ctx context.Context, issuer, jti string, iat time.Time) (bool, error)
 	// Allow takes one event from key's budget under limit l, which must
 	// not be zero.
 	Allow(ctx context.Context, key string, l Limit) (Verdict, error)
+	// Refund gives back one event that [Store.Allow] took from key's
+	// budget under l, for an action that provably did nothing. The budget
+	// never grows past its burst.
+	Refund(ctx context.Context, key string, l Limit) error
 	// Lease takes or renews the lease name for ttl and reports whether
 	// this store's owner holds it. A lease is released only by its owner
 	// ([Store.ReleaseLease]) or by its expiry.
 	Lease(ctx context.Context, name string, ttl time.Duration) (bool, error)
 	// ReleaseLease gives the lease up if this store's owner holds it.
 	ReleaseLease(ctx context.Context, name string) error
-	// Ping reports whether the store can answer now.
+	// Ping reports whether the store can answer now and keep what it is
+	// told: for Redis, a write goes through ([ErrUnavailable] if not) and
+	// keys cannot be evicted ([ErrUnsafe] if they can).
 	Ping(ctx context.Context) error
 	// Shared reports whether the state outlives this process and is seen
 	// by every replica (Redis), rather than lost at exit (memory): a rule

@@ -24,18 +24,23 @@ func TestMain(m *testing.M) {
 
 // needRedis returns the shared server, emptied, or skips the test when
 // there is no redis-server (TestMain has already failed the run in CI).
-func needRedis(t *testing.T) *redistest.Server {
+func needRedis(t testing.TB) *redistest.Server {
 	t.Helper()
 	return redistest.Need(t, testRedis)
 }
 
-func newRedis(t *testing.T, url string) *store.Redis {
+func newRedis(t testing.TB, url string) *store.Redis {
 	t.Helper()
 	r, err := store.NewRedis(store.RedisConfig{URL: url})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = r.Close() })
+	// Ping begins the epoch and waits it out: from then on a token
+	// issued now is not refused as issued before it.
+	if err := r.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
 	return r
 }
 
@@ -72,7 +77,7 @@ func TestUse(t *testing.T) {
 				{"https://a", "j4", time.Now().Add(-30 * time.Second), idtoken.ErrReplayed},
 			}
 			for i, st := range steps {
-				err := s.Use(ctx, st.issuer, st.jti, st.exp)
+				err := s.Use(ctx, st.issuer, st.jti, time.Now(), st.exp)
 				if !errors.Is(err, st.want) || (st.want == nil) != (err == nil) {
 					t.Errorf("step %d Use(%s, %q) = %v, want %v", i, st.issuer, st.jti, err, st.want)
 				}
@@ -91,7 +96,7 @@ func TestUsed(t *testing.T) {
 			exp := time.Now().Add(5 * time.Minute)
 			used := func(issuer, jti string) bool {
 				t.Helper()
-				u, err := s.Used(ctx, issuer, jti)
+				u, err := s.Used(ctx, issuer, jti, time.Now())
 				if err != nil {
 					t.Fatalf("Used(%s, %s): %v", issuer, jti, err)
 				}
@@ -102,7 +107,7 @@ func TestUsed(t *testing.T) {
 					t.Fatal("Used: a token never used is used")
 				}
 			}
-			if err := s.Use(ctx, "https://a", "j1", exp); err != nil {
+			if err := s.Use(ctx, "https://a", "j1", time.Now(), exp); err != nil {
 				t.Fatalf("Use after Used: %v; Used must not spend the token", err)
 			}
 			if !used("https://a", "j1") {
@@ -126,7 +131,7 @@ func TestUseConcurrent(t *testing.T) {
 			var wg sync.WaitGroup
 			for range 32 {
 				wg.Go(func() {
-					switch err := s.Use(context.Background(), "https://a", "same", exp); {
+					switch err := s.Use(context.Background(), "https://a", "same", time.Now(), exp); {
 					case err == nil:
 						ok.Add(1)
 					case errors.Is(err, idtoken.ErrReplayed):
@@ -182,6 +187,59 @@ func TestAllow(t *testing.T) {
 
 // TestAllowConcurrent: a burst of simultaneous requests gets exactly the
 // burst, however the calls interleave.
+// TestRefund: a refund gives back one event, never more than the burst,
+// and an untouched key stays whole.
+func TestRefund(t *testing.T) {
+	for name, open := range implementations(t) {
+		t.Run(name, func(t *testing.T) {
+			s := open(t)
+			ctx := context.Background()
+			l := store.Limit{Rate: 2, Period: time.Hour, Burst: 2}
+			take := func() store.Verdict {
+				t.Helper()
+				v, err := s.Allow(ctx, "k", l)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return v
+			}
+			refund := func() {
+				t.Helper()
+				if err := s.Refund(ctx, "k", l); err != nil {
+					t.Fatal(err)
+				}
+			}
+			refund() // nothing taken: nothing to give back
+			if v := take(); !v.Allowed || v.Remaining != 1 {
+				t.Fatalf("first Allow after a refund of nothing = %+v, want allowed, 1 left", v)
+			}
+			take()
+			if v := take(); v.Allowed {
+				t.Fatalf("third Allow = %+v, want refused", v)
+			}
+			refund()
+			if v := take(); !v.Allowed {
+				t.Errorf("Allow after a refund = %+v, want allowed", v)
+			}
+			refund()
+			refund()
+			refund() // one more than was taken
+			var allowed int
+			for range 4 {
+				if take().Allowed {
+					allowed++
+				}
+			}
+			if allowed != 2 {
+				t.Errorf("%d allowed after refunds past the burst, want the burst, 2", allowed)
+			}
+			if err := s.Refund(ctx, "k", store.Limit{}); err == nil {
+				t.Error("Refund with a zero limit succeeded")
+			}
+		})
+	}
+}
+
 func TestAllowConcurrent(t *testing.T) {
 	for name, open := range implementations(t) {
 		t.Run(name, func(t *testing.T) {
