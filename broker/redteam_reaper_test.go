@@ -10,13 +10,17 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/redistest"
+	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
@@ -99,5 +103,75 @@ func TestRedTeamReaperLostDeleteAnswerIsNotAlreadyGone(t *testing.T) {
 	if n != len(ids) || outcomes["already_gone"] != 0 {
 		t.Skipf("red team: this reaper deleted all %d tokens (each first DELETE answered 502 by a gateway, retried, 404), "+
 			"but Reap counts %d reaped and the audit records %v", len(ids), n, outcomes)
+	}
+}
+
+// Red team: Redis pauses (SIGSTOP) for a moment. Replica A's tick finds
+// the store unreachable and starts a pass without the lease, which nothing
+// stops: Redis comes back, replica B takes the lease and reaps, and A goes
+// on deleting beside it to the end of its pass. reliability.md bounds the
+// tokens deleted twice by the reap concurrency (here 1); the binary with
+// three replicas and a 2.2 s Redis pause deleted 428 of 500 tokens twice.
+func TestRedTeamLeaselessPassRunsBesideTheHolder(t *testing.T) {
+	bin, ok := redistest.Binary()
+	if !ok {
+		t.Skip(redistest.InstallHint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rsrv, err := redistest.Start(ctx, bin, redistest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(rsrv.PID(), syscall.SIGCONT); rsrv.Close() })
+	e := newEnv(t, envOptions{emulator: emulator.Config{Latency: 10 * time.Millisecond}})
+	const n = 60
+	seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
+	newStore := func() store.Store {
+		s, err := store.NewRedis(store.RedisConfig{URL: rsrv.URL(), Now: e.clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a := newReapReplica(t, e, "A", replicaOptions{store: newStore(), reapConc: 1})
+	b := newReapReplica(t, e, "B", replicaOptions{store: newStore(), reapConc: 1})
+
+	if err := syscall.Kill(rsrv.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan bool)
+	go func() { aDone <- a.tick(t) }()
+	for !strings.Contains(a.logs.String(), "reaping without it") {
+		select {
+		case <-ctx.Done():
+			t.Fatal("A never started a pass without the lease")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := syscall.Kill(rsrv.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	b.tick(t)
+	<-aDone
+	if strings.Contains(b.logs.String(), "reaping without it") {
+		t.Fatal("B did not take the lease: Redis was not back for its tick")
+	}
+
+	count := func(r *reapReplica, outcome string) int {
+		c := 0
+		for _, rec := range reapRecords(r.logs) {
+			if rec["outcome"] == outcome {
+				c++
+			}
+		}
+		return c
+	}
+	twice := count(a, "already_gone") + count(b, "already_gone")
+	if twice > 1 {
+		t.Skipf("red team: after a Redis pause, A reaped without the lease while B held it: "+
+			"%d of %d tokens deleted twice (A deleted %d, B %d; bound claimed: the reap concurrency, 1)",
+			twice, n, count(a, "deleted"), count(b, "deleted"))
 	}
 }
