@@ -1,0 +1,244 @@
+package broker_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/redistest"
+	"github.com/astro-sts/astro-sts/internal/store"
+	"github.com/astro-sts/astro-sts/internal/syncbuf"
+)
+
+// Red team: a gateway in front of Astro loses the answer of the first
+// DELETE of each token (Astro deleted it; the client gets a 502, as the
+// emulator's LoseAnswers does, here for deletes only so that the listing
+// works). The client retries, Astro answers 404, and the reaper records
+// the token it deleted itself as "already_gone" and does not count it as
+// reaped: the audit says another party deleted it.
+func TestRedTeamReaperLostDeleteAnswerIsNotAlreadyGone(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	ids := seedMarked(t, e, 3, e.clock.Now().Add(-time.Minute))
+
+	target, err := url.Parse(e.emuURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	lost := map[string]bool{}
+	gw := httputil.NewSingleHostReverseProxy(target)
+	gw.ModifyResponse = func(r *http.Response) error {
+		if r.Request.Method != http.MethodDelete || r.StatusCode != http.StatusNoContent {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if lost[r.Request.URL.Path] {
+			return nil
+		}
+		lost[r.Request.URL.Path] = true
+		r.StatusCode, r.Status = http.StatusBadGateway, "502 Bad Gateway"
+		r.Body = io.NopCloser(strings.NewReader(`{"statusCode":502,"message":"answer lost"}`))
+		r.ContentLength = -1
+		r.Header.Del("Content-Length")
+		r.Header.Set("Content-Type", "application/json")
+		return nil
+	}
+	gsrv := httptest.NewServer(gw)
+	t.Cleanup(gsrv.Close)
+
+	ac, err := astro.New(astro.Config{
+		BaseURL: gsrv.URL, Token: e.emu.OrganizationToken(),
+		BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, MaxAttempts: 2,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs := &syncbuf.Buffer{}
+	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	policies, err := policy.NewStore(e.policy, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := idtoken.New(idtoken.Config{Issuers: []string{e.iss.URL()}, Audience: audience, Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := broker.New(broker.Config{
+		Astro: ac, OrganizationID: e.emu.OrganizationID(), Verifier: v, Store: memStore(10, e.clock.Now),
+		Policies: policies, Logger: logger, Now: e.clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := b.Reap(context.Background())
+	if err != nil {
+		t.Fatalf("Reap: %v", err)
+	}
+	for _, tok := range e.emu.Tokens() {
+		for _, id := range ids {
+			if tok.ID == id {
+				t.Fatalf("token %s still in Astro", id)
+			}
+		}
+	}
+	outcomes := map[string]int{}
+	for _, rec := range reapRecords(logs) {
+		outcomes[rec["outcome"].(string)]++
+	}
+	if n != len(ids) || outcomes["already_gone"] != 0 {
+		t.Skipf("red team: this reaper deleted all %d tokens (each first DELETE answered 502 by a gateway, retried, 404), "+
+			"but Reap counts %d reaped and the audit records %v", len(ids), n, outcomes)
+	}
+}
+
+// Red team: Redis pauses (SIGSTOP) for a moment. Replica A's tick finds
+// the store unreachable and starts a pass without the lease, which nothing
+// stops: Redis comes back, replica B takes the lease and reaps, and A goes
+// on deleting beside it to the end of its pass. reliability.md bounds the
+// tokens deleted twice by the reap concurrency (here 1); the binary with
+// three replicas and a 2.2 s Redis pause deleted 428 of 500 tokens twice.
+func TestRedTeamLeaselessPassRunsBesideTheHolder(t *testing.T) {
+	bin, ok := redistest.Binary()
+	if !ok {
+		t.Skip(redistest.InstallHint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rsrv, err := redistest.Start(ctx, bin, redistest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(rsrv.PID(), syscall.SIGCONT); rsrv.Close() })
+	e := newEnv(t, envOptions{emulator: emulator.Config{Latency: 10 * time.Millisecond}})
+	const n = 60
+	seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
+	newStore := func() store.Store {
+		s, err := store.NewRedis(store.RedisConfig{URL: rsrv.URL(), Now: e.clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a := newReapReplica(t, e, "A", replicaOptions{store: newStore(), reapConc: 1})
+	b := newReapReplica(t, e, "B", replicaOptions{store: newStore(), reapConc: 1})
+
+	if err := syscall.Kill(rsrv.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan bool)
+	go func() { aDone <- a.tick(t) }()
+	for !strings.Contains(a.logs.String(), "reaping without it") {
+		select {
+		case <-ctx.Done():
+			t.Fatal("A never started a pass without the lease")
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	if err := syscall.Kill(rsrv.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	b.tick(t)
+	<-aDone
+	if strings.Contains(b.logs.String(), "reaping without it") {
+		t.Fatal("B did not take the lease: Redis was not back for its tick")
+	}
+
+	count := func(r *reapReplica, outcome string) int {
+		c := 0
+		for _, rec := range reapRecords(r.logs) {
+			if rec["outcome"] == outcome {
+				c++
+			}
+		}
+		return c
+	}
+	twice := count(a, "already_gone") + count(b, "already_gone")
+	if twice > 1 {
+		t.Skipf("red team: after a Redis pause, A reaped without the lease while B held it: "+
+			"%d of %d tokens deleted twice (A deleted %d, B %d; bound claimed: the reap concurrency, 1)",
+			twice, n, count(a, "deleted"), count(b, "deleted"))
+	}
+}
+
+// Red team: Redis loses the lease key while the holder A is mid-pass (a
+// restart without persistence, a failover to a replica that had not got
+// the key; here FLUSHALL). B takes the lease at its next tick, and A,
+// which only renews every half interval, goes on deleting until then: two
+// holders at once, each deleting the same tokens. The binary, at a 10 s
+// interval with a Redis restart, deleted 80 and 88 of 800 tokens twice,
+// with lease_held 1 on both replicas for about 2 s.
+func TestRedTeamLeaseLostInRedisLeavesTwoHolders(t *testing.T) {
+	bin, ok := redistest.Binary()
+	if !ok {
+		t.Skip(redistest.InstallHint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rsrv, err := redistest.Start(ctx, bin, redistest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rsrv.Close() })
+	e := newEnv(t, envOptions{emulator: emulator.Config{Latency: 10 * time.Millisecond}})
+	const n = 100
+	seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
+	newStore := func() store.Store {
+		s, err := store.NewRedis(store.RedisConfig{URL: rsrv.URL(), Now: e.clock.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	a := newReapReplica(t, e, "A", replicaOptions{store: newStore(), reapConc: 1})
+	b := newReapReplica(t, e, "B", replicaOptions{store: newStore(), reapConc: 1})
+
+	aDone := make(chan bool)
+	go func() { aDone <- a.tick(t) }()
+	for len(reapRecords(a.logs)) < 4 {
+		select {
+		case <-ctx.Done():
+			t.Fatal("A never started deleting")
+		case <-time.After(2 * time.Millisecond):
+		}
+	}
+	if err := rsrv.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b.tick(t)
+	<-aDone
+	if strings.Contains(a.logs.String(), "reaping without it") || strings.Contains(b.logs.String(), "reaping without it") {
+		t.Fatal("a replica reaped without the lease: not the case under test")
+	}
+	count := func(r *reapReplica, outcome string) int {
+		c := 0
+		for _, rec := range reapRecords(r.logs) {
+			if rec["outcome"] == outcome {
+				c++
+			}
+		}
+		return c
+	}
+	twice := count(a, "already_gone") + count(b, "already_gone")
+	if twice > 1 {
+		t.Skipf("red team: the lease key lost in Redis mid-pass: A went on deleting until its next renewal while B held the lease: "+
+			"%d of %d tokens deleted twice (A deleted %d, B %d; lease %s, renewed every %s; bound claimed: the reap concurrency, 1)",
+			twice, n, count(a, "deleted"), count(b, "deleted"), leaseTTL, leaseTTL/2)
+	}
+}
