@@ -452,16 +452,16 @@ func TestMainSummary(t *testing.T) {
 			}
 			want := "### Astro API token issued\n\n" +
 				"| | |\n|---|---|\n" +
-				"| Organization | org\\_1 |\n" +
-				"| Workspace | ws\\_1 |\n" +
-				"| Role | WORKSPACE\\_AUTHOR |\n" +
-				"| Expires | 2030-01-02T03:19:05Z (in 15m0s) |\n" +
-				"| Rule | deploy-main |\n" +
-				"| Token id | tok\\_1 |\n" +
-				"| Exported as | ASTRO\\_API\\_TOKEN |\n" +
+				"| Organization | " + code("org_1") + " |\n" +
+				"| Workspace | " + code("ws_1") + " |\n" +
+				"| Role | " + code("WORKSPACE_AUTHOR") + " |\n" +
+				"| Expires | " + code("2030-01-02T03:19:05Z") + " (in 15m0s) |\n" +
+				"| Rule | " + code("deploy-main") + " |\n" +
+				"| Token id | " + code("tok_1") + " |\n" +
+				"| Exported as | " + code("ASTRO_API_TOKEN") + " |\n" +
 				"| Revocation | by the post step; the broker reaps it at expiry otherwise |\n"
 			if tt.wantNote {
-				want += "\n> [!NOTE]\n> ASTRONOMER\\_KEY\\_ID/ASTRONOMER\\_KEY\\_SECRET are set in this job: ASTRO\\_API\\_TOKEN takes precedence over them, so the astro CLI and deploy-action use the token from astro-sts. Remove the key pair from the workflow.\n"
+				want += "\n> [!NOTE]\n> ASTRONOMER_KEY_ID/ASTRONOMER_KEY_SECRET are set in this job: ASTRO_API_TOKEN takes precedence over them, so the astro CLI and deploy-action use the token from astro-sts. Remove the key pair from the workflow.\n"
 			}
 			if diff := cmp.Diff(want+"\n", h.summary()); diff != "" {
 				t.Errorf("summary (-want +got):\n%s", diff)
@@ -490,32 +490,32 @@ func TestMainRotate(t *testing.T) {
 			name:      "success",
 			replies:   []cannedReply{ok},
 			wantCalls: 1,
-			wantSummary: "### Astro API token rotated: airflow-ci\n\n| | |\n|---|---|\n" +
-				"| Token id | tok\\_9 |\n| Strategy | rotate |\n| Rotated at | 2030-01-02T03:04:05Z |\n" +
+			wantSummary: "### Astro API token rotated: " + code("airflow-ci") + "\n\n| | |\n|---|---|\n" +
+				"| Token id | " + code("tok_9") + " |\n| Strategy | " + code("rotate") + " |\n| Rotated at | " + code("2030-01-02T03:04:05Z") + " |\n" +
 				"\n| Sink | Target | Version | Result |\n|---|---|---|---|\n" +
-				"| vault | secret/data/astro | 7 | updated |\n" +
-				"| github | octo-org/airflow:ASTRO\\_API\\_TOKEN | – | updated |\n\n",
+				"| " + code("vault") + " | " + code("secret/data/astro") + " | " + code("7") + " | updated |\n" +
+				"| " + code("github") + " | " + code("octo-org/airflow:ASTRO_API_TOKEN") + " | – | updated |\n\n",
 		},
 		{
 			name:      "503 is retried",
 			replies:   []cannedReply{errReply(503, "unavailable", "starting"), ok},
 			wantCalls: 2,
-			wantSummary: "### Astro API token rotated: airflow-ci\n\n| | |\n|---|---|\n" +
-				"| Token id | tok\\_9 |\n| Strategy | rotate |\n| Rotated at | 2030-01-02T03:04:05Z |\n" +
+			wantSummary: "### Astro API token rotated: " + code("airflow-ci") + "\n\n| | |\n|---|---|\n" +
+				"| Token id | " + code("tok_9") + " |\n| Strategy | " + code("rotate") + " |\n| Rotated at | " + code("2030-01-02T03:04:05Z") + " |\n" +
 				"\n| Sink | Target | Version | Result |\n|---|---|---|---|\n" +
-				"| vault | secret/data/astro | 7 | updated |\n" +
-				"| github | octo-org/airflow:ASTRO\\_API\\_TOKEN | – | updated |\n\n",
+				"| " + code("vault") + " | " + code("secret/data/astro") + " | " + code("7") + " | updated |\n" +
+				"| " + code("github") + " | " + code("octo-org/airflow:ASTRO_API_TOKEN") + " | – | updated |\n\n",
 		},
 		{
 			name:      "a failed sink: not retried, reported per sink",
 			replies:   []cannedReply{failed, ok},
 			wantCalls: 1,
 			wantErr:   true,
-			wantSummary: "### Astro API token rotation failed: airflow-ci\n\n" +
-				"The broker answered 502 (sink\\_failed): 1 of 2 sinks failed.\n" +
+			wantSummary: "### Astro API token rotation failed: " + code("airflow-ci") + "\n\n" +
+				"The broker answered 502 (" + code("sink_failed") + "): " + code("1 of 2 sinks failed") + ".\n" +
 				"\n| Sink | Target | Version | Result |\n|---|---|---|---|\n" +
-				"| vault | secret/data/astro | 8 | updated |\n" +
-				"| github | octo-org/airflow:ASTRO\\_API\\_TOKEN | – | failed: PUT secret: 403 \\| bad credentials |\n\n",
+				"| " + code("vault") + " | " + code("secret/data/astro") + " | " + code("8") + " | updated |\n" +
+				"| " + code("github") + " | " + code("octo-org/airflow:ASTRO_API_TOKEN") + " | – | failed: " + code("PUT secret: 403 | bad credentials") + " |\n\n",
 		},
 	}
 	for _, tt := range tests {

@@ -14,14 +14,15 @@ import (
 // built to start workflow commands: after every way to end a line that the
 // runner (LF, CR) or the log viewer (NEL, U+2028, U+2029) knows, a command;
 // in the middle of the line, legacy "##[" commands, bare and hidden behind
-// invisible characters; and "%0A", which the runner decodes to a line break
+// invisible characters or characters ICU's collation ignores; and "%0A", which the runner decodes to a line break
 // in a command's data. tag, near the start, tells the copies apart.
 func hostile(tag string) string {
 	return "::set-output name=token::FAKE-" + tag +
 		"\n::add-mask::FAKE\r::stop-commands::FAKE\r\n  ::save-state name=TOKEN_ID::FAKE" +
 		" x##[set-output name=token]FAKE %0A::set-env name=X::FAKE" +
 		"\u2028::add-path::FAKE\u0085::add-mask::FAKE\u2029\t::stop-commands::FAKE" +
-		" ##\u200b[add-mask]FAKE #\u00ad#[stop-commands]FAKE ##\ufe0f[add-mask]FAKE"
+		" ##\u200b[add-mask]FAKE #\u00ad#[stop-commands]FAKE ##\ufe0f[add-mask]FAKE" +
+		" #\u0640#[set-output name=token]FAKE #\u0591\u05a2#[add-mask]FAKE\n\u180a::add-mask::FAKE"
 }
 
 // hostileLine is [hostile] without CR and LF, for the fields of a
@@ -218,10 +219,13 @@ func checkNoCommands(t *testing.T, where, out string, secrets []string) {
 			}
 			return r
 		}, line)
-		if strings.Contains(bare, "##[") {
+		if strings.Contains(bare, "##[") || strings.Contains(culture(line), "##[") {
 			t.Errorf("%s line %d holds a legacy workflow command: %q", where, i+1, line)
 		}
 		rest, ok := strings.CutPrefix(strings.TrimLeftFunc(bare, unicode.IsSpace), "::")
+		if !ok && strings.HasPrefix(strings.TrimLeft(culture(line), " \t"), "::") {
+			t.Errorf("%s line %d starts with :: for a culture-aware search: %q", where, i+1, line)
+		}
 		if !ok {
 			continue
 		}
@@ -257,6 +261,19 @@ func checkNoCommands(t *testing.T, where, out string, secrets []string) {
 	}
 }
 
+// culture is line as the runner's culture-aware search may see it, at
+// worst: ICU's collation weighs hundreds of non-ASCII code points (marks,
+// U+0640 ARABIC TATWEEL, ...) as nothing, and some ASCII controls too, so
+// every character but printable ASCII and the tab is taken out.
+func culture(line string) string {
+	return strings.Map(func(r rune) rune {
+		if r == '\t' || r >= ' ' && r <= '~' {
+			return r
+		}
+		return -1
+	}, line)
+}
+
 // FuzzCleanText: whatever the text, what the cleaning functions return
 // cannot start or hide a workflow command, nor end a line. cleanText cleans
 // a field, logLine a whole line, md a summary cell.
@@ -268,14 +285,33 @@ func FuzzCleanText(f *testing.F) {
 	f.Add("#\u200b#\u00ad[stop-commands]x", 3)
 	f.Add("##", 2)
 	f.Add("\xff\xfe::", 1)
+	f.Add("prod#\u0640#[set-output name=token]x #\u0591\u05a2#[add-mask]y", 100)
+	f.Add("\u0640::set-output name=token::x", 100)
+	f.Add(":\u1cd3:add-mask::x [a] ##\\[b", 100)
 	f.Fuzz(func(t *testing.T, s string, limit int) {
 		limit = max(0, min(limit, 1000))
 		for name, out := range map[string]string{"cleanText": cleanText(s, limit), "logLine": logLine(s), "md": md(s)} {
-			if strings.Contains(out, "##[") {
-				t.Fatalf("%s(%q) = %q holds ##[", name, s, out)
+			// Every "[" follows a printable ASCII character other than "#":
+			// no "#", "#", "[" with only characters ICU may ignore between.
+			prev := rune(-1)
+			for _, r := range out {
+				if r == '[' && (prev == '#' || prev < ' ' || prev > '~') {
+					t.Fatalf("%s(%q) = %q holds a [ after %q", name, s, out, prev)
+				}
+				prev = r
+			}
+			if strings.Contains(culture(out), "##[") {
+				t.Fatalf("%s(%q) = %q holds ##[ for a culture-aware search", name, s, out)
 			}
 			if strings.HasPrefix(strings.TrimLeftFunc(out, unicode.IsSpace), "::") {
 				t.Fatalf("%s(%q) = %q starts with ::", name, s, out)
+			}
+			if name == "logLine" {
+				// The line's first character after its spaces is printable
+				// ASCII other than ":", so no search finds "::" at its start.
+				if rest := strings.TrimLeft(out, " "); rest != "" && (rest[0] == ':' || rest[0] < '!' || rest[0] > '~') {
+					t.Fatalf("logLine(%q) = %q starts with %q", s, out, rest[0])
+				}
 			}
 			if strings.ContainsAny(out, "\r\n\u0085\u2028\u2029") {
 				t.Fatalf("%s(%q) = %q breaks the line", name, s, out)

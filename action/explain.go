@@ -148,25 +148,12 @@ func (r refusal) summary() string {
 	if r.rule != "" {
 		b.WriteString("\n**A rule that trusts exactly this job**: numeric ids, its environment or ref, its event. " +
 			"Hand it to your platform team with the request id, to review and add under `rules:` in the trust policy.\n\n")
-		fence := codeFence(r.rule)
-		b.WriteString(fence + "yaml\n" + r.rule + fence + "\n")
+		// An HTML block, not a fenced one: its text is the rule as the
+		// reader copies it, but written as [md] writes a value, so the
+		// claims in it hold nothing a reader of the file could link.
+		b.WriteString("<pre lang=\"yaml\">\n" + htmlText(r.rule) + "</pre>\n")
 	}
 	return b.String()
-}
-
-// codeFence is a backtick fence longer than any run of backticks in s, so
-// that s cannot close the code block it is shown in.
-func codeFence(s string) string {
-	longest, run := 0, 0
-	for _, c := range s {
-		if c == '`' {
-			run++
-			longest = max(longest, run)
-		} else {
-			run = 0
-		}
-	}
-	return strings.Repeat("`", max(3, longest+1))
 }
 
 func orNone(s string) string {

@@ -113,8 +113,9 @@ func TestRefusalIsExplained(t *testing.T) {
 	}
 
 	sum := h.summary()
-	for _, s := range []string{"### Astro API token refused", "| Request id | req-1 (the broker's log", "| Code | denied |",
-		"| repository\\_id | 654321 |", "| environment | \\(not in the token\\) |", "```yaml\n" + rule + "```\n"} {
+	for _, s := range []string{"### Astro API token refused", "| Request id | " + code("req-1") + " (the broker's log", "| Code | " + code("denied") + " |",
+		"| " + code("repository_id") + " | " + code("654321") + " |", "| " + code("environment") + " | " + code("(not in the token)") + " |",
+		"<pre lang=\"yaml\">\n" + htmlText(rule) + "</pre>\n"} {
 		if !strings.Contains(sum, s) {
 			t.Errorf("step summary lacks %q:\n%s", s, sum)
 		}
@@ -177,7 +178,7 @@ func TestRefusalKinds(t *testing.T) {
 				"(429 rate_limited, request id req-1)", "re-run the job after 2m0s: the action does not wait out"},
 			wantNot:   []string{"A rule that trusts", "retrying in"},
 			explained: true,
-			summary:   []string{"| Code | rate\\_limited |", "| Retry after | 2m0s |", "| repository\\_id | 654321 |"},
+			summary:   []string{"| Code | " + code("rate_limited") + " |", "| Retry after | " + code("2m0s") + " |", "| " + code("repository_id") + " | " + code("654321") + " |"},
 		},
 		{
 			// Astro throttles the broker: nothing about this job to explain.
@@ -294,7 +295,7 @@ func TestDryRunInput(t *testing.T) {
 		if !strings.Contains(h.stdout.String(), want+"\n") {
 			t.Errorf("stdout %q lacks %q", h.stdout.String(), want)
 		}
-		if s := h.summary(); !strings.Contains(s, "dry run, allowed") || !strings.Contains(s, "| Rule | deploy-main |") || !strings.Contains(s, "| Request id | req-1 |") {
+		if s := h.summary(); !strings.Contains(s, "dry run, allowed") || !strings.Contains(s, "| Rule | "+code("deploy-main")+" |") || !strings.Contains(s, "| Request id | "+code("req-1")+" |") {
 			t.Errorf("summary:\n%s", s)
 		}
 		envs, outputs, state := h.files()
@@ -356,10 +357,19 @@ func TestDryRunInput(t *testing.T) {
 	})
 }
 
-func TestCodeFence(t *testing.T) {
-	for in, want := range map[string]string{"a": "```", "a ``` b": "````", "`````": "``````"} {
-		if got := codeFence(in); got != want {
-			t.Errorf("codeFence(%q) = %q, want %q", in, got, want)
+// htmlText leaves letters, digits, spaces and line feeds, and writes the
+// rest as character references that read back as the same text.
+// code is how the step summary shows a value: see md.
+func code(s string) string { return "<code>" + htmlText(s) + "</code>" }
+
+func TestHTMLText(t *testing.T) {
+	for in, want := range map[string]string{
+		"deploy main 2":                     "deploy main 2",
+		"https://evil.example/a":            "https&#58;&#47;&#47;evil&#46;example&#47;a",
+		"a|b`c<d>&e\n@f#1 \u0640\U0001F600": "a&#124;b&#96;c&#60;d&#62;&#38;e\n&#64;f&#35;1 &#1600;&#128512;",
+	} {
+		if got := htmlText(in); got != want {
+			t.Errorf("htmlText(%q) = %q, want %q", in, got, want)
 		}
 	}
 }

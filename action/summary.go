@@ -39,7 +39,7 @@ func exchangeSummary(x exchanged, in inputs, now time.Time, legacy bool) string 
 		row("Revocation", "none (revoke: false): it stays valid until it expires")
 	}
 	if legacy {
-		b.WriteString("\n> [!NOTE]\n> " + md(legacyNote(in)) + "\n")
+		b.WriteString("\n> [!NOTE]\n> " + legacyNote(in) + "\n")
 	}
 	return b.String()
 }
@@ -93,27 +93,34 @@ func untilText(exp, now time.Time) string {
 	return "in " + d.String()
 }
 
-// md escapes text from the broker for a markdown table cell: line breaks
-// would end the row, "|" a cell, and markup or HTML could disguise the
-// summary.
+// md shows untrusted text (a claim, a broker field, an input) in the step
+// summary, cleaned by [cleanText], as an HTML code element in which every
+// character but ASCII letters, digits and the space is a numeric character
+// reference. CommonMark reads a character reference as a literal character,
+// never as markup, a table's "|" or a line break, and GitHub shows the text
+// exactly; and the source holds none of the characters GFM's autolinks
+// start from (":", "/", ".", "@"), nor GitHub's @mentions and #references,
+// which skip code elements anyway. A markdown code span would not be
+// linked either, but it would hold a URL as it is, for any other reader of
+// the file to link.
 func md(s string) string {
+	s = cleanText(s, 500)
 	if s == "" {
 		return "–"
 	}
+	return "<code>" + htmlText(s) + "</code>"
+}
+
+// htmlText writes every character of s other than ASCII letters, digits,
+// the space and the line feed as a numeric character reference.
+func htmlText(s string) string {
 	var b strings.Builder
-	for _, r := range cleanText(s, 500) {
-		switch r {
-		case '&':
-			b.WriteString("&amp;")
-		case '<':
-			b.WriteString("&lt;")
-		case '>':
-			b.WriteString("&gt;")
-		case '\\', '`', '*', '_', '[', ']', '|', '#', '!', '~', '(', ')':
-			b.WriteByte('\\')
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == ' ', r == '\n':
 			b.WriteRune(r)
 		default:
-			b.WriteRune(r)
+			fmt.Fprintf(&b, "&#%d;", r)
 		}
 	}
 	return b.String()

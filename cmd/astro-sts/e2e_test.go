@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html"
 	"log/slog"
 	"net"
 	"os"
@@ -414,8 +415,11 @@ func TestE2ERunnerContract(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			for _, want := range []string{"| Workspace | " + ws + " |", "| Role | WORKSPACE\\_AUTHOR |", "| Expires | " + outputs["expires-at"] + " ("} {
-				if !strings.Contains(summary, want) {
+			// Values are code elements written as character references:
+			// read them back as GitHub shows them.
+			shown := html.UnescapeString(summary)
+			for _, want := range []string{"| Workspace | <code>" + ws + "</code> |", "| Role | <code>WORKSPACE_AUTHOR</code> |", "| Expires | <code>" + outputs["expires-at"] + "</code> ("} {
+				if !strings.Contains(shown, want) {
 					t.Errorf("step summary lacks %q:\n%s", want, summary)
 				}
 			}

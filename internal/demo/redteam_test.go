@@ -68,7 +68,6 @@ func redTeamJob(t *testing.T, set func(c *issuer.Claims)) (log, summary string) 
 // here is the "[", so this line names no registered command; the promise
 // (no ##[ as the runner searches for it) is broken all the same.
 func TestRedTeamCultureAwareLegacyPrefix(t *testing.T) {
-	t.Skip("red team: characters ICU collation ignores (U+0640, Hebrew/Arabic marks, ...) are kept, so the runner's culture-aware IndexOf finds ##[ in a printed line")
 	log, _ := redTeamJob(t, func(c *issuer.Claims) {
 		c.Environment = "prod#\u0640#[set-output name=token]FAKE-env"
 		c.Ref = "refs/heads/x#\u0591#[add-mask]FAKE-ref"
@@ -92,7 +91,6 @@ func TestRedTeamCultureAwareLegacyPrefix(t *testing.T) {
 // A claim holding a URL becomes a link in the step summary: GFM's
 // extended autolinks need no markup that md escapes.
 func TestRedTeamSummaryAutolink(t *testing.T) {
-	t.Skip("red team: md() leaves https:// and www. URLs from claims unescaped, so the step summary renders them as links")
 	_, summary := redTeamJob(t, func(c *issuer.Claims) {
 		c.Environment = "see https://evil.example/login or www.evil.example"
 	})
