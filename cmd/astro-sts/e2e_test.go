@@ -332,7 +332,10 @@ func (w *e2eWorld) tokenStatus(value, workspaceID string) (int, []astro.Token) {
 func (w *e2eWorld) mintedFor(c issuer.Claims) []string {
 	var ids []string
 	for _, tok := range w.emu.Tokens() {
-		if strings.HasSuffix(tok.Name, " run "+c.RunID+"/"+c.RunAttempt) {
+		// The name ends with the run, or with the run and the job's check
+		// run where the ID token carries one.
+		run := " run " + c.RunID + "/" + c.RunAttempt
+		if strings.HasSuffix(tok.Name, run) || strings.Contains(tok.Name, run+" job ") {
 			ids = append(ids, tok.ID)
 		}
 	}
