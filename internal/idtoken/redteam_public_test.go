@@ -1,0 +1,76 @@
+package idtoken_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/astro-sts/astro-sts/internal/fakeclock"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/issuer"
+)
+
+// TestRedTeamDiscoveryFailureBackOff: a trusted issuer whose discovery
+// answers 500 (GitHub having a bad minute) must cost at most one discovery
+// fetch per refresh interval, however many anonymous tokens name it, as a
+// JWKS failure does. The clock does not move, so every fetch after the
+// first is one too many.
+func TestRedTeamDiscoveryFailureBackOff(t *testing.T) {
+	clk := fakeclock.New(t0)
+	var hits atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		hits.Add(1)
+		http.Error(w, "boom", http.StatusInternalServerError)
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+
+	v := newVerifier(t, clk.Now, http.DefaultTransport, url)
+	const tokens = 50
+	for i := range tokens {
+		_, err := v.Verify(context.Background(), forged(url, fmt.Sprintf("kid-%d", i)))
+		if !errors.Is(err, idtoken.ErrIssuerUnavailable) {
+			t.Fatalf("token %d: %v, want ErrIssuerUnavailable", i, err)
+		}
+	}
+	if n := hits.Load(); n > 1 {
+		t.Skipf("red team: a failing discovery is not backed off: %d tokens within one refresh interval cost %d discovery fetches, want at most 1", tokens, n)
+	}
+}
+
+// TestRedTeamRandomKidsPinRefresh: an attacker who sends one token with a
+// made-up kid every refresh interval keeps the JWKS "recently fetched", so
+// a genuine token signed with a key the issuer has just rotated in is
+// refused as a bad signature (401, which the action does not retry) until
+// the interval runs out, where without the attacker it would have been
+// accepted at once.
+func TestRedTeamRandomKidsPinRefresh(t *testing.T) {
+	clk := fakeclock.New(t0)
+	a := startIssuer(t, clk.Now)
+	b := startIssuer(t, clk.Now)
+	f := startRotating(t, a)
+	v := newVerifier(t, clk.Now, http.DefaultTransport, f.url)
+	if _, err := v.Verify(context.Background(), mint(t, a, issuer.Claims{Issuer: f.url})); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(11 * time.Second) // past the refresh interval: the next unknown kid may fetch
+	_, _ = v.Verify(context.Background(), forged(f.url, "attacker-kid"))
+	f.rotate(a, b) // the issuer publishes b and signs with it
+	_, err := v.Verify(context.Background(), mint(t, b, issuer.Claims{Issuer: f.url}))
+	if errors.Is(err, idtoken.ErrBadSignature) {
+		t.Skipf("red team: one made-up kid just before a key rotation makes genuine tokens of the new key fail as bad signatures for up to the refresh interval: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
