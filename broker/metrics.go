@@ -104,6 +104,12 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 			Name: "astro_sts_reaper_lease_held", Help: "1 while this replica holds the reaper's lease (always, without a shared store).",
 		}),
 	}
+	// The reaper's outcomes are known in advance: each series exists from
+	// the start, at 0, so that a rate over it means something before the
+	// first reap and the dashboard and alerts find it.
+	for _, outcome := range []string{reapDeleted, reapGone} {
+		m.reaped.WithLabelValues(outcome)
+	}
 	for _, c := range []prometheus.Collector{
 		m.exchanges, m.exchangeLatency, m.revokes, m.rotations, m.upstream, m.upstreamLatency, m.reaped, m.reapErrors, m.rateLimited, m.storeErrors, m.leaseHeld,
 		m.upstreamInFlight, m.upstreamWait, m.upstreamQueued, m.reapFailedCalls, m.reapDuration, m.reapExpired, m.reapOverdue, m.reapSkipped, m.undelivered,
