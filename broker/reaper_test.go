@@ -95,7 +95,7 @@ func markedLeft(e *testEnv) int {
 	return n
 }
 
-// The goal of issue 9: with 200 ms per Astro call and 3,000 expired tokens
+// The reaper's bound: with 200 ms per Astro call and 3,000 expired tokens
 // (mixed with live ones, on several pages), the reaper deletes every one in
 // its first pass, with the bounded concurrency it was given, and goes on
 // reaping afterwards. The old reaper, whose pass had a deadline of one

@@ -1,6 +1,6 @@
 package main
 
-// The soak test of issue 9 ("no token outlives its deadline"): the real
+// The soak test of the promise "no token outlives its deadline": the real
 // broker binary as a subprocess (so that SIGKILL is real), the Astro
 // emulator with faults and latency and the OIDC issuer in the test, all on
 // loopback. Many simulated jobs exchange and revoke, 10% never run their
