@@ -15,6 +15,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/store"
 )
 
@@ -162,9 +163,9 @@ func TestSlowCreateIsFoundAndDeleted(t *testing.T) {
 	if status != http.StatusServiceUnavailable {
 		t.Fatalf("exchange with a slow Astro: %d %s, want 503", status, b)
 	}
-	var eb broker.ErrorBody
-	if err := json.Unmarshal(b, &eb); err != nil || eb.Error != broker.CodeUpstreamUnavailable || eb.Reason != broker.ReasonTimeout {
-		t.Errorf("answer %s: want %s/%s", b, broker.CodeUpstreamUnavailable, broker.ReasonTimeout)
+	var eb brokerapi.ErrorBody
+	if err := json.Unmarshal(b, &eb); err != nil || eb.Error != brokerapi.CodeUpstreamUnavailable || eb.Reason != brokerapi.ReasonTimeout {
+		t.Errorf("answer %s: want %s/%s", b, brokerapi.CodeUpstreamUnavailable, brokerapi.ReasonTimeout)
 	}
 	if err := e.broker.Drain(context.Background()); err != nil {
 		t.Fatal(err)

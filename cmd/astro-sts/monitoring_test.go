@@ -27,7 +27,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/redistest"
@@ -82,7 +82,7 @@ func TestMonitoringNamesServedMetrics(t *testing.T) {
 	if st != http.StatusOK {
 		t.Fatalf("exchange: %d %s", st, body)
 	}
-	var er broker.ExchangeResponse
+	var er brokerapi.ExchangeResponse
 	if err := json.Unmarshal(body, &er); err != nil {
 		t.Fatal(err)
 	}

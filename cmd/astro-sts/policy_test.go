@@ -19,7 +19,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 )
 
 const policyCheckYAML = `
@@ -393,7 +393,7 @@ func waitServing(t *testing.T, url string) {
 
 // postExchange sends an exchange and returns the status and, for an error,
 // the error body.
-func postExchange(t *testing.T, brokerURL, idToken, body string) (int, broker.ErrorBody) {
+func postExchange(t *testing.T, brokerURL, idToken, body string) (int, brokerapi.ErrorBody) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, brokerURL+"/v1/exchange", strings.NewReader(body))
 	if err != nil {
@@ -405,7 +405,7 @@ func postExchange(t *testing.T, brokerURL, idToken, body string) (int, broker.Er
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var eb broker.ErrorBody
+	var eb brokerapi.ErrorBody
 	if resp.StatusCode != http.StatusOK {
 		if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil {
 			t.Fatalf("%d: the error body: %v", resp.StatusCode, err)

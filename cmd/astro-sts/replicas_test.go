@@ -30,6 +30,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/redistest"
@@ -137,7 +138,7 @@ func TestReplicas(t *testing.T) {
 			t.Fatalf("first use on %s: %d %s", a.name, st, code)
 		}
 		for _, r := range []*replica{b, c} {
-			if st, code, _ := w.exchange(r, tok); st != http.StatusUnauthorized || code != broker.CodeTokenInvalid {
+			if st, code, _ := w.exchange(r, tok); st != http.StatusUnauthorized || code != brokerapi.CodeTokenInvalid {
 				t.Errorf("replay on %s: %d %s, want 401", r.name, st, code)
 			}
 		}
@@ -302,7 +303,7 @@ func (w *replicaWorld) redisOutage() outcome {
 				res.status, body, res.retryAfter = w.post(r, "/v1/exchange", tok, "")
 				res.end = time.Now()
 				if res.status == http.StatusOK {
-					var er broker.ExchangeResponse
+					var er brokerapi.ExchangeResponse
 					if err := json.Unmarshal(body, &er); err != nil {
 						t.Error(err)
 					}
