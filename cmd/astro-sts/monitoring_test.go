@@ -2,7 +2,7 @@ package main
 
 // The alerting rules, their unit tests' input series and the Grafana
 // dashboard (deploy/prometheus, deploy/grafana) against a real broker's
-// /metrics: the astro-sts binary TestMain built, with Redis, the emulator
+// /metrics: the astro-sts binary the tests build, with Redis, the emulator
 // and an OIDC issuer, driven until every metric they name has a series.
 // A rule or panel over a metric the broker does not serve, or over a label
 // it does not carry, never fires or stays empty without any error:
@@ -31,6 +31,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/redistest"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -250,21 +251,16 @@ func newMonitoringWorld(t *testing.T, redisBin string) (*replicaWorld, *faultyAs
 // waitFor polls a replica's /metrics until sample satisfies ok.
 func waitFor(t *testing.T, r *replica, sample string, ok func(float64) bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.Until(t, 30*time.Second, sample, func() bool {
 		resp, err := http.Get(r.url + "/metrics")
-		if err == nil {
-			series := parseSamples(resp)
-			resp.Body.Close()
-			if v, found := series[sample]; found && ok(v) {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never came", sample)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		series := parseSamples(resp)
+		resp.Body.Close()
+		v, found := series[sample]
+		return found && ok(v)
+	})
 }
 
 // parseSamples returns the value of each sample of a /metrics page.

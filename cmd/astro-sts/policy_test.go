@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 )
 
 const policyCheckYAML = `
@@ -378,17 +379,14 @@ func TestPolicyCheckRefusesWhatTheBrokerRefuses(t *testing.T) {
 // ID tokens issued before then (a restart must not reopen replay).
 func waitServing(t *testing.T, url string) {
 	t.Helper()
-	for range 200 {
+	testwait.Until(t, 30*time.Second, "the broker at "+url+" to answer /healthz", func() bool {
 		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatalf("the broker at %s does not answer /healthz", url)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 // postExchange sends an exchange and returns the status and, for an error,
