@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/sethvargo/go-githubactions"
+
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 )
 
 // StateTokenID is the GITHUB_STATE name under which the main step leaves the
@@ -126,7 +128,7 @@ func Main(ctx context.Context, a *githubactions.Action, deps Deps) (err error) {
 }
 
 func exchange(ctx context.Context, a *githubactions.Action, c *brokerClient, in inputs, deps Deps) error {
-	req := exchangeRequest{
+	req := brokerapi.ExchangeRequest{
 		WorkspaceID:  in.workspaceID,
 		DeploymentID: in.deploymentID,
 		Role:         in.role,
@@ -180,7 +182,7 @@ func exchange(ctx context.Context, a *githubactions.Action, c *brokerClient, in 
 // dryRun asks the broker to decide the exchange and stop there: it prints
 // the decision and the rule, exports nothing and leaves nothing to revoke.
 // A refusal fails the step as the exchange would.
-func dryRun(ctx context.Context, a *githubactions.Action, c *brokerClient, in inputs, req exchangeRequest) error {
+func dryRun(ctx context.Context, a *githubactions.Action, c *brokerClient, in inputs, req brokerapi.ExchangeRequest) error {
 	d, err := c.dryRun(ctx, req)
 	if err != nil {
 		return explain(a, err, c, in)

@@ -17,12 +17,10 @@ import (
 
 	"github.com/sethvargo/go-githubactions"
 
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/retry"
 )
-
-// requestIDHeader is the broker's request id header (broker.RequestIDHeader).
-const requestIDHeader = "X-Request-Id"
 
 // The broker's operations, as named in errors and logs.
 const (
@@ -87,63 +85,76 @@ func (e *BrokerError) Error() string {
 }
 
 func (e *BrokerError) hint() string {
+	if h, ok := e.explain(); ok {
+		return h
+	}
+	return "check broker-url and the broker's version"
+}
+
+// explain is what to do about this answer, or false when the action knows
+// nothing better than to doubt broker-url. Every code of [brokerapi.Codes]
+// has an answer here (TestEveryCodeHasAHint).
+func (e *BrokerError) explain() (string, bool) {
 	switch {
-	case e.Code == "token_invalid" && e.Reason == "wrong_audience":
-		return "set the audience input to the broker's configured audience (by default it is broker-url)"
-	case e.Code == "token_invalid" && (e.Reason == "expired" || e.Reason == "not_yet_valid"):
-		return "check the runner's clock, and re-run the job"
-	case e.Code == "token_invalid" && e.Reason == "unknown_issuer":
-		return "the broker does not trust this GitHub's OIDC issuer (GHES or an enterprise issuer?): ask your platform team"
-	case e.Code == "token_invalid" && e.Reason == "replayed":
-		return "the action fetches a fresh token for each attempt, so another party used this job's token first: re-run the job, and tell your platform team with the request id"
-	case e.Code == "token_invalid" && e.Reason != "":
+	case e.Code == brokerapi.CodeTokenInvalid && e.Reason == brokerapi.ReasonWrongAudience:
+		return "set the audience input to the broker's configured audience (by default it is broker-url)", true
+	case e.Code == brokerapi.CodeTokenInvalid && (e.Reason == brokerapi.ReasonExpired || e.Reason == brokerapi.ReasonNotYetValid):
+		return "check the runner's clock, and re-run the job", true
+	case e.Code == brokerapi.CodeTokenInvalid && e.Reason == brokerapi.ReasonUnknownIssuer:
+		return "the broker does not trust this GitHub's OIDC issuer (GHES or an enterprise issuer?): ask your platform team", true
+	case e.Code == brokerapi.CodeTokenInvalid && e.Reason == brokerapi.ReasonReplayed:
+		return "the action fetches a fresh token for each attempt, so another party used this job's token first: re-run the job, and tell your platform team with the request id", true
+	case e.Code == brokerapi.CodeTokenInvalid && e.Reason != "":
 		// bad_signature, bad_claims, missing_run_claims, malformed: not
 		// the audience, and nothing the workflow's author can fix.
-		return "the token is not what the broker takes from a GitHub Actions job: tell your platform team, with the request id"
-	case e.Code == "too_wide" && e.Op == opExchange:
-		return "ask for less (inputs role, ttl, workspace-id, deployment-id), or ask your platform team to widen the rule; see the step summary"
-	case e.Code == "denied" && e.Op == opExchange:
-		return "no rule of the trust policy trusts this job: hand the rule in the step summary, and the request id, to your platform team"
+		return "the token is not what the broker takes from a GitHub Actions job: tell your platform team, with the request id", true
+	case e.Code == brokerapi.CodeTooWide && e.Op == opExchange:
+		return "ask for less (inputs role, ttl, workspace-id, deployment-id), or ask your platform team to widen the rule; see the step summary", true
+	case e.Code == brokerapi.CodeDenied && e.Op == opExchange:
+		return "no rule of the trust policy trusts this job: hand the rule in the step summary, and the request id, to your platform team", true
 	case e.Status == http.StatusBadRequest && e.Op == opExchange:
-		return "check the inputs workspace-id, deployment-id, role and ttl"
+		return "check the inputs workspace-id, deployment-id, role and ttl", true
 	case e.Status == http.StatusBadRequest:
-		return "check the action's inputs"
+		return "check the action's inputs", true
 	case e.Status == http.StatusUnauthorized:
-		return "the broker did not accept this job's OIDC token: check that the audience input matches the broker's configured audience"
+		return "the broker did not accept this job's OIDC token: check that the audience input matches the broker's configured audience", true
 	case e.Status == http.StatusForbidden && e.Op == opExchange:
-		return "ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl"
+		return "ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl", true
 	case e.Status == http.StatusForbidden && e.Op == opRevoke:
-		return "no rule of the trust policy trusts this job any more, so it may not revoke; the broker's reaper deletes the token when it expires"
+		return "no rule of the trust policy trusts this job any more, so it may not revoke; the broker's reaper deletes the token when it expires", true
 	case e.Status == http.StatusNotFound && e.Op == opRevoke:
 		// The broker answers another run's token and an unknown id alike;
 		// for this run's own token it means someone deleted it first.
-		return "this run has no token of that id left: the reaper deleted it (its ttl passed) or someone did by hand"
+		return "this run has no token of that id left: the reaper deleted it (its ttl passed) or someone did by hand", true
 	case e.Status == http.StatusForbidden:
 		// An unknown rotation gets the same answer as a forbidden one.
-		return "check the rotation input against the broker's rotation config, and ask your platform team to allow this workflow to run the rotation"
+		return "check the rotation input against the broker's rotation config, and ask your platform team to allow this workflow to run the rotation", true
 	case e.Status == http.StatusNotFound && e.Op == opRotate:
-		return "check the rotation input against the broker's rotation config, and broker-url"
+		return "check the rotation input against the broker's rotation config, and broker-url", true
 	case e.Status == http.StatusNotFound:
-		return "check that broker-url is the broker's base URL"
-	case e.Code == "rate_limited":
+		return "check that broker-url is the broker's base URL", true
+	case e.Code == brokerapi.CodeRateLimited:
 		// Not retried (see retryTransient): the limit is there to stop a
 		// runaway job, and its wait is often minutes.
-		return fmt.Sprintf("re-run the job %s: the action does not wait out a rate limit, so that a runaway job stops here", e.after())
-	case e.Status == http.StatusTooManyRequests && e.Reason == "astro_rate_limited":
-		return fmt.Sprintf("the Astro API is throttling the broker, for the whole organization: re-run the job %s, and tell your platform team if it persists", e.after())
+		return fmt.Sprintf("re-run the job %s: the action does not wait out a rate limit, so that a runaway job stops here", e.after()), true
+	case e.Status == http.StatusTooManyRequests && e.Reason == brokerapi.ReasonAstroRateLimited:
+		return fmt.Sprintf("the Astro API is throttling the broker, for the whole organization: re-run the job %s, and tell your platform team if it persists", e.after()), true
 	case e.Status == http.StatusTooManyRequests:
-		return fmt.Sprintf("the broker is rate-limiting: re-run the job %s", e.after())
+		return fmt.Sprintf("the broker is rate-limiting: re-run the job %s", e.after()), true
 	case e.Op == opRotate && len(e.Sinks) > 0:
-		return "see the step summary for each sink; fix the failing sink and re-run"
-	case e.Code == "store_unavailable":
-		return fmt.Sprintf("the broker cannot reach its shared store (Redis), and does nothing without its replay check: gave up after %d attempts; re-run the job, and tell your platform team if it persists", e.Attempts)
+		return "see the step summary for each sink; fix the failing sink and re-run", true
+	case e.Code == brokerapi.CodeStoreUnavailable:
+		return fmt.Sprintf("the broker cannot reach its shared store (Redis), and does nothing without its replay check: gave up after %d attempts; re-run the job, and tell your platform team if it persists", e.Attempts), true
 	case e.Status >= 500:
-		return fmt.Sprintf("gave up after %d attempts: re-run the job, and tell your platform team if it persists", e.Attempts)
+		return fmt.Sprintf("gave up after %d attempts: re-run the job, and tell your platform team if it persists", e.Attempts), true
+	case e.Code == brokerapi.CodeMethodNotAllowed, e.Code == brokerapi.CodeTooLarge:
+		// The action sends small POSTs only: a broker that refuses them is
+		// not at broker-url, or is not the version the action speaks to.
+		return "check broker-url and the broker's version", true
 	case e.Status >= 300 && e.Status < 400:
-		return "the broker does not redirect: check broker-url"
-	default:
-		return "check broker-url and the broker's version"
+		return "the broker does not redirect: check broker-url", true
 	}
+	return "", false
 }
 
 // after is when to re-run: "after 7s" from Retry-After, else "later".
@@ -196,54 +207,17 @@ func (x exchanged) String() string {
 // GoString keeps %#v from printing the token field.
 func (x exchanged) GoString() string { return "action.exchanged{" + x.String() + "}" }
 
-// rotated is the broker's answer to a rotation.
+// rotated is the broker's answer to a rotation. rotated_at stays the
+// broker's text: the action only shows it, and a time it cannot parse
+// must not make a rotation that happened look failed.
 type rotated struct {
-	Name      string       `json:"name"`
-	TokenID   string       `json:"token_id"`
-	Strategy  string       `json:"strategy"`
-	RotatedAt string       `json:"rotated_at"`
-	Sinks     []SinkResult `json:"sinks"`
+	brokerapi.RotateResponse
+	RotatedAt string `json:"rotated_at"` // shadows the embedded time
 }
 
 // SinkResult is what one sink (a Vault path, a GitHub secret) did with a
 // rotated value. Error is empty when the sink succeeded.
-type SinkResult struct {
-	Kind   string `json:"kind"`
-	Target string `json:"target"`
-	// Version is the sink's version of the value, as text: a Vault KV
-	// version is a JSON number, other sinks may use strings.
-	Version string `json:"version"`
-	Error   string `json:"error,omitempty"`
-}
-
-// UnmarshalJSON accepts version as a JSON string, number or null.
-func (s *SinkResult) UnmarshalJSON(b []byte) error {
-	var w struct {
-		Kind    string          `json:"kind"`
-		Target  string          `json:"target"`
-		Version json.RawMessage `json:"version"`
-		Error   string          `json:"error"`
-	}
-	if err := json.Unmarshal(b, &w); err != nil {
-		return err
-	}
-	*s = SinkResult{Kind: w.Kind, Target: w.Target, Error: w.Error}
-	v := bytes.TrimSpace(w.Version)
-	switch {
-	case len(v) == 0 || bytes.Equal(v, []byte("null")):
-	case v[0] == '"':
-		if err := json.Unmarshal(v, &s.Version); err != nil {
-			return err
-		}
-	default:
-		var n json.Number
-		if err := json.Unmarshal(v, &n); err != nil {
-			return errors.New("sink version: want a string or a number")
-		}
-		s.Version = n.String()
-	}
-	return nil
-}
+type SinkResult = brokerapi.SinkResult
 
 // brokerClient speaks the broker's HTTP contract. Each attempt of each call
 // carries a fresh OIDC token, because the broker accepts each jti once.
@@ -287,33 +261,19 @@ func newBrokerClient(a *githubactions.Action, in inputs, deps Deps) *brokerClien
 	}
 }
 
-// exchangeRequest is the body of POST /v1/exchange; empty fields are
-// omitted so that the policy's defaults apply.
-type exchangeRequest struct {
-	WorkspaceID  string `json:"workspace_id,omitempty"`
-	DeploymentID string `json:"deployment_id,omitempty"`
-	Role         string `json:"role,omitempty"`
-	TTL          string `json:"ttl,omitempty"`
-}
-
 // exchangeReply is the wire form of [exchanged]; expires_at stays a string
-// until the token has been masked.
+// until the token has been masked, so that a malformed time cannot stop the
+// decoding before the token is hidden.
 type exchangeReply struct {
-	Token          string `json:"token"`
-	TokenID        string `json:"token_id"`
-	OrganizationID string `json:"organization_id"`
-	WorkspaceID    string `json:"workspace_id"`
-	DeploymentID   string `json:"deployment_id"`
-	Role           string `json:"role"`
-	ExpiresAt      string `json:"expires_at"`
-	Rule           string `json:"rule"`
+	brokerapi.ExchangeResponse
+	ExpiresAt string `json:"expires_at"` // shadows the embedded time
 }
 
 // exchange trades the job's OIDC token for an Astro token. The token is
 // masked as soon as it is decoded, before any check that could print.
 // Transient failures (no answer, 5xx) are retried: a lost answer may leave a
 // minted token behind, which the broker's reaper deletes when it expires.
-func (c *brokerClient) exchange(ctx context.Context, req exchangeRequest) (exchanged, error) {
+func (c *brokerClient) exchange(ctx context.Context, req brokerapi.ExchangeRequest) (exchanged, error) {
 	r, err := c.call(ctx, opExchange, "v1/exchange", req, retryTransient)
 	if err != nil {
 		return exchanged{}, c.withRequestID(err)
@@ -368,23 +328,14 @@ func validateExchange(w exchangeReply) (exchanged, error) {
 
 // dryRunReply is the broker's answer to an exchange's dry run.
 type dryRunReply struct {
-	DryRun         bool              `json:"dry_run"`
-	Decision       string            `json:"decision"`
-	Rule           string            `json:"rule"`
-	Scope          string            `json:"scope"`
-	OrganizationID string            `json:"organization_id"`
-	WorkspaceID    string            `json:"workspace_id"`
-	DeploymentID   string            `json:"deployment_id"`
-	WorkspaceRoles map[string]string `json:"workspace_roles"`
-	Role           string            `json:"role"`
-	TTL            string            `json:"ttl"`
+	brokerapi.DryRunResponse
 	// RequestID is the answer's X-Request-Id (not in the body).
 	RequestID string `json:"-"`
 }
 
 // dryRun asks the broker to decide the exchange without minting and
 // without spending the OIDC token. A refusal is the exchange's.
-func (c *brokerClient) dryRun(ctx context.Context, req exchangeRequest) (dryRunReply, error) {
+func (c *brokerClient) dryRun(ctx context.Context, req brokerapi.ExchangeRequest) (dryRunReply, error) {
 	r, err := c.call(ctx, opExchange, "v1/exchange?dry_run=true", req, retryTransient)
 	if err != nil {
 		return dryRunReply{}, c.withRequestID(err)
@@ -399,7 +350,7 @@ func (c *brokerClient) dryRun(ctx context.Context, req exchangeRequest) (dryRunR
 		return dryRunReply{}, &CallError{Op: opExchange, Attempts: r.attempts, RequestID: c.lastRequestID,
 			Err: errors.New("the answer is not a dry run's: the broker may not support dry_run (and may have minted a token, which its reaper deletes)")}
 	}
-	d.RequestID = cleanText(r.header.Get(requestIDHeader), 64)
+	d.RequestID = cleanText(r.header.Get(brokerapi.RequestIDHeader), 64)
 	if d.RequestID == "" {
 		d.RequestID = c.lastRequestID
 	}
@@ -418,7 +369,7 @@ func (c *brokerClient) withRequestID(err error) error {
 // revoke deletes the token tokenID; the broker answers 204 also when it is
 // already gone, so retries are safe.
 func (c *brokerClient) revoke(ctx context.Context, tokenID string) error {
-	r, err := c.call(ctx, opRevoke, "v1/revoke", map[string]string{"token_id": tokenID}, retryTransient)
+	r, err := c.call(ctx, opRevoke, "v1/revoke", brokerapi.RevokeRequest{TokenID: tokenID}, retryTransient)
 	if err != nil {
 		return c.withRequestID(err)
 	}
@@ -432,16 +383,14 @@ func (c *brokerClient) revoke(ctx context.Context, tokenID string) error {
 // idempotent (a second one invalidates the value the first just stored), so
 // only failures where the broker surely did nothing are retried.
 func (c *brokerClient) rotate(ctx context.Context, name string) (rotated, error) {
-	r, err := c.call(ctx, opRotate, "v1/rotate", map[string]string{"name": name}, retryUnprocessed)
+	r, err := c.call(ctx, opRotate, "v1/rotate", brokerapi.RotateRequest{Name: name}, retryUnprocessed)
 	if err != nil {
 		return rotated{}, c.withRequestID(err)
 	}
 	if r.status != http.StatusOK {
 		be := c.brokerError(opRotate, r)
 		be.Rotation = name
-		var partial struct {
-			Sinks []SinkResult `json:"sinks"`
-		}
+		var partial brokerapi.RotateErrorBody
 		if json.Unmarshal(r.body, &partial) == nil {
 			be.Sinks = partial.Sinks
 		}
@@ -547,7 +496,7 @@ func (c *brokerClient) once(step context.Context, endpoint, idToken string, payl
 	if claims, err := idtoken.UnverifiedClaims(idToken); err == nil {
 		c.lastClaims = claims
 	}
-	req.Header.Set(requestIDHeader, c.lastRequestID)
+	req.Header.Set(brokerapi.RequestIDHeader, c.lastRequestID)
 	req.Header.Set("Authorization", "Bearer "+idToken)
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
@@ -572,17 +521,9 @@ func (c *brokerClient) once(step context.Context, endpoint, idToken string, payl
 // brokerError builds the [BrokerError] for a non-success answer, keeping
 // only the broker's code and a cleaned copy of its message.
 func (c *brokerClient) brokerError(op string, r *reply) *BrokerError {
-	var b struct {
-		Error     string `json:"error"`
-		Reason    string `json:"reason"`
-		Message   string `json:"message"`
-		RequestID string `json:"request_id"`
-		Rule      string `json:"rule"`
-		Field     string `json:"field"`
-		Allowed   string `json:"allowed"`
-	}
+	var b brokerapi.ErrorBody
 	_ = json.Unmarshal(r.body, &b) // a body that is not the contract's leaves them empty
-	id := r.header.Get(requestIDHeader)
+	id := r.header.Get(brokerapi.RequestIDHeader)
 	if id == "" {
 		id = b.RequestID
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
@@ -89,7 +90,7 @@ func TestRevokeCostsAsMuchAsAnExchange(t *testing.T) {
 		t.Fatalf("revoke: %d %s, want 404", status, body)
 	}
 	status, body, _ := e.post("/v1/revoke", tok, revokeBody(rand.Text()))
-	if eb := errorBody(t, body); status != http.StatusUnauthorized || eb.Reason != broker.ReasonReplayed {
+	if eb := errorBody(t, body); status != http.StatusUnauthorized || eb.Reason != brokerapi.ReasonReplayed {
 		t.Fatalf("second use of the ID token: %d %s, want 401 replayed", status, body)
 	}
 	// And its repository's budget bounds what 200 fresh ID tokens cost.
@@ -99,7 +100,7 @@ func TestRevokeCostsAsMuchAsAnExchange(t *testing.T) {
 		switch status {
 		case http.StatusNotFound:
 		case http.StatusTooManyRequests:
-			if code, _ := errorCode(t, body); code != broker.CodeRateLimited {
+			if code, _ := errorCode(t, body); code != brokerapi.CodeRateLimited {
 				t.Fatalf("revoke %d: %s", i, body)
 			}
 			limited++
@@ -162,7 +163,7 @@ func TestRevokeTellsNoOneElseWhetherATokenExists(t *testing.T) {
 	}
 	// Another run still cannot tell the revoked token from a made-up id.
 	status, body, _ := e.post("/v1/revoke", e.mint(anotherRun()), revokeBody(r.TokenID))
-	if code, _ := errorCode(t, body); status != http.StatusNotFound || code != broker.CodeNotFound {
+	if code, _ := errorCode(t, body); status != http.StatusNotFound || code != brokerapi.CodeNotFound {
 		t.Errorf("another run's revoke of a revoked token: %d %s, want 404 not_found", status, body)
 	}
 }
@@ -217,7 +218,7 @@ func TestMisspeltDryRunMintsNothing(t *testing.T) {
 			}
 			status, answer, _ := e.post(tc.path+"?"+tc.query, tok, body)
 			eb := errorBody(t, answer)
-			if status != http.StatusBadRequest || eb.Error != broker.CodeBadRequest {
+			if status != http.StatusBadRequest || eb.Error != brokerapi.CodeBadRequest {
 				t.Fatalf("%d %s, want 400 bad_request", status, answer)
 			}
 			if !strings.Contains(eb.Message, tc.names) || len(eb.Message) > 200 {
@@ -267,7 +268,7 @@ func TestEchoedInputsAreBounded(t *testing.T) {
 		{name: "dry_run value", path: "/v1/exchange", query: "dry_run=" + long},
 		{name: "token_id", path: "/v1/revoke", body: revokeBody(long)},
 		{name: "rotation name", path: "/v1/rotate", body: fmt.Sprintf(`{"name":%q}`, long)},
-		{name: "request id", path: "/v1/exchange", body: `{"ttl":"forever"}`, header: http.Header{broker.RequestIDHeader: {long}}},
+		{name: "request id", path: "/v1/exchange", body: `{"ttl":"forever"}`, header: http.Header{brokerapi.RequestIDHeader: {long}}},
 		{name: "bearer", path: "/v1/exchange", bearer: long},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,35 +9,37 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 )
 
 func TestDecodeStrict(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		body    string
-		want    ExchangeRequest
+		want    brokerapi.ExchangeRequest
 		wantErr string // "" means accepted
 	}{
-		{"empty", "", ExchangeRequest{}, ""},
-		{"blank", " \n", ExchangeRequest{}, ""},
-		{"empty object", "{}", ExchangeRequest{}, ""},
+		{"empty", "", brokerapi.ExchangeRequest{}, ""},
+		{"blank", " \n", brokerapi.ExchangeRequest{}, ""},
+		{"empty object", "{}", brokerapi.ExchangeRequest{}, ""},
 		{"all fields", `{"workspace_id":"ws","deployment_id":"d","role":"WORKSPACE_AUTHOR","ttl":"5m"}`,
-			ExchangeRequest{WorkspaceID: "ws", DeploymentID: "d", Role: "WORKSPACE_AUTHOR", TTL: "5m"}, ""},
-		{"escaped key is the same name", `{"r\u006fle":"X"}`, ExchangeRequest{Role: "X"}, ""},
-		{"upper case key", `{"ROLE":"WORKSPACE_OWNER"}`, ExchangeRequest{}, `unknown field "ROLE"`},
-		{"mixed case key", `{"Ttl":"1h"}`, ExchangeRequest{}, `unknown field "Ttl"`},
-		{"duplicate key", `{"role":"WORKSPACE_MEMBER","role":"WORKSPACE_OWNER"}`, ExchangeRequest{}, `duplicate field "role"`},
-		{"unknown key", `{"rolee":"x"}`, ExchangeRequest{}, "unknown field"},
-		{"long unknown key is cut", `{"` + strings.Repeat("k", 500) + `":1}`, ExchangeRequest{}, `..."`},
-		{"not an object", `["role"]`, ExchangeRequest{}, "must be a JSON object"},
-		{"null", `null`, ExchangeRequest{}, "must be a JSON object"},
-		{"two objects", `{} {}`, ExchangeRequest{}, "single JSON object"},
-		{"trailing garbage", `{}x`, ExchangeRequest{}, "single JSON object"},
-		{"truncated", `{"role":`, ExchangeRequest{}, "not valid JSON"},
-		{"wrong type", `{"ttl":5}`, ExchangeRequest{}, `field "ttl" has the wrong type`},
+			brokerapi.ExchangeRequest{WorkspaceID: "ws", DeploymentID: "d", Role: "WORKSPACE_AUTHOR", TTL: "5m"}, ""},
+		{"escaped key is the same name", `{"r\u006fle":"X"}`, brokerapi.ExchangeRequest{Role: "X"}, ""},
+		{"upper case key", `{"ROLE":"WORKSPACE_OWNER"}`, brokerapi.ExchangeRequest{}, `unknown field "ROLE"`},
+		{"mixed case key", `{"Ttl":"1h"}`, brokerapi.ExchangeRequest{}, `unknown field "Ttl"`},
+		{"duplicate key", `{"role":"WORKSPACE_MEMBER","role":"WORKSPACE_OWNER"}`, brokerapi.ExchangeRequest{}, `duplicate field "role"`},
+		{"unknown key", `{"rolee":"x"}`, brokerapi.ExchangeRequest{}, "unknown field"},
+		{"long unknown key is cut", `{"` + strings.Repeat("k", 500) + `":1}`, brokerapi.ExchangeRequest{}, `..."`},
+		{"not an object", `["role"]`, brokerapi.ExchangeRequest{}, "must be a JSON object"},
+		{"null", `null`, brokerapi.ExchangeRequest{}, "must be a JSON object"},
+		{"two objects", `{} {}`, brokerapi.ExchangeRequest{}, "single JSON object"},
+		{"trailing garbage", `{}x`, brokerapi.ExchangeRequest{}, "single JSON object"},
+		{"truncated", `{"role":`, brokerapi.ExchangeRequest{}, "not valid JSON"},
+		{"wrong type", `{"ttl":5}`, brokerapi.ExchangeRequest{}, `field "ttl" has the wrong type`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			var got ExchangeRequest
+			var got brokerapi.ExchangeRequest
 			err := decodeStrict(strings.NewReader(tc.body), &got)
 			if tc.wantErr == "" {
 				if err != nil {
@@ -63,7 +65,7 @@ func TestDecodeStrictKeepsTheSizeError(t *testing.T) {
 	rec := httptest.NewRecorder()
 	body := http.MaxBytesReader(rec, http.NoBody, 0)
 	big := http.MaxBytesReader(rec, readCloser{strings.NewReader(`{"role":"` + strings.Repeat("A", 100) + `"}`)}, 10)
-	var req ExchangeRequest
+	var req brokerapi.ExchangeRequest
 	if err := decodeStrict(body, &req); err != nil {
 		t.Fatalf("empty body: %v", err)
 	}
@@ -83,9 +85,9 @@ func FuzzDecodeStrict(f *testing.F) {
 	for _, s := range []string{"", "{}", `{"role":"A","ttl":"5m"}`, `{"ROLE":1}`, `{"role":"a","role":"b"}`, `[1]`, `{"a":{"b":[1,2]}}`, `{"ttl":"5m"}{}`} {
 		f.Add(s)
 	}
-	fields := jsonFields(&ExchangeRequest{})
+	fields := jsonFields(&brokerapi.ExchangeRequest{})
 	f.Fuzz(func(t *testing.T, body string) {
-		var got ExchangeRequest
+		var got brokerapi.ExchangeRequest
 		err := decodeStrict(strings.NewReader(body), &got)
 		if err != nil {
 			var bad *badRequestError
@@ -106,7 +108,7 @@ func FuzzDecodeStrict(f *testing.F) {
 				t.Fatalf("accepted key %q", k)
 			}
 		}
-		var want ExchangeRequest
+		var want brokerapi.ExchangeRequest
 		if err := json.Unmarshal([]byte(body), &want); err != nil || want != got {
 			t.Fatalf("decoded %+v, encoding/json says %+v (%v)", got, want, err)
 		}

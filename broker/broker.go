@@ -49,8 +49,8 @@ type Policies interface {
 	Current() *policy.Policy
 }
 
-// Rotator runs one rotation of a managed token (the rotation issue's
-// strategies); nil disables POST /v1/rotate.
+// Rotator runs one rotation of a managed token by the strategy its policy
+// names (internal/rotation); nil disables POST /v1/rotate.
 type Rotator interface {
 	Rotate(ctx context.Context, r *policy.Rotation) (*rotation.Result, error)
 }

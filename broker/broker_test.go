@@ -21,6 +21,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
@@ -34,14 +35,14 @@ func TestExchangeUseRevoke(t *testing.T) {
 	ws := e.emu.WorkspaceIDs()[0]
 	r := e.exchange(mainClaims(), `{"role":"WORKSPACE_AUTHOR","ttl":"20m"}`)
 
-	want := broker.ExchangeResponse{
+	want := brokerapi.ExchangeResponse{
 		OrganizationID: e.emu.OrganizationID(),
 		WorkspaceID:    ws,
 		Role:           astro.RoleWorkspaceAuthor,
 		ExpiresAt:      e.clock.Now().Add(20 * time.Minute),
 		Rule:           "deploy-main",
 	}
-	if d := cmp.Diff(want, r, cmpopts.IgnoreFields(broker.ExchangeResponse{}, "Token", "TokenID")); d != "" {
+	if d := cmp.Diff(want, r, cmpopts.IgnoreFields(brokerapi.ExchangeResponse{}, "Token", "TokenID")); d != "" {
 		t.Errorf("exchange answer (-want +got):\n%s", d)
 	}
 	claims, err := emulator.ParseClaims(r.Token)
@@ -240,22 +241,22 @@ func TestBadTokens(t *testing.T) {
 		tok    string
 		reason string
 	}{
-		{"alg none", b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + ".", broker.ReasonBadSignature},
-		{"HS256 with the public key", hs256(), broker.ReasonBadSignature},
-		{"wrong issuer", e.mint(with(func(c *issuer.Claims) { c.Issuer = "https://token.actions.githubusercontent.com" })), broker.ReasonUnknownIssuer},
-		{"issuer not in list", e.mint(with(func(c *issuer.Claims) { c.Issuer = "http://127.0.0.1:1" })), broker.ReasonUnknownIssuer},
-		{"wrong audience", e.mint(with(func(c *issuer.Claims) { c.Audience = "https://github.com/acme" })), broker.ReasonWrongAudience},
+		{"alg none", b64([]byte(`{"alg":"none","typ":"JWT"}`)) + "." + parts[1] + ".", brokerapi.ReasonBadSignature},
+		{"HS256 with the public key", hs256(), brokerapi.ReasonBadSignature},
+		{"wrong issuer", e.mint(with(func(c *issuer.Claims) { c.Issuer = "https://token.actions.githubusercontent.com" })), brokerapi.ReasonUnknownIssuer},
+		{"issuer not in list", e.mint(with(func(c *issuer.Claims) { c.Issuer = "http://127.0.0.1:1" })), brokerapi.ReasonUnknownIssuer},
+		{"wrong audience", e.mint(with(func(c *issuer.Claims) { c.Audience = "https://github.com/acme" })), brokerapi.ReasonWrongAudience},
 		{"expired", e.mint(with(func(c *issuer.Claims) {
 			c.IssuedAt, c.NotBefore, c.Expiry = now.Add(-10*time.Minute), now.Add(-10*time.Minute), now.Add(-2*time.Minute)
-		})), broker.ReasonExpired},
-		{"nbf in the future", e.mint(with(func(c *issuer.Claims) { c.NotBefore = now.Add(5 * time.Minute) })), broker.ReasonNotYetValid},
-		{"unknown kid", signed(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nope"}, mainClaims()), broker.ReasonBadSignature},
-		{"bad signature", parts[0] + "." + b64(append(payload[:len(payload)-1], ' ', '}')) + "." + parts[2], broker.ReasonBadSignature},
-		{"truncated", good[:len(good)-20], broker.ReasonBadSignature},
-		{"no jti", e.mint(with(func(c *issuer.Claims) { c.Extra = map[string]any{"jti": nil} })), broker.ReasonBadClaims},
-		{"not a JWT", "hello", broker.ReasonMalformed},
-		{"1 MB of garbage", strings.Repeat("x", 1<<20), broker.ReasonMalformed},
-		{"replayed jti", replayed, broker.ReasonReplayed},
+		})), brokerapi.ReasonExpired},
+		{"nbf in the future", e.mint(with(func(c *issuer.Claims) { c.NotBefore = now.Add(5 * time.Minute) })), brokerapi.ReasonNotYetValid},
+		{"unknown kid", signed(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nope"}, mainClaims()), brokerapi.ReasonBadSignature},
+		{"bad signature", parts[0] + "." + b64(append(payload[:len(payload)-1], ' ', '}')) + "." + parts[2], brokerapi.ReasonBadSignature},
+		{"truncated", good[:len(good)-20], brokerapi.ReasonBadSignature},
+		{"no jti", e.mint(with(func(c *issuer.Claims) { c.Extra = map[string]any{"jti": nil} })), brokerapi.ReasonBadClaims},
+		{"not a JWT", "hello", brokerapi.ReasonMalformed},
+		{"1 MB of garbage", strings.Repeat("x", 1<<20), brokerapi.ReasonMalformed},
+		{"replayed jti", replayed, brokerapi.ReasonReplayed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			status, body, h := e.post("/v1/exchange", tc.tok, "")
@@ -263,8 +264,8 @@ func TestBadTokens(t *testing.T) {
 				t.Fatalf("status %d, want 401: %s", status, body)
 			}
 			eb := errorBody(t, body)
-			if eb.Error != broker.CodeTokenInvalid || eb.Reason != tc.reason || eb.RequestID != h.Get(broker.RequestIDHeader) {
-				t.Errorf("body %s, want %s/%s under the answer's request id", body, broker.CodeTokenInvalid, tc.reason)
+			if eb.Error != brokerapi.CodeTokenInvalid || eb.Reason != tc.reason || eb.RequestID != h.Get(brokerapi.RequestIDHeader) {
+				t.Errorf("body %s, want %s/%s under the answer's request id", body, brokerapi.CodeTokenInvalid, tc.reason)
 			}
 			// The message is the reason's own sentence: nothing of the
 			// token, the issuer list or the configured audience.
@@ -405,7 +406,7 @@ func TestUpstreamTrouble(t *testing.T) {
 	if status != http.StatusBadGateway {
 		t.Fatalf("Astro failing: %d %s", status, body)
 	}
-	if eb := errorBody(t, body); eb.Error != broker.CodeUpstreamUnavailable || eb.Reason != broker.ReasonAstroError {
+	if eb := errorBody(t, body); eb.Error != brokerapi.CodeUpstreamUnavailable || eb.Reason != brokerapi.ReasonAstroError {
 		t.Errorf("body %s", body)
 	}
 }
@@ -419,7 +420,7 @@ func TestAuditNeverLogsValues(t *testing.T) {
 	if status != 200 {
 		t.Fatal(status)
 	}
-	var r broker.ExchangeResponse
+	var r brokerapi.ExchangeResponse
 	if err := json.Unmarshal(body, &r); err != nil {
 		t.Fatal(err)
 	}
@@ -704,7 +705,7 @@ func TestExchangeNeedsTheRunClaims(t *testing.T) {
 			if status != http.StatusUnauthorized {
 				t.Fatalf("status %d, want 401: %s", status, body)
 			}
-			if eb := errorBody(t, body); eb.Error != broker.CodeTokenInvalid || eb.Reason != broker.ReasonMissingRunClaims {
+			if eb := errorBody(t, body); eb.Error != brokerapi.CodeTokenInvalid || eb.Reason != brokerapi.ReasonMissingRunClaims {
 				t.Errorf("body %s", body)
 			}
 		})

@@ -12,7 +12,7 @@ import (
 )
 
 // TestRefusalCodesDocumented: every code and reason the broker can answer
-// (the Code* and Reason* constants of errors.go, read from the source so
+// (the Code* and Reason* constants of internal/brokerapi/codes.go, read from the source so
 // that a new one cannot be forgotten) is in docs/policy.md's "Why was I
 // refused?", which a workflow's author reads to act on it.
 func TestRefusalCodesDocumented(t *testing.T) {
@@ -27,9 +27,9 @@ func TestRefusalCodesDocumented(t *testing.T) {
 	if end := strings.Index(section, "\n## "); end >= 0 {
 		section = section[:end]
 	}
-	consts := answerConstants(t, "errors.go")
+	consts := answerConstants(t, "../internal/brokerapi/codes.go")
 	if len(consts) < 20 {
-		t.Fatalf("found %d Code* and Reason* constants in errors.go; the parse is wrong", len(consts))
+		t.Fatalf("found %d Code* and Reason* constants in brokerapi/codes.go; the parse is wrong", len(consts))
 	}
 	for name, value := range consts {
 		if !strings.Contains(section, "`"+value+"`") {

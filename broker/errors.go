@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/store"
@@ -46,111 +47,6 @@ func badRequest(format string, a ...any) error {
 	return &badRequestError{msg: fmt.Sprintf(format, a...)}
 }
 
-// The codes of the broker's error answers: the "error" of [ErrorBody].
-// They are stable: a job (the action) acts on them without seeing the
-// policy, and docs/policy.md lists them. [classify] is the one place that
-// chooses them; a test pins each.
-const (
-	// CodeBadRequest: the request is malformed whatever the policy (400).
-	CodeBadRequest = "bad_request"
-	// CodeTooLarge: the body is over the broker's limit (413).
-	CodeTooLarge = "too_large"
-	// CodeMethodNotAllowed: the API takes POST only (405).
-	CodeMethodNotAllowed = "method_not_allowed"
-	// CodeNotFound: no such endpoint, or, on revoke, no token of that id
-	// that this run may revoke: another run's token and an unknown id
-	// get the same answer (404).
-	CodeNotFound = "not_found"
-	// CodeTokenMissing: no OIDC ID token as a Bearer token (401).
-	CodeTokenMissing = "token_missing"
-	// CodeTokenInvalid: the OIDC ID token was refused; the body's reason
-	// says why, one of the Reason* token reasons (401).
-	CodeTokenInvalid = "token_invalid"
-	// CodeDenied: no rule trusts this identity, or no rotation of that
-	// name allows it (an unknown name and a forbidden one alike) (403). The answer says nothing more: the policy is
-	// the platform team's, and the broker's log explains the refusal
-	// under the request id.
-	CodeDenied = "denied"
-	// CodeTooWide: a rule trusts this identity, but the request is wider
-	// than its grant; the body names the rule, the field and the most the
-	// rule allows (403). The caller is trusted by that rule, so it may
-	// know its grant.
-	CodeTooWide = "too_wide"
-	// CodeRateLimited: too many tokens for this identity from its rule,
-	// or too many revokes from its repository; try after Retry-After
-	// (429). Issue 10's rate limits answer it.
-	CodeRateLimited = "rate_limited"
-	// CodeStoreUnavailable: the broker cannot reach its shared state
-	// (Redis), so it refuses rather than exchange without the replay
-	// check; try again after Retry-After (503).
-	CodeStoreUnavailable = "store_unavailable"
-	// CodeNotConfigured: rotation is not configured on this broker (501).
-	CodeNotConfigured = "not_configured"
-	// CodeUpstreamUnavailable: the OIDC issuer or the Astro API could not
-	// serve the request; the reason says which; try again, after
-	// Retry-After if there is one (429, 502 or 503).
-	CodeUpstreamUnavailable = "upstream_unavailable"
-	// CodeUpstreamRefused: the Astro API refused the broker's own request:
-	// the broker's configuration is wrong, which only its operators can
-	// fix (502).
-	CodeUpstreamRefused = "upstream_refused"
-	// CodeBusy: the broker cannot take the request now; try again (503).
-	CodeBusy = "busy"
-	// CodeRestarted: the broker restarted after the OIDC token was issued
-	// and, its replay memory being gone, cannot tell whether the token was
-	// used before; try again with a fresh token after Retry-After (503).
-	CodeRestarted = "restarted"
-	// CodeRotationFailed: a rotation started and failed; its sinks must be
-	// checked before it runs again (502).
-	CodeRotationFailed = "rotation_failed"
-	// CodeRotationIncomplete: a rotation failed in some sinks; the body
-	// lists each (502).
-	CodeRotationIncomplete = "rotation_incomplete"
-	// CodeInternal: a bug; the log under the request id says what (500).
-	CodeInternal = "internal"
-)
-
-// The reasons of a token_invalid answer: what the job can fix.
-const (
-	ReasonMalformed        = "malformed"          // not a JWT at all
-	ReasonUnknownIssuer    = "unknown_issuer"     // iss is not one the broker trusts
-	ReasonBadSignature     = "bad_signature"      // does not verify with the issuer's keys
-	ReasonWrongAudience    = "wrong_audience"     // aud is not the broker's audience
-	ReasonExpired          = "expired"            // exp has passed
-	ReasonNotYetValid      = "not_yet_valid"      // nbf or iat in the future
-	ReasonBadClaims        = "bad_claims"         // sub, jti, exp or iat missing or malformed
-	ReasonMissingRunClaims = "missing_run_claims" // no repository_id or run_id
-	ReasonReplayed         = "replayed"           // the token was already used
-)
-
-// The reasons of an upstream_unavailable answer: who could not serve.
-const (
-	ReasonIssuerUnavailable = "issuer_unavailable" // the OIDC issuer's keys could not be fetched
-	ReasonAstroRateLimited  = "astro_rate_limited" // the Astro API throttles the broker
-	ReasonAstroError        = "astro_error"        // the Astro API failed (5xx)
-	ReasonAstroUnreachable  = "astro_unreachable"  // the Astro API could not be reached
-	ReasonTimeout           = "timeout"            // the request ran out of time
-)
-
-// ErrorBody is the broker's error answer. Error is one of the Code*
-// constants and Reason, for token_invalid and upstream_unavailable, one of
-// the Reason* constants; Message is a constant sentence, or one built only
-// from what the caller sent and, for too_wide, from the one rule that
-// trusts the caller. RequestID is the answer's X-Request-Id: the key to
-// the broker's log records of the request.
-type ErrorBody struct {
-	Error     string `json:"error"`
-	Reason    string `json:"reason,omitempty"`
-	Message   string `json:"message"`
-	RequestID string `json:"request_id"`
-	// Rule, Field and Allowed explain a too_wide refusal: the rule that
-	// trusts the caller, the field asked ("role", "ttl", "workspace_id",
-	// "deployment_id") and the most that rule allows for it.
-	Rule    string `json:"rule,omitempty"`
-	Field   string `json:"field,omitempty"`
-	Allowed string `json:"allowed,omitempty"`
-}
-
 // apiError is what classify decides for an error: the status, a stable
 // code and reason, a message safe for an unauthenticated caller, and how
 // long to wait before trying again.
@@ -172,15 +68,15 @@ var tokenReasons = []struct {
 	reason  string
 	message string
 }{
-	{idtoken.ErrReplayed, ReasonReplayed, "this OIDC token was already used: each request needs a fresh one"},
-	{idtoken.ErrMissingRunClaims, ReasonMissingRunClaims, "the OIDC token has no repository_id or run_id: only a GitHub Actions job can exchange its token"},
-	{idtoken.ErrWrongAudience, ReasonWrongAudience, "the OIDC token is for another audience: the action's audience input (by default broker-url) must be the broker's configured audience"},
-	{idtoken.ErrExpired, ReasonExpired, "the OIDC token has expired: request it just before the call, and check the runner's clock"},
-	{idtoken.ErrNotYetValid, ReasonNotYetValid, "the OIDC token is not valid yet: check the clocks of the runner and of the broker"},
-	{idtoken.ErrBadSignature, ReasonBadSignature, "the OIDC token's signature does not verify with its issuer's keys"},
-	{idtoken.ErrBadClaims, ReasonBadClaims, "the OIDC token lacks a required claim (sub, jti, exp, iat) or has a malformed one"},
-	{idtoken.ErrUntrustedIssuer, ReasonUnknownIssuer, "the OIDC token's issuer is not one this broker trusts"},
-	{idtoken.ErrMalformed, ReasonMalformed, "the Bearer token is not an OIDC ID token (a JWT)"},
+	{idtoken.ErrReplayed, brokerapi.ReasonReplayed, "this OIDC token was already used: each request needs a fresh one"},
+	{idtoken.ErrMissingRunClaims, brokerapi.ReasonMissingRunClaims, "the OIDC token has no repository_id or run_id: only a GitHub Actions job can exchange its token"},
+	{idtoken.ErrWrongAudience, brokerapi.ReasonWrongAudience, "the OIDC token is for another audience: the action's audience input (by default broker-url) must be the broker's configured audience"},
+	{idtoken.ErrExpired, brokerapi.ReasonExpired, "the OIDC token has expired: request it just before the call, and check the runner's clock"},
+	{idtoken.ErrNotYetValid, brokerapi.ReasonNotYetValid, "the OIDC token is not valid yet: check the clocks of the runner and of the broker"},
+	{idtoken.ErrBadSignature, brokerapi.ReasonBadSignature, "the OIDC token's signature does not verify with its issuer's keys"},
+	{idtoken.ErrBadClaims, brokerapi.ReasonBadClaims, "the OIDC token lacks a required claim (sub, jti, exp, iat) or has a malformed one"},
+	{idtoken.ErrUntrustedIssuer, brokerapi.ReasonUnknownIssuer, "the OIDC token's issuer is not one this broker trusts"},
+	{idtoken.ErrMalformed, brokerapi.ReasonMalformed, "the Bearer token is not an OIDC ID token (a JWT)"},
 }
 
 // classify is the one place that maps the broker's and its packages' errors
@@ -198,88 +94,88 @@ func classify(err error) apiError {
 	)
 	switch {
 	case errors.As(err, &rotErr):
-		return apiError{status: http.StatusBadGateway, code: CodeRotationFailed, message: "the rotation did not complete; the broker's log says why; check the sinks before running it again"}
+		return apiError{status: http.StatusBadGateway, code: brokerapi.CodeRotationFailed, message: "the rotation did not complete; the broker's log says why; check the sinks before running it again"}
 	case errors.As(err, &maxErr):
-		return apiError{status: http.StatusRequestEntityTooLarge, code: CodeTooLarge, message: "request body too large"}
+		return apiError{status: http.StatusRequestEntityTooLarge, code: brokerapi.CodeTooLarge, message: "request body too large"}
 	case errors.As(err, &bad):
-		return apiError{status: http.StatusBadRequest, code: CodeBadRequest, message: bad.msg}
+		return apiError{status: http.StatusBadRequest, code: brokerapi.CodeBadRequest, message: bad.msg}
 	case errors.Is(err, astro.ErrInvalidArgument):
-		return apiError{status: http.StatusBadRequest, code: CodeBadRequest, message: "the request names an invalid id"}
+		return apiError{status: http.StatusBadRequest, code: brokerapi.CodeBadRequest, message: "the request names an invalid id"}
 	case errors.Is(err, policy.ErrBadRequest):
-		return apiError{status: http.StatusBadRequest, code: CodeBadRequest, message: "the request is malformed: " + err.Error()}
+		return apiError{status: http.StatusBadRequest, code: brokerapi.CodeBadRequest, message: "the request is malformed: " + err.Error()}
 	case errors.Is(err, errMethodNotAllowed):
-		return apiError{status: http.StatusMethodNotAllowed, code: CodeMethodNotAllowed, message: "use POST"}
+		return apiError{status: http.StatusMethodNotAllowed, code: brokerapi.CodeMethodNotAllowed, message: "use POST"}
 	case errors.Is(err, errNotFound):
-		return apiError{status: http.StatusNotFound, code: CodeNotFound, message: "no such endpoint"}
+		return apiError{status: http.StatusNotFound, code: brokerapi.CodeNotFound, message: "no such endpoint"}
 	case errors.Is(err, errMissingToken):
-		return apiError{status: http.StatusUnauthorized, code: CodeTokenMissing, message: "an OIDC ID token is required as a Bearer token"}
+		return apiError{status: http.StatusUnauthorized, code: brokerapi.CodeTokenMissing, message: "an OIDC ID token is required as a Bearer token"}
 	case errors.Is(err, idtoken.ErrIssuerUnavailable):
-		return apiError{status: http.StatusServiceUnavailable, code: CodeUpstreamUnavailable, reason: ReasonIssuerUnavailable, message: "the OIDC issuer's keys could not be fetched; try again", retryAfter: 5 * time.Second}
+		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeUpstreamUnavailable, reason: brokerapi.ReasonIssuerUnavailable, message: "the OIDC issuer's keys could not be fetched; try again", retryAfter: 5 * time.Second}
 	case errors.Is(err, store.ErrUnavailable):
-		return apiError{status: http.StatusServiceUnavailable, code: CodeStoreUnavailable, message: "the broker cannot reach its shared state; try again", retryAfter: 5 * time.Second}
+		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeStoreUnavailable, message: "the broker cannot reach its shared state; try again", retryAfter: 5 * time.Second}
 	case errors.As(err, &rate) && rate.op == opRevoke:
-		return apiError{status: http.StatusTooManyRequests, code: CodeRateLimited, message: fmt.Sprintf("this repository has had its share of revokes (%d per %s, burst %d); try again later", rate.limit.Rate, rate.limit.Period, rate.limit.Burst), retryAfter: max(rate.retryAfter, time.Second)}
+		return apiError{status: http.StatusTooManyRequests, code: brokerapi.CodeRateLimited, message: fmt.Sprintf("this repository has had its share of revokes (%d per %s, burst %d); try again later", rate.limit.Rate, rate.limit.Period, rate.limit.Burst), retryAfter: max(rate.retryAfter, time.Second)}
 	case errors.As(err, &rate):
-		return apiError{status: http.StatusTooManyRequests, code: CodeRateLimited, message: fmt.Sprintf("this repository has had its share of tokens from rule %q (%d per %s, burst %d); try again later", rate.rule, rate.limit.Rate, rate.limit.Period, rate.limit.Burst), retryAfter: max(rate.retryAfter, time.Second)}
+		return apiError{status: http.StatusTooManyRequests, code: brokerapi.CodeRateLimited, message: fmt.Sprintf("this repository has had its share of tokens from rule %q (%d per %s, burst %d); try again later", rate.rule, rate.limit.Rate, rate.limit.Period, rate.limit.Burst), retryAfter: max(rate.retryAfter, time.Second)}
 	case errors.Is(err, errIssuedBeforeStart):
-		return apiError{status: http.StatusServiceUnavailable, code: CodeRestarted, message: "the broker restarted after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
+		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeRestarted, message: "the broker restarted after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
 	case errors.Is(err, store.ErrIssuedBeforeEpoch):
-		return apiError{status: http.StatusServiceUnavailable, code: CodeRestarted, message: "the broker's shared store lost its record of used tokens after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
+		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeRestarted, message: "the broker's shared store lost its record of used tokens after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
 	case errors.Is(err, idtoken.ErrReplayCacheFull):
-		return apiError{status: http.StatusServiceUnavailable, code: CodeBusy, message: "the broker is busy; try again", retryAfter: 5 * time.Second}
+		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeBusy, message: "the broker is busy; try again", retryAfter: 5 * time.Second}
 	case errors.Is(err, idtoken.ErrMalformed), errors.Is(err, idtoken.ErrUntrustedIssuer),
 		errors.Is(err, idtoken.ErrInvalidToken), errors.Is(err, idtoken.ErrReplayed):
 		for _, r := range tokenReasons {
 			if errors.Is(err, r.err) {
-				return apiError{status: http.StatusUnauthorized, code: CodeTokenInvalid, reason: r.reason, message: r.message}
+				return apiError{status: http.StatusUnauthorized, code: brokerapi.CodeTokenInvalid, reason: r.reason, message: r.message}
 			}
 		}
 		// An ErrInvalidToken without a reason is a bug in idtoken; the
 		// caller still learns that its token was refused.
-		return apiError{status: http.StatusUnauthorized, code: CodeTokenInvalid, message: "the OIDC token was not accepted"}
+		return apiError{status: http.StatusUnauthorized, code: brokerapi.CodeTokenInvalid, message: "the OIDC token was not accepted"}
 	case errors.As(err, &widen):
-		return apiError{status: http.StatusForbidden, code: CodeTooWide, message: widen.Error(), widen: widen}
+		return apiError{status: http.StatusForbidden, code: brokerapi.CodeTooWide, message: widen.Error(), widen: widen}
 	case errors.Is(err, policy.ErrNoMatchingRule):
-		return apiError{status: http.StatusForbidden, code: CodeDenied, message: "no policy rule allows this identity"}
+		return apiError{status: http.StatusForbidden, code: brokerapi.CodeDenied, message: "no policy rule allows this identity"}
 	case errors.Is(err, errNotOwner), errors.Is(err, errNoSuchToken):
-		return apiError{status: http.StatusNotFound, code: CodeNotFound, message: "this run has no token of that id to revoke"}
+		return apiError{status: http.StatusNotFound, code: brokerapi.CodeNotFound, message: "this run has no token of that id to revoke"}
 	case errors.Is(err, errRotationDenied), errors.Is(err, errNoSuchRotation):
-		return apiError{status: http.StatusForbidden, code: CodeDenied, message: "no rotation of that name allows this identity"}
+		return apiError{status: http.StatusForbidden, code: brokerapi.CodeDenied, message: "no rotation of that name allows this identity"}
 	case errors.Is(err, errNoRotator):
-		return apiError{status: http.StatusNotImplemented, code: CodeNotConfigured, message: "rotation is not configured on this broker"}
+		return apiError{status: http.StatusNotImplemented, code: brokerapi.CodeNotConfigured, message: "rotation is not configured on this broker"}
 	case errors.As(err, &apiErr):
 		switch {
 		case apiErr.StatusCode == http.StatusTooManyRequests:
-			return apiError{status: http.StatusTooManyRequests, code: CodeUpstreamUnavailable, reason: ReasonAstroRateLimited, message: "the Astro API is rate limiting; try again later", retryAfter: apiErr.RetryAfter}
+			return apiError{status: http.StatusTooManyRequests, code: brokerapi.CodeUpstreamUnavailable, reason: brokerapi.ReasonAstroRateLimited, message: "the Astro API is rate limiting; try again later", retryAfter: apiErr.RetryAfter}
 		case apiErr.StatusCode >= 500:
-			return apiError{status: http.StatusBadGateway, code: CodeUpstreamUnavailable, reason: ReasonAstroError, message: "the Astro API failed; try again", retryAfter: apiErr.RetryAfter}
+			return apiError{status: http.StatusBadGateway, code: brokerapi.CodeUpstreamUnavailable, reason: brokerapi.ReasonAstroError, message: "the Astro API failed; try again", retryAfter: apiErr.RetryAfter}
 		default:
 			// A 4xx from Astro on our own call means the broker's
 			// configuration (organization token, ids in the policy) is
 			// wrong: the caller can do nothing about it.
-			return apiError{status: http.StatusBadGateway, code: CodeUpstreamRefused, message: "the Astro API refused the broker's request; tell the broker's operators"}
+			return apiError{status: http.StatusBadGateway, code: brokerapi.CodeUpstreamRefused, message: "the Astro API refused the broker's request; tell the broker's operators"}
 		}
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled):
-		return apiError{status: http.StatusServiceUnavailable, code: CodeUpstreamUnavailable, reason: ReasonTimeout, message: "the request timed out; try again"}
+		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeUpstreamUnavailable, reason: brokerapi.ReasonTimeout, message: "the request timed out; try again"}
 	}
 	if isUpstream(err) {
-		return apiError{status: http.StatusBadGateway, code: CodeUpstreamUnavailable, reason: ReasonAstroUnreachable, message: "the Astro API could not be reached; try again"}
+		return apiError{status: http.StatusBadGateway, code: brokerapi.CodeUpstreamUnavailable, reason: brokerapi.ReasonAstroUnreachable, message: "the Astro API could not be reached; try again"}
 	}
-	return apiError{status: http.StatusInternalServerError, code: CodeInternal, message: "internal error"}
+	return apiError{status: http.StatusInternalServerError, code: brokerapi.CodeInternal, message: "internal error"}
 }
 
 // Classify returns what the broker answers for err: the status and the
 // error body, without a request id. `astro-sts policy check` prints its
 // decisions' codes with it, so that the command and the broker cannot
 // disagree.
-func Classify(err error) (status int, body ErrorBody) {
+func Classify(err error) (status int, body brokerapi.ErrorBody) {
 	ae := classify(err)
 	return ae.status, ae.body("")
 }
 
 // body is the error answer for e, under the request's id.
-func (e apiError) body(requestID string) ErrorBody {
-	b := ErrorBody{Error: e.code, Reason: e.reason, Message: e.message, RequestID: requestID}
+func (e apiError) body(requestID string) brokerapi.ErrorBody {
+	b := brokerapi.ErrorBody{Error: e.code, Reason: e.reason, Message: e.message, RequestID: requestID}
 	if w := e.widen; w != nil {
 		b.Rule, b.Field, b.Allowed = w.Rule, w.Field, w.Allowed
 	}
@@ -290,12 +186,12 @@ func (e apiError) body(requestID string) ErrorBody {
 // answer classify gave the caller, so the two can never disagree.
 func (e apiError) outcome() string {
 	switch st := e.status; {
-	case e.code == CodeRotationFailed:
+	case e.code == brokerapi.CodeRotationFailed:
 		// A 502, but not upstream trouble to wait out: the rotation ran
 		// and failed, and must not be run again blindly.
 		return "error"
-	case e.code == CodeRateLimited:
-		return CodeRateLimited
+	case e.code == brokerapi.CodeRateLimited:
+		return brokerapi.CodeRateLimited
 	case st == http.StatusUnauthorized:
 		return "unauthorized"
 	case st == http.StatusForbidden:
@@ -317,7 +213,7 @@ func (e apiError) outcome() string {
 // serve it: the audit record says "deny" for the one, "error" for the
 // other.
 func (e apiError) refused() bool {
-	return e.status >= 400 && e.status < 500 && (e.status != http.StatusTooManyRequests || e.code == CodeRateLimited)
+	return e.status >= 400 && e.status < 500 && (e.status != http.StatusTooManyRequests || e.code == brokerapi.CodeRateLimited)
 }
 
 // upstreamError marks a transport failure talking to Astro.

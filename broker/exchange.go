@@ -10,56 +10,20 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
 )
-
-// ExchangeRequest is the optional body of POST /v1/exchange: it may only
-// narrow what the policy grants.
-type ExchangeRequest struct {
-	WorkspaceID  string `json:"workspace_id,omitempty"`
-	DeploymentID string `json:"deployment_id,omitempty"`
-	Role         string `json:"role,omitempty"`
-	TTL          string `json:"ttl,omitempty"` // a Go duration, e.g. "15m"
-}
-
-// ExchangeResponse is the answer to a successful exchange.
-type ExchangeResponse struct {
-	Token          string    `json:"token"`
-	TokenID        string    `json:"token_id"`
-	OrganizationID string    `json:"organization_id"`
-	WorkspaceID    string    `json:"workspace_id,omitempty"`
-	DeploymentID   string    `json:"deployment_id,omitempty"`
-	Role           string    `json:"role"`
-	ExpiresAt      time.Time `json:"expires_at"`
-	Rule           string    `json:"rule"`
-}
 
 // upstreamExpiryDays is the expiry Astro itself enforces on every minted
 // token: its smallest unit. The broker's own deadline (the TTL) is enforced
 // by the action's post step and, failing that, by the reaper.
 const upstreamExpiryDays = 1
 
-// DryRunResponse is the answer to POST /v1/exchange?dry_run=true: what an
-// exchange would mint, and under which rule. Nothing was minted and the ID
-// token was not spent, so the same token can still be exchanged.
-type DryRunResponse struct {
-	DryRun         bool              `json:"dry_run"`  // always true
-	Decision       string            `json:"decision"` // always "allow": a refusal is an error answer, as for an exchange
-	Rule           string            `json:"rule"`
-	Scope          astro.Scope       `json:"scope"`
-	OrganizationID string            `json:"organization_id"`
-	WorkspaceID    string            `json:"workspace_id,omitempty"`
-	DeploymentID   string            `json:"deployment_id,omitempty"`
-	WorkspaceRoles map[string]string `json:"workspace_roles,omitempty"`
-	Role           string            `json:"role"`
-	TTL            string            `json:"ttl"`
-}
-
 func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
-	var req ExchangeRequest
+	var req brokerapi.ExchangeRequest
 	raw, err := readRequest(r, &req, "dry_run")
 	var dryRun bool
 	if err == nil {
@@ -88,7 +52,7 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 // given up on that attempt, or is about to, and will try again with a
 // fresh ID token). Then, and when the answer cannot be flushed, the token
 // is deleted: nobody will ever revoke it.
-func (s *Server) deliver(ctx context.Context, w http.ResponseWriter, resp *ExchangeResponse, m Marker) error {
+func (s *Server) deliver(ctx context.Context, w http.ResponseWriter, resp *brokerapi.ExchangeResponse, m Marker) error {
 	if err := ctx.Err(); err != nil {
 		s.deleteUndelivered(ctx, resp.TokenID, m, undeliveredGone, fmt.Errorf("%w: %w", errCallerGone, err))
 		return err
@@ -120,14 +84,14 @@ func dryRunParam(r *http.Request) (bool, error) {
 // Exchange is the heart of the broker: verify the OIDC token, decide with
 // the policy, mint the Astro token, record the decision. It returns the
 // minted token, or an error that [classify] maps to a status code.
-func (s *Server) Exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (*ExchangeResponse, error) {
+func (s *Server) Exchange(ctx context.Context, rawIDToken string, req brokerapi.ExchangeRequest) (*brokerapi.ExchangeResponse, error) {
 	resp, _, err := s.exchange(ctx, rawIDToken, req)
 	return resp, err
 }
 
 // exchange is [Server.Exchange], also returning the minted token's marker
 // for the audit record of a token that cannot be delivered.
-func (s *Server) exchange(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *ExchangeResponse, _ Marker, err error) {
+func (s *Server) exchange(ctx context.Context, rawIDToken string, req brokerapi.ExchangeRequest) (_ *brokerapi.ExchangeResponse, _ Marker, err error) {
 	e := s.begin(opExchange)
 	defer func() { s.record(ctx, e, err) }()
 
@@ -146,7 +110,7 @@ func (s *Server) exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 		return nil, Marker{}, err
 	}
 	e.token = tok
-	return &ExchangeResponse{
+	return &brokerapi.ExchangeResponse{
 		Token:          tok.Token,
 		TokenID:        tok.ID,
 		OrganizationID: s.org,
@@ -167,7 +131,7 @@ func (s *Server) exchange(ctx context.Context, rawIDToken string, req ExchangeRe
 // deploy, so an allowed dry run does not promise that the exchange will
 // not be rate limited. Its record says dry_run, and its metric's outcome
 // is "dry_run" when allowed.
-func (s *Server) DryRun(ctx context.Context, rawIDToken string, req ExchangeRequest) (_ *DryRunResponse, err error) {
+func (s *Server) DryRun(ctx context.Context, rawIDToken string, req brokerapi.ExchangeRequest) (_ *brokerapi.DryRunResponse, err error) {
 	e := s.begin(opExchange)
 	e.dryRun, e.success = true, "dry_run"
 	defer func() { s.record(ctx, e, err) }()
@@ -179,11 +143,11 @@ func (s *Server) DryRun(ctx context.Context, rawIDToken string, req ExchangeRequ
 	if err := s.unspent(ctx, claims); err != nil {
 		return nil, err
 	}
-	return &DryRunResponse{
+	return &brokerapi.DryRunResponse{
 		DryRun:         true,
 		Decision:       "allow",
 		Rule:           d.Rule,
-		Scope:          d.Scope,
+		Scope:          string(d.Scope),
 		OrganizationID: s.org,
 		WorkspaceID:    d.WorkspaceID,
 		DeploymentID:   d.DeploymentID,
@@ -197,7 +161,7 @@ func (s *Server) DryRun(ctx context.Context, rawIDToken string, req ExchangeRequ
 // require the run claims, decide. A refusal by the policy is explained in
 // the operator's log (see [Server.explain]); the caller learns only its
 // code.
-func (s *Server) authorize(ctx context.Context, e *event, rawIDToken string, req ExchangeRequest) (*idtoken.Claims, policy.Decision, error) {
+func (s *Server) authorize(ctx context.Context, e *event, rawIDToken string, req brokerapi.ExchangeRequest) (*idtoken.Claims, policy.Decision, error) {
 	claims, err := s.verify(ctx, e, rawIDToken)
 	if err == nil {
 		err = claims.RequireRun()
@@ -215,8 +179,8 @@ func (s *Server) authorize(ctx context.Context, e *event, rawIDToken string, req
 	return claims, d, nil
 }
 
-func (s *Server) decide(p *policy.Policy, claims *idtoken.Claims, req ExchangeRequest) (policy.Decision, error) {
-	pr, err := req.PolicyRequest()
+func (s *Server) decide(p *policy.Policy, claims *idtoken.Claims, req brokerapi.ExchangeRequest) (policy.Decision, error) {
+	pr, err := policyRequest(req)
 	if err != nil {
 		return policy.Decision{}, err
 	}
@@ -226,12 +190,12 @@ func (s *Server) decide(p *policy.Policy, claims *idtoken.Claims, req ExchangeRe
 	return p.Decide(policy.Claims(claims.Strings), pr)
 }
 
-// PolicyRequest checks req as the broker does before any rule is tried,
+// policyRequest checks req as the broker does before any rule is tried,
 // and returns what the policy decides on. A ttl must be a Go duration of
 // at least [policy.MinTTL]; the rest is [policy.Request.Validate]. The
 // error, a refusal whatever the policy, is one [Classify] answers with
 // 400 and a message safe to show.
-func (req ExchangeRequest) PolicyRequest() (policy.Request, error) {
+func policyRequest(req brokerapi.ExchangeRequest) (policy.Request, error) {
 	pr := policy.Request{WorkspaceID: req.WorkspaceID, DeploymentID: req.DeploymentID, Role: req.Role}
 	if req.TTL != "" {
 		ttl, err := time.ParseDuration(req.TTL)
@@ -253,19 +217,19 @@ func (req ExchangeRequest) PolicyRequest() (policy.Request, error) {
 
 // ParseExchangeRequest decodes and checks the body of POST /v1/exchange
 // with the broker's own code: the size limit, [decodeStrict]'s exact keys
-// (each once, one object) and [ExchangeRequest.PolicyRequest]. An empty
+// (each once, one object) and [policyRequest]. An empty
 // body is the zero request: the grant's defaults. `astro-sts policy check
 // --request` calls it, so that the command refuses exactly what the broker
 // refuses, with the message [Classify] gives the broker's answer (400, or
 // 413 for a body over the limit).
 func ParseExchangeRequest(body io.Reader) (policy.Request, error) {
-	var req ExchangeRequest
+	var req brokerapi.ExchangeRequest
 	// As the broker's handler bounds every body; a nil ResponseWriter
 	// only means there is no connection to close.
 	if err := decodeStrict(http.MaxBytesReader(nil, io.NopCloser(body), maxBody), &req); err != nil {
 		return policy.Request{}, err
 	}
-	return req.PolicyRequest()
+	return policyRequest(req)
 }
 
 // mint creates the token the decision describes. For several Workspaces it

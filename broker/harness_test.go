@@ -16,6 +16,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/fakeclock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
@@ -232,13 +233,13 @@ func (e *testEnv) post(path, bearer, body string) (int, []byte, http.Header) {
 }
 
 // exchange performs a successful exchange or fails the test.
-func (e *testEnv) exchange(c issuer.Claims, body string) broker.ExchangeResponse {
+func (e *testEnv) exchange(c issuer.Claims, body string) brokerapi.ExchangeResponse {
 	e.t.Helper()
 	status, b, _ := e.post("/v1/exchange", e.mint(c), body)
 	if status != http.StatusOK {
 		e.t.Fatalf("exchange: %d %s", status, b)
 	}
-	var r broker.ExchangeResponse
+	var r brokerapi.ExchangeResponse
 	if err := json.Unmarshal(b, &r); err != nil {
 		e.t.Fatal(err)
 	}
@@ -275,9 +276,9 @@ func errorCode(t testing.TB, body []byte) (code, message string) {
 
 // errorBody decodes an error answer strictly: every field it has is one
 // the contract names.
-func errorBody(t testing.TB, body []byte) broker.ErrorBody {
+func errorBody(t testing.TB, body []byte) brokerapi.ErrorBody {
 	t.Helper()
-	var eb broker.ErrorBody
+	var eb brokerapi.ErrorBody
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&eb); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 )
 
 // reapReplica is one more broker on a test environment's emulator, as a
@@ -110,13 +111,9 @@ func (r *reapReplica) tick(t *testing.T) bool {
 	t.Helper()
 	before := len(r.outcomes())
 	r.ticks <- time.Now()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(r.outcomes()) == before {
-		if time.Now().After(deadline) {
-			t.Logf("%s: no outcome logged for its tick", r.name)
-			return false
-		}
-		time.Sleep(5 * time.Millisecond)
+	if !testwait.For(10*time.Second, func() bool { return len(r.outcomes()) != before }) {
+		t.Logf("%s: no outcome logged for its tick", r.name)
+		return false
 	}
 	return true
 }
@@ -319,13 +316,13 @@ func TestReaperHolderPausedPastItsLeaseStops(t *testing.T) {
 	// one delete, and the process stops.
 	p.armed.Store(true)
 	a.ticks <- time.Now()
-	waitFor(t, 10*time.Second, func() bool { return p.stalled.Load() == conc })
+	testwait.Until(t, 10*time.Second, "every delete to stall", func() bool { return p.stalled.Load() == conc })
 
 	// A's lease runs out in Redis while A is stopped; B takes it at its
 	// next tick and reaps the rest.
 	rc := srv.Client()
 	defer rc.Close()
-	waitFor(t, 10*time.Second, func() bool { return rc.Exists(context.Background(), "astro-sts:lease:reaper").Val() == 0 })
+	testwait.Until(t, 10*time.Second, "the lease to be released", func() bool { return rc.Exists(context.Background(), "astro-sts:lease:reaper").Val() == 0 })
 	b.tick(t)
 	if left := markedLeft(e); left != 0 {
 		t.Fatalf("B's pass left %d expired tokens", left)
@@ -333,7 +330,7 @@ func TestReaperHolderPausedPastItsLeaseStops(t *testing.T) {
 
 	// A resumes mid-pass.
 	close(p.resumed)
-	waitFor(t, 10*time.Second, func() bool { return len(a.outcomes()) == 1 })
+	testwait.Until(t, 10*time.Second, "one outcome logged", func() bool { return len(a.outcomes()) == 1 })
 	if got := lastMsg(a.outcomes()); !strings.HasPrefix(got, "reaper pass stopped") {
 		t.Errorf("A's pass after it resumed: %q, want it stopped for the lost lease", got)
 	}

@@ -4,6 +4,8 @@ import (
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 )
 
 // FuzzCheckQuery: whatever the query, checkQuery never panics; what it
@@ -18,7 +20,7 @@ func FuzzCheckQuery(f *testing.F) {
 	f.Fuzz(func(t *testing.T, raw string) {
 		err := checkQuery(raw, "dry_run")
 		if err != nil {
-			if ae := classify(err); ae.code != CodeBadRequest || len(ae.message) > 400 {
+			if ae := classify(err); ae.code != brokerapi.CodeBadRequest || len(ae.message) > 400 {
 				t.Fatalf("refusal %d %s %q", ae.status, ae.code, ae.message)
 			}
 			return

@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 )
 
 // postWithID is post with an X-Request-Id header (several when ids has
@@ -23,7 +23,7 @@ func (e *testEnv) postWithID(path, bearer, body string, ids ...string) (int, []b
 		req.Header.Set("Authorization", "Bearer "+bearer)
 	}
 	for _, id := range ids {
-		req.Header.Add(broker.RequestIDHeader, id)
+		req.Header.Add(brokerapi.RequestIDHeader, id)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -75,7 +75,7 @@ func TestRequestID(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			status, body, h := e.postWithID("/v1/exchange", "", "", tt.ids...)
-			id := h.Get(broker.RequestIDHeader)
+			id := h.Get(brokerapi.RequestIDHeader)
 			if status != http.StatusUnauthorized {
 				t.Fatalf("status %d", status)
 			}
@@ -88,7 +88,7 @@ func TestRequestID(t *testing.T) {
 				}
 				seen[id] = true
 			}
-			if eb := errorBody(t, body); eb.RequestID != id || eb.Error != broker.CodeTokenMissing {
+			if eb := errorBody(t, body); eb.RequestID != id || eb.Error != brokerapi.CodeTokenMissing {
 				t.Errorf("body %s, want request_id %q", body, id)
 			}
 			if n := len(e.logRecords("request failed", id)); n != 1 {
@@ -105,8 +105,8 @@ func TestRequestID(t *testing.T) {
 			t.Fatal(err)
 		}
 		resp.Body.Close()
-		if resp.Header.Get(broker.RequestIDHeader) == "" {
-			t.Errorf("GET %s: no %s", path, broker.RequestIDHeader)
+		if resp.Header.Get(brokerapi.RequestIDHeader) == "" {
+			t.Errorf("GET %s: no %s", path, brokerapi.RequestIDHeader)
 		}
 	}
 }
@@ -122,12 +122,12 @@ func TestDenialIsExplainedToTheOperatorOnly(t *testing.T) {
 	if status != http.StatusForbidden {
 		t.Fatalf("status %d: %s", status, body)
 	}
-	want := broker.ErrorBody{Error: broker.CodeDenied, Message: "no policy rule allows this identity", RequestID: "denied-1"}
+	want := brokerapi.ErrorBody{Error: brokerapi.CodeDenied, Message: "no policy rule allows this identity", RequestID: "denied-1"}
 	if diff := cmp.Diff(want, errorBody(t, body)); diff != "" {
 		t.Errorf("body (-want +got):\n%s", diff)
 	}
-	if h.Get(broker.RequestIDHeader) != "denied-1" {
-		t.Errorf("header id %q", h.Get(broker.RequestIDHeader))
+	if h.Get(brokerapi.RequestIDHeader) != "denied-1" {
+		t.Errorf("header id %q", h.Get(brokerapi.RequestIDHeader))
 	}
 	for _, secret := range []string{"deploy-main", "refs/heads/main", "both-workspaces", "preview"} {
 		if strings.Contains(string(body), secret) {
@@ -151,7 +151,7 @@ func TestDenialIsExplainedToTheOperatorOnly(t *testing.T) {
 		t.Errorf("explanation (-want +got):\n%s", diff)
 	}
 	audit := e.logRecords("exchange", "denied-1")
-	if len(audit) != 1 || audit[0]["code"] != broker.CodeDenied || audit[0]["outcome"] != "deny" {
+	if len(audit) != 1 || audit[0]["code"] != brokerapi.CodeDenied || audit[0]["outcome"] != "deny" {
 		t.Errorf("audit records %v", audit)
 	}
 }
@@ -175,10 +175,10 @@ func TestTooWideSaysTheMaximum(t *testing.T) {
 				t.Fatalf("status %d: %s", status, body)
 			}
 			eb := errorBody(t, body)
-			if eb.Error != broker.CodeTooWide || eb.Rule != "deploy-main" || eb.Field != tc.field || eb.Allowed != tc.want {
+			if eb.Error != brokerapi.CodeTooWide || eb.Rule != "deploy-main" || eb.Field != tc.field || eb.Allowed != tc.want {
 				t.Errorf("body %s", body)
 			}
-			recs := e.logRecords("denial explained", h.Get(broker.RequestIDHeader))
+			recs := e.logRecords("denial explained", h.Get(brokerapi.RequestIDHeader))
 			if len(recs) != 1 || recs[0]["key"] != tc.field || recs[0]["expected"] != "at most "+tc.want {
 				t.Errorf("explanation %v", recs)
 			}
@@ -195,10 +195,10 @@ func TestRotationDenialIsExplained(t *testing.T) {
 	if status != http.StatusForbidden {
 		t.Fatalf("status %d: %s", status, body)
 	}
-	if eb := errorBody(t, body); eb.Error != broker.CodeDenied || strings.Contains(string(body), "schedule") {
+	if eb := errorBody(t, body); eb.Error != brokerapi.CodeDenied || strings.Contains(string(body), "schedule") {
 		t.Errorf("body %s", body)
 	}
-	recs := e.logRecords("denial explained", h.Get(broker.RequestIDHeader))
+	recs := e.logRecords("denial explained", h.Get(brokerapi.RequestIDHeader))
 	if len(recs) != 1 || recs[0]["op"] != "rotate" || recs[0]["rule"] != "airflow-ci" || recs[0]["key"] != "event_name" ||
 		recs[0]["expected"] != `"schedule"` || recs[0]["actual"] != `"push"` {
 		t.Errorf("explanation %v", recs)
@@ -215,13 +215,13 @@ func TestDryRun(t *testing.T) {
 	if status != http.StatusOK {
 		t.Fatalf("dry run: %d %s", status, body)
 	}
-	var got broker.DryRunResponse
+	var got brokerapi.DryRunResponse
 	dec := json.NewDecoder(strings.NewReader(string(body)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&got); err != nil {
 		t.Fatal(err)
 	}
-	want := broker.DryRunResponse{DryRun: true, Decision: "allow", Rule: "deploy-main", Scope: "WORKSPACE",
+	want := brokerapi.DryRunResponse{DryRun: true, Decision: "allow", Rule: "deploy-main", Scope: "WORKSPACE",
 		OrganizationID: e.emu.OrganizationID(), WorkspaceID: e.emu.WorkspaceIDs()[0], Role: "WORKSPACE_AUTHOR", TTL: "10m0s"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("dry run (-want +got):\n%s", diff)
@@ -240,16 +240,16 @@ func TestDryRun(t *testing.T) {
 	other := mainClaims()
 	other.RepositoryID = "666"
 	status, body, h := e.post("/v1/exchange?dry_run=true", e.mint(other), "")
-	if eb := errorBody(t, body); status != http.StatusForbidden || eb.Error != broker.CodeDenied {
+	if eb := errorBody(t, body); status != http.StatusForbidden || eb.Error != brokerapi.CodeDenied {
 		t.Errorf("denied dry run: %d %s", status, body)
 	}
-	if len(e.logRecords("denial explained", h.Get(broker.RequestIDHeader))) == 0 {
+	if len(e.logRecords("denial explained", h.Get(brokerapi.RequestIDHeader))) == 0 {
 		t.Error("a denied dry run is not explained in the log")
 	}
 
 	for _, q := range []string{"dry_run=yes", "dry_run=true&dry_run=true", "dry_run="} {
 		status, body, _ := e.post("/v1/exchange?"+q, e.mint(mainClaims()), "")
-		if eb := errorBody(t, body); status != http.StatusBadRequest || eb.Error != broker.CodeBadRequest {
+		if eb := errorBody(t, body); status != http.StatusBadRequest || eb.Error != brokerapi.CodeBadRequest {
 			t.Errorf("%s: %d %s", q, status, body)
 		}
 	}

@@ -4,14 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"net/http"
-)
 
-// RequestIDHeader carries the id of a request in both directions: a caller
-// may send one (the action does, so that it can name a request whose answer
-// it never got), and every answer carries the id the broker used. The error
-// body, the audit record and every log line of the request carry it too,
-// so that "request id X" in a job log finds the broker's records.
-const RequestIDHeader = "X-Request-Id"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
+)
 
 // maxRequestIDLen bounds a caller's request id.
 const maxRequestIDLen = 64
@@ -25,12 +20,12 @@ type requestIDKey struct{}
 func withRequestID(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		id := ""
-		if vs := r.Header.Values(RequestIDHeader); len(vs) == 1 && validRequestID(vs[0]) {
+		if vs := r.Header.Values(brokerapi.RequestIDHeader); len(vs) == 1 && validRequestID(vs[0]) {
 			id = vs[0]
 		} else {
 			id = rand.Text()
 		}
-		w.Header().Set(RequestIDHeader, id)
+		w.Header().Set(brokerapi.RequestIDHeader, id)
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), requestIDKey{}, id)))
 	})
 }

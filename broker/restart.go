@@ -16,7 +16,7 @@ import (
 // a fresh ID token, so a job caught by a restart loses a second, and a
 // token lifted from a log before the restart is worth nothing after it.
 //
-// The other design the issue offers, rebuilding the cache from the markers
+// The other way to close the gap, rebuilding the cache from the markers
 // of live tokens, was not chosen: it would put a hash of every jti in
 // every token's description, cover the exchange only (a revoke or a
 // rotation mints nothing to carry the marker), and make every start list

@@ -9,15 +9,11 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/store"
 )
-
-// RevokeRequest is the body of POST /v1/revoke.
-type RevokeRequest struct {
-	TokenID string `json:"token_id"`
-}
 
 // DefaultRevokeRateLimit is a repository's budget of revokes when
 // [Config.RevokeRateLimit] is zero: far more than a repository's runs
@@ -37,7 +33,7 @@ const revokedIssuer = "astro-sts:revoked"
 func (s *Server) handleRevoke(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := context.WithTimeout(r.Context(), s.requestTimeout)
 	defer cancel()
-	var req RevokeRequest
+	var req brokerapi.RevokeRequest
 	raw, err := readRequest(r, &req)
 	if err == nil && !validID(req.TokenID) {
 		err = badRequest("token_id must be an Astro token id (letters, digits, - and _)")

@@ -5,15 +5,10 @@ import (
 	"errors"
 	"net/http"
 
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 )
-
-// RotateRequest is the body of POST /v1/rotate: a workflow names which
-// rotation to run, never where the value goes (the policy says that).
-type RotateRequest struct {
-	Name string `json:"name"`
-}
 
 // rotationFailedError is a rotation that started and failed without a
 // result to show; classify answers 502, never a retryable status.
@@ -22,16 +17,8 @@ type rotationFailedError struct{ err error }
 func (e *rotationFailedError) Error() string { return "rotation failed: " + e.err.Error() }
 func (e *rotationFailedError) Unwrap() error { return e.err }
 
-// rotateErrorBody is the error answer of a failed rotation: the error body
-// plus every sink and what happened there.
-type rotateErrorBody struct {
-	ErrorBody
-	Sinks    []rotation.SinkResult `json:"sinks,omitempty"`
-	Warnings []string              `json:"warnings,omitempty"`
-}
-
 func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
-	var req RotateRequest
+	var req brokerapi.RotateRequest
 	raw, err := readRequest(r, &req)
 	if err == nil && (req.Name == "" || len(req.Name) > 256) {
 		err = badRequest("name is required, at most 256 bytes")
@@ -43,9 +30,9 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 	var rerr *rotation.Error
 	if errors.As(err, &rerr) && rerr.Result != nil {
 		s.log.Error("rotation failed", "request_id", requestID(r.Context()), "name", req.Name, "error", rerr.Err)
-		writeJSON(w, http.StatusBadGateway, rotateErrorBody{
-			ErrorBody: ErrorBody{Error: CodeRotationIncomplete, Message: rerr.Message, RequestID: requestID(r.Context())},
-			Sinks:     rerr.Result.Sinks,
+		writeJSON(w, http.StatusBadGateway, brokerapi.RotateErrorBody{
+			ErrorBody: brokerapi.ErrorBody{Error: brokerapi.CodeRotationIncomplete, Message: rerr.Message, RequestID: requestID(r.Context())},
+			Sinks:     sinkResults(rerr.Result.Sinks),
 			Warnings:  rerr.Result.Warnings,
 		})
 		return nil
@@ -53,8 +40,31 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, res)
+	writeJSON(w, http.StatusOK, rotateResponse(res))
 	return nil
+}
+
+// rotateResponse is a rotation's result in the contract's form.
+func rotateResponse(res *rotation.Result) *brokerapi.RotateResponse {
+	if res == nil {
+		return nil
+	}
+	return &brokerapi.RotateResponse{
+		Name: res.Name, TokenID: res.TokenID, Strategy: res.Strategy, RotatedAt: res.RotatedAt,
+		Sinks: sinkResults(res.Sinks), Warnings: res.Warnings,
+	}
+}
+
+// sinkResults is what each sink did, in the contract's form.
+func sinkResults(sinks []rotation.SinkResult) []brokerapi.SinkResult {
+	if sinks == nil {
+		return nil
+	}
+	out := make([]brokerapi.SinkResult, len(sinks))
+	for i, r := range sinks {
+		out[i] = brokerapi.SinkResult{Kind: r.Kind, Target: r.Target, Version: r.Version, Status: r.Status, Error: r.Error}
+	}
+	return out
 }
 
 // Rotate runs the named rotation if the caller's identity is allowed by the

@@ -224,7 +224,7 @@ func TestRotateEndpoint(t *testing.T) {
 	}
 }
 
-// checkRotateAnswer checks the JSON shape of a successful rotation
+// checkRotateAnswer checks the documented JSON shape of a successful rotation
 // and that both secrets hold the replacement's value, which works.
 func checkRotateAnswer(t *testing.T, e *rotateEnv, body []byte, secrets []string) {
 	t.Helper()

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/store"
 )
@@ -152,11 +152,11 @@ func TestDryRunStore(t *testing.T) {
 	for name, open := range stores {
 		t.Run(name, func(t *testing.T) {
 			e := newEnv(t, envOptions{store: open(t), policy: limitedPolicy})
-			dryRun := func(tok string) (int, broker.ErrorBody) {
+			dryRun := func(tok string) (int, brokerapi.ErrorBody) {
 				t.Helper()
 				st, body, _ := e.post("/v1/exchange?dry_run=true", tok, "")
 				if st == http.StatusOK {
-					return st, broker.ErrorBody{}
+					return st, brokerapi.ErrorBody{}
 				}
 				return st, errorBody(t, body)
 			}
@@ -165,7 +165,7 @@ func TestDryRunStore(t *testing.T) {
 			if st, body, _ := e.post("/v1/exchange", spent, ""); st != http.StatusOK {
 				t.Fatalf("exchange: %d %s", st, body)
 			}
-			if st, eb := dryRun(spent); st != http.StatusUnauthorized || eb.Error != broker.CodeTokenInvalid || eb.Reason != broker.ReasonReplayed {
+			if st, eb := dryRun(spent); st != http.StatusUnauthorized || eb.Error != brokerapi.CodeTokenInvalid || eb.Reason != brokerapi.ReasonReplayed {
 				t.Errorf("dry run of a spent token: %d %+v, want 401 token_invalid/replayed", st, eb)
 			}
 

@@ -15,7 +15,9 @@ import (
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/store"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 )
 
 // lostCreate lets the create reach Astro, which makes the token, and then
@@ -107,7 +109,7 @@ func TestCreateWithLostAnswerIsFoundAndDeleted(t *testing.T) {
 			if status != http.StatusBadGateway {
 				t.Fatalf("exchange with a lost create answer: %d %s, want 502", status, b)
 			}
-			waitFor(t, 30*time.Second, func() bool { return len(undeliveredOutcomes(t, e)) > 0 })
+			testwait.Until(t, 30*time.Second, "an undelivered record", func() bool { return len(undeliveredOutcomes(t, e)) > 0 })
 			recs := undeliveredOutcomes(t, e)
 			if len(recs) != 1 || recs[0]["outcome"] != "deleted" || recs[0]["why"] != "create_outcome_unknown" || recs[0]["token_id"] == "" {
 				t.Fatalf("undelivered records: %v", recs)
@@ -162,9 +164,9 @@ func TestSlowCreateIsFoundAndDeleted(t *testing.T) {
 	if status != http.StatusServiceUnavailable {
 		t.Fatalf("exchange with a slow Astro: %d %s, want 503", status, b)
 	}
-	var eb broker.ErrorBody
-	if err := json.Unmarshal(b, &eb); err != nil || eb.Error != broker.CodeUpstreamUnavailable || eb.Reason != broker.ReasonTimeout {
-		t.Errorf("answer %s: want %s/%s", b, broker.CodeUpstreamUnavailable, broker.ReasonTimeout)
+	var eb brokerapi.ErrorBody
+	if err := json.Unmarshal(b, &eb); err != nil || eb.Error != brokerapi.CodeUpstreamUnavailable || eb.Reason != brokerapi.ReasonTimeout {
+		t.Errorf("answer %s: want %s/%s", b, brokerapi.CodeUpstreamUnavailable, brokerapi.ReasonTimeout)
 	}
 	if err := e.broker.Drain(context.Background()); err != nil {
 		t.Fatal(err)
@@ -185,7 +187,8 @@ type gatedCreate struct {
 	made    chan string
 	release chan struct{}
 	// untilGone holds the answer until the request's context has ended
-	// (the server noticed the caller hang up), after release.
+	// (the server noticed the caller hang up, or the request's deadline
+	// passed), after release.
 	untilGone bool
 }
 
@@ -232,7 +235,7 @@ func TestCallerGoneTokenIsDeleted(t *testing.T) {
 		t.Fatalf("client: %v", err)
 	}
 	close(g.release)
-	waitFor(t, 10*time.Second, func() bool { return len(undeliveredOutcomes(t, e)) > 0 })
+	testwait.Until(t, 10*time.Second, "an undelivered record", func() bool { return len(undeliveredOutcomes(t, e)) > 0 })
 	recs := undeliveredOutcomes(t, e)
 	if len(recs) != 1 || recs[0]["token_id"] != id || recs[0]["why"] != "caller_gone" || recs[0]["outcome"] != "deleted" {
 		t.Fatalf("undelivered records: %v", recs)
@@ -246,15 +249,12 @@ func TestCallerGoneTokenIsDeleted(t *testing.T) {
 // gets "try again" and the token is deleted.
 func TestAnswerPastTheDeadlineIsNotSent(t *testing.T) {
 	g := newGated()
+	g.untilGone = true // the answer is ready only once the deadline has passed
 	e := newEnv(t, envOptions{
 		wrapAstro: func(a broker.Astro) broker.Astro { g.Astro = a; return g },
 		configure: func(c *broker.Config) { c.RequestTimeout = 200 * time.Millisecond },
 	})
-	go func() {
-		<-g.made
-		time.Sleep(400 * time.Millisecond) // past the deadline
-		close(g.release)
-	}()
+	close(g.release)
 	status, b, _ := e.post("/v1/exchange", e.mint(mainClaims()), "")
 	if status != http.StatusServiceUnavailable {
 		t.Fatalf("%d %s, want 503", status, b)

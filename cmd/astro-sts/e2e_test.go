@@ -34,27 +34,44 @@ import (
 	"github.com/astro-sts/astro-sts/internal/runnertest"
 )
 
-// e2eBinDir holds the binary built by TestMain and its two links,
-// astro-sts-action and astro-sts-post, named as in the image.
-var e2eBinDir string
+// e2eBin holds the binary and its two links, astro-sts-action and
+// astro-sts-post, named as in the image. Building takes seconds that most
+// of the package's tests do not need, so it happens once, on first use
+// (see [e2eBinDir]), and TestMain only removes it.
+var e2eBin struct {
+	once sync.Once
+	dir  string
+	err  error
+}
 
 func TestMain(m *testing.M) {
 	os.Exit(e2eMain(m))
 }
 
 func e2eMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "astro-sts-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
+	code := m.Run()
+	if e2eBin.dir != "" {
+		os.RemoveAll(e2eBin.dir)
 	}
-	defer os.RemoveAll(dir)
-	if err := e2eBuild(dir); err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: build astro-sts:", err)
-		return 1
+	return code
+}
+
+// e2eBinDir is the directory of the built binary and its links, building
+// them on the first call of the test binary.
+func e2eBinDir(t testing.TB) string {
+	t.Helper()
+	e2eBin.once.Do(func() {
+		dir, err := os.MkdirTemp("", "astro-sts-e2e-bin-")
+		if err == nil {
+			e2eBin.dir = dir
+			err = e2eBuild(dir)
+		}
+		e2eBin.err = err
+	})
+	if e2eBin.err != nil {
+		t.Fatalf("build astro-sts: %v", e2eBin.err)
 	}
-	e2eBinDir = dir
-	return m.Run()
+	return e2eBin.dir
 }
 
 // e2eBuild builds this package into dir/astro-sts once, with the go tool
@@ -279,11 +296,12 @@ type e2eResult struct {
 	code           int
 }
 
-// e2eRun runs the binary as argv[0] (a name in e2eBinDir) with argv[1:],
+// e2eRun runs the binary as argv[0] (a name in [e2eBinDir]) with argv[1:],
 // and exactly env plus PATH and HOME: nothing of the test's own
 // environment leaks in.
 func e2eRun(t *testing.T, argv []string, env map[string]string) e2eResult {
 	t.Helper()
+	bin := filepath.Join(e2eBinDir(t), argv[0])
 	full := make(map[string]string, len(env)+2)
 	for k, v := range env {
 		full[k] = v
@@ -292,7 +310,7 @@ func e2eRun(t *testing.T, argv []string, env map[string]string) e2eResult {
 	full["HOME"] = os.Getenv("HOME")
 	ctx, cancel := context.WithTimeout(t.Context(), e2eStepTimeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(e2eBinDir, argv[0]), argv[1:]...)
+	cmd := exec.CommandContext(ctx, bin, argv[1:]...)
 	cmd.Env = runnertest.Environ(full)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr

@@ -2,7 +2,7 @@ package main
 
 // The alerting rules, their unit tests' input series and the Grafana
 // dashboard (deploy/prometheus, deploy/grafana) against a real broker's
-// /metrics: the astro-sts binary TestMain built, with Redis, the emulator
+// /metrics: the astro-sts binary the tests build, with Redis, the emulator
 // and an OIDC issuer, driven until every metric they name has a series.
 // A rule or panel over a metric the broker does not serve, or over a label
 // it does not carry, never fires or stays empty without any error:
@@ -27,10 +27,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/redistest"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -82,7 +83,7 @@ func TestMonitoringNamesServedMetrics(t *testing.T) {
 	if st != http.StatusOK {
 		t.Fatalf("exchange: %d %s", st, body)
 	}
-	var er broker.ExchangeResponse
+	var er brokerapi.ExchangeResponse
 	if err := json.Unmarshal(body, &er); err != nil {
 		t.Fatal(err)
 	}
@@ -250,21 +251,16 @@ func newMonitoringWorld(t *testing.T, redisBin string) (*replicaWorld, *faultyAs
 // waitFor polls a replica's /metrics until sample satisfies ok.
 func waitFor(t *testing.T, r *replica, sample string, ok func(float64) bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	testwait.Until(t, 30*time.Second, sample, func() bool {
 		resp, err := http.Get(r.url + "/metrics")
-		if err == nil {
-			series := parseSamples(resp)
-			resp.Body.Close()
-			if v, found := series[sample]; found && ok(v) {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never came", sample)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		series := parseSamples(resp)
+		resp.Body.Close()
+		v, found := series[sample]
+		return found && ok(v)
+	})
 }
 
 // parseSamples returns the value of each sample of a /metrics page.

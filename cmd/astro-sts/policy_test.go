@@ -19,7 +19,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 )
 
 const policyCheckYAML = `
@@ -378,22 +379,19 @@ func TestPolicyCheckRefusesWhatTheBrokerRefuses(t *testing.T) {
 // ID tokens issued before then (a restart must not reopen replay).
 func waitServing(t *testing.T, url string) {
 	t.Helper()
-	for range 200 {
+	testwait.Until(t, 30*time.Second, "the broker at "+url+" to answer /healthz", func() bool {
 		resp, err := http.Get(url + "/healthz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(25 * time.Millisecond)
-	}
-	t.Fatalf("the broker at %s does not answer /healthz", url)
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 }
 
 // postExchange sends an exchange and returns the status and, for an error,
 // the error body.
-func postExchange(t *testing.T, brokerURL, idToken, body string) (int, broker.ErrorBody) {
+func postExchange(t *testing.T, brokerURL, idToken, body string) (int, brokerapi.ErrorBody) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, brokerURL+"/v1/exchange", strings.NewReader(body))
 	if err != nil {
@@ -405,7 +403,7 @@ func postExchange(t *testing.T, brokerURL, idToken, body string) (int, broker.Er
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var eb broker.ErrorBody
+	var eb brokerapi.ErrorBody
 	if resp.StatusCode != http.StatusOK {
 		if err := json.NewDecoder(resp.Body).Decode(&eb); err != nil {
 			t.Fatalf("%d: the error body: %v", resp.StatusCode, err)

@@ -1,7 +1,7 @@
 package main
 
 // The multi-replica test: three `astro-sts serve` processes (the binary
-// TestMain built), one real redis-server, one emulator and one OIDC issuer,
+// the tests build once), one real redis-server, one emulator and one OIDC issuer,
 // all on loopback. It checks what sharing the broker's state through Redis
 // promises: a token used on one replica is refused on the others, a rate
 // limit holds across replicas, one replica reaps per interval, another
@@ -30,10 +30,12 @@ import (
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 )
 
 const (
@@ -137,7 +139,7 @@ func TestReplicas(t *testing.T) {
 			t.Fatalf("first use on %s: %d %s", a.name, st, code)
 		}
 		for _, r := range []*replica{b, c} {
-			if st, code, _ := w.exchange(r, tok); st != http.StatusUnauthorized || code != broker.CodeTokenInvalid {
+			if st, code, _ := w.exchange(r, tok); st != http.StatusUnauthorized || code != brokerapi.CodeTokenInvalid {
 				t.Errorf("replay on %s: %d %s, want 401", r.name, st, code)
 			}
 		}
@@ -214,12 +216,8 @@ func TestReplicas(t *testing.T) {
 		// A token whose post step never ran, already past its deadline:
 		// only a surviving replica can reap it now.
 		id := w.plantExpired()
-		deadline := killed.Add(10 * replicasReap)
-		for w.hasToken(id) {
-			if time.Now().After(deadline) {
-				t.Fatalf("the expired token is still there %s after the holder was killed", time.Since(killed))
-			}
-			time.Sleep(20 * time.Millisecond)
+		if !testwait.For(time.Until(killed.Add(10*replicasReap)), func() bool { return !w.hasToken(id) }) {
+			t.Fatalf("the expired token is still there %s after the holder was killed", time.Since(killed))
 		}
 		took := time.Since(killed)
 		// The lease outlives its holder by at most one interval, and the
@@ -302,7 +300,7 @@ func (w *replicaWorld) redisOutage() outcome {
 				res.status, body, res.retryAfter = w.post(r, "/v1/exchange", tok, "")
 				res.end = time.Now()
 				if res.status == http.StatusOK {
-					var er broker.ExchangeResponse
+					var er brokerapi.ExchangeResponse
 					if err := json.Unmarshal(body, &er); err != nil {
 						t.Error(err)
 					}
@@ -330,26 +328,33 @@ func (w *replicaWorld) redisOutage() outcome {
 	}
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				close(stop)
-				wg.Wait()
-				t.Fatalf("timed out waiting for %s", what)
-			}
-			time.Sleep(20 * time.Millisecond)
+		if !testwait.For(30*time.Second, cond) {
+			close(stop)
+			wg.Wait()
+			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
 
 	waitFor("exchanges to succeed", func() bool { return count(func(r result) bool { return r.status == 200 }) >= 15 })
 	w.redis.Stop()
 	down := time.Now()
-	time.Sleep(1500 * time.Millisecond)
-	for _, r := range w.replicas {
-		if st, body := w.get(r, "/readyz"); st != http.StatusServiceUnavailable || !strings.Contains(body, "shared store unreachable") {
-			t.Errorf("%s /readyz with Redis down: %d %q", r.name, st, body)
+	// The outage lasts until every replica says so on /readyz and some
+	// exchanges have been refused meanwhile: the checks below look at
+	// what was answered while Redis was down.
+	waitFor("every replica to be unready with Redis down", func() bool {
+		for _, r := range w.replicas {
+			if st, body := w.get(r, "/readyz"); st != http.StatusServiceUnavailable || !strings.Contains(body, "shared store unreachable") {
+				return false
+			}
 		}
-	}
+		return true
+	})
+	waitFor("exchanges to be refused with Redis down", func() bool {
+		return count(func(r result) bool { return r.start.After(down) && r.code == "store_unavailable" }) >= 3
+	})
+	// Redis serves again before Restart returns: what ended before
+	// Restart was called is surely an answer given with Redis down.
+	restarting := time.Now()
 	if err := w.redis.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -377,7 +382,7 @@ func (w *replicaWorld) redisOutage() outcome {
 	var ok, unavailable, downOK, downOther, afterOK int
 	var firstBack time.Duration = -1
 	for _, r := range results {
-		during := r.start.After(down) && r.end.Before(up)
+		during := r.start.After(down) && r.end.Before(restarting)
 		switch {
 		case during && r.status == http.StatusServiceUnavailable && r.code == "store_unavailable" && r.retryAfter != "":
 			unavailable++
@@ -502,7 +507,7 @@ func (w *replicaWorld) startReplica(name, policy, tokenFile string) *replica {
 	addr := ln.Addr().String()
 	ln.Close()
 	r := &replica{name: name, url: "http://" + addr, out: &syncbuf.Buffer{Limit: 4 << 20}, done: make(chan struct{})}
-	r.cmd = exec.Command(filepath.Join(e2eBinDir, "astro-sts"), "serve")
+	r.cmd = exec.Command(filepath.Join(e2eBinDir(t), "astro-sts"), "serve")
 	r.cmd.Env = []string{
 		"HOME=" + t.TempDir(),
 		"ASTRO_STS_ADDR=" + addr,
@@ -542,20 +547,19 @@ func (w *replicaWorld) startReplica(name, policy, tokenFile string) *replica {
 
 func (w *replicaWorld) waitReady(r *replica) {
 	w.t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	ready := testwait.For(30*time.Second, func() bool {
 		if st, _ := w.get(r, "/readyz"); st == http.StatusOK {
-			return
+			return true
 		}
 		select {
 		case <-r.done:
 			w.t.Fatalf("replica %s exited: %v\n%s", r.name, r.cmd.ProcessState, r.out.String())
 		default:
 		}
-		if time.Now().After(deadline) {
-			w.t.Fatalf("replica %s not ready:\n%s", r.name, r.out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+		return false
+	})
+	if !ready {
+		w.t.Fatalf("replica %s not ready:\n%s", r.name, r.out.String())
 	}
 }
 

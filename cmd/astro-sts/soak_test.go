@@ -1,6 +1,6 @@
 package main
 
-// The soak test of issue 9 ("no token outlives its deadline"): the real
+// The soak test of the promise "no token outlives its deadline": the real
 // broker binary as a subprocess (so that SIGKILL is real), the Astro
 // emulator with faults and latency and the OIDC issuer in the test, all on
 // loopback. Many simulated jobs exchange and revoke, 10% never run their
@@ -17,7 +17,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -39,6 +38,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/runnertest"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 )
 
 // The soak's settings. The broker's timeouts are scaled down from the
@@ -103,7 +103,7 @@ func TestSoak(t *testing.T) {
 
 	// Every token's deadline passes, then the reaper's next pass.
 	deadline := s.lastDeadline()
-	waitUntil(t, deadline.Add(2*soakReapInterval+30*time.Second), func() bool { return s.markedLeft() == 0 })
+	testwait.Until(t, time.Until(deadline.Add(2*soakReapInterval+30*time.Second)), "no broker token left", func() bool { return s.markedLeft() == 0 })
 	cleared := time.Since(deadline)
 	time.Sleep(2 * soakReapInterval) // idle, then measure
 	idle := s.sample("process 2, idle after reaping")
@@ -223,7 +223,7 @@ func (s *soak) start() {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(e2eBinDir, "astro-sts"), "serve")
+	cmd := exec.Command(filepath.Join(e2eBinDir(t), "astro-sts"), "serve")
 	cmd.Env = runnertest.Environ(s.env)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
@@ -231,7 +231,7 @@ func (s *soak) start() {
 	}
 	s.proc, s.exit = cmd, make(chan error, 1)
 	go func() { s.exit <- cmd.Wait(); out.Close() }()
-	waitUntil(t, time.Now().Add(30*time.Second), func() bool {
+	testwait.Until(t, 30*time.Second, "the broker to answer /healthz", func() bool {
 		resp, err := http.Get(s.url + "/healthz")
 		if err != nil {
 			return false
@@ -585,17 +585,6 @@ func (s *soak) report(load time.Duration, workers int, slowFor, cleared time.Dur
 		fmt.Fprintf(&b, "memory %-32s heap in use %5.1f MB, RSS %5.1f MB, goroutines %3.0f\n", m.label+":", m.heapInuse/(1<<20), m.rss/(1<<20), m.goroutines)
 	}
 	s.t.Log("soak figures:\n" + b.String())
-}
-
-// waitUntil polls cond until it holds; deadline only guards against a hang.
-func waitUntil(t *testing.T, deadline time.Time, cond func() bool) {
-	t.Helper()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal(errors.New("condition still false at the deadline"))
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // grepLogs returns the broker's log lines, of every process, that mention

@@ -34,8 +34,8 @@ import (
 	"github.com/sethvargo/go-githubactions"
 
 	"github.com/astro-sts/astro-sts/action"
-	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
@@ -334,7 +334,7 @@ func (d *demo) denied(ctx context.Context) error {
 	}
 	log, mainErr := d.runMain(ctx, j)
 	var be *action.BrokerError
-	if !errors.As(mainErr, &be) || be.Status != http.StatusForbidden || be.Code != broker.CodeDenied || be.RequestID == "" {
+	if !errors.As(mainErr, &be) || be.Status != http.StatusForbidden || be.Code != brokerapi.CodeDenied || be.RequestID == "" {
 		return unexpected(step, "the exchange was not refused with 403 denied and a request id (got: %v)", mainErr)
 	}
 	d.p.lines(log.Lines)

@@ -14,6 +14,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 )
 
 func TestNewRefusesBadConfig(t *testing.T) {
@@ -441,10 +442,7 @@ func TestCloseLeaksNothing(t *testing.T) {
 		}
 	}
 	// Idle keep-alive connections of the test's client can linger briefly.
-	deadline := time.Now().Add(2 * time.Second)
-	for runtime.NumGoroutine() > before+2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(2*time.Second, func() bool { return runtime.NumGoroutine() <= before+2 })
 	if n := runtime.NumGoroutine(); n > before+2 {
 		t.Errorf("%d goroutines after Close, %d before", n, before)
 	}

@@ -126,7 +126,7 @@ func TestReplayGuardConcurrent(t *testing.T) {
 	}
 }
 
-// TestReplayAfterVerify is the "replayed jti" row of the table: a
+// TestReplayAfterVerify is the "replayed jti" row of the bad-token table: a
 // token verifies twice (verification does not consume it) but is
 // exchanged once.
 func TestReplayAfterVerify(t *testing.T) {

@@ -124,7 +124,7 @@ func payloadOf(t *testing.T, tok string) map[string]any {
 	return m
 }
 
-// TestVerifyBadTokens is the table: each bad token is refused with
+// TestVerifyBadTokens is the bad-token table: each bad token is refused with
 // an error the broker maps to 401, and no error carries the token.
 func TestVerifyBadTokens(t *testing.T) {
 	clk := fakeclock.New(t0)

@@ -45,7 +45,7 @@ var concurrencies = []int{1, 16, 64}
 
 // BenchmarkFloor measures what no exchange can cost less than, in the
 // same run as the broker: one RS256 verification through go-jose (the
-// issue's yardstick: the broker's CPU per denied exchange at most 3.5
+// yardstick: the broker's CPU per denied exchange at most 3.5
 // times it, per allowed exchange at most 6 times), the
 // bare net/http round trip of a POST (server side), and the token create
 // every allowed exchange makes (client side, and the emulator's side).

@@ -23,6 +23,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/loadtest"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 	"github.com/astro-sts/astro-sts/internal/vaulttest"
 )
 
@@ -337,10 +338,7 @@ func (bp *brokerProc) count(line []byte) {
 // fails if it printed fewer, or more: one audit record per decision.
 func (bp *brokerProc) waitAudit(b *testing.B, counter *atomic.Int64, want int64) {
 	b.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for counter.Load() < want && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testwait.For(30*time.Second, func() bool { return counter.Load() >= want })
 	if got := counter.Load(); got != want {
 		b.Fatalf("broker printed %d audit records, want %d", got, want)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 )
 
 // logBuffer collects log output from the Watch goroutine safely.
@@ -117,18 +118,6 @@ func TestReloadKeepsTheOldPolicyOnABadFile(t *testing.T) {
 	}
 }
 
-// eventually polls cond for up to two seconds.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(2 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func TestWatchPollsTheFile(t *testing.T) {
 	s, path, logs := newStore(t)
 	first := s.Current()
@@ -140,7 +129,9 @@ func TestWatchPollsTheFile(t *testing.T) {
 	}()
 
 	writeFile(t, path, "rules: [{name: r}]\n")
-	eventually(t, "the bad file to be logged", func() bool { return strings.Contains(logs.String(), "keeping the current policy") })
+	testwait.Until(t, 10*time.Second, "the bad file to be logged", func() bool { return strings.Contains(logs.String(), "keeping the current policy") })
+	// A negative: a poll that finds the same bad file changes nothing
+	// one could wait for, so the test gives the 10ms ticker a window.
 	time.Sleep(60 * time.Millisecond) // several more polls
 	if n := strings.Count(logs.String(), "keeping the current policy"); n != 1 {
 		t.Errorf("a bad file was logged %d times, want once", n)
@@ -150,7 +141,7 @@ func TestWatchPollsTheFile(t *testing.T) {
 	}
 
 	writeFile(t, path, otherPolicy)
-	eventually(t, "the new policy", func() bool { return s.Current().Rules() == 1 })
+	testwait.Until(t, 10*time.Second, "the new policy", func() bool { return s.Current().Rules() == 1 })
 
 	cancel()
 	select {
@@ -168,12 +159,14 @@ func TestWatchReloadsOnSignal(t *testing.T) {
 	go s.Watch(ctx, 0, sighup) // no polling: only the signal reloads
 
 	writeFile(t, path, otherPolicy)
+	// A negative: with no ticker nothing happens that one could wait
+	// for; the window only gives a wrong reload the chance to show.
 	time.Sleep(30 * time.Millisecond)
 	if s.Current().Rules() != 3 {
 		t.Fatal("reloaded without a signal or a poll")
 	}
 	sighup <- syscall.SIGHUP
-	eventually(t, "the reload on SIGHUP", func() bool { return s.Current().Rules() == 1 })
+	testwait.Until(t, 10*time.Second, "the reload on SIGHUP", func() bool { return s.Current().Rules() == 1 })
 	if !strings.Contains(logs.String(), "reloading policy on signal") {
 		t.Errorf("the signal was not logged:\n%s", logs)
 	}
@@ -278,13 +271,13 @@ func TestStoreHealth(t *testing.T) {
 	} {
 		lastGood := s.Health().LastGood
 		breakIt.do()
-		eventually(t, breakIt.name+" file to show in Health", func() bool { return !s.Health().OK })
+		testwait.Until(t, 10*time.Second, breakIt.name+" file to show in Health", func() bool { return !s.Health().OK })
 		if h := s.Health(); h.LastGood != lastGood || h.Rules != 3 {
 			t.Errorf("%s: health %+v: LastGood or Rules changed while the file is broken", breakIt.name, h)
 		}
 		before := strings.Count(logs.String(), "policy file good again")
 		writeFile(t, path, basePolicy) // the policy in force, unchanged
-		eventually(t, "the restored file to show in Health", func() bool { return s.Health().OK })
+		testwait.Until(t, 10*time.Second, "the restored file to show in Health", func() bool { return s.Health().OK })
 		if got := strings.Count(logs.String(), "policy file good again"); got != before+1 {
 			t.Errorf("%s: restoring the file logged %d recovery lines, want 1:\n%s", breakIt.name, got-before, logs)
 		}
@@ -296,7 +289,7 @@ func TestStoreHealth(t *testing.T) {
 	// A good, different file after a good one is a reload, not a recovery.
 	before := strings.Count(logs.String(), "policy file good again")
 	writeFile(t, path, otherPolicy)
-	eventually(t, "the new policy", func() bool { return s.Health().Rules == 1 })
+	testwait.Until(t, 10*time.Second, "the new policy", func() bool { return s.Health().Rules == 1 })
 	if got := strings.Count(logs.String(), "policy file good again"); got != before {
 		t.Errorf("a reload after a good file logged a recovery")
 	}
@@ -360,7 +353,7 @@ func TestWatchFollowsAConfigMapSwap(t *testing.T) {
 	go s.Watch(ctx, 10*time.Millisecond, nil)
 
 	update(otherPolicy)
-	eventually(t, "the policy of the new ..data", func() bool { return s.Current().Rules() == 1 })
+	testwait.Until(t, 10*time.Second, "the policy of the new ..data", func() bool { return s.Current().Rules() == 1 })
 	update(basePolicy)
-	eventually(t, "the policy of the second swap", func() bool { return s.Current().Rules() == 3 })
+	testwait.Until(t, 10*time.Second, "the policy of the second swap", func() bool { return s.Current().Rules() == 3 })
 }

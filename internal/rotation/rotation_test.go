@@ -91,7 +91,7 @@ func TestRotateEndToEnd(t *testing.T) {
 				t.Errorf("old value's status during the sink writes (-want +got):\n%s", d)
 			}
 
-			// The answer has the JSON shape, and every sink a version.
+			// The answer has the documented JSON shape, and every sink a version.
 			wantSinks := []sinkView{
 				{sink.KindVault, e.vaultTarget(), rotation.SinkWritten},
 				{sink.KindGitHub, repoTarget, rotation.SinkWritten},
