@@ -813,3 +813,22 @@ func TestCreateWithoutValueIsDiscarded(t *testing.T) {
 		t.Errorf("%d tokens in Astro, want only the organization token", n)
 	}
 }
+
+// A path that is not clean is a 404 with no Location: ServeMux would
+// redirect it to the clean path, echoing the caller's whole query.
+func TestUncleanPathsAreNotRedirected(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, p := range []string{"/v1//exchange", "//v1/exchange", "/v1/./exchange", "/v1/x/../exchange", "/v1/exchange/.", "/healthz/"} {
+		t.Run(p, func(t *testing.T) {
+			resp, err := client.Post(e.url+p+"?q="+strings.Repeat("x", 100), "application/json", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Location") != "" {
+				t.Errorf("%d, Location %q; want 404 and none", resp.StatusCode, resp.Header.Get("Location"))
+			}
+		})
+	}
+}
