@@ -17,6 +17,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"path"
 	"sync"
 	"time"
 
@@ -274,7 +275,35 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, "", errNotFound)
 	})
-	return withRequestID(securityHeaders(mux))
+	return withRequestID(securityHeaders(s.cleanPathsOnly(mux)))
+}
+
+// cleanPathsOnly answers 404 to a path that is not clean ("//", "/./",
+// "/../"), before the mux would answer it with a redirect to the clean
+// path: ServeMux's redirect echoes the caller's whole query in Location,
+// so that a 60 KB query came back as a 60 KB header. No client of the
+// broker sends such a path; the action joins its paths cleanly.
+func (s *Server) cleanPathsOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if p := r.URL.Path; p != cleanPath(p) {
+			s.writeError(w, r, "", errNotFound)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// cleanPath is the path ServeMux would redirect p to: rooted, with no
+// empty, "." or ".." element, and a trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	np := path.Clean(p)
+	if p[len(p)-1] == '/' && np != "/" {
+		np += "/"
+	}
+	return np
 }
 
 // HTTPServer returns the [http.Server] that serves the broker's [Handler]

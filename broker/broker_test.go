@@ -250,7 +250,6 @@ func TestBadTokens(t *testing.T) {
 			c.IssuedAt, c.NotBefore, c.Expiry = now.Add(-10*time.Minute), now.Add(-10*time.Minute), now.Add(-2*time.Minute)
 		})), brokerapi.ReasonExpired},
 		{"nbf in the future", e.mint(with(func(c *issuer.Claims) { c.NotBefore = now.Add(5 * time.Minute) })), brokerapi.ReasonNotYetValid},
-		{"unknown kid", signed(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nope"}, mainClaims()), brokerapi.ReasonBadSignature},
 		{"bad signature", parts[0] + "." + b64(append(payload[:len(payload)-1], ' ', '}')) + "." + parts[2], brokerapi.ReasonBadSignature},
 		{"truncated", good[:len(good)-20], brokerapi.ReasonBadSignature},
 		{"no jti", e.mint(with(func(c *issuer.Claims) { c.Extra = map[string]any{"jti": nil} })), brokerapi.ReasonBadClaims},
@@ -280,6 +279,22 @@ func TestBadTokens(t *testing.T) {
 		status, _, _ := e.post("/v1/exchange", "", "")
 		if status != http.StatusUnauthorized {
 			t.Errorf("status %d", status)
+		}
+	})
+	// A kid the issuer's keys, fetched less than 10 s ago, do not hold may
+	// be a key rotated in since: only a fetch can tell, so the answer is
+	// "try again" until one may be made; then a fresh set without it is a
+	// bad signature.
+	t.Run("unknown kid", func(t *testing.T) {
+		tok := signed(map[string]any{"alg": "RS256", "typ": "JWT", "kid": "nope"}, mainClaims())
+		status, body, h := e.post("/v1/exchange", tok, "")
+		if eb := errorBody(t, body); status != http.StatusServiceUnavailable || eb.Reason != brokerapi.ReasonIssuerUnavailable || h.Get("Retry-After") == "" {
+			t.Errorf("within the refresh interval: %d %s (Retry-After %q), want 503 %s with a Retry-After", status, body, h.Get("Retry-After"), brokerapi.ReasonIssuerUnavailable)
+		}
+		e.clock.Advance(10 * time.Second)
+		status, body, _ = e.post("/v1/exchange", tok, "")
+		if eb := errorBody(t, body); status != http.StatusUnauthorized || eb.Reason != brokerapi.ReasonBadSignature {
+			t.Errorf("after a fresh fetch: %d %s, want 401 %s", status, body, brokerapi.ReasonBadSignature)
 		}
 	})
 }
@@ -797,5 +812,24 @@ func TestCreateWithoutValueIsDiscarded(t *testing.T) {
 	}
 	if n := len(e.emu.Tokens()); n != 1 {
 		t.Errorf("%d tokens in Astro, want only the organization token", n)
+	}
+}
+
+// A path that is not clean is a 404 with no Location: ServeMux would
+// redirect it to the clean path, echoing the caller's whole query.
+func TestUncleanPathsAreNotRedirected(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	for _, p := range []string{"/v1//exchange", "//v1/exchange", "/v1/./exchange", "/v1/x/../exchange", "/v1/exchange/.", "/healthz/"} {
+		t.Run(p, func(t *testing.T) {
+			resp, err := client.Post(e.url+p+"?q="+strings.Repeat("x", 100), "application/json", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusNotFound || resp.Header.Get("Location") != "" {
+				t.Errorf("%d, Location %q; want 404 and none", resp.StatusCode, resp.Header.Get("Location"))
+			}
+		})
 	}
 }

@@ -97,45 +97,48 @@ func (s *Server) audit(ctx context.Context, e *event, verdict string, err error)
 	if e.dryRun {
 		attrs = append(attrs, slog.Bool("dry_run", true))
 	}
+	// Claims are signed, but by GitHub for whoever runs a workflow: a
+	// 9,000-byte ref is the caller's to choose. Every claim and request
+	// value is cut (see [logValue]).
 	if c := e.claims; c != nil {
 		attrs = append(attrs,
-			slog.String("issuer", c.Issuer),
-			slog.String("repository", c.Repository),
-			slog.String("repository_id", c.RepositoryID),
-			slog.String("workflow_ref", c.JobWorkflowRef),
-			slog.String("ref", c.Ref),
-			slog.String("event_name", c.EventName),
-			slog.String("run_id", c.RunID),
-			slog.String("run_attempt", c.RunAttempt),
-			slog.String("actor", c.Actor),
-			slog.String("jti", c.JTI),
+			slog.String("issuer", logValue(c.Issuer)),
+			slog.String("repository", logValue(c.Repository)),
+			slog.String("repository_id", logValue(c.RepositoryID)),
+			slog.String("workflow_ref", logValue(c.JobWorkflowRef)),
+			slog.String("ref", logValue(c.Ref)),
+			slog.String("event_name", logValue(c.EventName)),
+			slog.String("run_id", logValue(c.RunID)),
+			slog.String("run_attempt", logValue(c.RunAttempt)),
+			slog.String("actor", logValue(c.Actor)),
+			slog.String("jti", logValue(c.JTI)),
 		)
 		// The job, where run_id is the whole run: in tokens since
 		// 2025-11, so only where the token carries it.
 		if id := c.Strings["check_run_id"]; id != "" {
-			attrs = append(attrs, slog.String("check_run_id", id))
+			attrs = append(attrs, slog.String("check_run_id", logValue(id)))
 		}
 	}
 	if d := e.decision; d != nil {
 		attrs = append(attrs,
 			slog.String("rule", d.Rule),
 			slog.String("scope", string(d.Scope)),
-			slog.String("workspace_id", d.WorkspaceID),
-			slog.String("deployment_id", d.DeploymentID),
-			slog.String("role", d.Role),
+			slog.String("workspace_id", logValue(d.WorkspaceID)),
+			slog.String("deployment_id", logValue(d.DeploymentID)),
+			slog.String("role", logValue(d.Role)),
 			slog.Duration("ttl", d.TTL),
 		)
 	}
 	if e.rotation != "" {
-		attrs = append(attrs, slog.String("rotation", e.rotation))
+		attrs = append(attrs, slog.String("rotation", logValue(e.rotation)))
 	}
 	if e.token != nil {
 		attrs = append(attrs,
-			slog.String("token_id", e.token.ID),
+			slog.String("token_id", logValue(e.token.ID)),
 			slog.String("token_sha256", tokenSHA256(e.token.Token)),
 		)
 	} else if e.tokenID != "" {
-		attrs = append(attrs, slog.String("token_id", e.tokenID))
+		attrs = append(attrs, slog.String("token_id", logValue(e.tokenID)))
 	}
 	switch {
 	case err != nil:
@@ -161,4 +164,19 @@ func (s *Server) audit(ctx context.Context, e *event, verdict string, err error)
 func tokenSHA256(value string) string {
 	sum := sha256.Sum256([]byte(value))
 	return hex.EncodeToString(sum[:])
+}
+
+// maxLogValue bounds one claim or request value in a log line: GitHub's
+// longest real claims (a job_workflow_ref with a long path and ref) are
+// well under it.
+const maxLogValue = 256
+
+// logValue is s cut to [maxLogValue] bytes (never inside a UTF-8
+// character), the cut marked, so that no claim can make an audit line of
+// kilobytes nor pass for the whole value.
+func logValue(s string) string {
+	if len(s) <= maxLogValue {
+		return s
+	}
+	return truncate(s, maxLogValue) + "... (cut)"
 }

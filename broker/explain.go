@@ -32,7 +32,7 @@ func (s *Server) explain(ctx context.Context, p *policy.Policy, claims *idtoken.
 		s.log.LogAttrs(ctx, slog.LevelInfo, DenialExplained,
 			slog.String("request_id", id), slog.String("op", string(opExchange)),
 			slog.String("rule", widen.Rule), slog.String("key", widen.Field),
-			slog.String("expected", "at most "+widen.Allowed), slog.String("actual", widen.Asked))
+			slog.String("expected", "at most "+widen.Allowed), slog.String("actual", logValue(widen.Asked)))
 	case errors.Is(err, policy.ErrNoMatchingRule):
 		misses := p.Explain(policy.Claims(claims.Strings), explainedRules)
 		if len(misses) == 0 {
@@ -51,5 +51,5 @@ func (s *Server) logMiss(ctx context.Context, o op, m policy.Miss) {
 	s.log.LogAttrs(ctx, slog.LevelInfo, DenialExplained,
 		slog.String("request_id", requestID(ctx)), slog.String("op", string(o)),
 		slog.String("rule", m.Rule), slog.Int("held", m.Held), slog.Int("of", m.Of),
-		slog.String("key", m.Key), slog.String("expected", m.Expected), slog.String("actual", m.Actual))
+		slog.String("key", m.Key), slog.String("expected", m.Expected), slog.String("actual", logValue(m.Actual)))
 }

@@ -32,8 +32,14 @@ func readRequest(r *http.Request, v any, params ...string) (rawIDToken string, e
 	return raw, decodeOptional(r.Body, v)
 }
 
-// bearer extracts the Bearer token from the Authorization header.
+// bearer extracts the Bearer token from the Authorization header. More
+// than one Authorization header is refused: which one counts differs from
+// one proxy or log to the next, so that the identity the broker judged
+// could be another than the one they record.
 func bearer(r *http.Request) (string, error) {
+	if n := len(r.Header.Values("Authorization")); n > 1 {
+		return "", badRequest("%d Authorization headers; send exactly one", n)
+	}
 	h := r.Header.Get("Authorization")
 	scheme, tok, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {

@@ -166,3 +166,34 @@ func TestEveryRevokeIsRecordedOnce(t *testing.T) {
 		t.Errorf("astro_sts_revokes_total (-want +got):\n%s", d)
 	}
 }
+
+// Every claim in an exchange, revoke or rotate record is cut to a bounded
+// length, and the cut is marked: a claim is signed by GitHub, but its value
+// is whoever runs the workflow's to choose.
+func TestAuditCutsLongClaims(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	long := func(prefix string) string { return prefix + strings.Repeat("Z", 2000) }
+	c := mainClaims()
+	c.Ref, c.Actor, c.JobWorkflowRef, c.CheckRunID = long("refs/heads/"), long("a"), long("acme/dags/.github/workflows/x.yml@"), long("1")
+	if status, body, _ := e.post("/v1/exchange", e.mint(c), ""); status != http.StatusForbidden {
+		t.Fatalf("exchange: %d %s, want 403", status, body)
+	}
+	if status, body, _ := e.post("/v1/revoke", e.mint(c), `{"token_id":"clxxxxxxxxxxxxxxxxxxxxxxx"}`); status < 400 {
+		t.Fatalf("revoke: %d %s, want a refusal", status, body)
+	}
+	if status, body, _ := e.post("/v1/rotate", e.mint(c), `{"name":"airflow-ci"}`); status < 400 {
+		t.Fatalf("rotate: %d %s, want a refusal", status, body)
+	}
+	for _, op := range []string{"exchange", "revoke", "rotate"} {
+		recs := e.audits(op)
+		if len(recs) != 1 {
+			t.Fatalf("%d %s audit records, want 1", len(recs), op)
+		}
+		for _, k := range []string{"ref", "actor", "workflow_ref", "check_run_id"} {
+			v, _ := recs[0][k].(string)
+			if len(v) > 300 || !strings.HasSuffix(v, "ZZZ... (cut)") {
+				t.Errorf("%s record: %s is %d bytes (%.40q...), want it cut to 256 and marked", op, k, len(v), v)
+			}
+		}
+	}
+}

@@ -27,7 +27,7 @@ func TestRedTeamAuditEchoesLongClaims(t *testing.T) {
 		}
 	}
 	if longest > 1024 {
-		t.Skipf("red team: the audit line echoes the claim %q uncut, %d bytes", field, longest)
+		t.Errorf("the audit line echoes the claim %q uncut, %d bytes", field, longest)
 	}
 }
 
@@ -42,7 +42,7 @@ func TestRedTeamRedirectEchoesQuery(t *testing.T) {
 	}
 	resp.Body.Close()
 	if n := len(resp.Header.Get("Location")); n > 1024 {
-		t.Skipf("red team: %d answers with a %d-byte Location echoing the query", resp.StatusCode, n)
+		t.Errorf("%d answers with a %d-byte Location echoing the query", resp.StatusCode, n)
 	}
 }
 
@@ -65,6 +65,6 @@ func TestRedTeamTwoAuthorizationHeaders(t *testing.T) {
 	}
 	resp.Body.Close()
 	if resp.StatusCode == http.StatusOK {
-		t.Skip("red team: two Authorization headers are accepted (the first one decides), status 200")
+		t.Error("two Authorization headers are accepted (the first one decides), status 200")
 	}
 }

@@ -32,9 +32,11 @@ const (
 
 // keySet is one issuer's signing keys, fetched from its discovery jwks_uri
 // and cached. It plays the part of go-oidc's RemoteKeySet but reports a
-// fetch failure as [ErrIssuerUnavailable] (a 503 for the broker) and an
-// unknown kid as [ErrBadSignature] (a 401); go-oidc folds both into one
-// untyped error.
+// fetch failure as [ErrIssuerUnavailable] (a 503 for the broker) and a kid
+// that a fetch made for it did not find as [ErrBadSignature] (a 401);
+// go-oidc folds both into one untyped error. A kid unknown while the
+// refresh is held back (a fetch less than keyRefreshInterval ago) is an
+// [ErrIssuerUnavailable] too: only a fetch could tell.
 type keySet struct {
 	url    string
 	client *http.Client
@@ -62,9 +64,10 @@ func (k *keySet) key(ctx context.Context, kid, alg string) (crypto.PublicKey, er
 	if jwk, ok, _ := k.lookup(kid); ok {
 		return keyForAlg(jwk, alg)
 	}
+	var held *heldBackError
 	ferr := k.fl.do(ctx, func(fctx context.Context) error {
-		if !k.mayRefresh() {
-			return nil
+		if left := k.refreshIn(); left > 0 {
+			return &heldBackError{left: left}
 		}
 		return k.refresh(fctx)
 	})
@@ -75,12 +78,28 @@ func (k *keySet) key(ctx context.Context, kid, alg string) (crypto.PublicKey, er
 	switch {
 	case ok:
 		return keyForAlg(jwk, alg)
-	case ferr != nil:
-		return nil, fmt.Errorf("%w: fetching JWKS %s: %v", ErrIssuerUnavailable, k.url, ferr)
 	case lastErr != nil:
 		return nil, fmt.Errorf("%w: fetching JWKS %s: %v", ErrIssuerUnavailable, k.url, lastErr)
+	case errors.As(ferr, &held):
+		// The kid may be one the issuer started signing with after the
+		// last fetch, which a fetch would find: "try again", not "bad
+		// signature" (which the action does not retry). Made-up kids sent
+		// just before a rotation so make genuine tokens of the new key
+		// wait for the period, not fail.
+		return nil, fmt.Errorf("%w: kid %q is not among the JWKS %s fetched last; %v", ErrIssuerUnavailable, safe(kid), k.url, ferr)
+	case ferr != nil:
+		return nil, fmt.Errorf("%w: fetching JWKS %s: %v", ErrIssuerUnavailable, k.url, ferr)
 	}
+	// A fetch made for this very request did not find kid.
 	return nil, fmt.Errorf("%w: unknown kid %q", ErrBadSignature, safe(kid))
+}
+
+// heldBackError: the JWKS was fetched less than keyRefreshInterval ago, so
+// no fetch is made for an unknown kid until left has passed.
+type heldBackError struct{ left time.Duration }
+
+func (e *heldBackError) Error() string {
+	return fmt.Sprintf("the next fetch is allowed in %s", e.left.Round(time.Millisecond))
 }
 
 // lookup returns the cached key for kid if the cache is fresh, and the
@@ -96,11 +115,15 @@ func (k *keySet) lookup(kid string) (jose.JSONWebKey, bool, error) {
 	return jwk, ok, k.lastErr
 }
 
-func (k *keySet) mayRefresh() bool {
+// refreshIn is how long until the JWKS may be fetched again: 0 if now.
+func (k *keySet) refreshIn() time.Duration {
 	now := k.now()
 	k.mu.RLock()
 	defer k.mu.RUnlock()
-	return k.attemptedAt.IsZero() || now.Sub(k.attemptedAt) >= keyRefreshInterval
+	if k.attemptedAt.IsZero() {
+		return 0
+	}
+	return max(keyRefreshInterval-now.Sub(k.attemptedAt), 0)
 }
 
 func (k *keySet) refresh(ctx context.Context) error {

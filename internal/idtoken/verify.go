@@ -161,19 +161,40 @@ type Verifier struct {
 }
 
 // issuerState is what the verifier knows about one trusted issuer. Its key
-// set is built on first use, from discovery; a failed discovery is not
-// remembered, so the next token tries again.
+// set is built on first use, from discovery. A failed discovery is
+// remembered for keyRefreshInterval, as a failed JWKS fetch is: until then
+// every token of the issuer gets the same failure without another fetch,
+// so that anonymous tokens naming an issuer having a bad minute cannot
+// make the broker fetch its discovery document once per request.
 type issuerState struct {
-	url string
-	fl  flight
-	mu  sync.RWMutex
-	ks  *keySet
+	url      string
+	fl       flight
+	mu       sync.RWMutex
+	ks       *keySet
+	failedAt time.Time // last failed discovery
+	lastErr  error     // its error
 }
 
 func (s *issuerState) keySet() *keySet {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.ks
+}
+
+// backOff returns the error of a discovery that failed less than
+// keyRefreshInterval before now, with the time left before the next
+// attempt, or nil if discovery may be tried.
+func (s *issuerState) backOff(now time.Time) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.lastErr == nil {
+		return nil
+	}
+	left := keyRefreshInterval - now.Sub(s.failedAt)
+	if left <= 0 {
+		return nil
+	}
+	return fmt.Errorf("%v (failed %s ago; the next attempt in %s)", s.lastErr, now.Sub(s.failedAt).Round(time.Millisecond), left.Round(time.Millisecond))
 }
 
 // New validates cfg and returns a Verifier. It makes no network call:
@@ -361,23 +382,32 @@ func (v *Verifier) check(c *Claims, issuer string) error {
 }
 
 // keySetFor returns the issuer's key set, running discovery the first
-// time. Discovery, like a JWKS fetch, is not the caller's (see [flight]):
+// time, and again after a failure only once keyRefreshInterval has passed
+// (see [issuerState]). Discovery, like a JWKS fetch, is not the caller's (see [flight]):
 // a caller whose ctx ends gets ctx's error, and discovery goes on.
 func (v *Verifier) keySetFor(ctx context.Context, st *issuerState) (*keySet, error) {
 	if ks := st.keySet(); ks != nil {
 		return ks, nil
 	}
+	if err := st.backOff(v.now()); err != nil {
+		return nil, fmt.Errorf("%w: discovery for %s: %v", ErrIssuerUnavailable, st.url, err)
+	}
 	err := st.fl.do(ctx, func(fctx context.Context) error {
 		if st.keySet() != nil {
 			return nil
 		}
-		ks, err := v.discover(fctx, st.url)
-		if err != nil {
+		now := v.now()
+		if err := st.backOff(now); err != nil {
 			return err
 		}
+		ks, err := v.discover(fctx, st.url)
 		st.mu.Lock()
-		st.ks = ks
-		st.mu.Unlock()
+		defer st.mu.Unlock()
+		if err != nil {
+			st.failedAt, st.lastErr = now, err
+			return err
+		}
+		st.ks, st.lastErr = ks, nil
 		return nil
 	})
 	if ks := st.keySet(); ks != nil {

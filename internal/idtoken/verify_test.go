@@ -199,7 +199,6 @@ func TestVerifyBadTokens(t *testing.T) {
 		{"no jti", mint(t, a, issuer.Claims{Extra: map[string]any{"jti": nil}}), idtoken.ErrBadClaims, "no jti"},
 		{"no sub", mint(t, a, issuer.Claims{Extra: map[string]any{"sub": nil}}), idtoken.ErrBadClaims, "no sub"},
 		{"repository_id is a number", mint(t, a, issuer.Claims{Extra: map[string]any{"repository_id": 123456}}), idtoken.ErrBadClaims, "repository_id"},
-		{"unknown kid", signed(map[string]any{"typ": "JWT", "alg": "RS256", "kid": "not-a-key"}), idtoken.ErrBadSignature, "unknown kid"},
 		{"no kid", signed(map[string]any{"typ": "JWT", "alg": "RS256"}), idtoken.ErrBadSignature, "no kid"},
 		{"typ is not JWT", signed(map[string]any{"typ": "at+jwt", "alg": "RS256", "kid": a.KeyID()}), idtoken.ErrBadSignature, "typ"},
 		{"crit header", signed(map[string]any{"alg": "RS256", "kid": a.KeyID(), "crit": []string{"exp"}}), idtoken.ErrBadSignature, "crit"},
@@ -465,20 +464,24 @@ func TestIssuerUnavailable(t *testing.T) {
 	})
 }
 
-// TestDiscoveryFailureIsNotCached: a failed discovery is retried on the next
-// token, and a successful one is done once.
-func TestDiscoveryFailureIsNotCached(t *testing.T) {
-	real := startIssuer(t, func() time.Time { return t0 })
+// TestDiscoveryFailureBacksOff: a failed discovery is remembered for the
+// refresh interval, as a failed JWKS fetch is, then tried again; a
+// successful one is done once.
+func TestDiscoveryFailureBacksOff(t *testing.T) {
+	clk := fakeclock.New(t0)
+	real := startIssuer(t, clk.Now)
 	f := startFlaky(t, real, func(f *flakyIssuer) { f.failDisc.Store(1) })
-	v := newVerifier(t, func() time.Time { return t0 }, http.DefaultTransport, f.url)
-	tok := mint(t, real, issuer.Claims{Issuer: f.url})
+	v := newVerifier(t, clk.Now, http.DefaultTransport, f.url)
 
 	var got []string
-	for range 3 {
-		_, err := v.Verify(context.Background(), tok)
+	for i := range 4 {
+		if i == 2 {
+			clk.Advance(10 * time.Second)
+		}
+		_, err := v.Verify(context.Background(), mint(t, real, issuer.Claims{Issuer: f.url, IssuedAt: clk.Now()}))
 		got = append(got, fmt.Sprint(errors.Is(err, idtoken.ErrIssuerUnavailable), err == nil))
 	}
-	want := []string{"true false", "false true", "false true"}
+	want := []string{"true false", "true false", "false true", "false true"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("unavailable/ok per call (-want +got):\n%s", diff)
 	}
@@ -544,18 +547,27 @@ func TestKeyCache(t *testing.T) {
 		t.Fatalf("after 20 concurrent tokens: %d discovery, %d JWKS fetches; want 1, 1", disc(), jwks())
 	}
 
+	// Within the interval an unknown kid is not fetched for, and may be a
+	// key rotated in since: "try again" (503), not "bad signature".
 	unknown := mustSignRaw(t, a, map[string]any{"alg": "RS256", "kid": "rotated-in"}, []byte(b64Decode(t, strings.Split(mint(t, a, issuer.Claims{}), ".")[1])))
 	for range 5 {
-		if _, err := v.Verify(context.Background(), unknown); !errors.Is(err, idtoken.ErrInvalidToken) {
-			t.Fatalf("unknown kid: %v", err)
+		if _, err := v.Verify(context.Background(), unknown); !errors.Is(err, idtoken.ErrIssuerUnavailable) || !strings.Contains(err.Error(), "next fetch is allowed in 10s") {
+			t.Fatalf("unknown kid within the interval: %v, want ErrIssuerUnavailable", err)
 		}
 	}
 	if jwks() != 1 {
 		t.Errorf("unknown kids at once caused %d JWKS fetches, want none", jwks()-1)
 	}
+	// After it, the kid is fetched for, and a fresh JWKS without it is a
+	// bad signature; the next one within the interval is held back again.
 	clk.Advance(11 * time.Second)
-	_, _ = v.Verify(context.Background(), unknown)
-	_, _ = v.Verify(context.Background(), unknown)
+	if _, err := v.Verify(context.Background(), unknown); !errors.Is(err, idtoken.ErrBadSignature) || !strings.Contains(err.Error(), "unknown kid") {
+		t.Errorf("unknown kid after a fresh fetch: %v, want ErrBadSignature", err)
+	}
+	clk.Advance(4 * time.Second)
+	if _, err := v.Verify(context.Background(), unknown); !errors.Is(err, idtoken.ErrIssuerUnavailable) || !strings.Contains(err.Error(), "next fetch is allowed in 6s") {
+		t.Errorf("unknown kid 4s after a fetch: %v, want ErrIssuerUnavailable, 6s left", err)
+	}
 	if jwks() != 2 {
 		t.Errorf("JWKS fetched %d times after the interval, want 2", jwks())
 	}
