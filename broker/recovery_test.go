@@ -158,13 +158,17 @@ func (l lateCreate) CreateToken(ctx context.Context, org string, req astro.Creat
 }
 
 // A token that Astro makes three times the Astro timeout after the create
-// was sent, and (scaled down 100 times) 31 s after: the search goes on
-// long enough to find it and delete it. It used to stop at 1.75 times the
-// Astro timeout and leave the token to live its TTL.
+// was sent, and, scaled down 100 times, the four tokens of the action's
+// four attempts, each made 31 s after its create: the search goes on long
+// enough to find them all and delete them. It used to stop at 1.75 times
+// the Astro timeout and leave them to live their TTL.
 func TestRecoveryOutlastsASlowAstro(t *testing.T) {
-	for _, late := range []time.Duration{300 * time.Millisecond, 310 * time.Millisecond} {
-		t.Run(late.String(), func(t *testing.T) {
-			l := lateCreate{delay: late, made: make(chan string, 1)}
+	for _, tc := range []struct {
+		late     time.Duration
+		attempts int
+	}{{300 * time.Millisecond, 1}, {310 * time.Millisecond, 4}} {
+		t.Run(fmt.Sprintf("%v/%d", tc.late, tc.attempts), func(t *testing.T) {
+			l := lateCreate{delay: tc.late, made: make(chan string, tc.attempts)}
 			e := newEnv(t, envOptions{
 				wrapAstro: func(a broker.Astro) broker.Astro { l.Astro = a; return l },
 				configure: func(cfg *broker.Config) {
@@ -173,20 +177,30 @@ func TestRecoveryOutlastsASlowAstro(t *testing.T) {
 					cfg.RecoveryWindow = 900 * time.Millisecond // 90 s scaled down 100 times
 				},
 			})
-			if status, b, _ := e.post("/v1/exchange", e.mint(mainClaims()), ""); status == http.StatusOK {
-				t.Fatalf("exchange with a late create: %d %s", status, b)
+			for range tc.attempts {
+				// Each attempt with a fresh ID token, as the action's.
+				if status, b, _ := e.post("/v1/exchange", e.mint(mainClaims()), ""); status == http.StatusOK {
+					t.Fatalf("exchange with a late create: %d %s", status, b)
+				}
 			}
-			id := <-l.made
-			if id == "" {
-				t.Fatal("the late create failed")
+			made := map[string]bool{}
+			for range tc.attempts {
+				id := <-l.made
+				if id == "" {
+					t.Fatal("a late create failed")
+				}
+				made[id] = true
 			}
-			waitFor(t, 30*time.Second, func() bool { return len(undeliveredOutcomes(t, e)) > 0 })
-			recs := undeliveredOutcomes(t, e)
-			if len(recs) != 1 || recs[0]["outcome"] != "deleted" || recs[0]["token_id"] != id {
-				t.Fatalf("undelivered records: %v", recs)
+			waitFor(t, 30*time.Second, func() bool { return len(undeliveredOutcomes(t, e)) == tc.attempts })
+			for _, r := range undeliveredOutcomes(t, e) {
+				if r["outcome"] != "deleted" || !made[fmt.Sprint(r["token_id"])] {
+					t.Errorf("undelivered record: %v", r)
+				}
 			}
-			if _, err := e.astroToken(id); err == nil {
-				t.Error("the late token still exists")
+			for id := range made {
+				if _, err := e.astroToken(id); err == nil {
+					t.Errorf("the late token %s still exists", id)
+				}
 			}
 		})
 	}
