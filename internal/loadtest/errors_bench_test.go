@@ -21,7 +21,7 @@ const errorsConcurrency = 32
 // errorsRounds splits BenchmarkAstroErrors' requests into rounds that
 // alternate between the two brokers, so that the noise of a shared machine
 // falls on both alike.
-const errorsRounds = 4
+const errorsRounds = 10
 
 // BenchmarkAstroErrors is allowed exchanges at concurrency 32 against two
 // brokers in the same run: one whose emulator answers every call, and one
