@@ -107,6 +107,11 @@ type Config struct {
 	// `astro-sts serve` sets it to its start rounded up to a whole second
 	// (the resolution of iat) and serves nothing before that.
 	Started time.Time
+	// RecoveryWindow is how long after a create with an unknown outcome
+	// was sent the broker still looks for the token it may have made; 0
+	// means [DefaultRecoveryWindow]. It is never shorter than three times
+	// the Astro timeout.
+	RecoveryWindow time.Duration
 	// ReapConcurrency bounds a reaper pass's deletes in flight, within
 	// AstroConcurrency; 0 means [DefaultReapConcurrency] (or
 	// AstroConcurrency if that is smaller).
@@ -142,6 +147,7 @@ type Server struct {
 	astroTimeout   time.Duration
 	requestTimeout time.Duration
 	track          *tracker // operations in flight and their clean-ups
+	recovery       *recoverer
 	started        time.Time
 
 	readyTTL time.Duration
@@ -168,8 +174,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Policies == nil {
 		errs = append(errs, errors.New("broker: Policies is required"))
 	}
-	if cfg.AstroConcurrency < 0 || cfg.ReapConcurrency < 0 || cfg.AstroTimeout < 0 || cfg.RequestTimeout < 0 {
-		errs = append(errs, errors.New("broker: AstroConcurrency, ReapConcurrency, AstroTimeout and RequestTimeout must not be negative"))
+	if cfg.AstroConcurrency < 0 || cfg.ReapConcurrency < 0 || cfg.AstroTimeout < 0 || cfg.RequestTimeout < 0 || cfg.RecoveryWindow < 0 {
+		errs = append(errs, errors.New("broker: AstroConcurrency, ReapConcurrency, AstroTimeout, RequestTimeout and RecoveryWindow must not be negative"))
 	}
 	if l := cfg.RevokeRateLimit; !l.IsZero() && (l.Rate < 1 || l.Burst < 1 || l.Period <= 0) {
 		errs = append(errs, errors.New("broker: RevokeRateLimit needs a positive Rate, Period and Burst"))
@@ -244,6 +250,7 @@ func New(cfg Config) (*Server, error) {
 		s.revokeLimit = DefaultRevokeRateLimit
 	}
 	s.track = newTracker()
+	s.recovery = newRecoverer(s, cfg.Astro, cmp.Or(cfg.RecoveryWindow, DefaultRecoveryWindow))
 	return s, nil
 }
 

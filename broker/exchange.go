@@ -259,27 +259,21 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 		Description:             marker.Description(human),
 		TokenExpiryPeriodInDays: &days,
 	}
-	// where narrows the search for a token whose create had an unknown
-	// outcome to the tokens Astro lists with it.
-	var where astro.ListTokensOptions
 	switch d.Scope {
 	case astro.ScopeWorkspace:
 		req.Scope, req.EntityID, req.Role = astro.ScopeWorkspace, d.WorkspaceID, d.Role
-		where.WorkspaceID = d.WorkspaceID
 	case astro.ScopeDeployment:
 		req.Scope, req.EntityID, req.Role = astro.ScopeDeployment, d.DeploymentID, d.Role
-		where.DeploymentID = d.DeploymentID
 	case astro.ScopeOrganization:
 		req.Scope, req.Role = astro.ScopeOrganization, astro.RoleOrganizationMember
-		where.IncludeOnlyOrganizationTokens = true
 	default:
 		return nil, Marker{}, fmt.Errorf("decision has unknown scope %q", d.Scope)
 	}
-	sent := s.now()
+	sent, sentMono := s.now(), time.Now()
 	tok, err := s.astro.CreateToken(ctx, s.org, req)
 	if err != nil {
 		if !errors.Is(err, errNoAstroSlot) && !astro.NotProcessed(err) {
-			s.recoverCreate(pendingCreate{marker: marker, filter: where, since: sent, cause: err, requestID: requestID(ctx)})
+			s.recoverCreate(pendingCreate{marker: marker, since: sent, sent: sentMono, cause: err, requestID: requestID(ctx)})
 		}
 		s.refund(ctx, c, d, err)
 		return nil, Marker{}, upstream(fmt.Errorf("create token: %w", err))

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,7 +22,8 @@ import (
 //
 //   - the create's outcome is unknown (a timeout, a reset, a 5xx after
 //     sending): the broker looks for the token by the nonce it put in the
-//     marker, a few times over a short window, and deletes it;
+//     marker, a few times until [DefaultRecoveryWindow] after the create,
+//     and deletes it (see [recoverer]);
 //   - the caller hung up, or the request's deadline passed, before the
 //     answer was written: the broker deletes what it minted;
 //   - the broker is shutting down: in-flight exchanges get a grace period
@@ -51,54 +53,270 @@ func newNonce() string {
 // pendingCreate is a create whose outcome is unknown.
 type pendingCreate struct {
 	marker Marker // with the nonce to look for
-	// filter narrows the listing to where the token would be.
-	filter astro.ListTokensOptions
-	// since is when the create was sent, by the broker's clock.
+	// since is when the create was sent, by the broker's clock (compared
+	// with Astro's createdAt); sent is the same instant on the monotonic
+	// clock, which schedules the looks.
 	since     time.Time
+	sent      time.Time
 	cause     error
 	requestID string // of the exchange that sent the create
+
+	// looked is how many of [recoveryLooks] are behind it.
+	looked int
+	// floor is a createdAt, on Astro's clock, that its token cannot be
+	// older than; zero until a listing says (see [recoverer.look]).
+	floor time.Time
 }
 
-// recoveryLooks are when, after a create with an unknown outcome, the
-// broker looks for the token, as fractions of the Astro timeout: at once,
-// then while a slow Astro may still be making it.
-var recoveryLooks = []float64{0, 0.25, 0.75, 1.75}
+// DefaultRecoveryWindow is how long after a create with an unknown outcome
+// was sent the broker still looks for its token: a slow Astro may make it
+// long after the broker's call gave up (the action tries four times over
+// about 30 s, and a create that Astro finishes a minute late must still be
+// found).
+const DefaultRecoveryWindow = 90 * time.Second
+
+// The search for the tokens of creates with an unknown outcome costs a
+// bounded number of Astro calls whatever the number of such creates and
+// the organization's size, and never takes a slot of the bound that
+// exchanges wait on.
+const (
+	// recoveryPageSize is Astro's largest page: one listing of the newest
+	// tokens covers every pending create at once.
+	recoveryPageSize = 1000
+	// recoveryPagesPerLook bounds one look; what it does not reach, a later
+	// look may.
+	recoveryPagesPerLook = 3
+	// recoveryPageOverlap re-reads the end of the previous page, so that
+	// tokens deleted meanwhile (revokes, the reaper) do not shift an
+	// unread one past the next page's offset.
+	recoveryPageOverlap = 50
+	// recoverySlack is how much older than the newest token of a listing
+	// a token made after that listing may be stamped, on Astro's clock:
+	// createdAt has whole seconds, and creates in flight commit out of
+	// order.
+	recoverySlack = 5 * time.Second
+	// recoverySkew is how far the broker's clock and Astro's may differ,
+	// for a create sent before any listing the broker remembers.
+	recoverySkew = 5 * time.Minute
+)
+
+// recoveryLooks are when, after a create with an unknown outcome was sent,
+// the broker looks for its token, as fractions of the recovery window: at
+// once, then while a slow Astro may still be making it, the last at the
+// window's end. A look serves every pending create at once: under a
+// sustained error rate, one look a gap is the whole cost.
+var recoveryLooks = []float64{0, 1.0 / 9, 1.0 / 3, 2.0 / 3, 1}
+
+// recoverer looks for the tokens of creates with an unknown outcome and
+// deletes them. One goroutine runs while anything is pending: its calls go
+// to Astro one at a time, outside the shared bound (a lane of its own:
+// the process has at most the bound's concurrency plus one call in
+// flight), each with the bound's timeout.
+type recoverer struct {
+	s      *Server
+	astro  Astro // the unbounded client: recovery has its own lane
+	window time.Duration
+	// gap is the least time between two looks: window/18, 5 s by
+	// default. A listing of the newest tokens is dear for Astro too (at one
+	// a second, the emulator's listings under load cost exchanges 40% of
+	// their throughput; at one in 5 s, 3%), and a token found 5 s later
+	// lives 5 s longer, within a TTL of minutes.
+	gap time.Duration
+
+	mu      sync.Mutex
+	pending []*pendingCreate
+	running bool
+	wake    chan struct{}
+	// marks are recent listings: when their first page arrived (the
+	// broker's clock) and the newest createdAt on it (Astro's).
+	marks []lookMark
+}
+
+type lookMark struct{ answered, newest time.Time }
+
+func newRecoverer(s *Server, raw Astro, window time.Duration) *recoverer {
+	window = max(window, 3*s.astroTimeout)
+	return &recoverer{s: s, astro: raw, window: window, gap: window / 18, wake: make(chan struct{}, 1)}
+}
 
 // recoverCreate looks, in the background, for the token a create with an
-// unknown outcome may have made, and deletes it. It is tracked, so that
-// [Server.Drain] waits for it; when draining starts it looks once more at
-// once instead of waiting, then stops (a token made after that is left to
-// the reaper, whose marker it carries).
+// unknown outcome may have made, and deletes it. The search is tracked, so
+// that [Server.Drain] waits for it; when draining starts it looks once more
+// at once instead of waiting, then stops (a token made after that is left
+// to the reaper, whose marker it carries).
 func (s *Server) recoverCreate(p pendingCreate) {
+	r := s.recovery
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	// A token made after a listing arrived is stamped no older than that
+	// listing's newest, less the slack: the search for it need not go
+	// further back.
+	for i := len(r.marks) - 1; i >= 0; i-- {
+		if !r.marks[i].answered.After(p.since) {
+			p.floor = r.marks[i].newest.Add(-recoverySlack)
+			break
+		}
+	}
+	r.pending = append(r.pending, &p)
+	if r.running {
+		select {
+		case r.wake <- struct{}{}:
+		default:
+		}
+		return
+	}
+	r.running = true
 	s.track.enter()
-	go func() {
-		defer s.track.leave()
-		ctx, cancel := context.WithTimeout(context.Background(), 4*s.astroTimeout)
-		defer cancel()
-		start := time.Now()
-		for i, at := range recoveryLooks {
-			// Once draining, one more look (at once) is the last.
-			last := s.track.isDraining()
-			if wait := time.Duration(at*float64(s.astroTimeout)) - time.Since(start); wait > 0 {
-				t := time.NewTimer(wait)
-				select {
-				case <-t.C:
-				case <-s.track.draining():
-				case <-ctx.Done():
-				}
+	go r.run()
+}
+
+func (r *recoverer) due(p *pendingCreate) time.Time {
+	return p.sent.Add(time.Duration(recoveryLooks[p.looked] * float64(r.window)))
+}
+
+// early is how much ahead of its time a look may stand for a pending
+// create's next one: half the wait since its previous, so that creates
+// failing close together share their looks. The first look is at once, and
+// the last is never early: it is the window's promise.
+func (r *recoverer) early(p *pendingCreate) time.Duration {
+	i := p.looked
+	if i == 0 || i == len(recoveryLooks)-1 {
+		return 0
+	}
+	return time.Duration((recoveryLooks[i] - recoveryLooks[i-1]) / 2 * float64(r.window))
+}
+
+func (r *recoverer) run() {
+	defer r.s.track.leave()
+	var last time.Time
+	for {
+		r.mu.Lock()
+		if len(r.pending) == 0 {
+			r.running = false
+			r.mu.Unlock()
+			return
+		}
+		next := r.due(r.pending[0])
+		for _, p := range r.pending[1:] {
+			if d := r.due(p); d.Before(next) {
+				next = d
+			}
+		}
+		r.mu.Unlock()
+		if !last.IsZero() && next.Before(last.Add(r.gap)) {
+			next = last.Add(r.gap)
+		}
+		draining := r.s.track.isDraining()
+		if wait := time.Until(next); wait > 0 && !draining {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-r.wake:
 				t.Stop()
+				continue
+			case <-r.s.track.draining():
+				draining = true
 			}
-			id, err := s.findByNonce(ctx, p)
-			if err != nil {
-				s.log.Warn("looking for a token whose create had an unknown outcome", "look", i+1, "error", err)
+			t.Stop()
+		}
+		last = time.Now()
+		r.look(draining)
+	}
+}
+
+// look lists the newest tokens of the organization, once for every pending
+// create, as far back as the oldest of them needs (within
+// recoveryPagesPerLook pages), deletes those it finds, and gives up on
+// those whose last look this was.
+func (r *recoverer) look(draining bool) {
+	s := r.s
+	r.mu.Lock()
+	pending := slices.Clone(r.pending)
+	r.mu.Unlock()
+	need := func(p *pendingCreate) time.Time {
+		if !p.floor.IsZero() {
+			return p.floor
+		}
+		return p.since.Add(-recoverySkew)
+	}
+	oldestNeed := need(pending[0])
+	byNonce := make(map[string]*pendingCreate, len(pending))
+	for _, p := range pending {
+		byNonce[p.marker.Nonce] = p
+		if n := need(p); n.Before(oldestNeed) {
+			oldestNeed = n
+		}
+	}
+
+	found := map[*pendingCreate]string{}
+	var (
+		newest, reached time.Time // Astro's clock
+		listed, all     bool      // a first page arrived; the listing reached its end
+		offset          int
+	)
+	opts := astro.ListTokensOptions{Sorts: []string{"createdAt:desc"}}
+	for page := 0; page < recoveryPagesPerLook; page++ {
+		ctx, cancel := context.WithTimeout(context.Background(), s.astroTimeout)
+		tp, err := r.astro.ListTokensPage(ctx, s.org, opts, offset, recoveryPageSize)
+		cancel()
+		if err != nil {
+			s.log.Warn("looking for the tokens of creates with an unknown outcome", "pending", len(pending), "error", err)
+			break
+		}
+		if page == 0 {
+			listed = true
+			if len(tp.Tokens) > 0 {
+				newest = tp.Tokens[0].CreatedAt
+				r.mark(lookMark{answered: s.now(), newest: newest})
 			}
-			if id != "" {
-				s.deleteUndelivered(context.WithValue(ctx, requestIDKey{}, p.requestID), id, p.marker, undeliveredUnknown, p.cause)
-				return
+		}
+		for _, t := range tp.Tokens {
+			if m, ok := ParseMarker(t.Description); ok {
+				if p := byNonce[m.Nonce]; p != nil {
+					found[p] = t.ID
+				}
 			}
-			if last || ctx.Err() != nil {
-				break
-			}
+		}
+		if len(tp.Tokens) < recoveryPageSize || offset+len(tp.Tokens) >= tp.TotalCount {
+			all = true
+			break
+		}
+		reached = tp.Tokens[len(tp.Tokens)-1].CreatedAt
+		if reached.Before(oldestNeed) {
+			break
+		}
+		offset += len(tp.Tokens) - recoveryPageOverlap
+	}
+
+	now := time.Now()
+	var gone []*pendingCreate
+	r.mu.Lock()
+	for _, p := range pending {
+		if _, ok := found[p]; ok {
+			gone = append(gone, p)
+			continue
+		}
+		// Listed back past where its token could be and not found: a
+		// token made later is stamped no older than this listing's newest,
+		// less the slack.
+		if listed && !newest.IsZero() && (all || reached.Before(need(p))) {
+			p.floor = newest.Add(-recoverySlack)
+		}
+		for p.looked < len(recoveryLooks) && !r.due(p).After(now.Add(r.early(p))) {
+			p.looked++
+		}
+		if p.looked == len(recoveryLooks) || draining {
+			gone = append(gone, p)
+		}
+	}
+	r.pending = slices.DeleteFunc(r.pending, func(p *pendingCreate) bool { return slices.Contains(gone, p) })
+	r.mu.Unlock()
+
+	for _, p := range gone {
+		ctx := context.WithValue(context.Background(), requestIDKey{}, p.requestID)
+		if id, ok := found[p]; ok {
+			s.deleteUndeliveredWith(ctx, r.astro, id, p.marker, undeliveredUnknown, p.cause)
+			continue
 		}
 		s.metrics.undelivered.WithLabelValues(undeliveredUnknown, "not_found").Inc()
 		s.log.LogAttrs(ctx, slog.LevelWarn, "undelivered", append(markerAttrs(p.marker),
@@ -108,33 +326,18 @@ func (s *Server) recoverCreate(p pendingCreate) {
 			slog.String("why", undeliveredUnknown),
 			slog.String("reason", "no token with this create's nonce was found; if Astro made one late, the reaper deletes it after its deadline: "+p.cause.Error()),
 		)...)
-	}()
+	}
 }
 
-// findByNonce lists the newest tokens where the create would have put its
-// token and returns the id of the one carrying the nonce, or "".
-func (s *Server) findByNonce(ctx context.Context, p pendingCreate) (string, error) {
-	const pageSize, maxPages = 100, 10
-	opts := p.filter
-	opts.Sorts = []string{"createdAt:desc"}
-	// Astro's clock and the broker's may differ: look a little further
-	// back than the create.
-	oldest := p.since.Add(-5 * time.Minute)
-	for page := range maxPages {
-		tp, err := s.astro.ListTokensPage(ctx, s.org, opts, page*pageSize, pageSize)
-		if err != nil {
-			return "", err
-		}
-		for _, t := range tp.Tokens {
-			if m, ok := ParseMarker(t.Description); ok && m.Nonce == p.marker.Nonce {
-				return t.ID, nil
-			}
-		}
-		if len(tp.Tokens) < pageSize || (page+1)*pageSize >= tp.TotalCount || tp.Tokens[len(tp.Tokens)-1].CreatedAt.Before(oldest) {
-			return "", nil
-		}
+// mark remembers a listing for the creates that fail after it, for as long
+// as one of them may still be pending.
+func (r *recoverer) mark(m lookMark) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.marks = append(r.marks, m)
+	if len(r.marks) > 256 {
+		r.marks = slices.Delete(r.marks, 0, len(r.marks)-256)
 	}
-	return "", nil
 }
 
 // deleteUndelivered deletes a token that was made and not handed out, with
@@ -149,6 +352,12 @@ func (s *Server) findByNonce(ctx context.Context, p pendingCreate) (string, erro
 // killed before the delete, the token is still there, and the reaper
 // deletes it, with a record of its own, after its deadline.
 func (s *Server) deleteUndelivered(ctx context.Context, tokenID string, m Marker, why string, cause error) {
+	s.deleteUndeliveredWith(ctx, s.astro, tokenID, m, why, cause)
+}
+
+// deleteUndeliveredWith is [Server.deleteUndelivered] through a, which is
+// the recovery's own lane for the tokens it finds.
+func (s *Server) deleteUndeliveredWith(ctx context.Context, a Astro, tokenID string, m Marker, why string, cause error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*s.astroTimeout)
 	defer cancel()
 	reason := ""
@@ -167,7 +376,7 @@ func (s *Server) deleteUndelivered(ctx context.Context, tokenID string, m Marker
 	}
 	record(slog.LevelWarn, undeliveredDeleting, reason)
 	outcome, level := "deleted", slog.LevelWarn
-	if err := s.astro.DeleteToken(ctx, s.org, tokenID); err != nil {
+	if err := a.DeleteToken(ctx, s.org, tokenID); err != nil {
 		outcome, level = "delete_failed", slog.LevelError
 		reason = fmt.Sprintf("%s; the delete failed too, the reaper deletes it after its deadline: %v", reason, err)
 	}
