@@ -108,3 +108,30 @@ func TestRedTeamMemoryCapFull(t *testing.T) {
 		errors.Is(err, idtoken.ErrReplayed), m1.HeapAlloc-m0.HeapAlloc, float64(m1.HeapAlloc-m0.HeapAlloc)/float64(n))
 	runtime.KeepAlive(s)
 }
+
+// TestRedTeamRedisReplayEntrySize: what a replay entry costs in Redis, where
+// nothing bounds their number (spent before the rate limit is consulted).
+func TestRedTeamRedisReplayEntrySize(t *testing.T) {
+	srv := ownRedis(t)
+	s, _, _, exp := spentRedis(t, srv)
+	ctx := context.Background()
+	c := srv.Client()
+	defer c.Close()
+	used := func() int64 {
+		var n int64
+		for _, l := range strings.Split(c.Info(ctx, "memory").Val(), "\n") {
+			if v, ok := strings.CutPrefix(strings.TrimSpace(l), "used_memory:"); ok {
+				fmt.Sscan(v, &n)
+			}
+		}
+		return n
+	}
+	const n = 10_000
+	before := used()
+	for i := range n {
+		if err := s.Use(ctx, "https://token.actions.githubusercontent.com", fmt.Sprintf("%036d", i), time.Now(), exp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Logf("Redis used_memory +%d bytes for %d replay entries (%d B/entry)", used()-before, n, (used()-before)/n)
+}
