@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -315,11 +316,12 @@ func TestReaperHolderPausedPastItsLeaseStops(t *testing.T) {
 	})
 	ids := seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
 
-	// A takes the lease and starts its pass; each of its deleters sends
-	// one delete, and the process stops.
+	// A takes the lease and starts its pass; its first delete stops the
+	// process (deleters that were past their lease check by then send
+	// theirs too; the others stall in their lease call).
 	p.armed.Store(true)
 	a.ticks <- time.Now()
-	waitFor(t, 10*time.Second, func() bool { return p.stalled.Load() == conc })
+	waitFor(t, 10*time.Second, func() bool { return p.stalled.Load() > 0 })
 
 	// A's lease runs out in Redis while A is stopped; B takes it at its
 	// next tick and reaps the rest.
@@ -493,5 +495,64 @@ func TestReaperIntentIsRecordedBeforeEachDelete(t *testing.T) {
 		if len(o) != 2 || o[0] != "deleting" || o[1] != "deleted" {
 			t.Errorf("token %s: reap records %v, want [deleting deleted]", id, o)
 		}
+	}
+}
+
+// timedOutAstro is pausedAstro whose deletes, once the pause is armed,
+// stop the process before their answer comes back and then fail as a call
+// that outlasted the Astro timeout: Astro may have deleted the token.
+type timedOutAstro struct {
+	pausedAstro
+}
+
+func (a *timedOutAstro) DeleteTokenFound(ctx context.Context, org, id string) (bool, error) {
+	found, err := a.pausedAstro.DeleteTokenFound(ctx, org, id)
+	if a.p.armed.Load() {
+		return false, fmt.Errorf("delete token %s: %w", id, context.DeadlineExceeded)
+	}
+	return found, err
+}
+
+func (a *timedOutAstro) DeleteToken(ctx context.Context, org, id string) error {
+	_, err := a.DeleteTokenFound(ctx, org, id)
+	return err
+}
+
+// A holder paused past its lease with deletes in flight, which time out
+// meanwhile, stops for the lease it lost: its deletes cut off by the pause
+// are recorded delete_failed (the intent says they may have happened) but
+// are not the pass's failures. Before, they were, and the pass logged
+// "incomplete" (an error, counted in astro_sts_reap_errors_total).
+func TestReaperHolderPausedWithDeletesTimingOutStops(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	stores := sharedRedis(t, e)
+	_, srv := redisStore(t)
+	const n, conc = 20, 2
+	deletes := &deleteCount{calls: map[string]int{}}
+	p := newPause()
+	a := newReapReplica(t, e, "A", replicaOptions{
+		store: &pausedStore{Store: stores(), p: p}, reapConc: conc,
+		wrapAstro: func(ac broker.Astro) broker.Astro {
+			return &timedOutAstro{pausedAstro{Astro: ac, p: p, deletes: deletes}}
+		},
+	})
+	b := newReapReplica(t, e, "B", replicaOptions{store: stores()})
+	seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
+
+	var resume sync.Once
+	t.Cleanup(func() { resume.Do(func() { close(p.resumed) }) }) // before the replicas' own
+	p.armed.Store(true)
+	a.ticks <- time.Now()
+	waitFor(t, 10*time.Second, func() bool { return p.stalled.Load() > 0 })
+	rc := srv.Client()
+	defer rc.Close()
+	waitFor(t, 10*time.Second, func() bool { return rc.Exists(context.Background(), "astro-sts:lease:reaper").Val() == 0 })
+	b.tick(t)
+	resume.Do(func() { close(p.resumed) })
+	waitFor(t, 10*time.Second, func() bool { return len(a.outcomes()) == 1 })
+	got := a.outcomes()[0]
+	t.Logf("A's pass after it resumed: %q, failed %v", got["msg"], got["failed"])
+	if msg, _ := got["msg"].(string); !strings.HasPrefix(msg, "reaper pass stopped") || got["failed"] != float64(0) {
+		t.Errorf("A's pass after it resumed: %q with %v failed calls; want it stopped for the lost lease, none failed", msg, got["failed"])
 	}
 }
