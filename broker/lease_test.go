@@ -8,13 +8,16 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
@@ -554,5 +557,55 @@ func TestReaperHolderPausedWithDeletesTimingOutStops(t *testing.T) {
 	t.Logf("A's pass after it resumed: %q, failed %v", got["msg"], got["failed"])
 	if msg, _ := got["msg"].(string); !strings.HasPrefix(msg, "reaper pass stopped") || got["failed"] != float64(0) {
 		t.Errorf("A's pass after it resumed: %q with %v failed calls; want it stopped for the lost lease, none failed", msg, got["failed"])
+	}
+}
+
+// A pass that started without the lease (Redis paused at its tick) takes
+// the lease as soon as the store answers again and nobody holds it, and
+// reaps every token: fail-open while the store is out, under the lease
+// once it is back.
+func TestReaperLeaselessPassTakesTheFreeLease(t *testing.T) {
+	bin, ok := redistest.Binary()
+	if !ok {
+		t.Skip(redistest.InstallHint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rsrv, err := redistest.Start(ctx, bin, redistest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(rsrv.PID(), syscall.SIGCONT); rsrv.Close() })
+	e := newEnv(t, envOptions{emulator: emulator.Config{Latency: 10 * time.Millisecond}})
+	const n = 30
+	seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
+	s, err := store.NewRedis(store.RedisConfig{URL: rsrv.URL(), Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	a := newReapReplica(t, e, "A", replicaOptions{store: s, reapConc: 1})
+
+	if err := syscall.Kill(rsrv.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan bool)
+	go func() { aDone <- a.tick(t) }()
+	waitFor(t, 10*time.Second, func() bool { return strings.Contains(a.logs.String(), "reaping without it") })
+	if err := syscall.Kill(rsrv.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	<-aDone
+	if got := lastMsg(a.outcomes()); got != "reaper pass" {
+		t.Errorf("A's pass: %q, want one that reaped to the end", got)
+	}
+	if !strings.Contains(a.logs.String(), "this pass now holds it") {
+		t.Errorf("A never took the free lease once Redis was back:\n%s", lastLines(a.logs.String(), 5))
+	}
+	if left := markedLeft(e); left != 0 {
+		t.Errorf("%d of %d expired tokens left", left, n)
+	}
+	if owner := rsrv.Client().Get(ctx, "astro-sts:lease:reaper").Val(); owner != s.Owner() {
+		t.Errorf("the lease is %q's, want A's (%q)", owner, s.Owner())
 	}
 }
