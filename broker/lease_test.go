@@ -3,17 +3,21 @@ package broker_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 	"github.com/astro-sts/astro-sts/internal/testwait"
@@ -312,11 +316,12 @@ func TestReaperHolderPausedPastItsLeaseStops(t *testing.T) {
 	})
 	ids := seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
 
-	// A takes the lease and starts its pass; each of its deleters sends
-	// one delete, and the process stops.
+	// A takes the lease and starts its pass; its first delete stops the
+	// process (deleters that were past their lease check by then send
+	// theirs too; the others stall in their lease call).
 	p.armed.Store(true)
 	a.ticks <- time.Now()
-	testwait.Until(t, 10*time.Second, "every delete to stall", func() bool { return p.stalled.Load() == conc })
+	testwait.Until(t, 10*time.Second, "the first delete to stall", func() bool { return p.stalled.Load() > 0 })
 
 	// A's lease runs out in Redis while A is stopped; B takes it at its
 	// next tick and reaps the rest.
@@ -490,5 +495,114 @@ func TestReaperIntentIsRecordedBeforeEachDelete(t *testing.T) {
 		if len(o) != 2 || o[0] != "deleting" || o[1] != "deleted" {
 			t.Errorf("token %s: reap records %v, want [deleting deleted]", id, o)
 		}
+	}
+}
+
+// timedOutAstro is pausedAstro whose deletes, once the pause is armed,
+// stop the process before their answer comes back and then fail as a call
+// that outlasted the Astro timeout: Astro may have deleted the token.
+type timedOutAstro struct {
+	pausedAstro
+}
+
+func (a *timedOutAstro) DeleteTokenFound(ctx context.Context, org, id string) (bool, error) {
+	found, err := a.pausedAstro.DeleteTokenFound(ctx, org, id)
+	if a.p.armed.Load() {
+		return false, fmt.Errorf("delete token %s: %w", id, context.DeadlineExceeded)
+	}
+	return found, err
+}
+
+func (a *timedOutAstro) DeleteToken(ctx context.Context, org, id string) error {
+	_, err := a.DeleteTokenFound(ctx, org, id)
+	return err
+}
+
+// A holder paused past its lease with deletes in flight, which time out
+// meanwhile, stops for the lease it lost: its deletes cut off by the pause
+// are recorded delete_failed (the intent says they may have happened) but
+// are not the pass's failures. Before, they were, and the pass logged
+// "incomplete" (an error, counted in astro_sts_reap_errors_total).
+func TestReaperHolderPausedWithDeletesTimingOutStops(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	stores := sharedRedis(t, e)
+	_, srv := redisStore(t)
+	const n, conc = 20, 2
+	deletes := &deleteCount{calls: map[string]int{}}
+	p := newPause()
+	a := newReapReplica(t, e, "A", replicaOptions{
+		store: &pausedStore{Store: stores(), p: p}, reapConc: conc,
+		wrapAstro: func(ac broker.Astro) broker.Astro {
+			return &timedOutAstro{pausedAstro{Astro: ac, p: p, deletes: deletes}}
+		},
+	})
+	b := newReapReplica(t, e, "B", replicaOptions{store: stores()})
+	seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
+
+	var resume sync.Once
+	t.Cleanup(func() { resume.Do(func() { close(p.resumed) }) }) // before the replicas' own
+	p.armed.Store(true)
+	a.ticks <- time.Now()
+	testwait.Until(t, 10*time.Second, "the first delete to stall", func() bool { return p.stalled.Load() > 0 })
+	rc := srv.Client()
+	defer rc.Close()
+	testwait.Until(t, 10*time.Second, "the lease to vanish from Redis", func() bool { return rc.Exists(context.Background(), "astro-sts:lease:reaper").Val() == 0 })
+	b.tick(t)
+	resume.Do(func() { close(p.resumed) })
+	testwait.Until(t, 10*time.Second, "A's one outcome", func() bool { return len(a.outcomes()) == 1 })
+	got := a.outcomes()[0]
+	t.Logf("A's pass after it resumed: %q, failed %v", got["msg"], got["failed"])
+	if msg, _ := got["msg"].(string); !strings.HasPrefix(msg, "reaper pass stopped") || got["failed"] != float64(0) {
+		t.Errorf("A's pass after it resumed: %q with %v failed calls; want it stopped for the lost lease, none failed", msg, got["failed"])
+	}
+}
+
+// A pass that started without the lease (Redis paused at its tick) takes
+// the lease as soon as the store answers again and nobody holds it, and
+// reaps every token: fail-open while the store is out, under the lease
+// once it is back.
+func TestReaperLeaselessPassTakesTheFreeLease(t *testing.T) {
+	bin, ok := redistest.Binary()
+	if !ok {
+		t.Skip(redistest.InstallHint)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	rsrv, err := redistest.Start(ctx, bin, redistest.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = syscall.Kill(rsrv.PID(), syscall.SIGCONT); rsrv.Close() })
+	e := newEnv(t, envOptions{emulator: emulator.Config{Latency: 10 * time.Millisecond}})
+	const n = 30
+	seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
+	s, err := store.NewRedis(store.RedisConfig{URL: rsrv.URL(), Now: e.clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	a := newReapReplica(t, e, "A", replicaOptions{store: s, reapConc: 1})
+
+	if err := syscall.Kill(rsrv.PID(), syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	aDone := make(chan bool)
+	go func() { aDone <- a.tick(t) }()
+	testwait.Until(t, 10*time.Second, "A to reap without the lease", func() bool { return strings.Contains(a.logs.String(), "reaping without it") })
+	if err := syscall.Kill(rsrv.PID(), syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	<-aDone
+	if got := lastMsg(a.outcomes()); got != "reaper pass" {
+		t.Errorf("A's pass: %q, want one that reaped to the end", got)
+	}
+	if !strings.Contains(a.logs.String(), "this pass now holds it") {
+		t.Errorf("A never took the free lease once Redis was back:\n%s", lastLines(a.logs.String(), 5))
+	}
+	if left := markedLeft(e); left != 0 {
+		t.Errorf("%d of %d expired tokens left", left, n)
+	}
+	if owner := rsrv.Client().Get(ctx, "astro-sts:lease:reaper").Val(); owner != s.Owner() {
+		t.Errorf("the lease is %q's, want A's (%q)", owner, s.Owner())
 	}
 }

@@ -94,7 +94,7 @@ func (s *Server) Reap(ctx context.Context) (int, error) {
 
 // reapOnce runs one pass, records its metrics and logs one summary line.
 // It is the one call [Server.RunReaper] makes per tick, under the lease
-// (nil: none, every delete goes ahead).
+// (nil: none, every delete goes ahead), which it asks before each delete.
 //
 // Each delete has two audit records, as an undelivered token's has
 // ([Server.deleteUndelivered]): the intent ("deleting"), written before
@@ -135,6 +135,12 @@ func (s *Server) reapOnce(ctx context.Context, lease *reapLease) reapSummary {
 				}
 				s.recordReap(ctx, it, reapDeleting, slog.LevelInfo)
 				found, err := s.deleteFound(ctx, it.id)
+				if err != nil && lease != nil && !leaseLost(ctx) {
+					// A delete that failed because the process was paused
+					// past its lease (it outlasted the Astro timeout) is
+					// the lease's loss, not Astro's failure: ask the store.
+					lease.holds(ctx)
+				}
 				outcome, level := reapDeleted, slog.LevelInfo
 				mu.Lock()
 				switch {

@@ -119,87 +119,128 @@ const reaperLease = "reaper"
 // reaper's lease.
 var errLeaseLost = errors.New("the reaper's lease was lost (another replica holds it, or the store could not renew it)")
 
-// reapLease is the reaper's lease as one pass holds it. The store says who
-// holds it; this process keeps, by its own monotonic clock, until when its
-// last renewal makes it the holder, counted from before that renewal was
-// sent, so never later than the store's expiry. A process that was paused
-// (SIGSTOP, a long GC or VM pause) past that instant finds it out before
-// its next delete, without waiting for the renewer's tick.
+// reapLease is the reaper's lease as one pass holds it, or, for a pass
+// that started while the store could not answer, hopes to. The store says
+// who holds it, and the pass asks it before each delete (and every half
+// interval, for the listing's sake): one Lua call, which renews the lease
+// or takes it if it is free. So a holder whose lease Redis lost (a restart
+// without persistence, a failover, FLUSHALL) and another replica took,
+// or that was paused past its lease, stops at its next delete rather than
+// at its next renewal; and a pass without the lease stops as soon as the
+// store answers that another replica holds it, or takes the lease if
+// nobody does. Only deletes already past their check can meet the other
+// replica's: at most the reap concurrency.
+//
+// While the store cannot answer, a pass that started without the lease
+// goes on (fail-open: a token reaped twice costs an Astro call, one not
+// reaped stays alive); a holder stops, as a failed renewal always stopped
+// it, and its next tick reaps without the lease if the store is still out.
 type reapLease struct {
 	s    *Server
 	ttl  time.Duration
 	stop context.CancelCauseFunc // cancels the pass
 
-	mu    sync.Mutex
-	until time.Time
+	mu       sync.Mutex
+	held     bool        // the store's last answer: this replica holds the lease
+	inflight *leaseCheck // the check in flight, which callers meanwhile share
 }
 
-// renewLocked renews the lease; if the store says another replica holds
-// it, or cannot answer, it stops the pass and reports false. l.mu is held.
-func (l *reapLease) renewLocked(ctx context.Context) bool {
-	start := time.Now()
-	held, err := l.s.store.Lease(ctx, reaperLease, l.ttl)
-	if err != nil || !held {
-		l.s.storeErr("lease", err)
-		l.s.metrics.leaseHeld.Set(0)
-		l.stop(errLeaseLost)
-		return false
-	}
-	l.until = start.Add(l.ttl)
-	return true
+// leaseCheck is one question to the store, shared by every deleter that
+// asks while it is in flight: while the store does not answer (a paused
+// or unreachable Redis) they wait on one call, not one each.
+type leaseCheck struct {
+	done chan struct{}
+	ok   bool
 }
 
 // holds reports whether the pass may send its next delete: the pass is
-// still running and the lease is this replica's. A nil lease (no shared
-// store, or a store that could not answer at the start of the pass) always
-// holds.
+// still running, and the store says the lease is this replica's, or, for a
+// pass that started without it, cannot answer. A nil lease (the manual
+// [Server.Reap]) always holds.
 func (l *reapLease) holds(ctx context.Context) bool {
 	if l == nil {
 		return ctx.Err() == nil
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	if ctx.Err() != nil {
 		return false
 	}
-	if time.Now().Before(l.until) {
-		return true
+	l.mu.Lock()
+	c := l.inflight
+	if c != nil {
+		l.mu.Unlock()
+		select {
+		case <-c.done:
+			return c.ok && ctx.Err() == nil
+		case <-ctx.Done():
+			return false
+		}
 	}
-	return l.renewLocked(context.WithoutCancel(ctx))
+	c = &leaseCheck{done: make(chan struct{})}
+	l.inflight = c
+	l.mu.Unlock()
+
+	// The pass's end is not the store's failure.
+	held, err := l.s.store.Lease(context.WithoutCancel(ctx), reaperLease, l.ttl)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.inflight = nil
+	defer close(c.done)
+	switch {
+	case err == nil && held:
+		if !l.held {
+			l.s.log.Info("reaper lease: the store answers again and the lease was free; this pass now holds it")
+		}
+		l.held = true
+		l.s.metrics.leaseHeld.Set(1)
+		c.ok = true
+	case err == nil:
+		l.held = false
+		l.s.metrics.leaseHeld.Set(0)
+		l.stop(errLeaseLost)
+	case l.held:
+		l.s.storeErr("lease", err)
+		l.held = false
+		l.s.metrics.leaseHeld.Set(0)
+		l.stop(errLeaseLost)
+	default:
+		l.s.storeErr("lease", err)
+		c.ok = true
+	}
+	c.ok = c.ok && ctx.Err() == nil
+	return c.ok
 }
 
 // underLease runs pass if this replica holds the reaper's lease, which it
 // takes (or renews) for one interval: with a shared store, one replica
 // lists the organization per interval instead of every one; if it dies,
 // its lease expires and another takes over at its next tick, within one
-// interval more. A pass longer than the interval keeps renewing the lease
-// every half interval as it goes; the first renewal that fails, or finds
-// another holder, cancels the pass's context, and the pass checks the
-// lease before each delete (see [reapLease]), so that two replicas do not
-// go on deleting the same tokens side by side. If the store cannot answer
-// at the start, the pass runs anyway, without the lease: a token reaped
-// twice costs an Astro call, one not reaped stays alive.
+// interval more. The pass asks the store before each delete, and every
+// half interval besides (see [reapLease]); the first answer that another
+// replica holds the lease, or a holder's failure to renew it, cancels the
+// pass's context, so that two replicas do not go on deleting the same
+// tokens side by side. If the store cannot answer at the start, the pass
+// runs anyway, without the lease, until the store answers again: a token
+// reaped twice costs an Astro call, one not reaped stays alive.
 //
 // It reports whether a pass ran.
 func (s *Server) underLease(ctx context.Context, interval time.Duration, pass func(context.Context, *reapLease)) bool {
 	pctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
-	start := time.Now()
 	held, err := s.store.Lease(ctx, reaperLease, interval)
 	switch {
 	case err != nil:
 		s.storeErr("lease", err)
 		s.log.Warn("reaper lease: store unreachable; reaping without it", "error", err)
 		s.metrics.leaseHeld.Set(0)
-		pass(pctx, nil)
-		return true
 	case !held:
 		s.metrics.leaseHeld.Set(0)
 		s.log.Debug("reaper: not this tick", "why", "another replica holds the lease")
 		return false
+	default:
+		s.metrics.leaseHeld.Set(1)
 	}
-	l := &reapLease{s: s, ttl: interval, stop: stop, until: start.Add(interval)}
-	s.metrics.leaseHeld.Set(1)
+	l := &reapLease{s: s, ttl: interval, stop: stop, held: held}
 	done := make(chan struct{})
 	renewed := make(chan struct{})
 	go func() {
@@ -213,10 +254,7 @@ func (s *Server) underLease(ctx context.Context, interval time.Duration, pass fu
 			case <-pctx.Done():
 				return
 			case <-t.C:
-				l.mu.Lock()
-				ok := l.renewLocked(ctx)
-				l.mu.Unlock()
-				if !ok {
+				if !l.holds(pctx) {
 					return
 				}
 			}

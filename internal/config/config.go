@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"reflect"
 	"strings"
@@ -222,8 +223,23 @@ func load[C interface{ Validate() error }](environ map[string]string) (C, error)
 // ExitBound is the longest `astro-sts serve` takes to exit after SIGTERM:
 // the shutdown grace for the requests in flight, then up to twice the
 // Astro timeout for the clean-ups of what they minted and could not
-// deliver. It must fit in [ExitBudget].
-func (c Broker) ExitBound() time.Duration { return c.ShutdownGrace + 2*c.AstroTimeout }
+// deliver. It must fit in [ExitBudget]. The sum saturates: durations near
+// the largest one would otherwise wrap to a negative bound, which fits.
+func (c Broker) ExitBound() time.Duration {
+	return addSaturating(addSaturating(c.ShutdownGrace, c.AstroTimeout), c.AstroTimeout)
+}
+
+// addSaturating is a+b, held at the largest (smallest) duration instead of
+// wrapping past it.
+func addSaturating(a, b time.Duration) time.Duration {
+	switch {
+	case b > 0 && a > math.MaxInt64-b:
+		return math.MaxInt64
+	case b < 0 && a < math.MinInt64-b:
+		return math.MinInt64
+	}
+	return a + b
+}
 
 // RevokeLimit is ASTRO_STS_REVOKE_RATE_LIMIT as the broker takes it; the
 // zero limit (the broker's default) if it does not parse, which Validate
