@@ -22,7 +22,8 @@ import (
 //
 // It runs with the broker's real defaults, which are what the promise is
 // about, and so in real time: about 50 s for the step's four attempts, and
-// up to 90 s after it, some 2-2.5 minutes. t.Parallel lets the package's
+// up to 90 s after it (about 50 s when the search finds them all), 1.5 to
+// 2.5 minutes. t.Parallel lets the package's
 // other tests run meanwhile.
 func TestE2ERecoveryOutlastsASlowAstro(t *testing.T) {
 	t.Parallel()
