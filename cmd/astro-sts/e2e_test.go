@@ -152,7 +152,13 @@ type e2eWorld struct {
 
 func newE2EWorld(t *testing.T) *e2eWorld {
 	t.Helper()
-	esrv, emu, err := emulator.Start(emulator.Config{})
+	return newE2EWorldWith(t, emulator.Config{})
+}
+
+// newE2EWorldWith is [newE2EWorld] with an emulator configured by ecfg.
+func newE2EWorldWith(t *testing.T, ecfg emulator.Config) *e2eWorld {
+	t.Helper()
+	esrv, emu, err := emulator.Start(ecfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,6 +307,13 @@ type e2eResult struct {
 // environment leaks in.
 func e2eRun(t *testing.T, argv []string, env map[string]string) e2eResult {
 	t.Helper()
+	return e2eRunFor(t, e2eStepTimeout, argv, env)
+}
+
+// e2eRunFor is [e2eRun] with the step killed after timeout instead of
+// [e2eStepTimeout], for a step that waits out a slow Astro.
+func e2eRunFor(t *testing.T, timeout time.Duration, argv []string, env map[string]string) e2eResult {
+	t.Helper()
 	bin := filepath.Join(e2eBinDir(t), argv[0])
 	full := make(map[string]string, len(env)+2)
 	for k, v := range env {
@@ -308,7 +321,7 @@ func e2eRun(t *testing.T, argv []string, env map[string]string) e2eResult {
 	}
 	full["PATH"] = os.Getenv("PATH")
 	full["HOME"] = os.Getenv("HOME")
-	ctx, cancel := context.WithTimeout(t.Context(), e2eStepTimeout)
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, argv[1:]...)
 	cmd.Env = runnertest.Environ(full)

@@ -48,6 +48,7 @@ func runEmulator(ctx context.Context, args []string, _ map[string]string, stdout
 	addr := fs.String("addr", "127.0.0.1:8888", "listen address; port 0 picks a free port")
 	workspaces := fs.Int("workspaces", 2, fmt.Sprintf("seeded Workspaces, each with one Deployment (1..%d)", emulator.MaxWorkspaces))
 	latency := fs.Duration("latency", 0, "latency added to every request, e.g. 20ms")
+	createDelay := fs.Duration("create-delay", 0, "make every token create this late, whether or not the caller still waits, e.g. 31s")
 	errorRate := fs.Float64("error-rate", 0, "share of requests (0..1) answered 503 before processing")
 	seed := fs.Int64("seed", 0, "seed for ids, the signing key and --error-rate (0: random)")
 	allowRemote := fs.Bool("allow-remote", false, "allow a non-loopback --addr")
@@ -65,6 +66,9 @@ func runEmulator(ctx context.Context, args []string, _ map[string]string, stdout
 	if *latency < 0 {
 		return usageError("emulator: --latency must not be negative")
 	}
+	if *createDelay < 0 {
+		return usageError("emulator: --create-delay must not be negative")
+	}
 	if !*allowRemote {
 		if err := checkLoopback(*addr); err != nil {
 			return err
@@ -77,11 +81,12 @@ func runEmulator(ctx context.Context, args []string, _ map[string]string, stdout
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	srv, emu, err := emulator.StartAt(*addr, emulator.Config{
-		Workspaces: *workspaces,
-		Latency:    *latency,
-		ErrorRate:  *errorRate,
-		Seed:       *seed,
-		Logger:     logger,
+		Workspaces:  *workspaces,
+		Latency:     *latency,
+		CreateDelay: *createDelay,
+		ErrorRate:   *errorRate,
+		Seed:        *seed,
+		Logger:      logger,
 	})
 	if err != nil {
 		return err

@@ -98,6 +98,7 @@ func TestRunEmulatorFlags(t *testing.T) {
 		{"error rate", []string{"--error-rate", "1.5"}, 2, "--error-rate"},
 		{"error rate NaN", []string{"--error-rate", "NaN"}, 2, "--error-rate"},
 		{"negative latency", []string{"--latency", "-1s"}, 2, "--latency"},
+		{"negative create delay", []string{"--create-delay", "-1s"}, 2, "--create-delay"},
 		{"stray argument", []string{"now"}, 2, "unexpected argument"},
 		{"unknown flag", []string{"--port", "1"}, 2, "port"},
 	}

@@ -65,6 +65,12 @@ type Config struct {
 	// [Emulator.Created]: a test that must account for every token ever
 	// made, deleted since or not, turns it on.
 	RecordCreates bool
+	// CreateDelay makes every token create late: the token is made
+	// CreateDelay after the request arrived, whether or not the caller
+	// still waits, and a caller that waits gets the answer then. That is
+	// an Astro that finishes a create after the client gave up (see
+	// faults.go).
+	CreateDelay time.Duration
 }
 
 // MaxWorkspaces bounds [Config.Workspaces].
@@ -83,6 +89,9 @@ type Emulator struct {
 	errRate float64
 	log     *slog.Logger
 	handler http.Handler
+
+	// createDelay is [Config.CreateDelay] (faults.go).
+	createDelay time.Duration
 
 	// Fixed after New.
 	priv       ed25519.PrivateKey
@@ -129,6 +138,9 @@ func New(cfg Config) (*Emulator, error) {
 	if cfg.Latency < 0 {
 		errs = append(errs, errors.New("latency must not be negative"))
 	}
+	if cfg.CreateDelay < 0 {
+		errs = append(errs, errors.New("create delay must not be negative"))
+	}
 	if math.IsNaN(cfg.ErrorRate) || cfg.ErrorRate < 0 || cfg.ErrorRate > 1 {
 		errs = append(errs, errors.New("error rate must be within 0..1"))
 	}
@@ -169,6 +181,7 @@ func New(cfg Config) (*Emulator, error) {
 		tokens:  map[string]*record{},
 
 		deployments: map[string]*astro.Deployment{},
+		createDelay: cfg.CreateDelay,
 	}
 	if e.now == nil {
 		e.now = time.Now

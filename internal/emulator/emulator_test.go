@@ -25,6 +25,7 @@ func TestNewRefusesBadConfig(t *testing.T) {
 		{"negative workspaces", emulator.Config{Workspaces: -1}},
 		{"too many workspaces", emulator.Config{Workspaces: emulator.MaxWorkspaces + 1}},
 		{"negative latency", emulator.Config{Latency: -time.Second}},
+		{"negative create delay", emulator.Config{CreateDelay: -time.Second}},
 		{"error rate above 1", emulator.Config{ErrorRate: 1.5}},
 		{"negative error rate", emulator.Config{ErrorRate: -0.1}},
 	}

@@ -2,6 +2,8 @@ package emulator
 
 import (
 	"bytes"
+	"context"
+	"io"
 	"math"
 	"net/http"
 	"time"
@@ -62,14 +64,44 @@ func (e *Emulator) serveHeld(w http.ResponseWriter, r *http.Request, next http.H
 		writeError(w, http.StatusBadGateway, "bad gateway: the answer was lost after processing (injected by the emulator)", nil)
 		return
 	}
-	for k, v := range held.header {
-		w.Header()[k] = v
-	}
-	if held.status == 0 {
-		held.status = http.StatusOK
-	}
-	w.WriteHeader(held.status)
-	_, _ = w.Write(held.body.Bytes())
+	held.sendTo(w)
+}
+
+// late makes a token create [Config.CreateDelay] late: the token is made
+// that long after the request arrived, on a copy of the request that the
+// caller's hang-up does not cancel, as a slow Astro finishes a create
+// whatever became of the connection. The token's createdAt is when it is
+// made, not when the request arrived: Astro stamps the row it writes, and
+// a listing shows the token only from then on. A caller still waiting
+// gets the answer then; one that hung up gets nothing.
+func (e *Emulator) late(next http.Handler) http.HandlerFunc {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if e.createDelay <= 0 {
+			next.ServeHTTP(w, r)
+			return
+		}
+		// Read the body now: it is gone with the connection. One byte
+		// over the limit lets the handler refuse it as it would.
+		body, err := io.ReadAll(io.LimitReader(r.Body, MaxBodyBytes+1))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "the request body could not be read", nil)
+			return
+		}
+		detached := r.Clone(context.WithoutCancel(r.Context()))
+		detached.Body = io.NopCloser(bytes.NewReader(body))
+		detached.ContentLength = int64(len(body))
+		held := &heldWriter{header: w.Header().Clone()}
+		done := make(chan struct{})
+		time.AfterFunc(e.createDelay, func() {
+			defer close(done)
+			next.ServeHTTP(held, detached)
+		})
+		select {
+		case <-done:
+			held.sendTo(w)
+		case <-r.Context().Done():
+		}
+	})
 }
 
 // heldWriter keeps an answer until serveHeld lets it go.
@@ -80,6 +112,18 @@ type heldWriter struct {
 }
 
 func (h *heldWriter) Header() http.Header { return h.header }
+
+// sendTo writes the kept answer to w.
+func (h *heldWriter) sendTo(w http.ResponseWriter) {
+	for k, v := range h.header {
+		w.Header()[k] = v
+	}
+	if h.status == 0 {
+		h.status = http.StatusOK
+	}
+	w.WriteHeader(h.status)
+	_, _ = w.Write(h.body.Bytes())
+}
 
 func (h *heldWriter) WriteHeader(code int) {
 	if h.status == 0 {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/testwait"
 )
 
 // A lost answer: the create is done, the client gets a 502.
@@ -98,5 +99,67 @@ func TestCreated(t *testing.T) {
 	}
 	if off := start(t, emulator.Config{}); off.emu.Created() != nil {
 		t.Error("Created without RecordCreates is not nil")
+	}
+}
+
+// A late create: the token is made CreateDelay after the request arrived
+// even when the caller hung up long before, it is listed only from then on,
+// stamped when it was made; a caller that waits gets it whole.
+func TestCreateDelayMakesTheTokenLate(t *testing.T) {
+	const delay = 2 * time.Second
+	// The real clock: createdAt is compared with when the request was sent.
+	e := start(t, emulator.Config{CreateDelay: delay, RecordCreates: true, Now: time.Now})
+	body, err := json.Marshal(astro.CreateTokenRequest{Name: "late", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", e.srv.URL+e.tokensPath(), bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.owner)
+	req.Header.Set("Content-Type", "application/json")
+	sent := time.Now()
+	if resp, err := http.DefaultClient.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+		if err == nil {
+			resp.Body.Close()
+		}
+		t.Fatalf("late create with a short client timeout: %v, want a deadline error", err)
+	}
+	// The token is made only when the delay has passed; whatever
+	// happened to the connection, it is made then.
+	var made astro.Token
+	testwait.Until(t, time.Minute, "the late token", func() bool {
+		for _, tok := range e.emu.Tokens() {
+			if tok.Name == "late" {
+				made = tok
+				return true
+			}
+		}
+		return false
+	})
+	if found := time.Now(); found.Sub(sent) < delay {
+		t.Errorf("the token was listed %v after the create, before the delay of %v", found.Sub(sent), delay)
+	}
+	if made.CreatedAt.Before(sent.Add(delay).Truncate(time.Second)) {
+		t.Errorf("createdAt %v, want when it was made (no earlier than %v)", made.CreatedAt, sent.Add(delay).Truncate(time.Second))
+	}
+	if got := e.emu.Created(); len(got) != 1 || got[0] != made.ID {
+		t.Errorf("Created = %v, want [%s]", got, made.ID)
+	}
+
+	r := e.doJSON("POST", e.tokensPath(), e.owner, astro.CreateTokenRequest{Name: "waited", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	if r.status != http.StatusOK || r.header.Get(emulator.RequestIDHeader) == "" {
+		t.Fatalf("late create, waited for: %d %v %s", r.status, r.header, r.body)
+	}
+	var tok astro.Token
+	if err := json.Unmarshal(r.body, &tok); err != nil || tok.Token == "" || tok.Name != "waited" {
+		t.Fatalf("late answer body %s: %v", r.body, err)
+	}
+	// Only creates are late.
+	if r := e.do("GET", e.tokensPath(), e.owner, nil); r.status != http.StatusOK {
+		t.Fatalf("list: %d", r.status)
 	}
 }

@@ -51,7 +51,7 @@ func (e *Emulator) routes() http.Handler {
 	})
 	mux.Handle("/v1/organizations/{org}/tokens", methods{
 		http.MethodGet:  e.authed(e.inOrg(e.listTokens)),
-		http.MethodPost: e.authed(e.inOrg(e.createToken)),
+		http.MethodPost: e.late(e.authed(e.inOrg(e.createToken))),
 	})
 	mux.Handle("/v1/organizations/{org}/tokens/{token}", methods{
 		http.MethodGet:    e.authed(e.inOrg(e.getToken)),

@@ -74,7 +74,7 @@ func StartAt(addr string, cfg Config) (*Server, *Emulator, error) {
 			Handler:           e.Handler(),
 			ReadHeaderTimeout: 5 * time.Second,
 			ReadTimeout:       30 * time.Second,
-			WriteTimeout:      30*time.Second + cfg.Latency,
+			WriteTimeout:      30*time.Second + cfg.Latency + cfg.CreateDelay,
 			IdleTimeout:       60 * time.Second,
 			MaxHeaderBytes:    64 << 10,
 		},
