@@ -2,9 +2,9 @@ package redistest
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
+
+	"github.com/astro-sts/astro-sts/internal/servertest"
 )
 
 // Main is a test package's TestMain: it starts the package's one server
@@ -12,20 +12,7 @@ import (
 // tests' code. Without a redis-server outside CI, *s stays nil and [Need]
 // skips the Redis tests.
 func Main(m *testing.M, s **Server) {
-	os.Exit(run(m, s))
-}
-
-func run(m *testing.M, s **Server) int {
-	srv, err := Shared()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if srv != nil {
-		defer srv.Close()
-		*s = srv
-	}
-	return m.Run()
+	servertest.Main(m, s, Shared)
 }
 
 // Need returns the package's server s emptied, for a test that uses it; with
@@ -33,12 +20,7 @@ func run(m *testing.M, s **Server) int {
 // failed the run, and Need fails the test too).
 func Need(t testing.TB, s *Server) *Server {
 	t.Helper()
-	if s == nil {
-		if Required() {
-			t.Fatal(InstallHint)
-		}
-		t.Skip(InstallHint)
-	}
+	servertest.Need(t, s == nil, InstallHint)
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}

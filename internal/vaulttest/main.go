@@ -1,9 +1,9 @@
 package vaulttest
 
 import (
-	"fmt"
-	"os"
 	"testing"
+
+	"github.com/astro-sts/astro-sts/internal/servertest"
 )
 
 // Main is a test package's TestMain: it starts the package's one Vault dev
@@ -11,20 +11,7 @@ import (
 // runs the tests, stops the server and exits with the tests' code. Without
 // a Vault binary outside CI, *s stays nil and [Need] skips the Vault tests.
 func Main(m *testing.M, s **Server) {
-	os.Exit(run(m, s))
-}
-
-func run(m *testing.M, s **Server) int {
-	srv, err := Shared()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if srv != nil {
-		defer srv.Close()
-		*s = srv
-	}
-	return m.Run()
+	servertest.Main(m, s, Shared)
 }
 
 // Need returns the package's server s for a test that uses it; with no
@@ -32,11 +19,6 @@ func run(m *testing.M, s **Server) int {
 // failed the run, and Need fails the test too).
 func Need(t testing.TB, s *Server) *Server {
 	t.Helper()
-	if s == nil {
-		if Required() {
-			t.Fatal(BuildHint)
-		}
-		t.Skip(BuildHint)
-	}
+	servertest.Need(t, s == nil, BuildHint)
 	return s
 }
