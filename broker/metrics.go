@@ -156,6 +156,9 @@ func registerDataLoss(reg *prometheus.Registry, dl dataLoss) error {
 // silently (wrong) until the next restart fails. docs/reliability.md says
 // what to alert on.
 func registerPolicyHealth(reg *prometheus.Registry, ph policyHealth) error {
+	gaugeFunc := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
 	unix := func(t time.Time) float64 {
 		if t.IsZero() {
 			return 0
@@ -163,18 +166,10 @@ func registerPolicyHealth(reg *prometheus.Registry, ph policyHealth) error {
 		return float64(t.UnixNano()) / 1e9
 	}
 	for _, c := range []prometheus.Collector{
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "astro_sts_policy_reload_ok", Help: "1 if the policy file loaded at the last look, 0 while it is invalid, unreadable or gone (the last good policy stays in force).",
-		}, func() float64 { return boolGauge(ph.Health().OK) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "astro_sts_policy_last_reload_timestamp_seconds", Help: "When the policy file was last read and found changed or unreadable (Unix time).",
-		}, func() float64 { return unix(ph.Health().Checked) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "astro_sts_policy_last_good_timestamp_seconds", Help: "When a good policy file was last read (Unix time).",
-		}, func() float64 { return unix(ph.Health().LastGood) }),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "astro_sts_policy_rules", Help: "Rules of the policy in force.",
-		}, func() float64 { return float64(ph.Health().Rules) }),
+		gaugeFunc("astro_sts_policy_reload_ok", "1 if the policy file loaded at the last look, 0 while it is invalid, unreadable or gone (the last good policy stays in force).", func() float64 { return boolGauge(ph.Health().OK) }),
+		gaugeFunc("astro_sts_policy_last_reload_timestamp_seconds", "When the policy file was last read and found changed or unreadable (Unix time).", func() float64 { return unix(ph.Health().Checked) }),
+		gaugeFunc("astro_sts_policy_last_good_timestamp_seconds", "When a good policy file was last read (Unix time).", func() float64 { return unix(ph.Health().LastGood) }),
+		gaugeFunc("astro_sts_policy_rules", "Rules of the policy in force.", func() float64 { return float64(ph.Health().Rules) }),
 	} {
 		if err := reg.Register(c); err != nil {
 			return err
