@@ -7,17 +7,14 @@ import (
 	"github.com/astro-sts/astro-sts/internal/servertest"
 )
 
-// Main is a test package's TestMain: it starts the package's one server
-// ([Shared]) into *s, runs the tests, stops the server and exits with the
-// tests' code. Without a redis-server outside CI, *s stays nil and [Need]
-// skips the Redis tests.
+// Main is a test package's TestMain ([servertest.Main]) with its one
+// redis-server ([Shared]) in *s: nil without a redis-server outside CI.
 func Main(m *testing.M, s **Server) {
 	servertest.Main(m, s, Shared)
 }
 
-// Need returns the package's server s emptied, for a test that uses it; with
-// no server it skips the test with [InstallHint] (in CI, [Main] has already
-// failed the run, and Need fails the test too).
+// Need returns s emptied, for a test that uses Redis; without a server it
+// skips (locally) or fails (in CI) the test with [InstallHint].
 func Need(t testing.TB, s *Server) *Server {
 	t.Helper()
 	servertest.Need(t, s == nil, InstallHint)

@@ -120,11 +120,8 @@ func Shared() (*Server, error) {
 // The process environment is not passed on, and the server's working
 // directory is a temporary one removed by Close.
 func Start(ctx context.Context, bin string, opts Options) (*Server, error) {
-	if _, hasDeadline := ctx.Deadline(); !hasDeadline {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, startTimeout)
-		defer cancel()
-	}
+	ctx, cancel := servertest.StartContext(ctx, startTimeout)
+	defer cancel()
 	dir, err := os.MkdirTemp("", "redistest-")
 	if err != nil {
 		return nil, err
@@ -352,11 +349,8 @@ func (s *Server) Restart(ctx context.Context) error {
 	case running:
 		return errors.New("redistest: restart of a running server")
 	}
-	if _, hasDeadline := ctx.Deadline(); !hasDeadline {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, startTimeout)
-		defer cancel()
-	}
+	ctx, cancel := servertest.StartContext(ctx, startTimeout)
+	defer cancel()
 	// The port was ours a moment ago; the kernel may hold it briefly.
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {

@@ -5,9 +5,11 @@
 package servertest
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"testing"
+	"time"
 )
 
 // Required reports whether tests that need a real server must run rather
@@ -28,6 +30,15 @@ func Binary(env string, find func() string) (path string, ok bool) {
 		return path, false
 	}
 	return path, true
+}
+
+// StartContext is ctx bounded by timeout when it has no deadline of its
+// own, so that starting a server never waits forever.
+func StartContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, timeout)
 }
 
 // Main is a test package's TestMain: it starts the package's one server

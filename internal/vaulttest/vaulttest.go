@@ -113,11 +113,8 @@ func Shared() (*Server, error) {
 // The process environment is not passed on: a developer's VAULT_* variables
 // cannot leak into the server.
 func Start(ctx context.Context, bin string) (*Server, error) {
-	if _, hasDeadline := ctx.Deadline(); !hasDeadline {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, startTimeout)
-		defer cancel()
-	}
+	ctx, cancel := servertest.StartContext(ctx, startTimeout)
+	defer cancel()
 	// Picking a port and handing it over leaves a small window in which
 	// another process may take it: try a few times.
 	var lastErr error
