@@ -351,14 +351,7 @@ func (c *Client) ListDeployments(ctx context.Context, orgID string, opts ListDep
 // GetDeployment returns one Deployment.
 func (c *Client) GetDeployment(ctx context.Context, orgID, deploymentID string) (*Deployment, error) {
 	path, err := deploymentPath(orgID, deploymentID)
-	if err != nil {
-		return nil, err
-	}
-	var d Deployment
-	if err := c.do(ctx, call{method: http.MethodGet, route: RouteDeployment, path: path, class: idempotent, out: &d}); err != nil {
-		return nil, err
-	}
-	return &d, nil
+	return fetch[Deployment](ctx, c, err, call{method: http.MethodGet, route: RouteDeployment, path: path, class: idempotent})
 }
 
 // CreateDeployment creates a Deployment. Like [Client.CreateToken] it is
@@ -366,14 +359,7 @@ func (c *Client) GetDeployment(ctx context.Context, orgID, deploymentID string) 
 // lost answer could create a second Deployment (names are not unique).
 func (c *Client) CreateDeployment(ctx context.Context, orgID string, req CreateDeploymentRequest) (*Deployment, error) {
 	path, err := deploymentsPath(orgID)
-	if err != nil {
-		return nil, err
-	}
-	var d Deployment
-	if err := c.do(ctx, call{method: http.MethodPost, route: RouteDeployments, path: path, body: req, class: unsafe, out: &d}); err != nil {
-		return nil, err
-	}
-	return &d, nil
+	return fetch[Deployment](ctx, c, err, call{method: http.MethodPost, route: RouteDeployments, path: path, body: req, class: unsafe})
 }
 
 // DeleteDeployment deletes a Deployment. Unlike [Client.DeleteToken], a 404
@@ -407,12 +393,7 @@ func (c *Client) GetCluster(ctx context.Context, orgID, clusterID string) (*Clus
 	if err != nil {
 		return nil, err
 	}
-	var cl Cluster
-	err = c.do(ctx, call{method: http.MethodGet, route: RouteCluster, path: "/organizations/" + p[0] + "/clusters/" + p[1], class: idempotent, out: &cl})
-	if err != nil {
-		return nil, err
-	}
-	return &cl, nil
+	return fetch[Cluster](ctx, c, nil, call{method: http.MethodGet, route: RouteCluster, path: "/organizations/" + p[0] + "/clusters/" + p[1], class: idempotent})
 }
 
 // GetDeploymentOptions returns what a new Deployment may be configured
@@ -426,10 +407,5 @@ func (c *Client) GetDeploymentOptions(ctx context.Context, orgID, deploymentType
 	if deploymentType != "" {
 		q.Set("deploymentType", deploymentType)
 	}
-	var o DeploymentOptions
-	err = c.do(ctx, call{method: http.MethodGet, route: RouteDeploymentOptions, path: "/organizations/" + p[0] + "/deployment-options", query: q, class: idempotent, out: &o})
-	if err != nil {
-		return nil, err
-	}
-	return &o, nil
+	return fetch[DeploymentOptions](ctx, c, nil, call{method: http.MethodGet, route: RouteDeploymentOptions, path: "/organizations/" + p[0] + "/deployment-options", query: q, class: idempotent})
 }

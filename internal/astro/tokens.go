@@ -136,14 +136,7 @@ func (c *Client) ListTokensPage(ctx context.Context, orgID string, opts ListToke
 // GetToken returns one token (never its value).
 func (c *Client) GetToken(ctx context.Context, orgID, tokenID string) (*Token, error) {
 	path, err := tokenPath(orgID, tokenID)
-	if err != nil {
-		return nil, err
-	}
-	var t Token
-	if err := c.do(ctx, call{method: http.MethodGet, route: RouteToken, path: path, class: idempotent, out: &t}); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return fetch[Token](ctx, c, err, call{method: http.MethodGet, route: RouteToken, path: path, class: idempotent})
 }
 
 // CreateToken creates a token and returns it with its value in
@@ -156,28 +149,14 @@ func (c *Client) GetToken(ctx context.Context, orgID, tokenID string) (*Token, e
 // the reaper can find and delete what a lost create left behind.
 func (c *Client) CreateToken(ctx context.Context, orgID string, req CreateTokenRequest) (*Token, error) {
 	path, err := tokensPath(orgID)
-	if err != nil {
-		return nil, err
-	}
-	var t Token
-	if err := c.do(ctx, call{method: http.MethodPost, route: RouteTokens, path: path, body: req, class: unsafe, out: &t}); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return fetch[Token](ctx, c, err, call{method: http.MethodPost, route: RouteTokens, path: path, body: req, class: unsafe})
 }
 
 // UpdateToken sets a token's name and description. Both are sent, so an
 // empty Description clears it. It is idempotent and retried.
 func (c *Client) UpdateToken(ctx context.Context, orgID, tokenID string, req UpdateTokenRequest) (*Token, error) {
 	path, err := tokenPath(orgID, tokenID)
-	if err != nil {
-		return nil, err
-	}
-	var t Token
-	if err := c.do(ctx, call{method: http.MethodPost, route: RouteToken, path: path, body: req, class: idempotent, out: &t}); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return fetch[Token](ctx, c, err, call{method: http.MethodPost, route: RouteToken, path: path, body: req, class: idempotent})
 }
 
 // SetTokenRoles replaces the token's whole role set with roles (at least
@@ -190,13 +169,8 @@ func (c *Client) SetTokenRoles(ctx context.Context, orgID, tokenID string, roles
 	if roles == nil {
 		roles = []TokenRole{}
 	}
-	var sr SubjectRoles
-	err = c.do(ctx, call{method: http.MethodPost, route: RouteTokenRoles, path: path + "/roles",
-		body: SetRolesRequest{Roles: roles}, class: idempotent, out: &sr})
-	if err != nil {
-		return nil, err
-	}
-	return &sr, nil
+	return fetch[SubjectRoles](ctx, c, nil, call{method: http.MethodPost, route: RouteTokenRoles, path: path + "/roles",
+		body: SetRolesRequest{Roles: roles}, class: idempotent})
 }
 
 // AddTokenToWorkspace gives an Organization token role in a Workspace, the
@@ -291,14 +265,7 @@ func SubjectRolesOf(roles []TokenRole) *SubjectRoles {
 // 5xx or a timeout; the caller then has to rotate again deliberately.
 func (c *Client) RotateToken(ctx context.Context, orgID, tokenID string) (*Token, error) {
 	path, err := tokenPath(orgID, tokenID)
-	if err != nil {
-		return nil, err
-	}
-	var t Token
-	if err := c.do(ctx, call{method: http.MethodPost, route: RouteTokenRotate, path: path + "/rotate", class: unsafe, out: &t}); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return fetch[Token](ctx, c, err, call{method: http.MethodPost, route: RouteTokenRotate, path: path + "/rotate", class: unsafe})
 }
 
 // DeleteToken deletes a token. A 404 counts as success: the token is gone,
