@@ -314,20 +314,10 @@ func (o ListDeploymentsOptions) query() url.Values {
 	return q
 }
 
-func deploymentsPath(orgID string) (string, error) {
-	p, err := ids([]string{"organization id"}, orgID)
-	if err != nil {
-		return "", err
-	}
-	return "/organizations/" + p[0] + "/deployments", nil
-}
+func deploymentsPath(orgID string) (string, error) { return collectionPath(orgID, "deployments") }
 
 func deploymentPath(orgID, deploymentID string) (string, error) {
-	p, err := ids([]string{"organization id", "deployment id"}, orgID, deploymentID)
-	if err != nil {
-		return "", err
-	}
-	return "/organizations/" + p[0] + "/deployments/" + p[1], nil
+	return itemPath(orgID, "deployments", "deployment id", deploymentID)
 }
 
 // ListDeployments returns every Deployment matching opts that the token can
@@ -376,36 +366,30 @@ func (c *Client) DeleteDeployment(ctx context.Context, orgID, deploymentID strin
 
 // ListClusters returns the organization's clusters, all pages.
 func (c *Client) ListClusters(ctx context.Context, orgID string) ([]Cluster, error) {
-	p, err := ids([]string{"organization id"}, orgID)
+	path, err := collectionPath(orgID, "clusters")
 	if err != nil {
 		return nil, err
 	}
 	return allPages(func(cl Cluster) string { return cl.ID }, func(offset int) ([]Cluster, int, error) {
 		var page ClustersPage
-		err := c.do(ctx, call{method: http.MethodGet, route: RouteClusters, path: "/organizations/" + p[0] + "/clusters", query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
+		err := c.do(ctx, call{method: http.MethodGet, route: RouteClusters, path: path, query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
 		return page.Clusters, page.TotalCount, err
 	})
 }
 
 // GetCluster returns one cluster.
 func (c *Client) GetCluster(ctx context.Context, orgID, clusterID string) (*Cluster, error) {
-	p, err := ids([]string{"organization id", "cluster id"}, orgID, clusterID)
-	if err != nil {
-		return nil, err
-	}
-	return fetch[Cluster](ctx, c, nil, call{method: http.MethodGet, route: RouteCluster, path: "/organizations/" + p[0] + "/clusters/" + p[1], class: idempotent})
+	path, err := itemPath(orgID, "clusters", "cluster id", clusterID)
+	return fetch[Cluster](ctx, c, err, call{method: http.MethodGet, route: RouteCluster, path: path, class: idempotent})
 }
 
 // GetDeploymentOptions returns what a new Deployment may be configured
 // with. deploymentType may be empty (all types).
 func (c *Client) GetDeploymentOptions(ctx context.Context, orgID, deploymentType string) (*DeploymentOptions, error) {
-	p, err := ids([]string{"organization id"}, orgID)
-	if err != nil {
-		return nil, err
-	}
+	path, err := collectionPath(orgID, "deployment-options")
 	q := url.Values{}
 	if deploymentType != "" {
 		q.Set("deploymentType", deploymentType)
 	}
-	return fetch[DeploymentOptions](ctx, c, nil, call{method: http.MethodGet, route: RouteDeploymentOptions, path: "/organizations/" + p[0] + "/deployment-options", query: q, class: idempotent})
+	return fetch[DeploymentOptions](ctx, c, err, call{method: http.MethodGet, route: RouteDeploymentOptions, path: path, query: q, class: idempotent})
 }

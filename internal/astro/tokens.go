@@ -74,20 +74,30 @@ func ids(names []string, vals ...string) ([]string, error) {
 	return out, nil
 }
 
-func tokensPath(orgID string) (string, error) {
+// collectionPath is /organizations/{orgID}/{kind}, orgID checked and
+// escaped.
+func collectionPath(orgID, kind string) (string, error) {
 	p, err := ids([]string{"organization id"}, orgID)
 	if err != nil {
 		return "", err
 	}
-	return "/organizations/" + p[0] + "/tokens", nil
+	return "/organizations/" + p[0] + "/" + kind, nil
 }
 
-func tokenPath(orgID, tokenID string) (string, error) {
-	p, err := ids([]string{"organization id", "token id"}, orgID, tokenID)
+// itemPath is /organizations/{orgID}/{kind}/{id}, both ids checked and
+// escaped; idName names id in an error.
+func itemPath(orgID, kind, idName, id string) (string, error) {
+	p, err := ids([]string{"organization id", idName}, orgID, id)
 	if err != nil {
 		return "", err
 	}
-	return "/organizations/" + p[0] + "/tokens/" + p[1], nil
+	return "/organizations/" + p[0] + "/" + kind + "/" + p[1], nil
+}
+
+func tokensPath(orgID string) (string, error) { return collectionPath(orgID, "tokens") }
+
+func tokenPath(orgID, tokenID string) (string, error) {
+	return itemPath(orgID, "tokens", "token id", tokenID)
 }
 
 // ListTokens returns every token matching opts, asking for pages of
@@ -305,13 +315,13 @@ func (c *Client) ListOrganizations(ctx context.Context) ([]Organization, error) 
 // ListWorkspaces returns the Workspaces of an organization the token can
 // see, all pages.
 func (c *Client) ListWorkspaces(ctx context.Context, orgID string) ([]Workspace, error) {
-	p, err := ids([]string{"organization id"}, orgID)
+	path, err := collectionPath(orgID, "workspaces")
 	if err != nil {
 		return nil, err
 	}
 	return allPages(func(w Workspace) string { return w.ID }, func(offset int) ([]Workspace, int, error) {
 		var page WorkspacesPage
-		err := c.do(ctx, call{method: http.MethodGet, route: RouteWorkspaces, path: "/organizations/" + p[0] + "/workspaces", query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
+		err := c.do(ctx, call{method: http.MethodGet, route: RouteWorkspaces, path: path, query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
 		return page.Workspaces, page.TotalCount, err
 	})
 }
