@@ -34,9 +34,6 @@ type Deps struct {
 	// TuneAstro, if set, adjusts the Astro client's configuration before it
 	// is built (tests shorten its retries).
 	TuneAstro func(*astro.Config)
-	// WrapAstro, if set, wraps the Astro client the broker calls through
-	// (not the rotator's).
-	WrapAstro func(Astro) Astro
 	// Store, if set, is the broker's store instead of the one the
 	// configuration names; the assembly closes it.
 	Store store.Store
@@ -48,9 +45,11 @@ type Deps struct {
 	// Started is when the broker starts accepting ID tokens (see
 	// [Config.Started]).
 	Started time.Time
-	// Configure, if set, adjusts the broker's configuration before [New],
-	// after the configuration's values are in and before the bound on
-	// Astro calls is made of its AstroConcurrency and AstroTimeout.
+	// Configure, if set, adjusts the broker's configuration before [New]
+	// (tests wrap its Astro client to misbehave, or shorten its timeouts):
+	// after the configuration's values are in, before the bound on Astro
+	// calls is made of its AstroConcurrency and AstroTimeout. The rotator
+	// keeps the unwrapped client.
 	Configure func(*Config)
 }
 
@@ -116,12 +115,8 @@ func Assemble(cfg config.Broker, deps Deps) (_ *Assembly, err error) {
 	if err != nil {
 		return nil, err
 	}
-	var upstream Astro = a.Astro
-	if deps.WrapAstro != nil {
-		upstream = deps.WrapAstro(a.Astro)
-	}
 	bc := Config{
-		Astro:            upstream,
+		Astro:            a.Astro,
 		OrganizationID:   cfg.Astro.OrganizationID,
 		Verifier:         verifier,
 		Store:            a.Store,

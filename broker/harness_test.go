@@ -143,8 +143,14 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 		TuneAstro: func(ac *astro.Config) {
 			ac.BaseDelay, ac.MaxDelay, ac.MaxAttempts = time.Millisecond, 5*time.Millisecond, 2
 		},
-		WrapAstro: opts.wrapAstro,
-		Configure: opts.configure,
+		Configure: func(c *broker.Config) {
+			if opts.wrapAstro != nil {
+				c.Astro = opts.wrapAstro(c.Astro)
+			}
+			if opts.configure != nil {
+				opts.configure(c)
+			}
+		},
 	}
 	if opts.store != nil {
 		deps.Store = opts.store(c.Now)
