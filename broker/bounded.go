@@ -93,85 +93,92 @@ func (b *AstroBound) acquire(ctx context.Context) (func(), error) {
 	}, nil
 }
 
+// within runs call holding a slot of b, and, if timeout is not zero,
+// bounded by it once it has the slot. It is the one body of every bounded
+// Astro method, the broker's and the rotator's.
+func within[T any](ctx context.Context, b *AstroBound, timeout time.Duration, call func(context.Context) (T, error)) (T, error) {
+	release, err := b.acquire(ctx)
+	if err != nil {
+		var zero T
+		return zero, err
+	}
+	defer release()
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	return call(ctx)
+}
+
+// tokenCalls are the Astro calls the broker and the rotator both make.
+type tokenCalls interface {
+	CreateToken(ctx context.Context, orgID string, req astro.CreateTokenRequest) (*astro.Token, error)
+	SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error)
+	GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error)
+	DeleteToken(ctx context.Context, orgID, tokenID string) error
+}
+
+// boundedTokens makes [tokenCalls] through the bound, each with timeout
+// once it has its slot (zero: none).
+type boundedTokens struct {
+	next    tokenCalls
+	bound   *AstroBound
+	timeout time.Duration
+}
+
+func (b boundedTokens) CreateToken(ctx context.Context, orgID string, req astro.CreateTokenRequest) (*astro.Token, error) {
+	return within(ctx, b.bound, b.timeout, func(ctx context.Context) (*astro.Token, error) {
+		return b.next.CreateToken(ctx, orgID, req)
+	})
+}
+
+func (b boundedTokens) SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error) {
+	return within(ctx, b.bound, b.timeout, func(ctx context.Context) (*astro.SubjectRoles, error) {
+		return b.next.SetTokenRoles(ctx, orgID, tokenID, roles)
+	})
+}
+
+func (b boundedTokens) GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error) {
+	return within(ctx, b.bound, b.timeout, func(ctx context.Context) (*astro.Token, error) {
+		return b.next.GetToken(ctx, orgID, tokenID)
+	})
+}
+
+func (b boundedTokens) DeleteToken(ctx context.Context, orgID, tokenID string) error {
+	_, err := within(ctx, b.bound, b.timeout, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, b.next.DeleteToken(ctx, orgID, tokenID)
+	})
+	return err
+}
+
 // boundedAstro is the one door of the broker's calls to Astro: each takes
 // a slot of the bound, and is bounded by its timeout once it has it.
 type boundedAstro struct {
-	next  Astro
-	bound *AstroBound
+	boundedTokens
+	next Astro
 }
 
-// enter waits for a slot and returns the call's context and the function
-// that gives the slot back.
-func (b *boundedAstro) enter(ctx context.Context) (context.Context, func(), error) {
-	release, err := b.bound.acquire(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	cctx, cancel := context.WithTimeout(ctx, b.bound.timeout)
-	return cctx, func() {
-		cancel()
-		release()
-	}, nil
-}
-
-func (b *boundedAstro) CreateToken(ctx context.Context, orgID string, req astro.CreateTokenRequest) (*astro.Token, error) {
-	ctx, done, err := b.enter(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	return b.next.CreateToken(ctx, orgID, req)
-}
-
-func (b *boundedAstro) SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error) {
-	ctx, done, err := b.enter(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	return b.next.SetTokenRoles(ctx, orgID, tokenID, roles)
-}
-
-func (b *boundedAstro) GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error) {
-	ctx, done, err := b.enter(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	return b.next.GetToken(ctx, orgID, tokenID)
-}
-
-func (b *boundedAstro) DeleteToken(ctx context.Context, orgID, tokenID string) error {
-	ctx, done, err := b.enter(ctx)
-	if err != nil {
-		return err
-	}
-	defer done()
-	return b.next.DeleteToken(ctx, orgID, tokenID)
+func newBoundedAstro(next Astro, bound *AstroBound) *boundedAstro {
+	return &boundedAstro{boundedTokens: boundedTokens{next: next, bound: bound, timeout: bound.timeout}, next: next}
 }
 
 // DeleteTokenFound is DeleteToken saying whether the token was there,
 // when the client it wraps can tell (see [foundDeleter]).
 func (b *boundedAstro) DeleteTokenFound(ctx context.Context, orgID, tokenID string) (bool, error) {
-	ctx, done, err := b.enter(ctx)
-	if err != nil {
-		return false, err
-	}
-	defer done()
-	if d, ok := b.next.(foundDeleter); ok {
-		return d.DeleteTokenFound(ctx, orgID, tokenID)
-	}
-	err = b.next.DeleteToken(ctx, orgID, tokenID)
-	return err == nil, err
+	return within(ctx, b.bound, b.timeout, func(ctx context.Context) (bool, error) {
+		if d, ok := b.next.(foundDeleter); ok {
+			return d.DeleteTokenFound(ctx, orgID, tokenID)
+		}
+		err := b.next.DeleteToken(ctx, orgID, tokenID)
+		return err == nil, err
+	})
 }
 
 func (b *boundedAstro) ListTokensPage(ctx context.Context, orgID string, opts astro.ListTokensOptions, offset, limit int) (*astro.TokensPage, error) {
-	ctx, done, err := b.enter(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer done()
-	return b.next.ListTokensPage(ctx, orgID, opts, offset, limit)
+	return within(ctx, b.bound, b.timeout, func(ctx context.Context) (*astro.TokensPage, error) {
+		return b.next.ListTokensPage(ctx, orgID, opts, offset, limit)
+	})
 }
 
 // ListOrganizations is the readiness probe's call: it does not queue for a
@@ -192,64 +199,22 @@ func (b *boundedAstro) ListOrganizations(ctx context.Context) ([]astro.Organizat
 // cancellation, see [Server.Rotate]); the Astro client's own timeouts
 // bound them.
 func (b *AstroBound) Rotation(next rotation.Astro) rotation.Astro {
-	return &boundedRotation{next: next, bound: b}
+	return &boundedRotation{boundedTokens: boundedTokens{next: next, bound: b}, next: next}
 }
 
 type boundedRotation struct {
-	next  rotation.Astro
-	bound *AstroBound
-}
-
-func (b *boundedRotation) GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error) {
-	release, err := b.bound.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return b.next.GetToken(ctx, orgID, tokenID)
+	boundedTokens
+	next rotation.Astro
 }
 
 func (b *boundedRotation) ListTokens(ctx context.Context, orgID string, opts astro.ListTokensOptions) ([]astro.Token, error) {
-	release, err := b.bound.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return b.next.ListTokens(ctx, orgID, opts)
-}
-
-func (b *boundedRotation) CreateToken(ctx context.Context, orgID string, req astro.CreateTokenRequest) (*astro.Token, error) {
-	release, err := b.bound.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return b.next.CreateToken(ctx, orgID, req)
-}
-
-func (b *boundedRotation) SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error) {
-	release, err := b.bound.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return b.next.SetTokenRoles(ctx, orgID, tokenID, roles)
+	return within(ctx, b.bound, 0, func(ctx context.Context) ([]astro.Token, error) {
+		return b.next.ListTokens(ctx, orgID, opts)
+	})
 }
 
 func (b *boundedRotation) RotateToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error) {
-	release, err := b.bound.acquire(ctx)
-	if err != nil {
-		return nil, err
-	}
-	defer release()
-	return b.next.RotateToken(ctx, orgID, tokenID)
-}
-
-func (b *boundedRotation) DeleteToken(ctx context.Context, orgID, tokenID string) error {
-	release, err := b.bound.acquire(ctx)
-	if err != nil {
-		return err
-	}
-	defer release()
-	return b.next.DeleteToken(ctx, orgID, tokenID)
+	return within(ctx, b.bound, 0, func(ctx context.Context) (*astro.Token, error) {
+		return b.next.RotateToken(ctx, orgID, tokenID)
+	})
 }

@@ -240,7 +240,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
-	s.astro = &boundedAstro{next: cfg.Astro, bound: bound}
+	s.astro = newBoundedAstro(cfg.Astro, bound)
 	s.reapConc = min(cmp.Or(cfg.ReapConcurrency, DefaultReapConcurrency), cap(bound.slots))
 	s.astroTimeout = bound.timeout
 	s.requestTimeout = cmp.Or(cfg.RequestTimeout, DefaultRequestTimeout)

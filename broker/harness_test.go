@@ -17,11 +17,13 @@ import (
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
+	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/fakeclock"
-	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/rotation"
+	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
@@ -131,50 +133,46 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	}
 	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store, err := policy.NewStore(policyPath, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ac, err := astro.New(astro.Config{
-		BaseURL: esrv.URL, Token: emu.OrganizationToken(),
-		BaseDelay: time.Millisecond, MaxDelay: 5 * time.Millisecond, MaxAttempts: 2,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := idtoken.New(idtoken.Config{Issuers: []string{iss.URL()}, Audience: audience, Now: c.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
 	replaySize := opts.replaySize
 	if replaySize == 0 {
 		replaySize = 1000
 	}
-	st := memStore(replaySize, c.Now)
+	deps := broker.Deps{
+		Now:    c.Now,
+		Logger: logger,
+		TuneAstro: func(ac *astro.Config) {
+			ac.BaseDelay, ac.MaxDelay, ac.MaxAttempts = time.Millisecond, 5*time.Millisecond, 2
+		},
+		Configure: func(c *broker.Config) {
+			if opts.wrapAstro != nil {
+				c.Astro = opts.wrapAstro(c.Astro)
+			}
+			if opts.configure != nil {
+				opts.configure(c)
+			}
+		},
+	}
 	if opts.store != nil {
-		st = opts.store(c.Now)
+		deps.Store = opts.store(c.Now)
 	}
-	var upstream broker.Astro = ac
-	if opts.wrapAstro != nil {
-		upstream = opts.wrapAstro(ac)
+	if opts.rotator != nil {
+		deps.Rotator = func(rotation.Astro) (broker.Rotator, error) { return opts.rotator, nil }
 	}
-	bcfg := broker.Config{
-		Astro:          upstream,
-		OrganizationID: emu.OrganizationID(),
-		Verifier:       v,
-		Store:          st,
-		Policies:       store,
-		Rotator:        opts.rotator,
-		Logger:         logger,
-		Now:            c.Now,
-	}
-	if opts.configure != nil {
-		opts.configure(&bcfg)
-	}
-	b, err := broker.New(bcfg)
+	a, err := broker.Assemble(config.Broker{
+		Audience:        audience,
+		Issuers:         []string{iss.URL()},
+		PolicyFile:      policyPath,
+		ReplayCacheSize: replaySize,
+		Astro: config.Astro{
+			APIURL:         esrv.URL,
+			OrganizationID: emu.OrganizationID(),
+			Token:          secret.Value(emu.OrganizationToken()),
+		},
+	}, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
+	b, store, ac := a.Server, a.Policies, a.Astro
 	hs := httptest.NewServer(b.Handler())
 	t.Cleanup(hs.Close)
 	return &testEnv{

@@ -32,7 +32,7 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 		s.log.Error("rotation failed", "request_id", requestID(r.Context()), "name", req.Name, "error", rerr.Err)
 		writeJSON(w, http.StatusBadGateway, brokerapi.RotateErrorBody{
 			ErrorBody: brokerapi.ErrorBody{Error: brokerapi.CodeRotationIncomplete, Message: rerr.Message, RequestID: requestID(r.Context())},
-			Sinks:     sinkResults(rerr.Result.Sinks),
+			Sinks:     rerr.Result.Sinks,
 			Warnings:  rerr.Result.Warnings,
 		})
 		return nil
@@ -40,31 +40,8 @@ func (s *Server) handleRotate(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, rotateResponse(res))
+	writeJSON(w, http.StatusOK, res)
 	return nil
-}
-
-// rotateResponse is a rotation's result in the contract's form.
-func rotateResponse(res *rotation.Result) *brokerapi.RotateResponse {
-	if res == nil {
-		return nil
-	}
-	return &brokerapi.RotateResponse{
-		Name: res.Name, TokenID: res.TokenID, Strategy: res.Strategy, RotatedAt: res.RotatedAt,
-		Sinks: sinkResults(res.Sinks), Warnings: res.Warnings,
-	}
-}
-
-// sinkResults is what each sink did, in the contract's form.
-func sinkResults(sinks []rotation.SinkResult) []brokerapi.SinkResult {
-	if sinks == nil {
-		return nil
-	}
-	out := make([]brokerapi.SinkResult, len(sinks))
-	for i, r := range sinks {
-		out[i] = brokerapi.SinkResult{Kind: r.Kind, Target: r.Target, Version: r.Version, Status: r.Status, Error: r.Error}
-	}
-	return out
 }
 
 // Rotate runs the named rotation if the caller's identity is allowed by the

@@ -19,16 +19,25 @@ import (
 // ACTIONS_ID_TOKEN_REQUEST_*), not flags. A failure is reported once, as an
 // ::error:: annotation on stdout, and exits 1.
 func runAction(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("action", "The GitHub Action's main step: exchange the job's OIDC token for an Astro API\ntoken at the broker, or run a rotation (mode: rotate). It reads its inputs\nfrom INPUT_* as the runner sets them; see docs/action.md.", stderr)
-	if err := parseFlags(fs, args); err != nil {
+	a, deps, err := actionStep("action", "The GitHub Action's main step: exchange the job's OIDC token for an Astro API\ntoken at the broker, or run a rotation (mode: rotate). It reads its inputs\nfrom INPUT_* as the runner sets them; see docs/action.md.", args, env, stdout, stderr)
+	if err != nil {
 		return err
 	}
-	a, deps := newGitHubAction(env, stdout)
 	if err := action.Main(ctx, a, deps); err != nil {
 		action.ReportError(a, err)
 		return fmt.Errorf("%w: %w", errQuiet, err)
 	}
 	return nil
+}
+
+// actionStep is the start of each of the action's steps: it takes no
+// flags (only -h), and builds the runner-facing action from env.
+func actionStep(name, about string, args []string, env map[string]string, stdout, stderr io.Writer) (*githubactions.Action, action.Deps, error) {
+	if err := parseFlags(newFlagSet(name, about, stderr), args); err != nil {
+		return nil, action.Deps{}, err
+	}
+	a, deps := newGitHubAction(env, stdout)
+	return a, deps, nil
 }
 
 // newGitHubAction builds the runner-facing [githubactions.Action] from env

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"slices"
 	"strings"
 
@@ -317,17 +316,9 @@ func parsePolicyRequest(arg string) (policy.Request, error) {
 }
 
 func readPolicyInput(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxPolicyInputSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > maxPolicyInputSize {
+	data, more, err := policy.ReadLimited(path, maxPolicyInputSize)
+	if more {
 		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxPolicyInputSize)
 	}
-	return data, nil
+	return data, err
 }

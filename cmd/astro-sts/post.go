@@ -13,11 +13,10 @@ import (
 // the token the main step minted. It never fails the job: a revoke problem
 // is a warning, and the broker's reaper is the backstop.
 func runPost(ctx context.Context, args []string, env map[string]string, stdout, stderr io.Writer) error {
-	fs := newFlagSet("post", "The GitHub Action's post step: revoke the Astro API token the main step\nminted (STATE_TOKEN_ID). Revoke problems are warnings; it always exits 0.", stderr)
-	if err := parseFlags(fs, args); err != nil {
+	a, deps, err := actionStep("post", "The GitHub Action's post step: revoke the Astro API token the main step\nminted (STATE_TOKEN_ID). Revoke problems are warnings; it always exits 0.", args, env, stdout, stderr)
+	if err != nil {
 		return err
 	}
-	a, deps := newGitHubAction(env, stdout)
 	if err := action.Post(ctx, a, deps); err != nil {
 		// Post could not even write its warning; say so where we can, and
 		// still leave the job alone.

@@ -15,12 +15,10 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
-	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/config"
-	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/store"
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -89,75 +87,27 @@ func runServe(ctx context.Context, args []string, env map[string]string, stdout,
 func serve(ctx context.Context, cfg config.Broker, ln net.Listener, logger *slog.Logger, sighup <-chan os.Signal) error {
 	// Whatever the exit; once served, Shutdown has closed it already.
 	defer ln.Close()
-	st, err := newStore(cfg, logger)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	defer st.Close()
-	policies, err := policy.NewStore(cfg.PolicyFile, logger, rotationCheck(cfg.Sinks))
-	if err != nil {
-		return fmt.Errorf("serve: policy: %w", err)
-	}
-	httpClient := &http.Client{Timeout: 30 * time.Second, Transport: upstreamTransport()}
-
-	reg := prometheus.NewRegistry()
-	metrics, err := broker.NewMetrics(reg)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	ac, err := astro.New(astro.Config{
-		BaseURL:    cfg.Astro.APIURL,
-		Token:      cfg.Astro.OrganizationToken().Reveal(),
-		HTTPClient: httpClient,
-		UserAgent:  "astro-sts/" + version,
-		Observe:    metrics.ObserveUpstream,
-	})
-	if err != nil {
-		return fmt.Errorf("serve: astro client: %w", err)
-	}
-	verifier, err := idtoken.New(idtoken.Config{
-		Issuers:    cfg.Issuers,
-		Audience:   cfg.Audience,
-		HTTPClient: httpClient,
-	})
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	// One bound on the Astro calls in flight for the broker and its
-	// rotator: Astro's rate limit counts the organization token's calls,
-	// whoever makes them.
-	bound, err := broker.NewAstroBound(cfg.AstroConcurrency, cfg.AstroTimeout, metrics)
-	if err != nil {
-		return fmt.Errorf("serve: %w", err)
-	}
-	rotator, err := newRotator(cfg.Sinks, bound.Rotation(ac), cfg.Astro.OrganizationID, httpClient, logger)
-	if err != nil {
-		return fmt.Errorf("serve: rotation: %w", err)
-	}
 	// ID tokens have one-second resolution (iat): accept requests from the
 	// next whole second on, and refuse tokens issued before it (a restart
 	// must not reopen replay; see broker/restart.go). Connections made
 	// meanwhile wait in the listener's queue.
 	started := time.Now().Truncate(time.Second).Add(time.Second)
-	b, err := broker.New(broker.Config{
-		Astro:           ac,
-		OrganizationID:  cfg.Astro.OrganizationID,
-		Verifier:        verifier,
-		Store:           st,
-		Policies:        policies,
-		Rotator:         rotator,
-		Logger:          logger,
-		Registry:        reg,
-		Metrics:         metrics,
-		AstroBound:      bound,
-		RequestTimeout:  cfg.RequestTimeout,
-		ReapConcurrency: cfg.ReapConcurrency,
-		RevokeRateLimit: cfg.RevokeLimit(),
-		Started:         started,
+	httpClient := &http.Client{Timeout: 30 * time.Second, Transport: upstreamTransport()}
+	a, err := broker.Assemble(cfg, broker.Deps{
+		HTTPClient:   httpClient,
+		Logger:       logger,
+		UserAgent:    "astro-sts/" + version,
+		PolicyChecks: []func(*policy.Policy) error{rotationCheck(cfg.Sinks)},
+		Rotator: func(ac rotation.Astro) (broker.Rotator, error) {
+			return newRotator(cfg.Sinks, ac, cfg.Astro.OrganizationID, httpClient, logger)
+		},
+		Started: started,
 	})
 	if err != nil {
 		return fmt.Errorf("serve: %w", err)
 	}
+	defer a.Close()
+	b, policies := a.Server, a.Policies
 
 	srv := b.HTTPServer()
 	ctx, cancel := context.WithCancel(ctx)
@@ -211,25 +161,6 @@ func shutdown(ctx context.Context, srv *http.Server, b *broker.Server, cfg confi
 		return fmt.Errorf("serve: shutdown: %w", err)
 	}
 	return nil
-}
-
-// newStore is the broker's store: Redis when ASTRO_STS_REDIS_URL is set,
-// shared by the replicas; else this process's memory. Redis need not be up
-// yet: the broker starts, not ready, and serves once it answers.
-func newStore(cfg config.Broker, logger *slog.Logger) (store.Store, error) {
-	if !cfg.Store.Shared() {
-		return store.NewMemory(cfg.ReplayCacheSize, time.Now), nil
-	}
-	roots, err := cfg.Store.RootCAs()
-	if err != nil {
-		return nil, fmt.Errorf("ASTRO_STS_REDIS_CA_FILE: %w", err)
-	}
-	return store.NewRedis(store.RedisConfig{
-		URL:      cfg.Store.RedisURL.Reveal(),
-		Password: cfg.Store.RedisPassword.Reveal(),
-		RootCAs:  roots,
-		Logger:   logger,
-	})
 }
 
 // storeName says in the start-up log which store is in use, without the

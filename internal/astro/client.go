@@ -208,6 +208,20 @@ type call struct {
 	out    any // decoded from a 2xx body when non-nil
 }
 
+// fetch makes cl, unless building its path failed with pathErr, and
+// returns its answer decoded into a new T.
+func fetch[T any](ctx context.Context, c *Client, pathErr error, cl call) (*T, error) {
+	if pathErr != nil {
+		return nil, pathErr
+	}
+	var out T
+	cl.out = &out
+	if err := c.do(ctx, cl); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // do runs c with retries according to its class ([shouldRetry]) and the
 // client's [retry.Policy], and returns the last error. Waits between
 // attempts honour ctx.

@@ -314,20 +314,10 @@ func (o ListDeploymentsOptions) query() url.Values {
 	return q
 }
 
-func deploymentsPath(orgID string) (string, error) {
-	p, err := ids([]string{"organization id"}, orgID)
-	if err != nil {
-		return "", err
-	}
-	return "/organizations/" + p[0] + "/deployments", nil
-}
+func deploymentsPath(orgID string) (string, error) { return collectionPath(orgID, "deployments") }
 
 func deploymentPath(orgID, deploymentID string) (string, error) {
-	p, err := ids([]string{"organization id", "deployment id"}, orgID, deploymentID)
-	if err != nil {
-		return "", err
-	}
-	return "/organizations/" + p[0] + "/deployments/" + p[1], nil
+	return itemPath(orgID, "deployments", "deployment id", deploymentID)
 }
 
 // ListDeployments returns every Deployment matching opts that the token can
@@ -351,14 +341,7 @@ func (c *Client) ListDeployments(ctx context.Context, orgID string, opts ListDep
 // GetDeployment returns one Deployment.
 func (c *Client) GetDeployment(ctx context.Context, orgID, deploymentID string) (*Deployment, error) {
 	path, err := deploymentPath(orgID, deploymentID)
-	if err != nil {
-		return nil, err
-	}
-	var d Deployment
-	if err := c.do(ctx, call{method: http.MethodGet, route: RouteDeployment, path: path, class: idempotent, out: &d}); err != nil {
-		return nil, err
-	}
-	return &d, nil
+	return fetch[Deployment](ctx, c, err, call{method: http.MethodGet, route: RouteDeployment, path: path, class: idempotent})
 }
 
 // CreateDeployment creates a Deployment. Like [Client.CreateToken] it is
@@ -366,14 +349,7 @@ func (c *Client) GetDeployment(ctx context.Context, orgID, deploymentID string) 
 // lost answer could create a second Deployment (names are not unique).
 func (c *Client) CreateDeployment(ctx context.Context, orgID string, req CreateDeploymentRequest) (*Deployment, error) {
 	path, err := deploymentsPath(orgID)
-	if err != nil {
-		return nil, err
-	}
-	var d Deployment
-	if err := c.do(ctx, call{method: http.MethodPost, route: RouteDeployments, path: path, body: req, class: unsafe, out: &d}); err != nil {
-		return nil, err
-	}
-	return &d, nil
+	return fetch[Deployment](ctx, c, err, call{method: http.MethodPost, route: RouteDeployments, path: path, body: req, class: unsafe})
 }
 
 // DeleteDeployment deletes a Deployment. Unlike [Client.DeleteToken], a 404
@@ -390,46 +366,30 @@ func (c *Client) DeleteDeployment(ctx context.Context, orgID, deploymentID strin
 
 // ListClusters returns the organization's clusters, all pages.
 func (c *Client) ListClusters(ctx context.Context, orgID string) ([]Cluster, error) {
-	p, err := ids([]string{"organization id"}, orgID)
+	path, err := collectionPath(orgID, "clusters")
 	if err != nil {
 		return nil, err
 	}
 	return allPages(func(cl Cluster) string { return cl.ID }, func(offset int) ([]Cluster, int, error) {
 		var page ClustersPage
-		err := c.do(ctx, call{method: http.MethodGet, route: RouteClusters, path: "/organizations/" + p[0] + "/clusters", query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
+		err := c.do(ctx, call{method: http.MethodGet, route: RouteClusters, path: path, query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
 		return page.Clusters, page.TotalCount, err
 	})
 }
 
 // GetCluster returns one cluster.
 func (c *Client) GetCluster(ctx context.Context, orgID, clusterID string) (*Cluster, error) {
-	p, err := ids([]string{"organization id", "cluster id"}, orgID, clusterID)
-	if err != nil {
-		return nil, err
-	}
-	var cl Cluster
-	err = c.do(ctx, call{method: http.MethodGet, route: RouteCluster, path: "/organizations/" + p[0] + "/clusters/" + p[1], class: idempotent, out: &cl})
-	if err != nil {
-		return nil, err
-	}
-	return &cl, nil
+	path, err := itemPath(orgID, "clusters", "cluster id", clusterID)
+	return fetch[Cluster](ctx, c, err, call{method: http.MethodGet, route: RouteCluster, path: path, class: idempotent})
 }
 
 // GetDeploymentOptions returns what a new Deployment may be configured
 // with. deploymentType may be empty (all types).
 func (c *Client) GetDeploymentOptions(ctx context.Context, orgID, deploymentType string) (*DeploymentOptions, error) {
-	p, err := ids([]string{"organization id"}, orgID)
-	if err != nil {
-		return nil, err
-	}
+	path, err := collectionPath(orgID, "deployment-options")
 	q := url.Values{}
 	if deploymentType != "" {
 		q.Set("deploymentType", deploymentType)
 	}
-	var o DeploymentOptions
-	err = c.do(ctx, call{method: http.MethodGet, route: RouteDeploymentOptions, path: "/organizations/" + p[0] + "/deployment-options", query: q, class: idempotent, out: &o})
-	if err != nil {
-		return nil, err
-	}
-	return &o, nil
+	return fetch[DeploymentOptions](ctx, c, err, call{method: http.MethodGet, route: RouteDeploymentOptions, path: path, query: q, class: idempotent})
 }

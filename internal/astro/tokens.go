@@ -74,20 +74,30 @@ func ids(names []string, vals ...string) ([]string, error) {
 	return out, nil
 }
 
-func tokensPath(orgID string) (string, error) {
+// collectionPath is /organizations/{orgID}/{kind}, orgID checked and
+// escaped.
+func collectionPath(orgID, kind string) (string, error) {
 	p, err := ids([]string{"organization id"}, orgID)
 	if err != nil {
 		return "", err
 	}
-	return "/organizations/" + p[0] + "/tokens", nil
+	return "/organizations/" + p[0] + "/" + kind, nil
 }
 
-func tokenPath(orgID, tokenID string) (string, error) {
-	p, err := ids([]string{"organization id", "token id"}, orgID, tokenID)
+// itemPath is /organizations/{orgID}/{kind}/{id}, both ids checked and
+// escaped; idName names id in an error.
+func itemPath(orgID, kind, idName, id string) (string, error) {
+	p, err := ids([]string{"organization id", idName}, orgID, id)
 	if err != nil {
 		return "", err
 	}
-	return "/organizations/" + p[0] + "/tokens/" + p[1], nil
+	return "/organizations/" + p[0] + "/" + kind + "/" + p[1], nil
+}
+
+func tokensPath(orgID string) (string, error) { return collectionPath(orgID, "tokens") }
+
+func tokenPath(orgID, tokenID string) (string, error) {
+	return itemPath(orgID, "tokens", "token id", tokenID)
 }
 
 // ListTokens returns every token matching opts, asking for pages of
@@ -136,14 +146,7 @@ func (c *Client) ListTokensPage(ctx context.Context, orgID string, opts ListToke
 // GetToken returns one token (never its value).
 func (c *Client) GetToken(ctx context.Context, orgID, tokenID string) (*Token, error) {
 	path, err := tokenPath(orgID, tokenID)
-	if err != nil {
-		return nil, err
-	}
-	var t Token
-	if err := c.do(ctx, call{method: http.MethodGet, route: RouteToken, path: path, class: idempotent, out: &t}); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return fetch[Token](ctx, c, err, call{method: http.MethodGet, route: RouteToken, path: path, class: idempotent})
 }
 
 // CreateToken creates a token and returns it with its value in
@@ -156,28 +159,14 @@ func (c *Client) GetToken(ctx context.Context, orgID, tokenID string) (*Token, e
 // the reaper can find and delete what a lost create left behind.
 func (c *Client) CreateToken(ctx context.Context, orgID string, req CreateTokenRequest) (*Token, error) {
 	path, err := tokensPath(orgID)
-	if err != nil {
-		return nil, err
-	}
-	var t Token
-	if err := c.do(ctx, call{method: http.MethodPost, route: RouteTokens, path: path, body: req, class: unsafe, out: &t}); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return fetch[Token](ctx, c, err, call{method: http.MethodPost, route: RouteTokens, path: path, body: req, class: unsafe})
 }
 
 // UpdateToken sets a token's name and description. Both are sent, so an
 // empty Description clears it. It is idempotent and retried.
 func (c *Client) UpdateToken(ctx context.Context, orgID, tokenID string, req UpdateTokenRequest) (*Token, error) {
 	path, err := tokenPath(orgID, tokenID)
-	if err != nil {
-		return nil, err
-	}
-	var t Token
-	if err := c.do(ctx, call{method: http.MethodPost, route: RouteToken, path: path, body: req, class: idempotent, out: &t}); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return fetch[Token](ctx, c, err, call{method: http.MethodPost, route: RouteToken, path: path, body: req, class: idempotent})
 }
 
 // SetTokenRoles replaces the token's whole role set with roles (at least
@@ -190,13 +179,8 @@ func (c *Client) SetTokenRoles(ctx context.Context, orgID, tokenID string, roles
 	if roles == nil {
 		roles = []TokenRole{}
 	}
-	var sr SubjectRoles
-	err = c.do(ctx, call{method: http.MethodPost, route: RouteTokenRoles, path: path + "/roles",
-		body: SetRolesRequest{Roles: roles}, class: idempotent, out: &sr})
-	if err != nil {
-		return nil, err
-	}
-	return &sr, nil
+	return fetch[SubjectRoles](ctx, c, nil, call{method: http.MethodPost, route: RouteTokenRoles, path: path + "/roles",
+		body: SetRolesRequest{Roles: roles}, class: idempotent})
 }
 
 // AddTokenToWorkspace gives an Organization token role in a Workspace, the
@@ -291,14 +275,7 @@ func SubjectRolesOf(roles []TokenRole) *SubjectRoles {
 // 5xx or a timeout; the caller then has to rotate again deliberately.
 func (c *Client) RotateToken(ctx context.Context, orgID, tokenID string) (*Token, error) {
 	path, err := tokenPath(orgID, tokenID)
-	if err != nil {
-		return nil, err
-	}
-	var t Token
-	if err := c.do(ctx, call{method: http.MethodPost, route: RouteTokenRotate, path: path + "/rotate", class: unsafe, out: &t}); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return fetch[Token](ctx, c, err, call{method: http.MethodPost, route: RouteTokenRotate, path: path + "/rotate", class: unsafe})
 }
 
 // DeleteToken deletes a token. A 404 counts as success: the token is gone,
@@ -338,13 +315,13 @@ func (c *Client) ListOrganizations(ctx context.Context) ([]Organization, error) 
 // ListWorkspaces returns the Workspaces of an organization the token can
 // see, all pages.
 func (c *Client) ListWorkspaces(ctx context.Context, orgID string) ([]Workspace, error) {
-	p, err := ids([]string{"organization id"}, orgID)
+	path, err := collectionPath(orgID, "workspaces")
 	if err != nil {
 		return nil, err
 	}
 	return allPages(func(w Workspace) string { return w.ID }, func(offset int) ([]Workspace, int, error) {
 		var page WorkspacesPage
-		err := c.do(ctx, call{method: http.MethodGet, route: RouteWorkspaces, path: "/organizations/" + p[0] + "/workspaces", query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
+		err := c.do(ctx, call{method: http.MethodGet, route: RouteWorkspaces, path: path, query: withPage(nil, offset, DefaultPageSize), class: idempotent, out: &page})
 		return page.Workspaces, page.TotalCount, err
 	})
 }

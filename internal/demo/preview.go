@@ -225,6 +225,20 @@ func previewFile(tmpl deploymentFile, name string) deploymentFile {
 	return f
 }
 
+// named is the item of list (unless listing it failed with err) whose
+// name is want, as the CLI looks a cluster or a Workspace up by its name
+// from a file's field.
+func named[T any](list []T, err error, name func(T) string, field, want string) (*T, error) {
+	if err != nil {
+		return nil, err
+	}
+	i := slices.IndexFunc(list, func(v T) bool { return name(v) == want })
+	if i < 0 {
+		return nil, fmt.Errorf("%w: %s: %s does not exist", ErrUnexpected, field, want)
+	}
+	return &list[i], nil
+}
+
 // createFromFile follows fromfile.CreateOrUpdate for create: the cluster by
 // name (not for Standard), every Deployment of the organization (to refuse
 // an existing name), the Workspace by name, the deployment options (to
@@ -237,26 +251,20 @@ func (a *astroCLI) createFromFile(ctx context.Context, f deploymentFile) (*astro
 	var clusterID *string
 	if f.DeploymentType != astro.DeploymentTypeStandard {
 		clusters, err := a.c.ListClusters(ctx, a.org)
+		cl, err := named(clusters, err, func(c astro.Cluster) string { return c.Name }, "cluster_name", f.ClusterName)
 		if err != nil {
 			return nil, err
 		}
-		i := slices.IndexFunc(clusters, func(c astro.Cluster) bool { return c.Name == f.ClusterName })
-		if i < 0 {
-			return nil, fmt.Errorf("%w: cluster_name: %s does not exist", ErrUnexpected, f.ClusterName)
-		}
-		clusterID = &clusters[i].ID
+		clusterID = &cl.ID
 	}
 	existing, err := a.c.ListDeployments(ctx, a.org, astro.ListDeploymentsOptions{PageSize: astro.MaxPageSize})
 	if err != nil {
 		return nil, err
 	}
 	workspaces, err := a.c.ListWorkspaces(ctx, a.org)
+	ws, err := named(workspaces, err, func(w astro.Workspace) string { return w.Name }, "workspace_name", f.WorkspaceName)
 	if err != nil {
 		return nil, err
-	}
-	wi := slices.IndexFunc(workspaces, func(w astro.Workspace) bool { return w.Name == f.WorkspaceName })
-	if wi < 0 {
-		return nil, fmt.Errorf("%w: workspace_name: %s does not exist", ErrUnexpected, f.WorkspaceName)
 	}
 	if slices.ContainsFunc(existing, func(d astro.Deployment) bool { return d.Name == f.Name }) {
 		return nil, fmt.Errorf("%w: deployment: %s already exists", ErrUnexpected, f.Name)
@@ -280,7 +288,7 @@ func (a *astroCLI) createFromFile(ctx context.Context, f deploymentFile) (*astro
 			AstroMachine: q.WorkerType, MinWorkerCount: q.MinWorkerCount, MaxWorkerCount: q.MaxWorkerCount, WorkerConcurrency: q.Concurrency})
 	}
 	req := astro.CreateDeploymentRequest{
-		Type: strings.ToUpper(f.DeploymentType), Name: f.Name, Description: &f.Description, WorkspaceID: workspaces[wi].ID,
+		Type: strings.ToUpper(f.DeploymentType), Name: f.Name, Description: &f.Description, WorkspaceID: ws.ID,
 		ClusterID: clusterID, AstroRuntimeVersion: f.RuntimeVersion, Executor: f.Executor, SchedulerSize: strings.ToUpper(f.SchedulerSize),
 		IsCicdEnforced: f.CICDEnforcement, IsDagDeployEnabled: f.DagDeployEnabled, IsHighAvailability: f.IsHighAvailability,
 		DefaultTaskPodCPU: f.DefaultTaskPodCPU, DefaultTaskPodMemory: f.DefaultTaskPodMemory,

@@ -12,12 +12,10 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
-	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
-	"github.com/astro-sts/astro-sts/internal/policy"
-	"github.com/astro-sts/astro-sts/internal/store"
+	"github.com/astro-sts/astro-sts/internal/secret"
 )
 
 // EmulatorSeed is the seed of the demo's Astro API emulator. It makes the
@@ -80,14 +78,15 @@ func startStack(c *clock, hc *http.Client, logger *slog.Logger, dir string) (_ *
 	return s, nil
 }
 
-// startBroker wires the broker as `astro-sts serve` does, with two
-// differences that the demo needs, which is why it calls [broker.New]
-// instead of the serve command (which lives in package main and reads its
-// configuration from the environment): every part takes the demo's clock,
-// so the reaper step can move time instead of waiting, and the demo holds
-// the [broker.Server] to run one reaper pass ([broker.Server.Reap]) when it
-// wants, instead of the background reaper on a timer. The HTTP side is the
-// production one: serve's [broker.Server.HTTPServer].
+// startBroker assembles the broker as `astro-sts serve` does
+// ([broker.Assemble]), with two differences that the demo needs, which is
+// why it does not run the serve command (which lives in package main and
+// reads its configuration from the environment): every part takes the
+// demo's clock ([broker.Deps]), so the reaper step can move time instead
+// of waiting, and the demo holds the [broker.Server] to run one reaper
+// pass ([broker.Server.Reap]) when it wants, instead of the background
+// reaper on a timer. The HTTP side is the production one: serve's
+// [broker.Server.HTTPServer].
 func (s *stack) startBroker() (err error) {
 	logger := slog.New(slog.NewMultiHandler(s.log.Handler(), s.explained)).With("component", "broker")
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -103,41 +102,26 @@ func (s *stack) startBroker() (err error) {
 	// (its default), so that is the audience the broker requires.
 	s.brokerURL = "http://" + ln.Addr().String()
 
-	policies, err := policy.NewStore(s.policyPath, logger)
-	if err != nil {
-		return fmt.Errorf("broker: sample policy: %w", err)
-	}
-	ac, err := astro.New(astro.Config{
-		BaseURL:    s.emuSrv.URL,
-		Token:      s.emu.OrganizationToken(),
+	a, err := broker.Assemble(config.Broker{
+		Audience:        s.brokerURL,
+		Issuers:         []string{s.iss.URL()},
+		PolicyFile:      s.policyPath,
+		ReplayCacheSize: 1000,
+		Astro: config.Astro{
+			APIURL:         s.emuSrv.URL,
+			OrganizationID: s.emu.OrganizationID(),
+			Token:          secret.Value(s.emu.OrganizationToken()),
+		},
+	}, broker.Deps{
+		Now:        s.clock.Now,
 		HTTPClient: s.http,
+		Logger:     logger,
 		UserAgent:  "astro-sts-demo",
-		Now:        s.clock.Now,
-	})
-	if err != nil {
-		return fmt.Errorf("broker: astro client: %w", err)
-	}
-	verifier, err := idtoken.New(idtoken.Config{
-		Issuers:    []string{s.iss.URL()},
-		Audience:   s.brokerURL,
-		HTTPClient: s.http,
-		Now:        s.clock.Now,
-	})
-	if err != nil {
-		return fmt.Errorf("broker: verifier: %w", err)
-	}
-	s.broker, err = broker.New(broker.Config{
-		Astro:          ac,
-		OrganizationID: s.emu.OrganizationID(),
-		Verifier:       verifier,
-		Store:          store.NewMemory(1000, s.clock.Now),
-		Policies:       policies,
-		Logger:         logger,
-		Now:            s.clock.Now,
 	})
 	if err != nil {
 		return fmt.Errorf("broker: %w", err)
 	}
+	s.broker = a.Server
 	s.brokerSrv = s.broker.HTTPServer()
 	s.brokerDone = make(chan error, 1)
 	go func() { s.brokerDone <- s.brokerSrv.Serve(ln) }()

@@ -42,45 +42,26 @@ const (
 type authedHandler func(w http.ResponseWriter, r *http.Request, p *principal)
 
 func (e *Emulator) routes() http.Handler {
+	// org is an authenticated handler below /v1/organizations/{org}, which
+	// must be the caller's organization.
+	org := func(h authedHandler) http.HandlerFunc { return e.authed(e.inOrg(h)) }
+	const o = "/v1/organizations/{org}"
 	mux := http.NewServeMux()
-	mux.Handle("/v1/organizations", methods{
-		http.MethodGet: e.authed(e.listOrganizations),
-	})
-	mux.Handle("/v1/organizations/{org}/workspaces", methods{
-		http.MethodGet: e.authed(e.inOrg(e.listWorkspaces)),
-	})
-	mux.Handle("/v1/organizations/{org}/tokens", methods{
-		http.MethodGet:  e.authed(e.inOrg(e.listTokens)),
-		http.MethodPost: e.late(e.authed(e.inOrg(e.createToken))),
-	})
-	mux.Handle("/v1/organizations/{org}/tokens/{token}", methods{
-		http.MethodGet:    e.authed(e.inOrg(e.getToken)),
-		http.MethodPost:   e.authed(e.inOrg(e.updateToken)),
-		http.MethodDelete: e.authed(e.inOrg(e.deleteToken)),
-	})
-	mux.Handle("/v1/organizations/{org}/tokens/{token}/roles", methods{
-		http.MethodPost: e.authed(e.inOrg(e.setRoles)),
-	})
-	mux.Handle("/v1/organizations/{org}/tokens/{token}/rotate", methods{
-		http.MethodPost: e.authed(e.inOrg(e.rotateToken)),
-	})
-	mux.Handle("/v1/organizations/{org}/deployments", methods{
-		http.MethodGet:  e.authed(e.inOrg(e.listDeployments)),
-		http.MethodPost: e.authed(e.inOrg(e.createDeployment)),
-	})
-	mux.Handle("/v1/organizations/{org}/deployments/{deployment}", methods{
-		http.MethodGet:    e.authed(e.inOrg(e.getDeployment)),
-		http.MethodDelete: e.authed(e.inOrg(e.deleteDeployment)),
-	})
-	mux.Handle("/v1/organizations/{org}/clusters", methods{
-		http.MethodGet: e.authed(e.inOrg(e.listClusters)),
-	})
-	mux.Handle("/v1/organizations/{org}/clusters/{cluster}", methods{
-		http.MethodGet: e.authed(e.inOrg(e.getCluster)),
-	})
-	mux.Handle("/v1/organizations/{org}/deployment-options", methods{
-		http.MethodGet: e.authed(e.inOrg(e.deploymentOptions)),
-	})
+	for pattern, m := range map[string]methods{
+		"/v1/organizations":             {http.MethodGet: e.authed(e.listOrganizations)},
+		o + "/workspaces":               {http.MethodGet: org(e.listWorkspaces)},
+		o + "/tokens":                   {http.MethodGet: org(e.listTokens), http.MethodPost: e.late(org(e.createToken))},
+		o + "/tokens/{token}":           {http.MethodGet: org(e.getToken), http.MethodPost: org(e.updateToken), http.MethodDelete: org(e.deleteToken)},
+		o + "/tokens/{token}/roles":     {http.MethodPost: org(e.setRoles)},
+		o + "/tokens/{token}/rotate":    {http.MethodPost: org(e.rotateToken)},
+		o + "/deployments":              {http.MethodGet: org(e.listDeployments), http.MethodPost: org(e.createDeployment)},
+		o + "/deployments/{deployment}": {http.MethodGet: org(e.getDeployment), http.MethodDelete: org(e.deleteDeployment)},
+		o + "/clusters":                 {http.MethodGet: org(e.listClusters)},
+		o + "/clusters/{cluster}":       {http.MethodGet: org(e.getCluster)},
+		o + "/deployment-options":       {http.MethodGet: org(e.deploymentOptions)},
+	} {
+		mux.Handle(pattern, m)
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, _ *http.Request) {
 		writeError(w, http.StatusNotFound, "resource not found", nil)
 	})

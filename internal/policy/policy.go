@@ -166,19 +166,30 @@ func Load(path string) (*Policy, error) {
 // readFile reads at most MaxFileSize bytes of path, and fails if there is
 // more.
 func readFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > MaxFileSize {
+	data, more, err := ReadLimited(path, MaxFileSize)
+	if more {
 		return nil, fmt.Errorf("%s: policy file is larger than %d bytes", path, MaxFileSize)
 	}
-	return data, nil
+	return data, err
+}
+
+// ReadLimited reads path, at most limit bytes of it: more reports that the
+// file is larger (and data is then nil), so that a huge or endless file
+// (a FIFO, /dev/zero) costs no more than limit.
+func ReadLimited(path string, limit int) (data []byte, more bool, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, false, err
+	}
+	defer f.Close()
+	data, err = io.ReadAll(io.LimitReader(f, int64(limit)+1))
+	if err != nil {
+		return nil, false, err
+	}
+	if len(data) > limit {
+		return nil, true, nil
+	}
+	return data, false, nil
 }
 
 // Parse decodes, validates and compiles a policy. It accepts exactly one

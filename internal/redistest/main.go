@@ -2,43 +2,22 @@ package redistest
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"testing"
+
+	"github.com/astro-sts/astro-sts/internal/servertest"
 )
 
-// Main is a test package's TestMain: it starts the package's one server
-// ([Shared]) into *s, runs the tests, stops the server and exits with the
-// tests' code. Without a redis-server outside CI, *s stays nil and [Need]
-// skips the Redis tests.
+// Main is a test package's TestMain ([servertest.Main]) with its one
+// redis-server ([Shared]) in *s: nil without a redis-server outside CI.
 func Main(m *testing.M, s **Server) {
-	os.Exit(run(m, s))
+	servertest.Main(m, s, Shared)
 }
 
-func run(m *testing.M, s **Server) int {
-	srv, err := Shared()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if srv != nil {
-		defer srv.Close()
-		*s = srv
-	}
-	return m.Run()
-}
-
-// Need returns the package's server s emptied, for a test that uses it; with
-// no server it skips the test with [InstallHint] (in CI, [Main] has already
-// failed the run, and Need fails the test too).
+// Need returns s emptied, for a test that uses Redis; without a server it
+// skips (locally) or fails (in CI) the test with [InstallHint].
 func Need(t testing.TB, s *Server) *Server {
 	t.Helper()
-	if s == nil {
-		if Required() {
-			t.Fatal(InstallHint)
-		}
-		t.Skip(InstallHint)
-	}
+	servertest.Need(t, s == nil, InstallHint)
 	if err := s.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}

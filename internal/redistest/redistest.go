@@ -33,6 +33,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/astro-sts/astro-sts/internal/pdeathsig"
+	"github.com/astro-sts/astro-sts/internal/servertest"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
@@ -50,25 +51,18 @@ const startTimeout = 30 * time.Second
 // redis-server on PATH, else Debian's /usr/bin/redis-server. ok is false
 // when that file does not exist.
 func Binary() (path string, ok bool) {
-	if path = os.Getenv(EnvBinary); path == "" {
+	return servertest.Binary(EnvBinary, func() string {
 		if p, err := exec.LookPath("redis-server"); err == nil {
-			return p, true
+			return p
 		}
-		path = "/usr/bin/redis-server"
-	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.IsDir() {
-		return path, false
-	}
-	return path, true
+		return "/usr/bin/redis-server"
+	})
 }
 
 // Required reports whether Redis-backed tests must run rather than skip:
 // true in CI (CI=true), where a missing server is a broken pipeline, not a
 // developer's laptop without the package.
-func Required() bool {
-	return os.Getenv("CI") == "true"
-}
+func Required() bool { return servertest.Required() }
 
 // Options change how the server is started.
 type Options struct {
@@ -126,11 +120,8 @@ func Shared() (*Server, error) {
 // The process environment is not passed on, and the server's working
 // directory is a temporary one removed by Close.
 func Start(ctx context.Context, bin string, opts Options) (*Server, error) {
-	if _, hasDeadline := ctx.Deadline(); !hasDeadline {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, startTimeout)
-		defer cancel()
-	}
+	ctx, cancel := servertest.StartContext(ctx, startTimeout)
+	defer cancel()
 	dir, err := os.MkdirTemp("", "redistest-")
 	if err != nil {
 		return nil, err
@@ -358,11 +349,8 @@ func (s *Server) Restart(ctx context.Context) error {
 	case running:
 		return errors.New("redistest: restart of a running server")
 	}
-	if _, hasDeadline := ctx.Deadline(); !hasDeadline {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, startTimeout)
-		defer cancel()
-	}
+	ctx, cancel := servertest.StartContext(ctx, startTimeout)
+	defer cancel()
 	// The port was ours a moment ago; the kernel may hold it briefly.
 	var err error
 	for attempt := 0; attempt < 20; attempt++ {

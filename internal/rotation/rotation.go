@@ -33,6 +33,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/retry"
 	"github.com/astro-sts/astro-sts/internal/sink"
@@ -178,37 +179,17 @@ func New(cfg Config) (*Rotator, error) {
 	return &Rotator{cfg: cfg, log: log, sinkRetry: policy, running: map[string]chan struct{}{}}, nil
 }
 
-// Result is what a rotation did. It never carries the value.
-type Result struct {
-	Name string `json:"name"`
-	// TokenID is the token whose value the sinks should now hold: the
-	// rotated token, the replacement, or (after a failed replace) the old
-	// token that was kept.
-	TokenID   string       `json:"token_id"`
-	Strategy  string       `json:"strategy"`
-	RotatedAt time.Time    `json:"rotated_at"`
-	Sinks     []SinkResult `json:"sinks"`
-	// Warnings are problems that did not stop the rotation, such as an old
-	// token that could not be deleted after a replace.
-	Warnings []string `json:"warnings,omitempty"`
-}
+// Result is what a rotation did, in the broker's contract form: `astro-sts
+// rotate` prints the same JSON as POST /v1/rotate answers. It never
+// carries the value.
+type Result = brokerapi.RotateResponse
 
-// SinkResult is what happened at one sink.
-type SinkResult struct {
-	Kind   string `json:"kind"`
-	Target string `json:"target"`
-	// Version is the destination's name for the written state: the KV
-	// version for Vault (the restored one for [SinkRestored]), the key id
-	// the value was sealed with for GitHub.
-	Version string `json:"version,omitempty"`
-	// Status is [SinkWritten], [SinkFailed], [SinkNotWritten] or
-	// [SinkRestored].
-	Status string `json:"status"`
-	// Error says why the sink does not hold the new value; it is empty
-	// exactly when Status is [SinkWritten], so a consumer that only reads
-	// Error never mistakes a skipped sink for an updated one.
-	Error string `json:"error,omitempty"`
-}
+// SinkResult is what happened at one sink. Its Version is, for Vault, the
+// KV version (the restored one for [SinkRestored]); its Status is
+// [SinkWritten], [SinkFailed], [SinkNotWritten] or [SinkRestored]; its
+// Error is empty exactly when Status is [SinkWritten], so a consumer that
+// only reads Error never mistakes a skipped sink for an updated one.
+type SinkResult = brokerapi.SinkResult
 
 // Error is a rotation that did not deliver a new value everywhere. Result
 // lists every sink and what happened there; Message is safe to show the

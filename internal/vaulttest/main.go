@@ -1,42 +1,22 @@
 package vaulttest
 
 import (
-	"fmt"
-	"os"
 	"testing"
+
+	"github.com/astro-sts/astro-sts/internal/servertest"
 )
 
-// Main is a test package's TestMain: it starts the package's one Vault dev
-// server ([Shared]: starting one per test would cost seconds each) into *s,
-// runs the tests, stops the server and exits with the tests' code. Without
-// a Vault binary outside CI, *s stays nil and [Need] skips the Vault tests.
+// Main is a test package's TestMain ([servertest.Main]) with one Vault dev
+// server ([Shared]) for the whole package in *s, since one per test would
+// cost seconds each: nil without a Vault binary outside CI.
 func Main(m *testing.M, s **Server) {
-	os.Exit(run(m, s))
+	servertest.Main(m, s, Shared)
 }
 
-func run(m *testing.M, s **Server) int {
-	srv, err := Shared()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	if srv != nil {
-		defer srv.Close()
-		*s = srv
-	}
-	return m.Run()
-}
-
-// Need returns the package's server s for a test that uses it; with no
-// server it skips the test with [BuildHint] (in CI, [Main] has already
-// failed the run, and Need fails the test too).
+// Need is s for a test that uses Vault; without a server it skips
+// (locally) or fails (in CI) the test with [BuildHint].
 func Need(t testing.TB, s *Server) *Server {
 	t.Helper()
-	if s == nil {
-		if Required() {
-			t.Fatal(BuildHint)
-		}
-		t.Skip(BuildHint)
-	}
+	servertest.Need(t, s == nil, BuildHint)
 	return s
 }

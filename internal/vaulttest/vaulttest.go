@@ -29,6 +29,7 @@ import (
 	vaultapi "github.com/hashicorp/vault/api"
 
 	"github.com/astro-sts/astro-sts/internal/pdeathsig"
+	"github.com/astro-sts/astro-sts/internal/servertest"
 	"github.com/astro-sts/astro-sts/internal/syncbuf"
 )
 
@@ -51,35 +52,27 @@ const startTimeout = 60 * time.Second
 // (${ASTRO_STS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/astro-sts}/vault-v1.21.0).
 // ok is false when that file does not exist.
 func Binary() (path string, ok bool) {
-	path = os.Getenv(EnvBinary)
-	if path == "" {
+	return servertest.Binary(EnvBinary, func() string {
 		dir := os.Getenv("ASTRO_STS_CACHE")
 		if dir == "" {
 			base := os.Getenv("XDG_CACHE_HOME")
 			if base == "" {
 				home, err := os.UserHomeDir()
 				if err != nil {
-					return "", false
+					return ""
 				}
 				base = filepath.Join(home, ".cache")
 			}
 			dir = filepath.Join(base, "astro-sts")
 		}
-		path = filepath.Join(dir, "vault-"+Version)
-	}
-	fi, err := os.Stat(path)
-	if err != nil || fi.IsDir() {
-		return path, false
-	}
-	return path, true
+		return filepath.Join(dir, "vault-"+Version)
+	})
 }
 
 // Required reports whether Vault-backed tests must run rather than skip:
 // true in CI (CI=true), where a missing binary is a broken pipeline, not a
 // developer's laptop without a 10-minute build.
-func Required() bool {
-	return os.Getenv("CI") == "true"
-}
+func Required() bool { return servertest.Required() }
 
 // Server is a running Vault dev server.
 type Server struct {
@@ -120,11 +113,8 @@ func Shared() (*Server, error) {
 // The process environment is not passed on: a developer's VAULT_* variables
 // cannot leak into the server.
 func Start(ctx context.Context, bin string) (*Server, error) {
-	if _, hasDeadline := ctx.Deadline(); !hasDeadline {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, startTimeout)
-		defer cancel()
-	}
+	ctx, cancel := servertest.StartContext(ctx, startTimeout)
+	defer cancel()
 	// Picking a port and handing it over leaves a small window in which
 	// another process may take it: try a few times.
 	var lastErr error
