@@ -6,7 +6,7 @@
 # Build: docker build --build-arg VERSION=v1.2.3 -t astro-sts .
 # The release workflow (.github/workflows/release.yml) builds it for
 # linux/amd64 and linux/arm64 and pushes it to ghcr.io/astro-sts/astro-sts.
-# CI builds it on every run (internal/imagetest, with a stand-in for the
+# CI builds it on every run (internal/testkit/imagetest, with a stand-in for the
 # golang image when no registry is reachable; only the syntax line above is
 # dropped from the copy it builds), checks its size, and runs the action
 # and the broker from it.

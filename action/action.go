@@ -6,7 +6,7 @@
 // [Main] and [Post] talk to the runner only through the
 // [githubactions.Action] they are given (inputs, environment, workflow
 // commands on its writer, file commands in the files its environment names),
-// so a test drives them with a map and a buffer; internal/runnertest plays
+// so a test drives them with a map and a buffer; internal/runner plays
 // the runner's part.
 //
 // The order of the main step is the security argument: the token is masked

@@ -11,7 +11,7 @@ import (
 	"github.com/sethvargo/go-githubactions"
 	yaml "go.yaml.in/yaml/v3"
 
-	"github.com/astro-sts/astro-sts/internal/runnertest"
+	"github.com/astro-sts/astro-sts/internal/runner"
 )
 
 type actionYML struct {
@@ -147,7 +147,7 @@ func TestActionYML(t *testing.T) {
 func readInputsFrom(t *testing.T, in map[string]string) (inputs, error) {
 	env := map[string]string{}
 	for k, v := range in {
-		env[runnertest.InputEnvName(k)] = v
+		env[runner.InputEnvName(k)] = v
 	}
 	return readInputs(githubactions.New(githubactions.WithGetenv(func(k string) string { return env[k] })))
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/sethvargo/go-githubactions"
 
 	"github.com/astro-sts/astro-sts/action"
-	"github.com/astro-sts/astro-sts/internal/runnertest"
+	"github.com/astro-sts/astro-sts/internal/runner"
 )
 
 // Example runs the action's main and post steps as a runner would, against
@@ -30,12 +30,12 @@ func Example() {
 	})
 	bs := httptest.NewServer(broker)
 	defer bs.Close()
-	ids := httptest.NewServer(&runnertest.IDTokenHandler{RequestToken: "request-token"})
+	ids := httptest.NewServer(&runner.IDTokenHandler{RequestToken: "request-token"})
 	defer ids.Close()
 
 	dir, _ := os.MkdirTemp("", "runner")
 	defer os.RemoveAll(dir)
-	runner, _ := runnertest.NewRunner(dir, runnertest.Options{
+	runner, _ := runner.NewRunner(dir, runner.Options{
 		Inputs:              map[string]string{"broker-url": bs.URL, "role": "WORKSPACE_AUTHOR"},
 		IDTokenURL:          ids.URL + "/token?api-version=2.0",
 		IDTokenRequestToken: "request-token",

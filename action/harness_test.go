@@ -15,7 +15,7 @@ import (
 
 	"github.com/sethvargo/go-githubactions"
 
-	"github.com/astro-sts/astro-sts/internal/runnertest"
+	"github.com/astro-sts/astro-sts/internal/runner"
 )
 
 // brokerCall is one request the broker stand-in received.
@@ -195,8 +195,8 @@ var testNow = time.Date(2030, 1, 2, 3, 4, 5, 0, time.UTC)
 // endpoint and a broker stand-in, all on loopback.
 type harness struct {
 	t         *testing.T
-	runner    *runnertest.Runner
-	ids       *runnertest.IDTokenHandler
+	runner    *runner.Runner
+	ids       *runner.IDTokenHandler
 	broker    *fakeBroker
 	brokerURL string
 	stdout    bytes.Buffer
@@ -216,7 +216,7 @@ func declaredInputs() map[string]string {
 // declaredInputs, and the value "{broker}" stands for the broker's URL.
 func newHarness(t *testing.T, inputs map[string]string, env map[string]string) *harness {
 	t.Helper()
-	h := &harness{t: t, broker: newFakeBroker(t), ids: &runnertest.IDTokenHandler{RequestToken: "runner-request-token"}}
+	h := &harness{t: t, broker: newFakeBroker(t), ids: &runner.IDTokenHandler{RequestToken: "runner-request-token"}}
 	bs := httptest.NewServer(h.broker)
 	t.Cleanup(bs.Close)
 	is := httptest.NewServer(h.ids)
@@ -228,7 +228,7 @@ func newHarness(t *testing.T, inputs map[string]string, env map[string]string) *
 	for k, v := range inputs {
 		in[k] = strings.ReplaceAll(v, "{broker}", bs.URL)
 	}
-	r, err := runnertest.NewRunner(t.TempDir(), runnertest.Options{
+	r, err := runner.NewRunner(t.TempDir(), runner.Options{
 		Inputs:              in,
 		IDTokenURL:          is.URL + "/token?api-version=2.0",
 		IDTokenRequestToken: "runner-request-token",

@@ -35,7 +35,7 @@ func (b *barrierAstro) CreateToken(ctx context.Context, org string, req astro.Cr
 // token create, the second create could not start before the first ended,
 // the barrier would never fill, and the exchanges would stay blocked. This
 // is what lets throughput grow with concurrency against a slow Astro
-// (BenchmarkSlowUpstream in internal/loadtest measures that).
+// (BenchmarkSlowUpstream in internal/testkit/loadtest measures that).
 func TestNoLockAcrossTheUpstreamCall(t *testing.T) {
 	const n = 8
 	b := &barrierAstro{arrived: make(chan struct{}, n), release: make(chan struct{})}

@@ -17,15 +17,15 @@ import (
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/store"
-	"github.com/astro-sts/astro-sts/internal/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
 )
 
 const audience = "https://sts.example.com"
@@ -34,7 +34,7 @@ const audience = "https://sts.example.com"
 // over HTTP on loopback.
 type testEnv struct {
 	t        testing.TB
-	clock    *fakeclock.Clock
+	clock    *clock.Clock
 	emu      *emulator.Emulator
 	emuURL   string
 	iss      *issuer.Issuer
@@ -107,7 +107,7 @@ rotations:
 
 func newEnv(t testing.TB, opts envOptions) *testEnv {
 	t.Helper()
-	c := fakeclock.New(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	c := clock.Stopped(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	ecfg := opts.emulator
 	ecfg.Now = c.Now
 	esrv, emu, err := emulator.Start(ecfg)

@@ -17,10 +17,10 @@ import (
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
-	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/store"
-	"github.com/astro-sts/astro-sts/internal/syncbuf"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
+	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // reapReplica is one more broker on a test environment's emulator, as a

@@ -3,7 +3,7 @@ package broker_test
 import (
 	"context"
 	"fmt"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 	"net/http"
 	"sync"
 	"sync/atomic"

@@ -19,9 +19,9 @@ import (
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
-	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/store"
-	"github.com/astro-sts/astro-sts/internal/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
+	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
 )
 
 // Red team: a gateway in front of Astro loses the answer of the first

@@ -17,15 +17,15 @@ import (
 
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
-	"github.com/astro-sts/astro-sts/internal/githubtest"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/sink"
-	"github.com/astro-sts/astro-sts/internal/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/githubtest"
+	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
 )
 
 const rotateGitHubToken = "ghp_broker-test-token-never-printed"
@@ -41,7 +41,7 @@ type rotateEnv struct {
 
 func newRotateEnv(t *testing.T) *rotateEnv {
 	t.Helper()
-	c := fakeclock.New(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
+	c := clock.Stopped(time.Date(2026, 11, 23, 12, 0, 0, 0, time.UTC))
 	esrv, emu, err := emulator.Start(emulator.Config{Now: c.Now})
 	if err != nil {
 		t.Fatal(err)

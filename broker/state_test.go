@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
-	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/store"
+	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 )
 
 // testRedis is the package's one redis-server, started by TestMain when

@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/store"
+	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 )
 
 // ownRedisStore starts a redis-server for one test, which may flush,

@@ -13,7 +13,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/astro-sts/astro-sts/internal/runnertest"
+	"github.com/astro-sts/astro-sts/internal/runner"
 )
 
 // actionBroker is a minimal broker stand-in: exchange answers with
@@ -57,13 +57,13 @@ func (b *actionBroker) Paths() []string {
 	return append([]string(nil), b.paths...)
 }
 
-func newActionRunner(t *testing.T, b *actionBroker) *runnertest.Runner {
+func newActionRunner(t *testing.T, b *actionBroker) *runner.Runner {
 	t.Helper()
 	bs := httptest.NewServer(b)
 	t.Cleanup(bs.Close)
-	ids := httptest.NewServer(&runnertest.IDTokenHandler{RequestToken: "rt"})
+	ids := httptest.NewServer(&runner.IDTokenHandler{RequestToken: "rt"})
 	t.Cleanup(ids.Close)
-	r, err := runnertest.NewRunner(t.TempDir(), runnertest.Options{
+	r, err := runner.NewRunner(t.TempDir(), runner.Options{
 		Inputs: map[string]string{
 			"broker-url": bs.URL, "audience": "", "mode": "exchange", "rotation": "",
 			"workspace-id": "", "deployment-id": "", "role": "", "ttl": "",
@@ -139,7 +139,7 @@ func TestActionEntrypoints(t *testing.T) {
 			if perr != nil {
 				t.Fatal(perr)
 			}
-			err = run(context.Background(), tt.postArgs, runnertest.Environ(postEnv), &stdout, &stderr)
+			err = run(context.Background(), tt.postArgs, runner.Environ(postEnv), &stdout, &stderr)
 			if code := exitCode(err, &stderr); code != 0 {
 				t.Errorf("post exit code = %d, want 0 (err %v)", code, err)
 			}

@@ -19,9 +19,9 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/githubtest"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/rotation"
+	"github.com/astro-sts/astro-sts/internal/testkit/githubtest"
 )
 
 // astroGate stands between the broker and the emulator: it counts the

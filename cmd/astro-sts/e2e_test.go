@@ -31,7 +31,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
-	"github.com/astro-sts/astro-sts/internal/runnertest"
+	"github.com/astro-sts/astro-sts/internal/runner"
 )
 
 // e2eBin holds the binary and its two links, astro-sts-action and
@@ -265,7 +265,7 @@ func (w *e2eWorld) untrustedClaims() issuer.Claims {
 
 // e2eJob is one workflow job: the runner's files and env, and its claims.
 type e2eJob struct {
-	runner *runnertest.Runner
+	runner *runner.Runner
 	claims issuer.Claims
 }
 
@@ -275,7 +275,7 @@ type e2eJob struct {
 // query string) and its request token.
 func (w *e2eWorld) newJob(brokerURL string, claims issuer.Claims, idToken bool) *e2eJob {
 	w.t.Helper()
-	opts := runnertest.Options{
+	opts := runner.Options{
 		Inputs: map[string]string{
 			"broker-url": brokerURL, "audience": "", "mode": "exchange", "rotation": "",
 			"workspace-id": "", "deployment-id": "", "role": "", "ttl": "",
@@ -289,7 +289,7 @@ func (w *e2eWorld) newJob(brokerURL string, claims issuer.Claims, idToken bool) 
 			w.t.Fatalf("the ID-token URL %q has no query string, unlike the runner's", opts.IDTokenURL)
 		}
 	}
-	r, err := runnertest.NewRunner(w.t.TempDir(), opts)
+	r, err := runner.NewRunner(w.t.TempDir(), opts)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -324,7 +324,7 @@ func e2eRunFor(t *testing.T, timeout time.Duration, argv []string, env map[strin
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, bin, argv[1:]...)
-	cmd.Env = runnertest.Environ(full)
+	cmd.Env = runner.Environ(full)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -437,7 +437,7 @@ func TestE2ERunnerContract(t *testing.T) {
 			}
 
 			// The log: masked before anything could show the value.
-			if err := runnertest.MaskedFirst(res.stdout, value); err != nil {
+			if err := runner.MaskedFirst(res.stdout, value); err != nil {
 				t.Errorf("main stdout: %v", err)
 			}
 			if strings.Contains(res.stdout, "::error::") || strings.Contains(res.stdout, "::warning::") {

@@ -30,8 +30,8 @@ import (
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
-	"github.com/astro-sts/astro-sts/internal/redistest"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 	"go.yaml.in/yaml/v3"
 )
 

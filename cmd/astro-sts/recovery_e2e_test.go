@@ -9,7 +9,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // TestE2ERecoveryOutlastsASlowAstro: an Astro that makes every token 31 s

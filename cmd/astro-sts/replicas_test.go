@@ -33,9 +33,9 @@ import (
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
-	"github.com/astro-sts/astro-sts/internal/redistest"
-	"github.com/astro-sts/astro-sts/internal/syncbuf"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
+	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 const (

@@ -18,10 +18,10 @@ import (
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/githubtest"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/sink"
+	"github.com/astro-sts/astro-sts/internal/testkit/githubtest"
 )
 
 const rotateGitHubToken = "ghp_cli-test-token-never-printed"

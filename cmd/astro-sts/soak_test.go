@@ -37,8 +37,8 @@ import (
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
-	"github.com/astro-sts/astro-sts/internal/runnertest"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/runner"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // The soak's settings. The broker's timeouts are scaled down from the
@@ -224,7 +224,7 @@ func (s *soak) start() {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(filepath.Join(e2eBinDir(t), "astro-sts"), "serve")
-	cmd.Env = runnertest.Environ(s.env)
+	cmd.Env = runner.Environ(s.env)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

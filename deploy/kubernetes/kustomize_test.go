@@ -22,7 +22,7 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// settings is ../broker-container.yaml, which internal/imagetest runs the
+// settings is ../broker-container.yaml, which internal/testkit/imagetest runs the
 // image with: the manifests must say the same.
 type settings struct {
 	User                          int64    `json:"user"`
@@ -211,7 +211,7 @@ func checkBroker(t *testing.T, m manifests, s settings) (*appsv1.Deployment, *co
 		t.Errorf("broker command %q args (-want +got):\n%s", c.Command, diff)
 	}
 
-	// The lockdown internal/imagetest runs the image with.
+	// The lockdown internal/testkit/imagetest runs the image with.
 	psc, csc := pod.SecurityContext, c.SecurityContext
 	if psc == nil || csc == nil || csc.Capabilities == nil {
 		t.Fatal("the pod or the container has no securityContext")

@@ -3,7 +3,7 @@
 //
 // It starts the Astro API emulator, a local OIDC issuer standing in for
 // GitHub and the broker with [SamplePolicy], all on 127.0.0.1; then it plays
-// workflow jobs the way a runner runs the action (internal/runnertest gives
+// workflow jobs the way a runner runs the action (internal/runner gives
 // each job its file-command files and environment, and the action's own
 // [action.Main] and [action.Post] run in-process): an exchange, the exported
 // token used as the astro CLI would, the post step's revoke, a denied
@@ -36,10 +36,11 @@ import (
 	"github.com/astro-sts/astro-sts/action"
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
-	"github.com/astro-sts/astro-sts/internal/runnertest"
+	"github.com/astro-sts/astro-sts/internal/runner"
 )
 
 //go:embed policy.yaml
@@ -120,7 +121,7 @@ func Run(ctx context.Context, out io.Writer, opts Options) (err error) {
 		defer os.RemoveAll(dir)
 	}
 
-	s, err := startStack(newClock(opts.Now), opts.HTTPClient, opts.Logger, dir)
+	s, err := startStack(clock.New(opts.Now), opts.HTTPClient, opts.Logger, dir)
 	if err != nil {
 		return &StepError{Step: "start", Err: err}
 	}
@@ -461,7 +462,7 @@ func (d *demo) whatNext() {
 
 // job is one workflow job the demo plays: the runner's side of it.
 type job struct {
-	runner *runnertest.Runner
+	runner *runner.Runner
 }
 
 // newJob registers a job with the issuer (its tokens carry claims) and
@@ -474,7 +475,7 @@ func (d *demo) newJob(claims issuer.Claims, inputs map[string]string) (*job, err
 		return nil, err
 	}
 	url, requestToken := d.iss.RequestURL(claims)
-	r, err := runnertest.NewRunner(dir, runnertest.Options{
+	r, err := runner.NewRunner(dir, runner.Options{
 		Inputs:              runnerInputs(d.brokerURL, inputs),
 		IDTokenURL:          url,
 		IDTokenRequestToken: requestToken,

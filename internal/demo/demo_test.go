@@ -16,8 +16,8 @@ import (
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/demo"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/runnertest"
-	"github.com/astro-sts/astro-sts/internal/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/runner"
+	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
 )
 
 // exportedTokens reads back, from the jobs' GITHUB_ENV files the demo left
@@ -30,7 +30,7 @@ func exportedTokens(t *testing.T, dir string) []string {
 	}
 	var values []string
 	for _, f := range files {
-		env, err := runnertest.ParseFileCommands(f)
+		env, err := runner.ParseFileCommands(f)
 		if err != nil {
 			t.Fatal(err)
 		}

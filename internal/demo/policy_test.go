@@ -11,6 +11,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/action"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
@@ -143,7 +144,7 @@ func TestSamplePolicyIsACopy(t *testing.T) {
 
 func TestClock(t *testing.T) {
 	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	c := newClock(func() time.Time { return base })
+	c := clock.New(func() time.Time { return base })
 	steps := []struct {
 		advance time.Duration
 		want    time.Time

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 )
 
@@ -63,7 +64,7 @@ func TestAstroCLIRequests(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := &demo{stack: &stack{emu: emu, emuSrv: srv, http: http.DefaultClient, clock: newClock(nil)}}
+		d := &demo{stack: &stack{emu: emu, emuSrv: srv, http: http.DefaultClient, clock: clock.New(nil)}}
 		cli, err := d.newAstroCLI(issued{value: tok.Token, workspaceID: ws})
 		if err != nil {
 			t.Fatal(err)

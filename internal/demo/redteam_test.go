@@ -10,6 +10,7 @@ import (
 	"unicode"
 
 	"github.com/astro-sts/astro-sts/action"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
 
@@ -30,7 +31,7 @@ var icuIgnorable = []rune{0x0640, 0x0591, 0x05A2, 0x0610, 0x07FA, 0x180A, 0x1CD3
 func redTeamJob(t *testing.T, set func(c *issuer.Claims)) (log, summary string) {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := startStack(newClock(nil), newHTTPClient(), slog.New(slog.DiscardHandler), dir)
+	s, err := startStack(clock.New(nil), newHTTPClient(), slog.New(slog.DiscardHandler), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
@@ -27,7 +28,7 @@ const EmulatorSeed = 2026
 // Astro API emulator, the local OIDC issuer standing in for GitHub, and the
 // broker with the sample policy.
 type stack struct {
-	clock *clock
+	clock *clock.Clock
 	http  *http.Client
 	log   *slog.Logger
 	// explained keeps the broker's explanations of denials.
@@ -46,7 +47,7 @@ type stack struct {
 
 // startStack starts the three servers; on error, whatever started is
 // stopped again. dir receives the policy file.
-func startStack(c *clock, hc *http.Client, logger *slog.Logger, dir string) (_ *stack, err error) {
+func startStack(c *clock.Clock, hc *http.Client, logger *slog.Logger, dir string) (_ *stack, err error) {
 	s := &stack{clock: c, http: hc, log: logger, explained: newExplanations()}
 	defer func() {
 		if err != nil {

@@ -11,7 +11,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // A lost answer: the create is done, the client gets a 502.

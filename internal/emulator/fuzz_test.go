@@ -11,8 +11,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
 )
 
 // The fuzz targets drive the handler in-process (no sockets) so that the
@@ -20,7 +20,7 @@ import (
 
 func fuzzEmulator(f *testing.F) *emulator.Emulator {
 	f.Helper()
-	e, err := emulator.New(emulator.Config{Seed: 1, Now: fakeclock.New(time.Date(2026, 1, 2, 3, 4, 5, 678_000_000, time.UTC)).Now})
+	e, err := emulator.New(emulator.Config{Seed: 1, Now: clock.Stopped(time.Date(2026, 1, 2, 3, 4, 5, 678_000_000, time.UTC)).Now})
 	if err != nil {
 		f.Fatal(err)
 	}

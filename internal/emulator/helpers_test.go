@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
 )
 
 // env is one emulator served over loopback for one test.
@@ -18,14 +18,14 @@ type env struct {
 	t     *testing.T
 	srv   *emulator.Server
 	emu   *emulator.Emulator
-	clock *fakeclock.Clock
+	clock *clock.Clock
 	org   string
 	owner string
 }
 
 func start(t *testing.T, cfg emulator.Config) *env {
 	t.Helper()
-	clock := fakeclock.New(time.Date(2026, 1, 2, 3, 4, 5, 678_000_000, time.UTC))
+	clock := clock.Stopped(time.Date(2026, 1, 2, 3, 4, 5, 678_000_000, time.UTC))
 	if cfg.Now == nil {
 		cfg.Now = clock.Now
 	}

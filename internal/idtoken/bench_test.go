@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
@@ -17,7 +17,7 @@ import (
 // small. Its allocations are what the broker's garbage collector pays for
 // per exchange.
 func BenchmarkVerify(b *testing.B) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	iss, err := issuer.Start(issuer.Config{Now: clk.Now})
 	if err != nil {
 		b.Fatal(err)

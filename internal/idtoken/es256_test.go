@@ -17,7 +17,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 )
 
@@ -75,7 +75,7 @@ func (e *ecIssuer) sign(t *testing.T, claims map[string]any, asn1Sig bool) strin
 }
 
 func TestVerifyES256(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	e := startECIssuer(t)
 	v := newVerifier(t, clk.Now, http.DefaultTransport, e.url)
 	claims := map[string]any{

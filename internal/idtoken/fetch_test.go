@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
@@ -131,7 +131,7 @@ func ownError(err, ctxErr error) bool {
 // count as a failure: the next token, of the key just rotated in, is
 // accepted.
 func TestHangUpDuringRotation(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	b := startIssuer(t, clk.Now)
 	f := startRotating(t, a)
@@ -162,7 +162,7 @@ func TestHangUpDuringRotation(t *testing.T) {
 // cached keys are fetched again, refuses no genuine token, and costs one
 // JWKS fetch per period.
 func TestHangUpSustained(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	b := startIssuer(t, clk.Now)
 	f := startRotating(t, a)
@@ -223,7 +223,7 @@ func TestHangUpSustained(t *testing.T) {
 // caller of an issuer hangs up while discovery is on its way; a genuine
 // caller already waiting for it gets its answer, and discovery runs once.
 func TestHangUpDuringDiscovery(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	f := startRotating(t, a)
 	v := newVerifier(t, clk.Now, http.DefaultTransport, f.url)
@@ -260,7 +260,7 @@ func TestHangUpDuringDiscovery(t *testing.T) {
 // callers hanging up at once, cost at most one JWKS fetch per back-off
 // period.
 func TestRandomKidBurst(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	f := startRotating(t, a)
 	v := newVerifier(t, clk.Now, http.DefaultTransport, f.url)
@@ -300,7 +300,7 @@ func TestRandomKidBurst(t *testing.T) {
 // JWKS answers in 150 ms, the attacker hangs up after 30 ms, and a genuine
 // token of the key just rotated in comes right after. It must be accepted.
 func TestHangUpOverHTTP(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	b := startIssuer(t, clk.Now)
 	f := startRotating(t, a)

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
@@ -36,7 +36,7 @@ func TestRedTeamDiscoveryFailureBackOff(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk := fakeclock.New(t0)
+			clk := clock.Stopped(t0)
 			var hits atomic.Int32
 			ln, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
@@ -77,7 +77,7 @@ func TestRedTeamDiscoveryFailureBackOff(t *testing.T) {
 // the interval runs out, where without the attacker it would have been
 // accepted at once.
 func TestRedTeamRandomKidsPinRefresh(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	b := startIssuer(t, clk.Now)
 	f := startRotating(t, a)

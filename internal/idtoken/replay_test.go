@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
@@ -59,7 +59,7 @@ func TestReplayGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk := fakeclock.New(t0)
+			clk := clock.Stopped(t0)
 			g := idtoken.NewReplayGuard(tt.max, clk.Now)
 			var got, want []string
 			for _, u := range tt.uses {
@@ -78,7 +78,7 @@ func TestReplayGuard(t *testing.T) {
 // Used says what Use would say, records nothing, and forgets a token when
 // Use does: once it can no longer verify.
 func TestReplayGuardUsed(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	g := idtoken.NewReplayGuard(1, clk.Now)
 	if g.Used("a", "j1") || g.Len() != 0 {
 		t.Fatalf("Used of a new token: true, or it took a place (%d)", g.Len())
@@ -130,7 +130,7 @@ func TestReplayGuardConcurrent(t *testing.T) {
 // token verifies twice (verification does not consume it) but is
 // exchanged once.
 func TestReplayAfterVerify(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	v := newVerifier(t, clk.Now, nil, a.URL())
 	g := idtoken.NewReplayGuard(100, clk.Now)

@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
@@ -18,7 +18,7 @@ import (
 // is not JSON's around the header or the payload, a name twice, b64
 // without crit, names that differ only by case from a claim read.
 func TestVerifyIsAsStrictAsTheStandards(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	v := newVerifier(t, clk.Now, http.DefaultTransport, a.URL())
 
@@ -106,7 +106,7 @@ func TestJWKSKeyOps(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clk := fakeclock.New(t0)
+			clk := clock.Stopped(t0)
 			a := startIssuer(t, clk.Now)
 			other := startIssuer(t, clk.Now)
 			f := startRotating(t, a, other)

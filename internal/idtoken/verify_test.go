@@ -19,7 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
@@ -127,7 +127,7 @@ func payloadOf(t *testing.T, tok string) map[string]any {
 // TestVerifyBadTokens is the bad-token table: each bad token is refused with
 // an error the broker maps to 401, and no error carries the token.
 func TestVerifyBadTokens(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	b := startIssuer(t, clk.Now)
 	stranger := startIssuer(t, clk.Now)
@@ -292,7 +292,7 @@ func assertNoToken(t *testing.T, err error, tok string) {
 }
 
 func TestVerifyAcceptsAndDecodes(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	v := newVerifier(t, clk.Now, http.DefaultTransport, a.URL())
 
@@ -468,7 +468,7 @@ func TestIssuerUnavailable(t *testing.T) {
 // refresh interval, as a failed JWKS fetch is, then tried again; a
 // successful one is done once.
 func TestDiscoveryFailureBacksOff(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	real := startIssuer(t, clk.Now)
 	f := startFlaky(t, real, func(f *flakyIssuer) { f.failDisc.Store(1) })
 	v := newVerifier(t, clk.Now, http.DefaultTransport, f.url)
@@ -493,7 +493,7 @@ func TestDiscoveryFailureBacksOff(t *testing.T) {
 // TestJWKSOutageRecovers: after a JWKS failure the verifier waits the
 // refresh interval, then tries again.
 func TestJWKSOutageRecovers(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	real := startIssuer(t, clk.Now)
 	f := startFlaky(t, real, func(f *flakyIssuer) { f.failJWKS.Store(true) })
 	v := newVerifier(t, clk.Now, http.DefaultTransport, f.url)
@@ -519,7 +519,7 @@ func TestJWKSOutageRecovers(t *testing.T) {
 // unknown kid triggers at most one refetch per interval; keys are fetched
 // again after an hour.
 func TestKeyCache(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	tr := &countingTransport{}
 	v := newVerifier(t, clk.Now, tr, a.URL())
@@ -620,7 +620,7 @@ func TestNewValidatesConfig(t *testing.T) {
 }
 
 func TestLeewayAndSizeConfig(t *testing.T) {
-	clk := fakeclock.New(t0)
+	clk := clock.Stopped(t0)
 	a := startIssuer(t, clk.Now)
 	v, err := idtoken.New(idtoken.Config{Issuers: []string{a.URL()}, Audience: audience, Now: clk.Now, Leeway: 5 * time.Second, MaxTokenSize: 4000})
 	if err != nil {

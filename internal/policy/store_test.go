@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/policy"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // logBuffer collects log output from the Watch goroutine safely.

@@ -18,15 +18,15 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
-	"github.com/astro-sts/astro-sts/internal/githubtest"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/sink"
-	"github.com/astro-sts/astro-sts/internal/syncbuf"
-	"github.com/astro-sts/astro-sts/internal/vaulttest"
+	"github.com/astro-sts/astro-sts/internal/testkit/githubtest"
+	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/vaulttest"
 )
 
 const ghToken = "ghp_rotation-test-token-never-printed"
@@ -128,7 +128,7 @@ type envOptions struct {
 // (optionally) the package's Vault, all over loopback HTTP.
 type testEnv struct {
 	t         *testing.T
-	clock     *fakeclock.Clock
+	clock     *clock.Clock
 	emu       *emulator.Emulator
 	emuURL    string
 	ac        *astro.Client
@@ -150,7 +150,7 @@ type testEnv struct {
 func newEnv(t *testing.T, opts envOptions) *testEnv {
 	t.Helper()
 	ctx := ctxT(t)
-	e := &testEnv{t: t, clock: fakeclock.New(time.Now().UTC().Truncate(time.Second)), logs: &syncbuf.Buffer{}}
+	e := &testEnv{t: t, clock: clock.Stopped(time.Now().UTC().Truncate(time.Second)), logs: &syncbuf.Buffer{}}
 	e.logger = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 
 	esrv, emu, err := emulator.Start(emulator.Config{Now: e.clock.Now})

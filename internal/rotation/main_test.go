@@ -3,7 +3,7 @@ package rotation_test
 import (
 	"testing"
 
-	"github.com/astro-sts/astro-sts/internal/vaulttest"
+	"github.com/astro-sts/astro-sts/internal/testkit/vaulttest"
 )
 
 // testVault is the package's one Vault dev server, started by TestMain when

@@ -24,7 +24,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/sink"
-	"github.com/astro-sts/astro-sts/internal/vaulttest"
+	"github.com/astro-sts/astro-sts/internal/testkit/vaulttest"
 )
 
 // writerPolicy is the minimal policy docs/sinks.md documents for a sink

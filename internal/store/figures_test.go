@@ -7,8 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/redistest"
 	"github.com/astro-sts/astro-sts/internal/store"
+	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 )
 
 // TestReplayFigures measures docs/reliability.md's figures: of 20 tokens

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/fakeclock"
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/store"
 )
@@ -15,7 +15,7 @@ import (
 // burst, then one event per interval, and the whole burst again after a
 // quiet spell.
 func TestMemoryAllowRefills(t *testing.T) {
-	clock := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	clock := clock.Stopped(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := store.NewMemory(0, clock.Now)
 	ctx := context.Background()
 	l := store.Limit{Rate: 6, Period: time.Minute, Burst: 2} // one per 10s
@@ -52,7 +52,7 @@ func TestMemoryAllowRefills(t *testing.T) {
 // so a long-running replica's map does not grow with every repository it
 // ever saw.
 func TestMemoryForgetsIdleKeys(t *testing.T) {
-	clock := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	clock := clock.Stopped(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := store.NewMemory(0, clock.Now)
 	ctx := context.Background()
 	l := store.Limit{Rate: 1, Period: time.Second, Burst: 1}
@@ -70,7 +70,7 @@ func TestMemoryForgetsIdleKeys(t *testing.T) {
 }
 
 func TestMemoryReplayIsTheGuard(t *testing.T) {
-	clock := fakeclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	clock := clock.Stopped(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	m := store.NewMemory(2, clock.Now)
 	ctx := context.Background()
 	exp := clock.Now().Add(5 * time.Minute)

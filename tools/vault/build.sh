@@ -8,7 +8,7 @@
 # CACHE_DIR defaults to ${ASTRO_STS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/astro-sts}.
 # The binary's path is the last line on stdout; run the tests with
 #   ASTRO_STS_VAULT_BIN=<that path> go test ./internal/sink/...
-# (internal/vaulttest also finds it in the default cache directory unaided).
+# (internal/testkit/vaulttest also finds it in the default cache directory unaided).
 set -eu
 
 version=v1.21.0

@@ -1,0 +1,81 @@
+// Package servertest is what the helpers that start a real server for tests
+// (internal/testkit/redistest, internal/testkit/vaulttest) share: finding the server's
+// binary, whether a missing one fails the run, and the TestMain that
+// starts one server per test package.
+package servertest
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+)
+
+// Required reports whether tests that need a real server must run rather
+// than skip: true in CI (CI=true), where a missing binary is a broken
+// pipeline, not a developer's machine without it.
+func Required() bool {
+	return os.Getenv("CI") == "true"
+}
+
+// Binary returns $env if set, else what find returns; ok is false when
+// that is not an existing file.
+func Binary(env string, find func() string) (path string, ok bool) {
+	if path = os.Getenv(env); path == "" {
+		path = find()
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.IsDir() {
+		return path, false
+	}
+	return path, true
+}
+
+// StartContext is ctx bounded by timeout when it has no deadline of its
+// own, so that starting a server never waits forever.
+func StartContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, timeout)
+}
+
+// Main is a test package's TestMain: it starts the package's one server
+// with shared into *s, runs the tests, stops the server and exits with the
+// tests' code. When shared returns no server (no binary, outside CI), *s
+// stays nil and [Need] skips the tests that need it.
+func Main[T any, S interface {
+	*T
+	Close() error
+}](m *testing.M, s *S, shared func() (S, error)) {
+	os.Exit(run(m, s, shared))
+}
+
+func run[T any, S interface {
+	*T
+	Close() error
+}](m *testing.M, s *S, shared func() (S, error)) int {
+	srv, err := shared()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	if srv != nil {
+		defer srv.Close()
+		*s = srv
+	}
+	return m.Run()
+}
+
+// Need skips the test with hint when the package has no server (missing),
+// or fails it in CI, where [Main] has already failed the run.
+func Need(t testing.TB, missing bool, hint string) {
+	t.Helper()
+	if missing {
+		if Required() {
+			t.Fatal(hint)
+		}
+		t.Skip(hint)
+	}
+}
