@@ -11,7 +11,6 @@ import (
 
 	"github.com/astro-sts/astro-sts/action"
 	"github.com/astro-sts/astro-sts/internal/astro"
-	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
@@ -139,26 +138,6 @@ func TestSamplePolicyIsACopy(t *testing.T) {
 	a[0] = 'X'
 	if b := SamplePolicy(); bytes.Equal(a, b) || b[0] != '#' {
 		t.Errorf("SamplePolicy shares its bytes: changed copy %q..., fresh %q...", a[:10], b[:10])
-	}
-}
-
-func TestClock(t *testing.T) {
-	base := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	c := clock.New(func() time.Time { return base })
-	steps := []struct {
-		advance time.Duration
-		want    time.Time
-	}{
-		{0, base},
-		{2*time.Minute + time.Second, base.Add(2*time.Minute + time.Second)},
-		{-time.Hour, base.Add(2*time.Minute + time.Second)}, // never backwards
-		{time.Second, base.Add(2*time.Minute + 2*time.Second)},
-	}
-	for i, s := range steps {
-		c.Advance(s.advance)
-		if got := c.Now(); !got.Equal(s.want) {
-			t.Errorf("step %d: after Advance(%s) Now = %s, want %s", i, s.advance, got, s.want)
-		}
 	}
 }
 

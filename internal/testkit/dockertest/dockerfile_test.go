@@ -60,7 +60,7 @@ func TestBaseImages(t *testing.T) {
 // image (the one the stand-in replaces) and scratch, and its only
 // directive is the syntax line the build copy drops.
 func TestProjectDockerfile(t *testing.T) {
-	src, err := os.ReadFile(filepath.Join("..", "..", "Dockerfile"))
+	src, err := os.ReadFile(filepath.Join("..", "..", "..", "Dockerfile"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,7 +11,7 @@ import (
 // ConfigMap loads with the broker's own parser (the manifests' module
 // cannot import it), so a fresh deployment starts.
 func TestKubernetesPolicyLoads(t *testing.T) {
-	p, err := policy.Load(filepath.Join("..", "..", "deploy", "kubernetes", "base", "policy.yaml"))
+	p, err := policy.Load(filepath.Join("..", "..", "..", "deploy", "kubernetes", "base", "policy.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -44,7 +44,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	if e != nil {
-		root, err := filepath.Abs(filepath.Join("..", ".."))
+		root, err := filepath.Abs(filepath.Join("..", "..", ".."))
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "imagetest:", err)
 			return 1
@@ -99,7 +99,7 @@ type containerSettings struct {
 // misspelt key fails the test instead of silently loosening the container.
 func loadSettings(t *testing.T) containerSettings {
 	t.Helper()
-	f, err := os.Open(filepath.Join("..", "..", "deploy", "broker-container.yaml"))
+	f, err := os.Open(filepath.Join("..", "..", "..", "deploy", "broker-container.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ type actionManifest struct {
 
 func loadActionManifest(t *testing.T) actionManifest {
 	t.Helper()
-	b, err := os.ReadFile(filepath.Join("..", "..", "action.yml"))
+	b, err := os.ReadFile(filepath.Join("..", "..", "..", "action.yml"))
 	if err != nil {
 		t.Fatal(err)
 	}
