@@ -3,7 +3,7 @@ package broker_test
 import (
 	"fmt"
 	"github.com/astro-sts/astro-sts/broker"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 	"math/rand/v2"
 	"net"
 	"net/url"

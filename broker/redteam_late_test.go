@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
-	"github.com/astro-sts/astro-sts/internal/testwait"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // Tokens Astro makes 59, 61, 89 and 120 s late (scaled down 100 times:
