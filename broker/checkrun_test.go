@@ -19,10 +19,10 @@ func TestMarkerRequiredKeysFirst(t *testing.T) {
 		if !ok || got.Nonce != m.Nonce || got.RepositoryID != m.RepositoryID || got.RunID != m.RunID || !got.Deadline.Equal(m.Deadline) {
 			t.Errorf("check_run_id of %d bytes: ParseMarker = %+v, %v: the keys revoking and reaping need were cut", n, got, ok)
 		}
-		if want := ok && got.CheckRunID == m.CheckRunID && got.Rule == m.Rule; true != want {
+		if want := ok && got.CheckRunID == m.CheckRunID && got.Rule == m.Rule; m.complete(d) != want {
 			t.Errorf("check_run_id of %d bytes (description %d bytes): complete = %v, want %v", n, len(d), !want, want)
 		}
-		if n == 460 && true {
+		if n == 460 && m.complete(d) {
 			t.Errorf("check_run_id of %d bytes: a marker cut at %d bytes is complete", n, maxDescription)
 		}
 	}
