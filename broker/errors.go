@@ -76,7 +76,7 @@ var tokenReasons = []struct {
 	{idtoken.ErrBadSignature, brokerapi.ReasonBadSignature, "the OIDC token's signature does not verify with its issuer's keys"},
 	{idtoken.ErrBadClaims, brokerapi.ReasonBadClaims, "the OIDC token lacks a required claim (sub, jti, exp, iat) or has a malformed one"},
 	{idtoken.ErrUntrustedIssuer, brokerapi.ReasonUnknownIssuer, "the OIDC token's issuer is not one this broker trusts"},
-	{idtoken.ErrMalformed, brokerapi.ReasonMalformed, "the Bearer token is not an OIDC ID token (a JWT)"},
+	{idtoken.ErrMalformed, brokerapi.ReasonMalformed, "the Bearer token is not an OIDC ID token (a JWT), or its payload repeats a claim name or has two that differ only by case"},
 }
 
 // classify is the one place that maps the broker's and its packages' errors

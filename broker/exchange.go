@@ -259,6 +259,11 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 		Description:             marker.Description(human),
 		TokenExpiryPeriodInDays: &days,
 	}
+	if !marker.complete(req.Description) {
+		// Claims too long for Astro's description: the token could be
+		// neither revoked nor reaped, so it is not made.
+		return nil, Marker{}, fmt.Errorf("%w: run claims too long for the token's marker (%d bytes at most)", idtoken.ErrBadClaims, maxDescription)
+	}
 	switch d.Scope {
 	case astro.ScopeWorkspace:
 		req.Scope, req.EntityID, req.Role = astro.ScopeWorkspace, d.WorkspaceID, d.Role

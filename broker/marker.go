@@ -40,24 +40,51 @@ type Marker struct {
 // Description renders m as a token description: the marker (URL query
 // encoded, so no claim value can break the format) followed by a sentence
 // for the human who finds the token in the Astro UI.
+//
+// The keys the reaper, the revoke endpoint and the search for an unknown
+// create need (deadline, repository_id, run_id, nonce) come first, in a
+// fixed order: url.Values.Encode sorts its keys, which would put a long
+// check_run_id ahead of them, and the cut at Astro's limit would then
+// remove them. [Marker.complete] checks, before a create, that nothing the
+// marker holds was cut.
 func (m Marker) Description(human string) string {
-	v := url.Values{}
-	v.Set("deadline", m.Deadline.UTC().Format(time.RFC3339))
-	v.Set("repository_id", m.RepositoryID)
-	v.Set("run_id", m.RunID)
-	v.Set("run_attempt", m.RunAttempt)
-	v.Set("rule", m.Rule)
-	if m.CheckRunID != "" {
-		v.Set("check_run_id", m.CheckRunID)
+	var b strings.Builder
+	b.WriteString(markerPrefix)
+	add := func(key, value string) {
+		if b.Len() > len(markerPrefix) {
+			b.WriteByte('&')
+		}
+		b.WriteString(key)
+		b.WriteByte('=')
+		b.WriteString(url.QueryEscape(value))
 	}
+	add("deadline", m.Deadline.UTC().Format(time.RFC3339))
+	add("repository_id", m.RepositoryID)
+	add("run_id", m.RunID)
 	if m.Nonce != "" {
-		v.Set("nonce", m.Nonce)
+		add("nonce", m.Nonce)
 	}
-	d := markerPrefix + v.Encode()
+	add("run_attempt", m.RunAttempt)
+	if m.CheckRunID != "" {
+		add("check_run_id", m.CheckRunID)
+	}
+	add("rule", m.Rule)
+	d := b.String()
 	if human != "" {
 		d += " " + human
 	}
 	return truncate(d, maxDescription)
+}
+
+// complete reports whether description, m's rendering, gives m back whole:
+// false when Astro's length limit cut into the marker itself. A token whose
+// marker is cut could be neither revoked by its run nor reaped, so the
+// broker refuses to mint it.
+func (m Marker) complete(description string) bool {
+	got, ok := ParseMarker(description)
+	return ok && got.Deadline.Equal(m.Deadline) && got.RepositoryID == m.RepositoryID &&
+		got.RunID == m.RunID && got.RunAttempt == m.RunAttempt && got.Rule == m.Rule &&
+		got.CheckRunID == m.CheckRunID && got.Nonce == m.Nonce
 }
 
 // truncate cuts s to at most n bytes without splitting a UTF-8 character

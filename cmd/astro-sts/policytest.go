@@ -25,7 +25,7 @@ import (
 const maxPolicyTestCases = 10000
 
 // policyTestFile is a table of cases for 'policy test': the policy to test
-// (relative to the file) and, for each case, a job's claims and request and
+// (relative to the file, unless absolute) and, for each case, a job's claims and request and
 // what the broker must answer.
 type policyTestFile struct {
 	Policy string           `yaml:"policy"`
@@ -125,7 +125,7 @@ whatever the policy).`, stderr)
 		if tf.Policy == "" {
 			return usageError("policy test: %s names no policy: add policy: FILE or pass --policy", casesPath)
 		}
-		policyPath = filepath.Join(filepath.Dir(casesPath), tf.Policy)
+		policyPath = besideCases(filepath.Dir(casesPath), tf.Policy)
 	}
 	p, err := policy.Load(policyPath)
 	if err != nil {
@@ -216,7 +216,7 @@ func prepareCases(tf policyTestFile, dir string) ([]preparedCase, error) {
 		case (c.Claims == nil) == (c.Token == ""):
 			fail("needs claims or token (one of them)")
 		case c.Token != "":
-			claims, err := readUnverifiedToken(filepath.Join(dir, c.Token))
+			claims, err := readUnverifiedToken(besideCases(dir, c.Token))
 			if err != nil {
 				fail("token: %v", err)
 			}
@@ -270,6 +270,16 @@ func prepareCases(tf policyTestFile, dir string) ([]preparedCase, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// besideCases resolves a path the cases file names: relative to the
+// file's directory, or as given when absolute (filepath.Join would read
+// /tmp/t.jwt as dir/tmp/t.jwt).
+func besideCases(dir, path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	return filepath.Join(dir, path)
 }
 
 // readUnverifiedToken reads a saved ID token and decodes its string claims

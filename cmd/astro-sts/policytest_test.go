@@ -121,6 +121,11 @@ func TestPolicyTestInput(t *testing.T) {
 	if stdout, _, err := runCLI(t, "policy", "test", tokenCases, "--policy", filepath.Join(dir, "policy.yaml")); err != nil {
 		t.Errorf("saved token: %v\n%s", err, stdout)
 	}
+	// An absolute path is used as given, not joined to the file's directory.
+	absCases := write("abs.test.yaml", "policy: "+filepath.Join(dir, "policy.yaml")+"\ncases:\n  - name: saved token\n    token: "+filepath.Join(dir, "main.jwt")+"\n    expect: {allow: deploy-main, role: WORKSPACE_AUTHOR}\n")
+	if stdout, _, err := runCLI(t, "policy", "test", absCases); err != nil {
+		t.Errorf("absolute token and policy paths: %v\n%s", err, stdout)
+	}
 	if _, _, err := runCLI(t, "policy", "test", "--policy", filepath.Join(dir, "team-policy.yaml"), tokenCases); code(err) != 1 {
 		t.Errorf("saved token under another policy: exit %d, want 1", code(err))
 	}

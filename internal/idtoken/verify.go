@@ -117,11 +117,36 @@ func (e *invalidError) Is(target error) bool { return target == ErrInvalidToken 
 
 // RequireRun returns an [ErrMissingRunClaims] error unless the token names
 // its repository_id and run_id.
+//
+// A check_run_id, when the token has one, must be a decimal number of at
+// most [maxCheckRunID] digits (GitHub's ids are int64): the broker writes
+// it into the minted token's name and marker, where an unbounded value
+// would push out what revoking and reaping need, and a control character
+// would reach a human's screen. Otherwise the error is an [ErrBadClaims].
 func (c *Claims) RequireRun() error {
 	if c.RepositoryID == "" || c.RunID == "" {
 		return fmt.Errorf("%w claim, so a token minted for it could be neither revoked nor reaped", ErrMissingRunClaims)
 	}
+	if id, ok := c.Strings["check_run_id"]; ok && !decimalID(id) {
+		return fmt.Errorf("%w: check_run_id is not a decimal number of 1 to %d digits", ErrBadClaims, maxCheckRunID)
+	}
 	return nil
+}
+
+// maxCheckRunID is the most digits of a check_run_id: an int64 has 19.
+const maxCheckRunID = 20
+
+// decimalID reports whether s is 1 to [maxCheckRunID] ASCII digits.
+func decimalID(s string) bool {
+	if len(s) == 0 || len(s) > maxCheckRunID {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // Config configures [New].

@@ -668,6 +668,11 @@ func TestRequireRun(t *testing.T) {
 		{idtoken.Claims{RepositoryID: "1", RunID: "2"}, nil},
 		{idtoken.Claims{RepositoryID: "1"}, idtoken.ErrMissingRunClaims},
 		{idtoken.Claims{RunID: "2"}, idtoken.ErrMissingRunClaims},
+		{idtoken.Claims{RepositoryID: "1", RunID: "2", Strings: map[string]string{"check_run_id": "12345678901234567890"}}, nil},
+		{idtoken.Claims{RepositoryID: "1", RunID: "2", Strings: map[string]string{"check_run_id": "123456789012345678901"}}, idtoken.ErrBadClaims},
+		{idtoken.Claims{RepositoryID: "1", RunID: "2", Strings: map[string]string{"check_run_id": ""}}, idtoken.ErrBadClaims},
+		{idtoken.Claims{RepositoryID: "1", RunID: "2", Strings: map[string]string{"check_run_id": "1\n2"}}, idtoken.ErrBadClaims},
+		{idtoken.Claims{RepositoryID: "1", RunID: "2", Strings: map[string]string{"check_run_id": "-1"}}, idtoken.ErrBadClaims},
 	} {
 		err := tc.c.RequireRun()
 		if !errors.Is(err, tc.want) || (tc.want != nil && !errors.Is(err, idtoken.ErrInvalidToken)) {

@@ -39,7 +39,9 @@ var riskyEvents = []string{"pull_request_target", "workflow_run"}
 //   - names (repository, repository_owner, sub) without the numeric ids,
 //     which survive renames: a freed name can be registered by someone else;
 //   - a sub that names an owner or repository without their ids, which
-//     stops matching when the repository moves to GitHub's immutable sub.
+//     stops matching when the repository moves to GitHub's immutable sub;
+//   - a sub in the immutable sub's "-" form (repo:acme-65/...) without the
+//     id claims: it is also the classic sub of an owner named "acme-65".
 func (p *Policy) Warnings() []Warning {
 	if p == nil {
 		return nil
@@ -95,7 +97,13 @@ func (ms matchSet) warnings(where string) []Warning {
 		}
 		warn("sub names an owner or repository without their ids: it stops matching once the repository uses GitHub's immutable sub (repo:OWNER@OWNER_ID/REPO@REPO_ID:..., the default for repositories created, renamed or transferred since 2026-06-18)%s; match repository_owner_id and repository_id instead, which carry the ids whatever the format", squat)
 	case i >= 0 && !ownerID && !allCarryOwnerID(ms[i].alts):
-		warn("sub without repository_id or repository_owner_id: sub holds the repository's name, which can be freed and registered by someone else")
+		dash := ""
+		if j := slices.IndexFunc(ms[i].alts, alt.subDashOwner); j >= 0 {
+			owner := ms[i].alts[j].subOwner()
+			dash = fmt.Sprintf("; %q is owner %q with id %s only in the immutable sub's \"-\" form: it is also the classic sub of an owner named %q",
+				owner, owner[:strings.LastIndexByte(owner, '-')], owner[strings.LastIndexByte(owner, '-')+1:], owner)
+		}
+		warn("sub without repository_id or repository_owner_id: sub holds the repository's name, which can be freed and registered by someone else%s; match repository_owner_id and repository_id too, which carry the ids whatever the format", dash)
 	}
 	return out
 }
@@ -103,21 +111,44 @@ func (ms matchSet) warnings(where string) []Warning {
 // idSuffixRE is how GitHub's immutable sub ends an owner or a repository:
 // its name, then "@" and its id. GitHub's changelog shows "-" as the
 // separator (repo:octocat-123456/my-repo-456789:...) and "@" was reported
-// to replace it: both count, so a "-<digits>" name is taken to carry its id.
+// to replace it: both count as the immutable format, so a rule written
+// in either is not told it will stop matching.
 var idSuffixRE = regexp.MustCompile(`[@-][0-9]+$`)
+
+// atIDSuffixRE is the "@" form alone, the only one that fixes an id: GitHub
+// names cannot hold "@", but "acme-65" is a valid owner name, whose classic
+// sub repo:acme-65/... reads the same as owner "acme" with id 65 in the
+// "-" form. Only "@" ids make a sub safe from squatting.
+var atIDSuffixRE = regexp.MustCompile(`@[0-9]+$`)
 
 func allCarryOwnerID(alts []alt) bool {
 	return !slices.ContainsFunc(alts, func(a alt) bool { return !a.subCarriesOwnerID() })
 }
 
-// subCarriesOwnerID reports whether a, as a matcher of sub, fixes the
-// owner's id as the immutable sub writes it: such a sub cannot be
-// squatted, as an owner_id binding cannot.
-func (a alt) subCarriesOwnerID() bool {
+// subOwner is the owner a, as a matcher of sub, names in full
+// (repo:OWNER/...), or "" when its fixed text does not reach the "/".
+func (a alt) subOwner() string {
 	prefix, _ := a.literalPrefix()
 	rest, ok := strings.CutPrefix(prefix, "repo:")
 	owner, _, complete := strings.Cut(rest, "/")
-	return ok && complete && idSuffixRE.MatchString(owner)
+	if !ok || !complete {
+		return ""
+	}
+	return owner
+}
+
+// subCarriesOwnerID reports whether a, as a matcher of sub, fixes the
+// owner's id as the immutable sub writes it with "@": such a sub cannot be
+// squatted, as an owner_id binding cannot.
+func (a alt) subCarriesOwnerID() bool {
+	return atIDSuffixRE.MatchString(a.subOwner())
+}
+
+// subDashOwner reports whether a names its owner in the ambiguous "-"
+// form, repo:NAME-DIGITS/...
+func (a alt) subDashOwner() bool {
+	owner := a.subOwner()
+	return idSuffixRE.MatchString(owner) && !atIDSuffixRE.MatchString(owner)
 }
 
 // subNamesWithoutIDs reports whether a, as a matcher of sub, names an

@@ -7,11 +7,11 @@ import (
 	"github.com/astro-sts/astro-sts/internal/policy"
 )
 
-// TestRedTeamSubDashFormSquat: the "-" form of the immutable sub
-// (repo:acme-65/...) is also a valid classic sub of an owner named
-// "acme-65". validate counts "-65" as an id, so it neither warns nor asks
-// for repository_owner_id, and the owner "acme-65" (id 999) matches.
-func TestRedTeamSubDashFormSquat(t *testing.T) {
+// TestSubDashFormSquat: the "-" form of the immutable sub (repo:acme-65/...)
+// is also a valid classic sub of an owner named "acme-65", who matches it
+// with any owner id. The broker matches what the token says, so validate
+// must warn, say why, and point at the id claims.
+func TestSubDashFormSquat(t *testing.T) {
 	p, err := policy.Parse([]byte(`rules:
   - name: acme
     match:
@@ -34,7 +34,10 @@ func TestRedTeamSubDashFormSquat(t *testing.T) {
 		ws = append(ws, w.String())
 	}
 	t.Logf("squatter owner acme-65 id 999: decision %+v err %v; warnings %q", d, err, ws)
-	if err == nil && !strings.Contains(strings.Join(ws, "\n"), "registered by someone else") {
-		t.Skip("red team: sub {regex: repo:acme-65/.*} lets owner \"acme-65\" (id 999) in, with no squatting warning")
+	all := strings.Join(ws, "\n")
+	for _, want := range []string{"registered by someone else", `classic sub of an owner named "acme-65"`, "repository_owner_id"} {
+		if !strings.Contains(all, want) {
+			t.Errorf("sub {regex: repo:acme-65/.*} lets owner \"acme-65\" (id 999) in (decision err %v), and the warnings %q do not say %q", err, ws, want)
+		}
 	}
 }
