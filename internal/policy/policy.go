@@ -10,7 +10,7 @@
 // A request may narrow a grant (a lower role, a shorter TTL, one of the
 // Workspaces), never widen it.
 //
-// [Store] holds the current policy for a running broker and swaps in a new
+// [Reloader] holds the current policy for a running broker and swaps in a new
 // one on SIGHUP or when the file changes, keeping the old one if the new
 // file is bad. See docs/policy.md for the file format.
 package policy
