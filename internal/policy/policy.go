@@ -241,12 +241,8 @@ func Parse(data []byte) (*Policy, error) {
 }
 
 func (w *walker) rules(n *yaml.Node, defaultLimit RateLimit) []rule {
-	items, ok := w.list("rules", n)
+	items, ok := w.topList("rules", n, MaxRules)
 	if !ok {
-		return nil
-	}
-	if len(items) > MaxRules {
-		w.fail("rules", n, "has %d rules, more than %d", len(items), MaxRules)
 		return nil
 	}
 	out := make([]rule, 0, len(items))
