@@ -59,7 +59,7 @@ type Assembly struct {
 	// Astro is the Astro client, unbounded and unwrapped.
 	Astro    *astro.Client
 	Store    store.Store
-	Policies *policy.Store
+	Policies *policy.Reloader
 	Bound    *AstroBound
 	Registry *prometheus.Registry
 }
@@ -68,7 +68,7 @@ type Assembly struct {
 func (a *Assembly) Close() error { return a.Store.Close() }
 
 // Assemble builds a broker from the broker's configuration and deps: its
-// store, policy store, Astro client, OIDC verifier, metrics, the bound on
+// store, policy reloader, Astro client, OIDC verifier, metrics, the bound on
 // its Astro calls (shared with the rotator) and the rotator. It is the one
 // wiring of `astro-sts serve`, the demo and the tests, so that they cannot
 // drift apart. On error, whatever was opened is closed again.
@@ -84,7 +84,7 @@ func Assemble(cfg config.Broker, deps Deps) (_ *Assembly, err error) {
 			err = errors.Join(err, a.Store.Close())
 		}
 	}()
-	if a.Policies, err = policy.NewStore(cfg.PolicyFile, deps.Logger, deps.PolicyChecks...); err != nil {
+	if a.Policies, err = policy.NewReloader(cfg.PolicyFile, deps.Logger, deps.PolicyChecks...); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
 	a.Registry = prometheus.NewRegistry()

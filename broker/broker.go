@@ -45,7 +45,7 @@ type Verifier interface {
 	Verify(ctx context.Context, raw string) (*idtoken.Claims, error)
 }
 
-// Policies hands out the current trust policy; *policy.Store implements it.
+// Policies hands out the current trust policy; *policy.Reloader implements it.
 type Policies interface {
 	Current() *policy.Policy
 }

@@ -42,7 +42,7 @@ type testEnv struct {
 	url      string
 	logs     *syncbuf.Buffer
 	policy   string // path of the policy file
-	store    *policy.Store
+	store    *policy.Reloader
 	astroOrg *astro.Client
 }
 

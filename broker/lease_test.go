@@ -66,7 +66,7 @@ func newReapReplica(t *testing.T, e *testEnv, name string, o replicaOptions) *re
 	}
 	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	policies, err := policy.NewStore(e.policy, logger)
+	policies, err := policy.NewReloader(e.policy, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

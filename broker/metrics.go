@@ -131,7 +131,7 @@ func (m *Metrics) observe(e *event, outcome string, end time.Time) {
 }
 
 // policyHealth is implemented by a policy source that knows how its last
-// reload went; *policy.Store does.
+// reload went; *policy.Reloader does.
 type policyHealth interface {
 	Health() policy.Health
 }

@@ -72,7 +72,7 @@ func TestRedTeamReaperLostDeleteAnswerIsAlreadyGone(t *testing.T) {
 	}
 	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	policies, err := policy.NewStore(e.policy, logger)
+	policies, err := policy.NewReloader(e.policy, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -92,7 +92,7 @@ rotations:
 	}
 	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store, err := policy.NewStore(policyPath, logger)
+	store, err := policy.NewReloader(policyPath, logger)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -251,7 +251,7 @@ func TestRotateConfigTokenFile(t *testing.T) {
 	}
 }
 
-// The broker's policy store refuses, at start, a policy whose rotations
+// The broker's policy reloader refuses, at start, a policy whose rotations
 // have no sink credentials; a policy without rotations needs none. The
 // rotator itself always exists, so a reload can add a rotation.
 func TestRotationCheck(t *testing.T) {
@@ -274,7 +274,7 @@ func TestRotationCheck(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := tt.cfg
-			_, err := policy.NewStore(tt.path, nil, rotationCheck(cfg))
+			_, err := policy.NewReloader(tt.path, nil, rotationCheck(cfg))
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Errorf("err = %v, want %q", err, tt.wantErr)
 			}

@@ -12,7 +12,7 @@ import (
 )
 
 // rotationCheck refuses a policy with a rotation whose sinks have no
-// credentials in cfg. The broker's policy store runs it at start and at
+// credentials in cfg. The broker's policy reloader runs it at start and at
 // every reload, so a rotation that could never write is a load-time error
 // (the old policy stays in force on reload), not a failed run weeks later.
 func rotationCheck(cfg sink.Config) func(*policy.Policy) error {

@@ -93,7 +93,7 @@ type Broker struct {
 	RevokeRateLimit string `env:"ASTRO_STS_REVOKE_RATE_LIMIT" envDefault:"120/h"`
 
 	Astro Astro
-	// Sinks are needed only when the policy has rotations; the policy store
+	// Sinks are needed only when the policy has rotations; the policy reloader
 	// checks that at every load.
 	Sinks sink.Config
 	// Store is where the replay check, the rate limits and the reaper's

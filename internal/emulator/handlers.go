@@ -345,6 +345,22 @@ type createBody struct {
 	Kind                    string      `json:"kind"`
 }
 
+// entityHome checks the entityId of a WORKSPACE or DEPLOYMENT scoped
+// token, which must name an existing entity of that kind (find says whether
+// it exists), and returns the Workspace it lives in: the caller's rights are
+// judged there.
+func entityHome(id string, scope astro.Scope, kind string, fe *[]astro.FieldError, find func(id string) (home string, ok bool)) string {
+	if id == "" {
+		*fe = append(*fe, astro.FieldError{Code: CodeRequired, Field: "entityId", Message: fmt.Sprintf("is required for %s scope", scope)})
+		return ""
+	}
+	home, ok := find(id)
+	if !ok {
+		*fe = append(*fe, astro.FieldError{Code: CodeNotFound, Field: "entityId", Message: "no such " + kind})
+	}
+	return home
+}
+
 func checkName(name string, fe *[]astro.FieldError) {
 	switch n := utf8.RuneCountInString(name); {
 	case n == 0:
@@ -388,21 +404,19 @@ func (e *Emulator) validateCreate(b *createBody) (astro.TokenRole, string, []ast
 		}
 	case astro.ScopeWorkspace:
 		role.EntityType = astro.EntityWorkspace
-		if b.EntityID == "" {
-			fe = append(fe, astro.FieldError{Code: CodeRequired, Field: "entityId", Message: "is required for WORKSPACE scope"})
-		} else if _, ok := e.workspace(b.EntityID); !ok {
-			fe = append(fe, astro.FieldError{Code: CodeNotFound, Field: "entityId", Message: "no such Workspace"})
-		}
-		home = b.EntityID
+		home = entityHome(b.EntityID, b.Scope, "Workspace", &fe, func(id string) (string, bool) {
+			_, ok := e.workspace(id)
+			return id, ok
+		})
 	case astro.ScopeDeployment:
 		role.EntityType = astro.EntityDeployment
-		if b.EntityID == "" {
-			fe = append(fe, astro.FieldError{Code: CodeRequired, Field: "entityId", Message: "is required for DEPLOYMENT scope"})
-		} else if d, ok := e.deployment(b.EntityID); !ok {
-			fe = append(fe, astro.FieldError{Code: CodeNotFound, Field: "entityId", Message: "no such Deployment"})
-		} else {
-			home = d.WorkspaceID
-		}
+		home = entityHome(b.EntityID, b.Scope, "Deployment", &fe, func(id string) (string, bool) {
+			d, ok := e.deployment(id)
+			if !ok {
+				return "", false
+			}
+			return d.WorkspaceID, true
+		})
 	default:
 		fe = append(fe, astro.FieldError{Code: CodeInvalid, Field: "scope", Message: "must be ORGANIZATION, WORKSPACE or DEPLOYMENT"})
 	}

@@ -10,7 +10,7 @@
 // A request may narrow a grant (a lower role, a shorter TTL, one of the
 // Workspaces), never widen it.
 //
-// [Store] holds the current policy for a running broker and swaps in a new
+// [Reloader] holds the current policy for a running broker and swaps in a new
 // one on SIGHUP or when the file changes, keeping the old one if the new
 // file is bad. See docs/policy.md for the file format.
 package policy
@@ -241,12 +241,8 @@ func Parse(data []byte) (*Policy, error) {
 }
 
 func (w *walker) rules(n *yaml.Node, defaultLimit RateLimit) []rule {
-	items, ok := w.list("rules", n)
+	items, ok := w.topList("rules", n, MaxRules)
 	if !ok {
-		return nil
-	}
-	if len(items) > MaxRules {
-		w.fail("rules", n, "has %d rules, more than %d", len(items), MaxRules)
 		return nil
 	}
 	out := make([]rule, 0, len(items))

@@ -74,12 +74,8 @@ func (p *Policy) Rotations() []*Rotation {
 }
 
 func (w *walker) rotations(n *yaml.Node) []*Rotation {
-	items, ok := w.list("rotations", n)
+	items, ok := w.topList("rotations", n, MaxRotations)
 	if !ok {
-		return nil
-	}
-	if len(items) > MaxRotations {
-		w.fail("rotations", n, "has %d rotations, more than %d", len(items), MaxRotations)
 		return nil
 	}
 	out := make([]*Rotation, 0, len(items))

@@ -137,6 +137,18 @@ func (w *walker) list(where string, n *yaml.Node) ([]*yaml.Node, bool) {
 	return n.Content, true
 }
 
+// topList returns the items of the top-level list named where (rules,
+// rotations), which may hold at most limit of them: the bound keeps a huge
+// file from costing a broker its memory at every reload.
+func (w *walker) topList(where string, n *yaml.Node, limit int) ([]*yaml.Node, bool) {
+	items, ok := w.list(where, n)
+	if ok && len(items) > limit {
+		w.fail(where, n, "has %d %s, more than %d", len(items), where, limit)
+		return nil, false
+	}
+	return items, ok
+}
+
 // nonEmptyList returns the items of sequence n, which must have at least
 // one: an empty list in a policy is a mistake, never "none" or "any".
 func (w *walker) nonEmptyList(where string, n *yaml.Node) ([]*yaml.Node, bool) {

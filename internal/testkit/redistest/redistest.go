@@ -105,15 +105,9 @@ type Server struct {
 // is an error instead, so CI never passes by skipping them.
 func Shared() (*Server, error) {
 	bin, ok := Binary()
-	if !ok {
-		if Required() {
-			return nil, fmt.Errorf("CI=true but %s (looked for %s)", InstallHint, bin)
-		}
-		return nil, nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
-	defer cancel()
-	return Start(ctx, bin, Options{})
+	return servertest.Shared(bin, ok, InstallHint, startTimeout, func(ctx context.Context, bin string) (*Server, error) {
+		return Start(ctx, bin, Options{})
+	})
 }
 
 // Start runs bin on a free loopback port and returns once it answers PING.
@@ -137,7 +131,7 @@ func Start(ctx context.Context, bin string, opts Options) (*Server, error) {
 	// another process may take it: try a few times.
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		port, err := freePort()
+		port, err := servertest.FreePort()
 		if err != nil {
 			lastErr = err
 			break
@@ -374,15 +368,6 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.stop()
 	return os.RemoveAll(s.dir)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("redistest: free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // RandomPassword returns a password for [Options], random per call.

@@ -1,12 +1,13 @@
 // Package servertest is what the helpers that start a real server for tests
 // (internal/testkit/redistest, internal/testkit/vaulttest) share: finding the server's
-// binary, whether a missing one fails the run, and the TestMain that
+// binary, whether a missing one fails the run, a free port, and the TestMain that
 // starts one server per test package.
 package servertest
 
 import (
 	"context"
 	"fmt"
+	"net"
 	"os"
 	"testing"
 	"time"
@@ -30,6 +31,35 @@ func Binary(env string, find func() string) (path string, ok bool) {
 		return path, false
 	}
 	return path, true
+}
+
+// Shared starts a package's one server with start, bin and ok being what
+// the helper's Binary found. With no binary it returns the zero S (nil) and
+// no error, so the package's tests can skip with hint; when [Required]
+// (CI), a missing binary is an error instead, so CI never passes by
+// skipping them.
+func Shared[S any](bin string, ok bool, hint string, timeout time.Duration, start func(ctx context.Context, bin string) (S, error)) (S, error) {
+	if !ok {
+		var none S
+		if Required() {
+			return none, fmt.Errorf("CI=true but %s (looked for %s)", hint, bin)
+		}
+		return none, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return start(ctx, bin)
+}
+
+// FreePort is a loopback TCP port that was free a moment ago, for a server
+// that is told its port on its command line.
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // StartContext is ctx bounded by timeout when it has no deadline of its

@@ -16,7 +16,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -96,15 +95,7 @@ type Server struct {
 // instead, so CI never passes by skipping them.
 func Shared() (*Server, error) {
 	bin, ok := Binary()
-	if !ok {
-		if Required() {
-			return nil, fmt.Errorf("CI=true but %s (looked for %s)", BuildHint, bin)
-		}
-		return nil, nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	return Start(ctx, bin)
+	return servertest.Shared(bin, ok, BuildHint, time.Minute, Start)
 }
 
 // Start runs `bin server -dev` on a free loopback port and returns once
@@ -132,7 +123,7 @@ func Start(ctx context.Context, bin string) (*Server, error) {
 }
 
 func start(ctx context.Context, bin string) (*Server, error) {
-	port, err := freePort()
+	port, err := servertest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -287,15 +278,6 @@ func (s *Server) Close() error {
 		err = os.RemoveAll(s.dir)
 	})
 	return err
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("vaulttest: free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 func randomToken() (string, error) {

@@ -12,15 +12,15 @@ import (
 	"time"
 )
 
-// Store holds the policy in force for a running broker. Readers call
-// [Store.Current] once per request and use that *Policy throughout, so a
+// Reloader holds the policy in force for a running broker. Readers call
+// [Reloader.Current] once per request and use that *Policy throughout, so a
 // request is decided by one policy even if a reload happens meanwhile.
 // Reloads parse the file into a new Policy and swap a pointer; a file that
 // does not load leaves the current policy in force.
 //
 // The pointer is a field, not an embedded atomic.Pointer, so that nothing
 // outside the package can store a Policy that did not come from the file.
-type Store struct {
+type Reloader struct {
 	path   string
 	logger *slog.Logger
 
@@ -36,7 +36,7 @@ type Store struct {
 	health atomic.Pointer[Health]
 }
 
-// Health is the outcome of the store's last look at the policy file, for
+// Health is the outcome of the reloader's last look at the policy file, for
 // the broker's metrics: a file that stopped loading leaves the broker
 // serving the last good policy, which is right, but invisible unless
 // someone watches this (and the next restart would fail).
@@ -51,12 +51,12 @@ type Health struct {
 	Rules int
 }
 
-// NewStore loads the policy at path; it fails if that first load fails, so
+// NewReloader loads the policy at path; it fails if that first load fails, so
 // a broker never starts without a policy. logger nil discards. Each check
 // must accept a policy before it is put in force, at start and at every
 // reload: the broker passes one that refuses a rotation whose sinks have no
 // credentials, so that mistake is a load-time error, not a runtime one.
-func NewStore(path string, logger *slog.Logger, checks ...func(*Policy) error) (*Store, error) {
+func NewReloader(path string, logger *slog.Logger, checks ...func(*Policy) error) (*Reloader, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -69,7 +69,7 @@ func NewStore(path string, logger *slog.Logger, checks ...func(*Policy) error) (
 			return nil, fmt.Errorf("%s: %w", path, err)
 		}
 	}
-	s := &Store{path: path, logger: logger, checks: checks}
+	s := &Reloader{path: path, logger: logger, checks: checks}
 	s.cur.Store(p)
 	now := time.Now()
 	s.health.Store(&Health{OK: true, Checked: now, LastGood: now, Rules: p.Rules()})
@@ -78,13 +78,13 @@ func NewStore(path string, logger *slog.Logger, checks ...func(*Policy) error) (
 }
 
 // Current is the policy in force. It is never nil.
-func (s *Store) Current() *Policy { return s.cur.Load() }
+func (s *Reloader) Current() *Policy { return s.cur.Load() }
 
 // Health is the outcome of the last reload or poll that read the file.
-func (s *Store) Health() Health { return *s.health.Load() }
+func (s *Reloader) Health() Health { return *s.health.Load() }
 
 // failed records a file that did not load. s.mu is held.
-func (s *Store) failed(bad string) {
+func (s *Reloader) failed(bad string) {
 	s.lastBad = bad
 	h := *s.health.Load()
 	h.OK, h.Checked = false, time.Now()
@@ -94,7 +94,7 @@ func (s *Store) failed(bad string) {
 // good records a file that loaded (or that is the policy in force again),
 // and says so in the log if the previous look had failed: the operator who
 // fixed the file sees that it took. s.mu is held.
-func (s *Store) good(p *Policy) {
+func (s *Reloader) good(p *Policy) {
 	if s.lastBad != "" {
 		s.logger.Info("policy file good again", "path", s.path, "digest", p.Digest(), "rules", p.Rules())
 	}
@@ -105,7 +105,7 @@ func (s *Store) good(p *Policy) {
 
 // Reload reads and parses the file again. If it does not load, the current
 // policy stays in force, the reason is logged at Error, and returned.
-func (s *Store) Reload() error {
+func (s *Reloader) Reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	data, err := readFile(s.path)
@@ -118,7 +118,7 @@ func (s *Store) Reload() error {
 }
 
 // apply installs the policy in data, or logs why not. s.mu is held.
-func (s *Store) apply(data []byte) error {
+func (s *Reloader) apply(data []byte) error {
 	p, err := Parse(data)
 	for _, check := range s.checks {
 		if err != nil {
@@ -149,7 +149,7 @@ func (s *Store) apply(data []byte) error {
 // ConfigMap symlink swaps of Kubernetes). A bad file is logged once, not
 // at every poll. interval <= 0 disables polling; a nil sighup disables
 // signals. Watch returns when ctx ends.
-func (s *Store) Watch(ctx context.Context, interval time.Duration, sighup <-chan os.Signal) {
+func (s *Reloader) Watch(ctx context.Context, interval time.Duration, sighup <-chan os.Signal) {
 	var tick <-chan time.Time
 	if interval > 0 {
 		t := time.NewTicker(interval)
@@ -171,7 +171,7 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration, sighup <-chan
 
 // poll reloads if the file changed since the policy in force (and since the
 // last bad version seen).
-func (s *Store) poll() {
+func (s *Reloader) poll() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	data, err := readFile(s.path)

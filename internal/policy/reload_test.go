@@ -56,31 +56,31 @@ rules:
     grant: {workspaces: [ws-other], max_role: WORKSPACE_ACCESSOR, max_ttl: 5m}
 `
 
-func newStore(t *testing.T) (*policy.Store, string, *logBuffer) {
+func newReloader(t *testing.T) (*policy.Reloader, string, *logBuffer) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "policy.yaml")
 	writeFile(t, path, basePolicy)
 	logs := &logBuffer{}
-	s, err := policy.NewStore(path, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	s, err := policy.NewReloader(path, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return s, path, logs
 }
 
-func TestNewStoreFailsOnABadFile(t *testing.T) {
+func TestNewReloaderFailsOnABadFile(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "bad.yaml")
 	writeFile(t, bad, "rules: [{name: r}]\n")
 	for _, path := range []string{bad, filepath.Join(dir, "missing.yaml")} {
-		if s, err := policy.NewStore(path, nil); err == nil {
-			t.Errorf("NewStore(%s) = %v, want an error", filepath.Base(path), s)
+		if s, err := policy.NewReloader(path, nil); err == nil {
+			t.Errorf("NewReloader(%s) = %v, want an error", filepath.Base(path), s)
 		}
 	}
 }
 
 func TestReloadKeepsTheOldPolicyOnABadFile(t *testing.T) {
-	s, path, logs := newStore(t)
+	s, path, logs := newReloader(t)
 	first := s.Current()
 
 	writeFile(t, path, basePolicy+"\n  - name: broken\n    match: {event_name: push}\n")
@@ -119,7 +119,7 @@ func TestReloadKeepsTheOldPolicyOnABadFile(t *testing.T) {
 }
 
 func TestWatchPollsTheFile(t *testing.T) {
-	s, path, logs := newStore(t)
+	s, path, logs := newReloader(t)
 	first := s.Current()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -152,7 +152,7 @@ func TestWatchPollsTheFile(t *testing.T) {
 }
 
 func TestWatchReloadsOnSignal(t *testing.T) {
-	s, path, logs := newStore(t)
+	s, path, logs := newReloader(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	sighup := make(chan os.Signal, 1)
@@ -195,8 +195,8 @@ func TestLoad(t *testing.T) {
 }
 
 // A check refuses a policy that parses but cannot work here: at start the
-// store does not open, and at reload the old policy stays in force.
-func TestStoreChecks(t *testing.T) {
+// reloader does not open, and at reload the old policy stays in force.
+func TestReloaderChecks(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "policy.yaml")
 	noRotations := func(p *policy.Policy) error {
@@ -222,13 +222,13 @@ rotations:
 	if err := os.WriteFile(path, []byte(withRotation), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := policy.NewStore(path, nil, noRotations); err == nil || !strings.Contains(err.Error(), "sink credentials") {
-		t.Fatalf("NewStore accepted a policy its check refuses: %v", err)
+	if _, err := policy.NewReloader(path, nil, noRotations); err == nil || !strings.Contains(err.Error(), "sink credentials") {
+		t.Fatalf("NewReloader accepted a policy its check refuses: %v", err)
 	}
 	if err := os.WriteFile(path, []byte(good), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s, err := policy.NewStore(path, nil, noRotations)
+	s, err := policy.NewReloader(path, nil, noRotations)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,8 +248,8 @@ rotations:
 // again, and the recovery is logged, also when the file comes back exactly
 // as the policy in force (nothing to reload, but the operator must see
 // that the fix took).
-func TestStoreHealth(t *testing.T) {
-	s, path, logs := newStore(t)
+func TestReloaderHealth(t *testing.T) {
+	s, path, logs := newReloader(t)
 	h := s.Health()
 	if !h.OK || h.Rules != 3 || h.LastGood.IsZero() || h.Checked.IsZero() {
 		t.Fatalf("health after load = %+v", h)
@@ -341,7 +341,7 @@ func configMapVolume(t *testing.T, dir, key, content string) (update func(conten
 func TestWatchFollowsAConfigMapSwap(t *testing.T) {
 	dir := t.TempDir()
 	update := configMapVolume(t, dir, "policy.yaml", basePolicy)
-	s, err := policy.NewStore(filepath.Join(dir, "policy.yaml"), nil)
+	s, err := policy.NewReloader(filepath.Join(dir, "policy.yaml"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
