@@ -36,7 +36,8 @@ func (e *rateLimitedError) Error() string {
 
 // limit takes one token from the budget of the repository (repository_id
 // of the issuer) under the deciding rule, if the rule has a limit. It runs
-// after spend, so that a replayed token costs the repository nothing.
+// after the read-only replay check and before the spend (see
+// [Server.exchange]).
 func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision) error {
 	l := d.RateLimit
 	if l.IsZero() {
@@ -79,6 +80,11 @@ func (s *Server) storeProblem(err error) string {
 		s.log.Error("readiness: the shared store may lose spent tokens; not ready until it is fixed", "error", err)
 		return "shared store unsafe: Redis may evict keys (maxmemory-policy must be noeviction)"
 	}
+	if errors.Is(err, idtoken.ErrReplayCacheFull) {
+		s.log.Error("readiness: the replay cache is full of live ID tokens, so every exchange is refused (503 busy) until some expire; "+
+			"raise ASTRO_STS_REPLAY_CACHE_SIZE, give busy rules a rate_limit, or share a Redis (ASTRO_STS_REDIS_URL)", "error", err)
+		return "replay cache full"
+	}
 	s.log.Warn("readiness: store unreachable or refusing writes", "error", err)
 	return "shared store unreachable"
 }
@@ -89,8 +95,18 @@ func (s *Server) storeProblem(err error) string {
 // whose outcome is unknown keeps it spent, since a token may exist. A
 // failed refund only leaves the budget spent, as before.
 func (s *Server) refund(ctx context.Context, c *idtoken.Claims, d policy.Decision, createErr error) {
+	if !(errors.Is(createErr, errNoAstroSlot) || astro.NotProcessed(createErr)) {
+		return
+	}
+	s.giveBack(ctx, c, d)
+}
+
+// giveBack returns to the repository's budget what [Server.limit] took
+// for an exchange that did nothing (its spend failed, or its create
+// provably did nothing). A failed give-back only leaves the budget spent.
+func (s *Server) giveBack(ctx context.Context, c *idtoken.Claims, d policy.Decision) {
 	l := d.RateLimit
-	if l.IsZero() || !(errors.Is(createErr, errNoAstroSlot) || astro.NotProcessed(createErr)) {
+	if l.IsZero() {
 		return
 	}
 	// The request's context may be what ended the mint.
@@ -99,7 +115,7 @@ func (s *Server) refund(ctx context.Context, c *idtoken.Claims, d policy.Decisio
 	err := s.store.Refund(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
 	if err != nil {
 		s.storeErr("rate_limit", err)
-		s.log.Warn("rate limit: could not give back the budget of a create that did nothing", "rule", d.Rule, "error", err)
+		s.log.Warn("rate limit: could not give back the budget of an exchange that did nothing", "rule", d.Rule, "error", err)
 	}
 }
 
