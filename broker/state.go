@@ -85,7 +85,7 @@ func (s *Server) storeProblem(err error) string {
 			"raise ASTRO_STS_REPLAY_CACHE_SIZE, give busy rules a rate_limit, or share a Redis (ASTRO_STS_REDIS_URL)", "error", err)
 		return "replay cache full"
 	}
-	s.log.Warn("readiness: store unreachable or refusing writes", "error", err)
+	s.log.Warn("readiness: store unreachable or refusing writes (the error says why, and the fix where Redis gave a reason)", "error", err)
 	return "shared store unreachable"
 }
 

@@ -581,7 +581,7 @@ func (r *Redis) Ping(ctx context.Context) error {
 	// sections needs Redis 7.
 	info, err := r.client.Info(ctx).Result()
 	if err != nil {
-		return unavailable("ping", err)
+		return unavailable("ping", withFix(err))
 	}
 	if err := r.checkInfo(info); err != nil {
 		r.unsafe.Store(&err)
@@ -590,7 +590,7 @@ func (r *Redis) Ping(ctx context.Context) error {
 	r.unsafe.Store(nil)
 	vals, err := probeScript.Run(ctx, r.client, []string{epochKey, probeKey}, r.epochNow(), r.owner).Slice()
 	if err != nil {
-		return unavailable("ping", err)
+		return unavailable("ping", withFix(err))
 	}
 	epoch, err := r.epochResult(append([]any{nil}, vals...))
 	if err != nil {
@@ -623,6 +623,27 @@ func (r *Redis) Ping(ctx context.Context) error {
 	case <-t.C:
 	}
 	return nil
+}
+
+// withFix adds to an error Redis answered what to do about it, for the
+// readiness log line: the broker answering is not the problem then.
+func withFix(err error) error {
+	var fix string
+	switch {
+	case redis.HasErrorPrefix(err, "NOPERM"):
+		fix = "the broker's ACL user lacks a command or key: grant what docs/operations.md's ACL lists (+info, +eval, +evalsha, ...)"
+	case redis.HasErrorPrefix(err, "NOREPLICAS"):
+		fix = "Redis refuses writes until min-replicas-to-write replicas are connected: bring them back or lower it"
+	case redis.HasErrorPrefix(err, "READONLY"):
+		fix = "the URL points at a read-only replica: point it at the primary"
+	case redis.HasErrorPrefix(err, "OOM"):
+		fix = "Redis is full (maxmemory under noeviction): raise maxmemory"
+	case redis.HasErrorPrefix(err, "NOAUTH"), redis.HasErrorPrefix(err, "WRONGPASS"):
+		fix = "Redis refuses the login: check the URL's user and the password file"
+	default:
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, fix)
 }
 
 // checkInfo reads INFO's memory and persistence sections.
