@@ -303,8 +303,8 @@ func TestVerifyAcceptsAndDecodes(t *testing.T) {
 	}{
 		{"fresh", issuer.Claims{}, 0},
 		{"expired within the leeway", issuer.Claims{IssuedAt: t0.Add(-5 * time.Minute), Expiry: t0.Add(-59 * time.Second)}, 0},
-		{"nbf within the leeway", issuer.Claims{NotBefore: t0.Add(59 * time.Second)}, 0},
-		{"iat within the leeway", issuer.Claims{IssuedAt: t0.Add(59 * time.Second)}, 0},
+		{"nbf within the leeway", issuer.Claims{NotBefore: t0.Add(idtoken.FutureLeeway)}, 0},
+		{"iat within the leeway", issuer.Claims{IssuedAt: t0.Add(idtoken.FutureLeeway)}, 0},
 		{"GitHub's shape: nbf 600 s before iat", issuer.Claims{NotBefore: t0.Add(-600 * time.Second)}, 4 * time.Minute},
 	}
 	for _, tt := range tests {
