@@ -99,10 +99,20 @@ func (s *Server) exchange(ctx context.Context, rawIDToken string, req brokerapi.
 	if err != nil {
 		return nil, Marker{}, err
 	}
-	if err := s.spend(ctx, claims); err != nil {
+	// Replay read-only first, then the rate limit, then the spend: a
+	// request refused by its rate limit spends nothing, so that a
+	// repository held to its limit cannot fill the replay cache for
+	// every other one, and a replay costs the repository no budget. The
+	// spend still decides a race between two uses of one token; the
+	// loser's budget is given back.
+	if err := s.unspent(ctx, claims); err != nil {
 		return nil, Marker{}, err
 	}
 	if err := s.limit(ctx, claims, d); err != nil {
+		return nil, Marker{}, err
+	}
+	if err := s.spend(ctx, claims); err != nil {
+		s.giveBack(ctx, claims, d)
 		return nil, Marker{}, err
 	}
 	tok, m, err := s.mint(ctx, claims, d)

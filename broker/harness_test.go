@@ -20,6 +20,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/emulator"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
@@ -153,7 +154,15 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 		},
 	}
 	if opts.store != nil {
-		deps.Store = opts.store(c.Now)
+		st := opts.store(c.Now)
+		deps.Store = st
+		// A store's first epoch refuses ID tokens issued up to
+		// idtoken.FutureLeeway after it (they may have been used before
+		// it): begin it, and let the clock pass that window.
+		if st.Shared() {
+			_ = st.Ping(context.Background())
+			c.Advance(idtoken.FutureLeeway)
+		}
 	}
 	if opts.rotator != nil {
 		deps.Rotator = func(rotation.Astro) (broker.Rotator, error) { return opts.rotator, nil }

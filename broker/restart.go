@@ -31,6 +31,13 @@ import (
 // gone or written by another server, and refuses every ID token issued
 // before it with [store.ErrIssuedBeforeEpoch], which answers as this
 // rule's error does (503 restarted).
+//
+// "Issued before" counts from iat minus [idtoken.FutureLeeway]: the
+// verifier accepts an iat that far ahead of the broker's clock (the
+// issuer's clock may be ahead), so a token may have been spent just
+// before a restart that its iat dates after it. After a start, fresh
+// tokens are therefore refused for FutureLeeway (5 s), within the
+// action's retries (1+2+4 s).
 
 // errIssuedBeforeStart refuses an ID token issued before this broker
 // started, while the replay store forgets on restart.
@@ -44,7 +51,7 @@ func (s *Server) issuedAfterStart(c *idtoken.Claims) error {
 	if s.store.Shared() {
 		return nil
 	}
-	if c.IssuedAt.Before(s.started) {
+	if c.IssuedAt.Add(-idtoken.FutureLeeway).Before(s.started) {
 		return fmt.Errorf("%w (issued %s, started %s)", errIssuedBeforeStart,
 			c.IssuedAt.UTC().Format(time.RFC3339), s.started.UTC().Format(time.RFC3339))
 	}

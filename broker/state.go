@@ -36,7 +36,8 @@ func (e *rateLimitedError) Error() string {
 
 // limit takes one token from the budget of the repository (repository_id
 // of the issuer) under the deciding rule, if the rule has a limit. It runs
-// after spend, so that a replayed token costs the repository nothing.
+// after the read-only replay check and before the spend (see
+// [Server.exchange]).
 func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision) error {
 	l := d.RateLimit
 	if l.IsZero() {
@@ -67,19 +68,41 @@ const storeTimeout = 2 * time.Second
 // replay, so it is not ready (and answers 503 to every exchange); with
 // Redis evicting keys, replay could reopen, so it is not ready either.
 func (s *Server) storeReady(ctx context.Context) error {
+	// The restart rule refuses every token issued within
+	// idtoken.FutureLeeway of the start (restart.go): not ready until a
+	// fresh one can be served, so that a rolling deploy sends none there.
+	if !s.started.IsZero() && !s.store.Shared() {
+		if ready := s.started.Add(idtoken.FutureLeeway); s.now().Before(ready) {
+			return fmt.Errorf("%w: started at %s: ID tokens issued before %s are refused (503 restarted)", errStarting,
+				s.started.UTC().Format(time.RFC3339), ready.UTC().Format(time.RFC3339))
+		}
+	}
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()
 	return s.storeErr("ping", s.store.Ping(ctx))
 }
 
+// errStarting: the broker started less than idtoken.FutureLeeway ago,
+// and refuses every token as possibly used before its restart.
+var errStarting = errors.New("starting")
+
 // storeProblem logs why the store is not ready, with the fix, and returns
 // the line /readyz shows.
 func (s *Server) storeProblem(err error) string {
+	if errors.Is(err, errStarting) {
+		s.log.Info("readiness: just started; ready once fresh ID tokens are served", "error", err)
+		return "starting"
+	}
 	if errors.Is(err, store.ErrUnsafe) {
 		s.log.Error("readiness: the shared store may lose spent tokens; not ready until it is fixed", "error", err)
 		return "shared store unsafe: Redis may evict keys (maxmemory-policy must be noeviction)"
 	}
-	s.log.Warn("readiness: store unreachable or refusing writes", "error", err)
+	if errors.Is(err, idtoken.ErrReplayCacheFull) {
+		s.log.Error("readiness: the replay cache is full of live ID tokens, so every exchange is refused (503 busy) until some expire; "+
+			"raise ASTRO_STS_REPLAY_CACHE_SIZE, give busy rules a rate_limit, or share a Redis (ASTRO_STS_REDIS_URL)", "error", err)
+		return "replay cache full"
+	}
+	s.log.Warn("readiness: store unreachable or refusing writes (the error says why, and the fix where Redis gave a reason)", "error", err)
 	return "shared store unreachable"
 }
 
@@ -89,8 +112,18 @@ func (s *Server) storeProblem(err error) string {
 // whose outcome is unknown keeps it spent, since a token may exist. A
 // failed refund only leaves the budget spent, as before.
 func (s *Server) refund(ctx context.Context, c *idtoken.Claims, d policy.Decision, createErr error) {
+	if !(errors.Is(createErr, errNoAstroSlot) || astro.NotProcessed(createErr)) {
+		return
+	}
+	s.giveBack(ctx, c, d)
+}
+
+// giveBack returns to the repository's budget what [Server.limit] took
+// for an exchange that did nothing (its spend failed, or its create
+// provably did nothing). A failed give-back only leaves the budget spent.
+func (s *Server) giveBack(ctx context.Context, c *idtoken.Claims, d policy.Decision) {
 	l := d.RateLimit
-	if l.IsZero() || !(errors.Is(createErr, errNoAstroSlot) || astro.NotProcessed(createErr)) {
+	if l.IsZero() {
 		return
 	}
 	// The request's context may be what ended the mint.
@@ -99,7 +132,7 @@ func (s *Server) refund(ctx context.Context, c *idtoken.Claims, d policy.Decisio
 	err := s.store.Refund(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
 	if err != nil {
 		s.storeErr("rate_limit", err)
-		s.log.Warn("rate limit: could not give back the budget of a create that did nothing", "rule", d.Rule, "error", err)
+		s.log.Warn("rate limit: could not give back the budget of an exchange that did nothing", "rule", d.Rule, "error", err)
 	}
 }
 

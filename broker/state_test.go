@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 )
@@ -241,6 +242,13 @@ func TestRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	restarted = true
+	// Restarted empty, Redis lost the epoch: the first probe begins a new
+	// one, and the replica is ready once tokens issued at it may be
+	// served, idtoken.FutureLeeway later.
+	if st, body := e.get("/readyz"); st != http.StatusServiceUnavailable {
+		t.Errorf("readyz at the new epoch: %d %q, want 503 until tokens issued at it are served", st, body)
+	}
+	e.clock.Advance(idtoken.FutureLeeway)
 	if st, body := e.get("/readyz"); st != http.StatusOK {
 		t.Errorf("readyz after Redis came back: %d %q", st, body)
 	}

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 )
@@ -86,9 +87,10 @@ func TestReplayAfterStoreLoss(t *testing.T) {
 			}
 			// The store's own log line is internal/store's TestReplayAfter*.
 
-			// The new epoch is the next whole second: a token issued from
-			// then on is served.
-			e.clock.Advance(time.Second)
+			// The new epoch is the next whole second: a token issued
+			// idtoken.FutureLeeway after it (it cannot have been used
+			// before it) is served.
+			e.clock.Advance(time.Second + idtoken.FutureLeeway)
 			e.exchange(mainClaims(), "")
 		})
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/astro-sts/astro-sts/broker"
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
+	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
@@ -359,9 +360,17 @@ func TestRestartDoesNotReopenReplay(t *testing.T) {
 	if st, _, _ := e.post("/v1/revoke", before, `{"token_id":"clsomething"}`); st != http.StatusServiceUnavailable {
 		t.Errorf("revoke with a token issued before the start: %d", st)
 	}
-	e.clock.Advance(3 * time.Second)
+	// Issued after the start by the issuer's clock, which may be ahead of
+	// the broker's by up to idtoken.FutureLeeway: it may have been used
+	// just before the restart, so it is refused too.
+	ahead := mainClaims()
+	ahead.IssuedAt = started.Add(time.Second)
+	if st, _, _ := e.post("/v1/exchange", e.mint(ahead), ""); st != http.StatusServiceUnavailable {
+		t.Fatalf("exchange with a token issued %s after the start, by a clock ahead of the broker's: %d, want 503", time.Second, st)
+	}
+	e.clock.Advance(2*time.Second + idtoken.FutureLeeway)
 	e.exchange(mainClaims(), "") // a fresh token: accepted
-	if !strings.Contains(metricsText(t, e), `astro_sts_exchanges_total{outcome="unavailable",rule=""} 1`) {
+	if !strings.Contains(metricsText(t, e), `astro_sts_exchanges_total{outcome="unavailable",rule=""} 2`) {
 		t.Errorf("the refusal is not counted as unavailable:\n%s", grepLines(metricsText(t, e), "astro_sts_exchanges_total"))
 	}
 

@@ -375,12 +375,13 @@ func TestPolicyCheckRefusesWhatTheBrokerRefuses(t *testing.T) {
 	}
 }
 
-// waitServing waits until the broker started by serve answers: it refuses
-// ID tokens issued before then (a restart must not reopen replay).
+// waitServing waits until the broker started by serve is ready: it
+// refuses ID tokens issued before then, and up to idtoken.FutureLeeway
+// after its start (a restart must not reopen replay).
 func waitServing(t *testing.T, url string) {
 	t.Helper()
-	testwait.Until(t, 30*time.Second, "the broker at "+url+" to answer /healthz", func() bool {
-		resp, err := http.Get(url + "/healthz")
+	testwait.Until(t, 30*time.Second, "the broker at "+url+" to be ready", func() bool {
+		resp, err := http.Get(url + "/readyz")
 		if err != nil {
 			return false
 		}

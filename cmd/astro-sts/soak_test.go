@@ -231,8 +231,10 @@ func (s *soak) start() {
 	}
 	s.proc, s.exit = cmd, make(chan error, 1)
 	go func() { s.exit <- cmd.Wait(); out.Close() }()
-	testwait.Until(t, 30*time.Second, "the broker to answer /healthz", func() bool {
-		resp, err := http.Get(s.url + "/healthz")
+	// Ready, not only alive: for idtoken.FutureLeeway after its start the
+	// broker refuses every ID token as possibly used before a restart.
+	testwait.Until(t, 30*time.Second, "the broker to be ready", func() bool {
+		resp, err := http.Get(s.url + "/readyz")
 		if err != nil {
 			return false
 		}

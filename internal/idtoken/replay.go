@@ -102,6 +102,15 @@ func (g *ReplayGuard) Used(issuer, jti string) bool {
 	return ok
 }
 
+// Full reports whether the guard holds max live entries, so that
+// [ReplayGuard.Use] would refuse any new token ([ErrReplayCacheFull]).
+func (g *ReplayGuard) Full() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.evictExpired(g.now())
+	return len(g.seen) >= g.max
+}
+
 // Len is the number of remembered entries, expired ones included until the
 // next [ReplayGuard.Use] evicts them.
 func (g *ReplayGuard) Len() int {

@@ -49,6 +49,16 @@ const (
 	// MaxLeeway is the most clock skew [Config.Leeway] may allow, and the
 	// default.
 	MaxLeeway = 60 * time.Second
+	// FutureLeeway is the most an iat or nbf may be ahead of the
+	// verifier's clock (whatever [Config.Leeway] says: past leeway, for
+	// exp, may be longer). GitHub's clocks and the broker's are NTP-synced,
+	// so seconds suffice. It is also how long before its iat a token may
+	// have been used, which the replay checks that date tokens rely on:
+	// after a loss of the replay store (a restart of a memory broker, a
+	// Redis epoch), a token is refused while iat-FutureLeeway is before
+	// it. Short, so that the refusals a loss brings end within the
+	// action's retries (1+2+4 s).
+	FutureLeeway = 5 * time.Second
 	// DefaultMaxTokenSize is the default of [Config.MaxTokenSize]. GitHub's
 	// tokens are about 1.5 KiB; repo_property_* claims add some.
 	DefaultMaxTokenSize = 16 << 10
@@ -166,7 +176,8 @@ type Config struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Leeway is the clock skew allowed on exp, nbf and iat: 0 means
-	// [MaxLeeway]; more than MaxLeeway is refused.
+	// [MaxLeeway]; more than MaxLeeway is refused. An nbf or iat ahead of
+	// the clock is allowed at most [FutureLeeway] whatever it says.
 	Leeway time.Duration
 	// MaxTokenSize is the largest raw token looked at: 0 means
 	// [DefaultMaxTokenSize]. Bigger tokens are refused before any parsing.
@@ -391,13 +402,14 @@ func (v *Verifier) check(c *Claims, issuer string) error {
 		return fmt.Errorf("%w: no iat", ErrBadClaims)
 	}
 	now := v.now()
+	future := min(v.leeway, FutureLeeway)
 	if !now.Before(c.Expiry.Add(v.leeway)) {
 		return fmt.Errorf("%w: expired at %s (now %s, leeway %v)", ErrExpired, c.Expiry.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), v.leeway)
 	}
-	if !c.NotBefore.IsZero() && c.NotBefore.Add(-v.leeway).After(now) {
+	if !c.NotBefore.IsZero() && c.NotBefore.Add(-future).After(now) {
 		return fmt.Errorf("%w: not valid before %s (now %s)", ErrNotYetValid, c.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	if c.IssuedAt.Add(-v.leeway).After(now) {
+	if c.IssuedAt.Add(-future).After(now) {
 		return fmt.Errorf("%w: issued in the future at %s (now %s)", ErrNotYetValid, c.IssuedAt.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
 	if life := c.Expiry.Sub(c.IssuedAt); life <= 0 || life > MaxTokenLifetime {

@@ -189,10 +189,10 @@ func TestVerifyBadTokens(t *testing.T) {
 		{"wrong audience", mint(t, a, issuer.Claims{Audience: "https://github.com/acme"}), idtoken.ErrWrongAudience, "want exactly"},
 		{"two audiences", withPayload(func(p map[string]any) { p["aud"] = []string{audience, "https://other"} }), idtoken.ErrWrongAudience, "want exactly"},
 		{"expired beyond the leeway", mint(t, a, issuer.Claims{IssuedAt: t0.Add(-6 * time.Minute), Expiry: t0.Add(-61 * time.Second)}), idtoken.ErrExpired, "expired at"},
-		{"nbf in the future beyond the leeway", mint(t, a, issuer.Claims{NotBefore: t0.Add(61 * time.Second)}), idtoken.ErrNotYetValid, "not valid before"},
-		{"iat in the future beyond the leeway", mint(t, a, issuer.Claims{IssuedAt: t0.Add(2 * time.Minute)}), idtoken.ErrNotYetValid, "issued in the future"},
+		{"nbf in the future beyond the leeway", mint(t, a, issuer.Claims{NotBefore: t0.Add(idtoken.FutureLeeway + time.Second)}), idtoken.ErrNotYetValid, "not valid before"},
+		{"iat in the future beyond the leeway", mint(t, a, issuer.Claims{IssuedAt: t0.Add(idtoken.FutureLeeway + time.Second)}), idtoken.ErrNotYetValid, "issued in the future"},
 		{"lives longer than an hour", mint(t, a, issuer.Claims{Expiry: t0.Add(61 * time.Minute)}), idtoken.ErrBadClaims, "lifetime"},
-		{"exp before iat", mint(t, a, issuer.Claims{Expiry: t0.Add(-time.Second), IssuedAt: t0.Add(30 * time.Second)}), idtoken.ErrBadClaims, "lifetime"},
+		{"exp before iat", mint(t, a, issuer.Claims{Expiry: t0.Add(-time.Second), IssuedAt: t0.Add(3 * time.Second)}), idtoken.ErrBadClaims, "lifetime"},
 		{"no exp", withPayload(func(p map[string]any) { delete(p, "exp") }), idtoken.ErrBadClaims, "no exp"},
 		{"exp is a string", withPayload(func(p map[string]any) { p["exp"] = fmt.Sprint(t0.Unix() + 60) }), idtoken.ErrBadClaims, "exp: not a"},
 		{"no iat", withPayload(func(p map[string]any) { delete(p, "iat") }), idtoken.ErrBadClaims, "no iat"},
@@ -303,8 +303,8 @@ func TestVerifyAcceptsAndDecodes(t *testing.T) {
 	}{
 		{"fresh", issuer.Claims{}, 0},
 		{"expired within the leeway", issuer.Claims{IssuedAt: t0.Add(-5 * time.Minute), Expiry: t0.Add(-59 * time.Second)}, 0},
-		{"nbf within the leeway", issuer.Claims{NotBefore: t0.Add(59 * time.Second)}, 0},
-		{"iat within the leeway", issuer.Claims{IssuedAt: t0.Add(59 * time.Second)}, 0},
+		{"nbf within the leeway", issuer.Claims{NotBefore: t0.Add(idtoken.FutureLeeway)}, 0},
+		{"iat within the leeway", issuer.Claims{IssuedAt: t0.Add(idtoken.FutureLeeway)}, 0},
 		{"GitHub's shape: nbf 600 s before iat", issuer.Claims{NotBefore: t0.Add(-600 * time.Second)}, 4 * time.Minute},
 	}
 	for _, tt := range tests {

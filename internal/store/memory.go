@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"time"
 
@@ -132,8 +133,15 @@ func (m *Memory) Lease(context.Context, string, time.Duration) (bool, error) { r
 // ReleaseLease implements [Store.ReleaseLease]; there is nothing to give up.
 func (m *Memory) ReleaseLease(context.Context, string) error { return nil }
 
-// Ping implements [Store.Ping]: memory is always there.
-func (m *Memory) Ping(context.Context) error { return nil }
+// Ping implements [Store.Ping]: memory is always there, but a replay
+// cache full of live entries refuses every new token (503 busy) until
+// some expire, so the replica says so rather than ready.
+func (m *Memory) Ping(context.Context) error {
+	if m.replay.Full() {
+		return fmt.Errorf("%w: %w: every new ID token is refused until entries expire (at most the tokens' lifetime and a minute)", ErrUnavailable, idtoken.ErrReplayCacheFull)
+	}
+	return nil
+}
 
 // Shared implements [Store.Shared]: memory is this process's alone.
 func (m *Memory) Shared() bool { return false }

@@ -89,7 +89,12 @@ func TestMemoryReplayIsTheGuard(t *testing.T) {
 	if held, err := m.Lease(ctx, "reaper", time.Second); !held || err != nil {
 		t.Errorf("Lease = %v, %v; a single replica always holds it", held, err)
 	}
+	// Full, it is not ready: every new token would be refused.
+	if err := m.Ping(ctx); !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, idtoken.ErrReplayCacheFull) {
+		t.Errorf("Ping on a full cache = %v, want ErrUnavailable, ErrReplayCacheFull", err)
+	}
+	clock.Advance(5*time.Minute + idtoken.MaxLeeway)
 	if err := m.Ping(ctx); err != nil {
-		t.Error(err)
+		t.Errorf("Ping once the entries expired: %v", err)
 	}
 }

@@ -107,13 +107,15 @@ func RedactURL(raw string) string {
 // (FLUSHALL, a restart without persistence, eviction) or names another
 // server (a restart, a failover to a replica that may lag), the script
 // writes a new epoch, rounded up to a whole second of Redis's TIME, and
-// every token issued before it is refused with [ErrIssuedBeforeEpoch]:
-// the memory broker's restart rule, made general. The store logs it and
-// counts it ([Redis.DataLost]). Eviction is not covered by the epoch
-// (volatile-* policies evict replay entries and never the epoch), so
-// [Redis.Ping] reports [ErrUnsafe] unless maxmemory-policy is
-// noeviction, and until a later Ping finds it fixed every replay check
-// fails too (503): a replica that still gets traffic is closed as well.
+// every token that may have been used before it (iat minus
+// [idtoken.FutureLeeway] before it) is refused with
+// [ErrIssuedBeforeEpoch]: the memory broker's restart rule, made
+// general. The store logs it and counts it ([Redis.DataLost]). An
+// eviction (volatile-* policies evict replay entries and never the
+// epoch) is a loss too: the epoch remembers INFO's evicted_keys, and the
+// script reads it on every check. While maxmemory-policy is not
+// noeviction, every replay check fails (503) in the same script, and
+// [Redis.Ping] reports [ErrUnsafe].
 //
 // Any error reaching Redis is [ErrUnavailable]. The client reconnects by
 // itself: once Redis is back, so is the broker.
@@ -239,20 +241,33 @@ const epochKey = keyPrefix + "epoch"
 const probeKey = keyPrefix + "probe"
 
 // epochLua defines epoch(now) for the scripts below: the epoch's second,
-// and 1 if this call had to write it. KEYS[1] is the epoch key; now is
-// the second to date a new epoch with, or "" for Redis's TIME rounded up
-// (a token issued within the second of the loss may have been spent
-// before it; iat has a second's resolution). INFO gives the run_id, which
-// a restart or a promoted replica changes.
+// 1 if this call had to write it, and Redis's maxmemory-policy. KEYS[1]
+// is the epoch key; now is the second to date a new epoch with, or ""
+// for Redis's TIME rounded up (a token issued within the second of the
+// loss may have been spent before it; iat has a second's resolution).
+//
+// The epoch key holds "<second>:<run_id>:<evicted_keys>", all from INFO,
+// which Redis lets a script call: a restart or a promoted replica
+// changes run_id, and an eviction (of a replay entry, while the policy
+// was not noeviction, however briefly) changes evicted_keys. Either is a
+// loss, seen atomically with the check that would otherwise accept a
+// token whose entry is gone. evicted_keys counts every database's
+// evictions and CONFIG RESETSTAT zeroes it: both count as a loss too,
+// which costs refusals, never a replay.
 const epochLua = `
 redis.replicate_commands()
+local function info(section, name)
+  return string.match(redis.call("INFO", section), name .. ":([^\r\n]*)")
+end
 local function epoch(now)
-  local run = string.match(redis.call("INFO", "server"), "run_id:(%x+)") or ""
+  local run = info("server", "run_id") or ""
+  local evicted = info("stats", "evicted_keys") or ""
+  local policy = info("memory", "maxmemory_policy") or ""
   local cur = redis.call("GET", KEYS[1])
   if cur then
-    local sec, by = string.match(cur, "^(%d+):(%x*)$")
-    if sec and by == run then
-      return tonumber(sec), 0
+    local sec, by, ev = string.match(cur, "^(%d+):(%x*):(%d*)$")
+    if sec and by == run and ev == evicted then
+      return tonumber(sec), 0, policy
     end
   end
   local sec
@@ -265,17 +280,27 @@ local function epoch(now)
       sec = sec + 1
     end
   end
-  redis.call("SET", KEYS[1], string.format("%d:%s", sec, run))
-  return sec, 1
+  redis.call("SET", KEYS[1], string.format("%d:%s:%s", sec, run, evicted))
+  return sec, 1, policy
+end
+-- unsafe: a policy that lets Redis evict keys, under which the script
+-- refuses to check (fail closed), as Ping refuses to say ready.
+local function unsafe(policy)
+  return policy ~= "" and policy ~= "noeviction"
 end
 `
 
-// useScript is the replay check: refuse a token issued before the epoch
+// useScript is the replay check: refuse while Redis may evict keys (3,
+// with the policy), or a token that may have been used before the epoch
 // (2), else SET NX the entry (1 set, 0 a replay); then the epoch and
-// whether it was recreated. KEYS: epoch, entry; ARGV: now, iat, owner,
-// ttl in ms.
+// whether it was recreated. KEYS: epoch, entry; ARGV: now, the first
+// second the token may have been used (see [earliestUse]), owner, ttl in
+// ms.
 var useScript = redis.NewScript(epochLua + `
-local sec, created = epoch(ARGV[1])
+local sec, created, policy = epoch(ARGV[1])
+if unsafe(policy) then
+  return {3, sec, created, policy}
+end
 if tonumber(ARGV[2]) < sec then
   return {2, sec, created}
 end
@@ -325,7 +350,7 @@ func (r *Redis) epochResult(vals []any) (time.Time, error) {
 	epoch := time.Unix(sec, 0)
 	if created == 1 {
 		r.lost.Add(1)
-		r.log.Error("shared store: Redis had lost the broker's data (its epoch key was gone, or written by another server: a flush, a restart, a failover or an eviction); "+
+		r.log.Error("shared store: Redis had lost the broker's data (its epoch key was gone, or written by another server, or keys were evicted since: a flush, a restart, a failover or an eviction); "+
 			"a new epoch begins, and every ID token issued before it is refused with 503 restarted, so that a token spent before the loss cannot be used again; "+
 			"rate-limit budgets start afresh. If it recurs, give Redis persistence (appendonly yes) and maxmemory-policy noeviction",
 			"epoch", epoch.UTC().Format(time.RFC3339))
@@ -356,7 +381,7 @@ func (r *Redis) Use(ctx context.Context, issuer, jti string, iat, exp time.Time)
 	// forget a token early.
 	ttl = ttl.Truncate(time.Millisecond) + time.Millisecond
 	vals, err := useScript.Run(ctx, r.client, []string{epochKey, replayKey(issuer, jti)},
-		r.epochNow(), iat.Unix(), r.owner, ttl.Milliseconds()).Slice()
+		r.epochNow(), earliestUse(iat), r.owner, ttl.Milliseconds()).Slice()
 	if err != nil {
 		return unavailable("replay", err)
 	}
@@ -367,6 +392,8 @@ func (r *Redis) Use(ctx context.Context, issuer, jti string, iat, exp time.Time)
 	switch vals[0] {
 	case int64(1):
 		return nil
+	case int64(3):
+		return unsafePolicy(vals)
 	case int64(2):
 		return fmt.Errorf("%w (issued %s, epoch %s)", ErrIssuedBeforeEpoch,
 			iat.UTC().Format(time.RFC3339), epoch.UTC().Format(time.RFC3339))
@@ -378,9 +405,13 @@ func (r *Redis) Use(ctx context.Context, issuer, jti string, iat, exp time.Time)
 // before the epoch, else 1 if the entry exists, 0 if not; then the epoch
 // and whether it was recreated. It spends nothing; like the exchange, it
 // begins a new epoch where the old one is gone, so that dry runs alone
-// cannot be refused for ever. KEYS: epoch, entry; ARGV: now, iat.
+// cannot be refused for ever. KEYS: epoch, entry; ARGV: now, the first
+// second the token may have been used.
 var usedScript = redis.NewScript(epochLua + `
-local sec, created = epoch(ARGV[1])
+local sec, created, policy = epoch(ARGV[1])
+if unsafe(policy) then
+  return {3, sec, created, policy}
+end
 if tonumber(ARGV[2]) < sec then
   return {2, sec, created}
 end
@@ -397,7 +428,7 @@ func (r *Redis) Used(ctx context.Context, issuer, jti string, iat time.Time) (bo
 	if p := r.unsafe.Load(); p != nil {
 		return false, fmt.Errorf("%w: replay: %w", ErrUnavailable, *p)
 	}
-	vals, err := usedScript.Run(ctx, r.client, []string{epochKey, replayKey(issuer, jti)}, r.epochNow(), iat.Unix()).Slice()
+	vals, err := usedScript.Run(ctx, r.client, []string{epochKey, replayKey(issuer, jti)}, r.epochNow(), earliestUse(iat)).Slice()
 	if err != nil {
 		return false, unavailable("replay", err)
 	}
@@ -406,6 +437,8 @@ func (r *Redis) Used(ctx context.Context, issuer, jti string, iat time.Time) (bo
 		return false, unavailable("replay", err)
 	}
 	switch vals[0] {
+	case int64(3):
+		return false, unsafePolicy(vals)
 	case int64(2):
 		return false, fmt.Errorf("%w (dry run, issued %s, epoch %s)", ErrIssuedBeforeEpoch,
 			iat.UTC().Format(time.RFC3339), epoch.UTC().Format(time.RFC3339))
@@ -413,6 +446,27 @@ func (r *Redis) Used(ctx context.Context, issuer, jti string, iat time.Time) (bo
 		return true, nil
 	}
 	return false, nil
+}
+
+// earliestUse is the first second at which a token issued at iat may
+// have been used: the verifier accepts an iat up to
+// [idtoken.FutureLeeway] ahead of its clock (the issuer's may be ahead of
+// it, and of Redis's). A token is refused as issued before the epoch
+// while that second is before it: compared with iat itself, a token
+// spent just before a loss with an iat a little in the future would be
+// accepted again just after it.
+func earliestUse(iat time.Time) int64 { return iat.Add(-idtoken.FutureLeeway).Unix() }
+
+// unsafePolicy is the error of a script that found Redis's
+// maxmemory-policy not noeviction (its answer's fourth value): the check
+// fails closed at once, not only from the next readiness probe, since
+// keys may be evicted between two.
+func unsafePolicy(vals []any) error {
+	policy := "?"
+	if len(vals) > 3 {
+		policy = fmt.Sprint(vals[3])
+	}
+	return fmt.Errorf("%w: replay: %w: Redis's maxmemory-policy is %s: it may evict replay entries; set maxmemory-policy noeviction", ErrUnavailable, ErrUnsafe, policy)
 }
 
 // replayKey is the key of the token (issuer, jti)'s replay entry.
@@ -510,9 +564,10 @@ func (r *Redis) ReleaseLease(ctx context.Context, name string) error {
 
 // Ping implements [Store.Ping]: INFO must show maxmemory-policy
 // noeviction, and the probe script must write (so that a Redis out of
-// memory or paused for writes is not ready). A new epoch is waited out (at most a
-// second), so that a broker that says ready refuses no fresh token as
-// issued before it.
+// memory or paused for writes is not ready). A new epoch is waited out
+// (up to [idtoken.FutureLeeway] and a second after it, if ctx allows; if
+// not, Ping says not ready until then), so that a broker that says ready
+// refuses no fresh token as issued before it.
 //
 // INFO refused (an ACL without +info, a managed Redis that hides it)
 // would make every replay check fail too (the epoch script needs it), so
@@ -526,7 +581,7 @@ func (r *Redis) Ping(ctx context.Context) error {
 	// sections needs Redis 7.
 	info, err := r.client.Info(ctx).Result()
 	if err != nil {
-		return unavailable("ping", err)
+		return unavailable("ping", withFix(err))
 	}
 	if err := r.checkInfo(info); err != nil {
 		r.unsafe.Store(&err)
@@ -535,7 +590,7 @@ func (r *Redis) Ping(ctx context.Context) error {
 	r.unsafe.Store(nil)
 	vals, err := probeScript.Run(ctx, r.client, []string{epochKey, probeKey}, r.epochNow(), r.owner).Slice()
 	if err != nil {
-		return unavailable("ping", err)
+		return unavailable("ping", withFix(err))
 	}
 	epoch, err := r.epochResult(append([]any{nil}, vals...))
 	if err != nil {
@@ -547,16 +602,48 @@ func (r *Redis) Ping(ctx context.Context) error {
 		usec, _ := vals[3].(int64)
 		now = time.Unix(sec, usec*1000)
 	}
-	if wait := epoch.Sub(now); wait > 0 {
-		t := time.NewTimer(wait)
-		defer t.Stop()
-		select {
-		case <-ctx.Done():
-			return unavailable("ping", ctx.Err())
-		case <-t.C:
-		}
+	// A token issued (by Redis's clock) before epoch+FutureLeeway is
+	// refused as possibly used before the epoch.
+	fresh := epoch.Add(idtoken.FutureLeeway)
+	wait := fresh.Sub(now)
+	if wait <= 0 {
+		return nil
+	}
+	// On a configured clock (a test's fake one) a real sleep would not
+	// bring the epoch closer: say not ready until that clock gets there.
+	if d, ok := ctx.Deadline(); r.clock || ok && time.Until(d) < wait {
+		return fmt.Errorf("%w: ping: Redis's data was lost and a new epoch began at %s: ID tokens issued before %s are refused (503 restarted), ready then",
+			ErrUnavailable, epoch.UTC().Format(time.RFC3339), fresh.UTC().Format(time.RFC3339))
+	}
+	t := time.NewTimer(wait)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return unavailable("ping", ctx.Err())
+	case <-t.C:
 	}
 	return nil
+}
+
+// withFix adds to an error Redis answered what to do about it, for the
+// readiness log line: the broker answering is not the problem then.
+func withFix(err error) error {
+	var fix string
+	switch {
+	case redis.HasErrorPrefix(err, "NOPERM"):
+		fix = "the broker's ACL user lacks a command or key: grant what docs/operations.md's ACL lists (+info, +eval, +evalsha, ...)"
+	case redis.HasErrorPrefix(err, "NOREPLICAS"):
+		fix = "Redis refuses writes until min-replicas-to-write replicas are connected: bring them back or lower it"
+	case redis.HasErrorPrefix(err, "READONLY"):
+		fix = "the URL points at a read-only replica: point it at the primary"
+	case redis.HasErrorPrefix(err, "OOM"):
+		fix = "Redis is full (maxmemory under noeviction): raise maxmemory"
+	case redis.HasErrorPrefix(err, "NOAUTH"), redis.HasErrorPrefix(err, "WRONGPASS"):
+		fix = "Redis refuses the login: check the URL's user and the password file"
+	default:
+		return err
+	}
+	return fmt.Errorf("%w (%s)", err, fix)
 }
 
 // checkInfo reads INFO's memory and persistence sections.

@@ -418,3 +418,34 @@ func TestRedisLeastPrivilege(t *testing.T) {
 		t.Error("the ACL user could write outside astro-sts:*")
 	}
 }
+
+// TestRedisPingSaysTheFix: a Redis that answers but refuses the broker a
+// command (an ACL without +info) is not ready, and the error names the fix
+// rather than calling Redis unreachable.
+func TestRedisPingSaysTheFix(t *testing.T) {
+	bin, ok := redistest.Binary()
+	if !ok {
+		needRedis(t)
+	}
+	ctx := context.Background()
+	var rules []string
+	for _, r := range brokerACL(t) {
+		if r != "+info" {
+			rules = append(rules, r)
+		}
+	}
+	srv, err := redistest.Start(ctx, bin, redistest.Options{User: "astro-sts", Password: redistest.RandomPassword(), UserRules: rules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	s, err := store.NewRedis(store.RedisConfig{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	err = s.Ping(ctx)
+	if !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "NOPERM") || !strings.Contains(err.Error(), "grant") {
+		t.Errorf("Ping without +info: %v, want ErrUnavailable naming NOPERM and the grant", err)
+	}
+}

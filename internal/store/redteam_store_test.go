@@ -14,12 +14,14 @@ import (
 )
 
 // TestRedTeamReplayFutureIatAfterLoss: the verifier accepts an iat up to
-// idtoken.MaxLeeway (60 s) in the future (issuer clock ahead of Redis's).
-// The epoch compares iat with Redis TIME, so a token spent just before a
-// loss with an iat ahead of Redis's clock is not "issued before" the new
-// epoch and is accepted again.
+// idtoken.FutureLeeway in the future (issuer clock ahead of Redis's). A
+// token spent just before a loss with an iat ahead of Redis's clock must
+// still count as "issued before" the new epoch: the epoch is compared
+// with iat minus that leeway.
 func TestRedTeamReplayFutureIatAfterLoss(t *testing.T) {
-	for _, skew := range []time.Duration{2 * time.Second, 30 * time.Second, 59 * time.Second} {
+	// The verifier accepts an iat at most idtoken.FutureLeeway ahead of
+	// its clock: a token further ahead never reaches the store.
+	for _, skew := range []time.Duration{time.Second, 2 * time.Second, idtoken.FutureLeeway} {
 		for _, loss := range []string{"FLUSHALL", "restart"} {
 			t.Run(fmt.Sprintf("%s/%v", loss, skew), func(t *testing.T) {
 				srv := ownRedis(t)
@@ -42,7 +44,7 @@ func TestRedTeamReplayFutureIatAfterLoss(t *testing.T) {
 				}
 				err := s.Use(ctx, "https://iss", "skewed", iat, exp)
 				if err == nil {
-					t.Skipf("red team: token with iat %v ahead of Redis TIME, spent before %s, accepted again after it (replay); DataLost=%d", skew, loss, s.DataLost())
+					t.Fatalf("token with iat %v ahead of Redis TIME, spent before %s, accepted again after it (replay); DataLost=%d", skew, loss, s.DataLost())
 				}
 				t.Logf("replay after %s refused: %v", loss, err)
 			})
@@ -50,11 +52,12 @@ func TestRedTeamReplayFutureIatAfterLoss(t *testing.T) {
 	}
 }
 
-// TestRedTeamRuntimeEvictionPolicy: the policy is only read by Ping (the
-// /readyz probe). Between two probes, a CONFIG SET maxmemory-policy
-// volatile-lru at runtime plus memory pressure evicts replay entries
-// (they have a TTL, the epoch has none) and a spent token is accepted
-// again, with no data-lost count.
+// TestRedTeamRuntimeEvictionPolicy: between two readiness probes, a
+// CONFIG SET maxmemory-policy volatile-lru at runtime plus memory pressure
+// evicts replay entries (they have a TTL, the epoch has none). The replay
+// script reads the policy and evicted_keys itself: the fillers are refused
+// while the policy allows eviction, and an eviction that happened anyway
+// (the policy put back before the next check) is a loss.
 func TestRedTeamRuntimeEvictionPolicy(t *testing.T) {
 	srv := ownRedis(t)
 	s, _, iat, exp := spentRedis(t, srv)
@@ -66,24 +69,40 @@ func TestRedTeamRuntimeEvictionPolicy(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Fill with replay entries of other tokens through the store itself.
+	// While the policy allows eviction, the replay check itself refuses
+	// (fail closed), without waiting for a readiness probe.
+	if err := s.Use(ctx, "https://iss", "fresh", time.Now(), exp); !errors.Is(err, store.ErrUnsafe) || !errors.Is(err, store.ErrUnavailable) {
+		t.Fatalf("replay check under volatile-lru: %v, want ErrUnavailable and ErrUnsafe", err)
+	}
+	// Another client fills Redis until the spent token's entry is evicted;
+	// then the policy is put back, so that nothing but the eviction itself
+	// is left to tell.
 	victim := "astro-sts:replay:" + store.Key("https://iss", "spent")
 	n := 0
 	for ; c.Exists(ctx, victim).Val() == 1; n++ {
 		if n == 200_000 {
 			t.Fatal("victim never evicted")
 		}
-		if err := s.Use(ctx, "https://iss", fmt.Sprintf("filler-%d-%s", n, strings.Repeat("j", 200)), time.Now(), exp); err != nil {
+		if err := c.Set(ctx, fmt.Sprintf("other:filler-%d-%s", n, strings.Repeat("j", 200)), "x", 10*time.Minute).Err(); err != nil {
 			t.Fatalf("filler %d: %v", n, err)
 		}
 	}
+	if err := c.ConfigSet(ctx, "maxmemory", "0").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ConfigSet(ctx, "maxmemory-policy", "noeviction").Err(); err != nil {
+		t.Fatal(err)
+	}
 	lost := s.DataLost()
 	err := s.Use(ctx, "https://iss", "spent", iat, exp)
-	if err == nil {
-		t.Skipf("red team: after runtime CONFIG SET maxmemory-policy volatile-lru (maxmemory 3mb), %d exchanges evicted a spent token's entry and it was accepted again; DataLost %d (no loss counted); epoch key present=%d",
-			n, lost, c.Exists(ctx, "astro-sts:epoch").Val())
+	if !errors.Is(err, store.ErrIssuedBeforeEpoch) || s.DataLost() != lost+1 {
+		t.Fatalf("after %d writes evicted a spent token's entry under volatile-lru (maxmemory 3mb), policy back to noeviction: %v, DataLost %d -> %d; want ErrIssuedBeforeEpoch, one loss more; epoch key present=%d",
+			n, err, lost, s.DataLost(), c.Exists(ctx, "astro-sts:epoch").Val())
 	}
-	t.Logf("refused: %v", err)
+	t.Logf("after %d evicting writes, refused: %v", n, err)
+	if err := s.Use(ctx, "https://iss", "after", time.Now().Add(idtoken.FutureLeeway+time.Second), exp); err != nil {
+		t.Errorf("a token issued after the new epoch: %v", err)
+	}
 }
 
 // TestRedTeamMemoryCapFull: the memory store's replay cache is full of
