@@ -126,10 +126,11 @@ const (
 var recoveryLooks = []float64{0, 1.0 / 9, 1.0 / 3, 2.0 / 3, 1}
 
 // recoverer looks for the tokens of creates with an unknown outcome and
-// deletes them. One goroutine runs while anything is pending: its calls go
-// to Astro one at a time, outside the shared bound (a lane of its own:
-// the process has at most the bound's concurrency plus one call in
-// flight), each with the bound's timeout.
+// deletes them. One goroutine runs while anything is pending: its listings
+// go to Astro one at a time and the deletes of what it finds at most
+// [recoveryDeletes] at once, outside the shared bound (a lane of its own:
+// the process has at most the bound's concurrency plus 1 + recoveryDeletes
+// calls in flight), each with the bound's timeout.
 type recoverer struct {
 	s      *Server
 	astro  Astro // the unbounded client: recovery has its own lane
