@@ -72,7 +72,7 @@ func NewMetrics(reg *prometheus.Registry) (*Metrics, error) {
 		reapExpired:      gauge("astro_sts_reap_expired_tokens", "Expired broker tokens the last reaper pass found."),
 		reapOverdue:      gauge("astro_sts_reap_most_overdue_seconds", "How long past its deadline the most overdue token of the last reaper pass was (0: none)."),
 		reapSkipped:      counter("astro_sts_reap_skipped_ticks_total", "Reaper ticks skipped because the previous pass was still running."),
-		undelivered:      counterVec("astro_sts_undelivered_tokens_total", "Tokens minted and not handed out, by why (create_outcome_unknown, caller_gone, half_made) and what became of them (deleted, delete_failed, not_found).", "why", "outcome"),
+		undelivered:      counterVec("astro_sts_undelivered_tokens_total", "Tokens minted and not handed out, by why (create_outcome_unknown, caller_gone, half_made) and what became of them (deleted, delete_failed, not_found, not_searched).", "why", "outcome"),
 		rateLimited:      counterVec("astro_sts_rate_limited_total", "Exchanges refused (429) by the deciding rule's rate limit.", "rule"),
 		storeErrors:      counterVec("astro_sts_store_errors_total", "Failures to reach the store (replay, rate_limit, lease, ping); with Redis, each failed request answered 503.", "op"),
 		leaseHeld:        gauge("astro_sts_reaper_lease_held", "1 while this replica holds the reaper's lease (always, without a shared store)."),

@@ -2,29 +2,38 @@ package broker
 
 import (
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"runtime"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
-// The set of creates with an unknown outcome has no bound but the rate of
-// failures times the window (90 s), and a look removes the creates it is
-// done with by slices.Contains over the removed ones, under the lock every
-// failing exchange takes to add its own: 100,000 pending creates, and the
-// look that ends them all (a shutdown, or a burst whose last look falls
-// together), hold that lock for seconds.
+// The set of creates with an unknown outcome is bounded (beyond it a
+// create's token is left to the reaper, counted not_searched), and a look
+// removes the creates it is done with one at a time from a map, not by a
+// scan of the set for each, under the lock every failing exchange takes to
+// add its own.
 func TestRedTeamPendingCreatesCost(t *testing.T) {
-	const n = 100_000
+	m, err := NewMetrics(prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &Server{log: slog.New(slog.NewTextHandler(io.Discard, nil)), now: time.Now, metrics: m, track: newTracker(), astroTimeout: time.Second}
+	r := newRecoverer(s, nil, 0)
+	s.recovery = r
+	r.running = true // no search: this measures the set alone
+	const extra = 100
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	pending := make([]*pendingCreate, 0, n)
-	for i := range n {
-		pending = append(pending, &pendingCreate{
+	for i := range recoveryMaxPending + extra {
+		s.recoverCreate(pendingCreate{
 			marker: Marker{Deadline: time.Now(), RepositoryID: "123456", RunID: fmt.Sprint(1000000 + i), RunAttempt: "1", Rule: "deploy-main", CheckRunID: fmt.Sprint(5000000 + i), Nonce: newNonce()},
 			since:  time.Now(), sent: time.Now(),
 			cause:     fmt.Errorf("create token: %w", &astro.APIError{StatusCode: http.StatusServiceUnavailable, Message: "Service Unavailable"}),
@@ -33,12 +42,22 @@ func TestRedTeamPendingCreatesCost(t *testing.T) {
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)
-	t.Logf("%d pending creates hold %.1f MB (%d B each)", n, float64(after.HeapAlloc-before.HeapAlloc)/1e6, (after.HeapAlloc-before.HeapAlloc)/n)
-	for _, g := range []int{7_500, 30_000, n} {
-		p := slices.Clone(pending)
-		gone := slices.Clone(p[:g]) // the oldest: their last look
-		start := time.Now()
-		p = slices.DeleteFunc(p, func(x *pendingCreate) bool { return slices.Contains(gone, x) })
-		t.Logf("pending %d, %d done in one look: the removal under r.mu takes %v", n, g, time.Since(start))
+	if len(r.pending) != recoveryMaxPending {
+		t.Fatalf("%d creates pending, want the cap %d", len(r.pending), recoveryMaxPending)
 	}
+	var got dto.Metric
+	if err := m.undelivered.WithLabelValues(undeliveredUnknown, "not_searched").Write(&got); err != nil {
+		t.Fatal(err)
+	}
+	if got.GetCounter().GetValue() != extra {
+		t.Errorf("not_searched counted %v, want %d", got.GetCounter().GetValue(), extra)
+	}
+	t.Logf("%d pending creates hold %.1f MB", len(r.pending), float64(after.HeapAlloc-before.HeapAlloc)/1e6)
+	start := time.Now()
+	r.mu.Lock()
+	for p := range r.pending {
+		delete(r.pending, p)
+	}
+	r.mu.Unlock()
+	t.Logf("removing all %d under the lock took %v", recoveryMaxPending, time.Since(start))
 }

@@ -66,6 +66,9 @@ type pendingCreate struct {
 	// floor is a createdAt, on Astro's clock, that its token cannot be
 	// older than; zero until a listing says (see [recoverer.look]).
 	floor time.Time
+	// gen numbers the creates in the order they became pending: a look
+	// knows which of them it searched for.
+	gen uint64
 }
 
 // DefaultRecoveryWindow is how long after a create with an unknown outcome
@@ -98,6 +101,21 @@ const (
 	// recoverySkew is how far the broker's clock and Astro's may differ,
 	// for a create sent before any listing the broker remembers.
 	recoverySkew = 5 * time.Minute
+	// recoveryInFlight is how many tokens below the newest one of an
+	// earlier look a look re-reads before it continues where that look
+	// stopped: creates in flight when the earlier look listed may commit
+	// later, stamped just below its newest.
+	recoveryInFlight = 200
+	// recoveryDeletes is how many found tokens the recovery deletes at
+	// once, in its own lane: 1,000 found at once are gone in about 1,000
+	// / 8 Astro latencies, well within the window, and the search goes on
+	// looking meanwhile.
+	recoveryDeletes = 8
+	// recoveryMaxPending bounds the creates searched for at once (about
+	// 500 B each). A create with an unknown outcome beyond it is not
+	// searched for: its token, if Astro made one, is left to the reaper
+	// after its deadline (outcome not_searched).
+	recoveryMaxPending = 10_000
 )
 
 // recoveryLooks are when, after a create with an unknown outcome was sent,
@@ -108,10 +126,11 @@ const (
 var recoveryLooks = []float64{0, 1.0 / 9, 1.0 / 3, 2.0 / 3, 1}
 
 // recoverer looks for the tokens of creates with an unknown outcome and
-// deletes them. One goroutine runs while anything is pending: its calls go
-// to Astro one at a time, outside the shared bound (a lane of its own:
-// the process has at most the bound's concurrency plus one call in
-// flight), each with the bound's timeout.
+// deletes them. One goroutine runs while anything is pending: its listings
+// go to Astro one at a time and the deletes of what it finds at most
+// [recoveryDeletes] at once, outside the shared bound (a lane of its own:
+// the process has at most the bound's concurrency plus 1 + recoveryDeletes
+// calls in flight), each with the bound's timeout.
 type recoverer struct {
 	s      *Server
 	astro  Astro // the unbounded client: recovery has its own lane
@@ -124,19 +143,41 @@ type recoverer struct {
 	gap time.Duration
 
 	mu      sync.Mutex
-	pending []*pendingCreate
+	pending map[*pendingCreate]struct{}
+	gen     uint64 // of the last create added to pending
 	running bool
 	wake    chan struct{}
 	// marks are recent listings: when their first page arrived (the
 	// broker's clock) and the newest createdAt on it (Astro's).
 	marks []lookMark
+	// resume is where the last look stopped when its page budget ran out
+	// before it reached back far enough; the next look continues there
+	// once it has re-read down to that look's newest token.
+	resume lookResume
+	// deletes bounds the found tokens deleted at once.
+	deletes chan struct{}
 }
 
 type lookMark struct{ answered, newest time.Time }
 
+// lookResume is a look's coverage, read newest first: every token from
+// topID down to the one at asc (its index in the oldest-first order,
+// which tokens made later do not shift) was read, while the creates up to
+// gen were pending. A look may skip that band if no create pending now
+// can have a token in it: each was either searched for by that look or
+// sent after it began.
+type lookResume struct {
+	valid   bool
+	started time.Time // the broker's clock
+	gen     uint64
+	topID   string
+	asc     int
+}
+
 func newRecoverer(s *Server, raw Astro, window time.Duration) *recoverer {
 	window = max(window, 3*s.astroTimeout)
-	return &recoverer{s: s, astro: raw, window: window, gap: window / 18, wake: make(chan struct{}, 1)}
+	return &recoverer{s: s, astro: raw, window: window, gap: window / 18, wake: make(chan struct{}, 1),
+		pending: map[*pendingCreate]struct{}{}, deletes: make(chan struct{}, recoveryDeletes)}
 }
 
 // recoverCreate looks, in the background, for the token a create with an
@@ -148,6 +189,17 @@ func (s *Server) recoverCreate(p pendingCreate) {
 	r := s.recovery
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if len(r.pending) >= recoveryMaxPending {
+		s.metrics.undelivered.WithLabelValues(undeliveredUnknown, "not_searched").Inc()
+		s.log.LogAttrs(context.Background(), slog.LevelWarn, "undelivered", append(markerAttrs(p.marker),
+			slog.String("audit", "undelivered"),
+			slog.String("request_id", p.requestID),
+			slog.String("outcome", "not_searched"),
+			slog.String("why", undeliveredUnknown),
+			slog.String("reason", fmt.Sprintf("%d creates are searched for already; if Astro made this one, the reaper deletes it after its deadline: %v", recoveryMaxPending, p.cause)),
+		)...)
+		return
+	}
 	// A token made after a listing arrived is stamped no older than that
 	// listing's newest, less the slack: the search for it need not go
 	// further back.
@@ -157,7 +209,9 @@ func (s *Server) recoverCreate(p pendingCreate) {
 			break
 		}
 	}
-	r.pending = append(r.pending, &p)
+	r.gen++
+	p.gen = r.gen
+	r.pending[&p] = struct{}{}
 	if r.running {
 		select {
 		case r.wake <- struct{}{}:
@@ -196,9 +250,9 @@ func (r *recoverer) run() {
 			r.mu.Unlock()
 			return
 		}
-		next := r.due(r.pending[0])
-		for _, p := range r.pending[1:] {
-			if d := r.due(p); d.Before(next) {
+		var next time.Time
+		for p := range r.pending {
+			if d := r.due(p); next.IsZero() || d.Before(next) {
 				next = d
 			}
 		}
@@ -231,8 +285,21 @@ func (r *recoverer) run() {
 func (r *recoverer) look(draining bool) {
 	s := r.s
 	r.mu.Lock()
-	pending := slices.Clone(r.pending)
+	pending := make([]*pendingCreate, 0, len(r.pending))
+	for p := range r.pending {
+		pending = append(pending, p)
+	}
+	gen, res := r.gen, r.resume
 	r.mu.Unlock()
+	started := s.now()
+	// The band the last look read may be skipped only if no create
+	// pending now can have its token there.
+	canJump := res.valid
+	for _, p := range pending {
+		if p.gen > res.gen && !p.since.After(res.started) {
+			canJump = false
+		}
+	}
 	need := func(p *pendingCreate) time.Time {
 		if !p.floor.IsZero() {
 			return p.floor
@@ -253,6 +320,10 @@ func (r *recoverer) look(draining bool) {
 		newest, reached time.Time // Astro's clock
 		listed, all     bool      // a first page arrived; the listing reached its end
 		offset          int
+		topID           string // the newest token's
+		top             = -1   // where the last look's newest is now
+		jumped, failed  bool
+		stopAsc         int // the oldest token read, oldest-first
 	)
 	opts := astro.ListTokensOptions{Sorts: []string{"createdAt:desc"}}
 	for page := 0; page < recoveryPagesPerLook; page++ {
@@ -261,16 +332,20 @@ func (r *recoverer) look(draining bool) {
 		cancel()
 		if err != nil {
 			s.log.Warn("looking for the tokens of creates with an unknown outcome", "pending", len(pending), "error", err)
+			failed = true
 			break
 		}
 		if page == 0 {
 			listed = true
 			if len(tp.Tokens) > 0 {
-				newest = tp.Tokens[0].CreatedAt
+				newest, topID = tp.Tokens[0].CreatedAt, tp.Tokens[0].ID
 				r.mark(lookMark{answered: s.now(), newest: newest})
 			}
 		}
-		for _, t := range tp.Tokens {
+		for i, t := range tp.Tokens {
+			if canJump && !jumped && top < 0 && t.ID == res.topID {
+				top = offset + i
+			}
 			if m, ok := ParseMarker(t.Description); ok {
 				if p := byNonce[m.Nonce]; p != nil {
 					found[p] = t.ID
@@ -282,10 +357,28 @@ func (r *recoverer) look(draining bool) {
 			break
 		}
 		reached = tp.Tokens[len(tp.Tokens)-1].CreatedAt
+		stopAsc = tp.TotalCount - offset - len(tp.Tokens)
 		if reached.Before(oldestNeed) {
 			break
 		}
-		offset += len(tp.Tokens) - recoveryPageOverlap
+		next := offset + len(tp.Tokens) - recoveryPageOverlap
+		if top >= 0 && !jumped && offset+len(tp.Tokens) > top+recoveryInFlight {
+			// Down to the last look's newest and the creates then in
+			// flight: continue where that look stopped (tokens deleted
+			// since only make this re-read some).
+			next = max(next, tp.TotalCount-res.asc-recoveryPageOverlap)
+			jumped = true
+		}
+		offset = next
+	}
+	capped := listed && !failed && !all && !reached.Before(oldestNeed)
+	switch {
+	case capped && (jumped || !canJump || !res.valid):
+		// Everything from this look's newest down to stopAsc is read
+		// (with the last look's band, if it continued there).
+		r.setResume(lookResume{valid: true, started: started, gen: gen, topID: topID, asc: stopAsc})
+	case listed && !failed && !capped:
+		r.setResume(lookResume{})
 	}
 
 	now := time.Now()
@@ -309,13 +402,23 @@ func (r *recoverer) look(draining bool) {
 			gone = append(gone, p)
 		}
 	}
-	r.pending = slices.DeleteFunc(r.pending, func(p *pendingCreate) bool { return slices.Contains(gone, p) })
+	for _, p := range gone {
+		delete(r.pending, p)
+	}
 	r.mu.Unlock()
 
 	for _, p := range gone {
 		ctx := context.WithValue(context.Background(), requestIDKey{}, p.requestID)
 		if id, ok := found[p]; ok {
-			s.deleteUndeliveredWith(ctx, r.astro, id, p.marker, undeliveredUnknown, p.cause)
+			// Deleted a few at once, without holding up the next look;
+			// tracked, so that a shutdown waits for them.
+			s.track.enter()
+			go func() {
+				defer s.track.leave()
+				r.deletes <- struct{}{}
+				defer func() { <-r.deletes }()
+				s.deleteUndeliveredWith(ctx, r.astro, id, p.marker, undeliveredUnknown, p.cause)
+			}()
 			continue
 		}
 		s.metrics.undelivered.WithLabelValues(undeliveredUnknown, "not_found").Inc()
@@ -327,6 +430,12 @@ func (r *recoverer) look(draining bool) {
 			slog.String("reason", "no token with this create's nonce was found; if Astro made one late, the reaper deletes it after its deadline: "+p.cause.Error()),
 		)...)
 	}
+}
+
+func (r *recoverer) setResume(res lookResume) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.resume = res
 }
 
 // mark remembers a listing for the creates that fail after it, for as long
