@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // exchangeResult is the broker's answer to an exchange.
@@ -87,12 +89,19 @@ func TestBrokerLockedDown(t *testing.T) {
 	}
 
 	hc := &http.Client{Timeout: 10 * time.Second}
-	for _, p := range []string{"/healthz", "/readyz"} {
-		status, body, err := get(ctx, hc, b.url+p)
-		if err != nil || status != http.StatusOK {
-			t.Errorf("GET %s = %d %q, %v; want 200", p, status, body, err)
-		}
+	if status, body, err := get(ctx, hc, b.url+"/healthz"); err != nil || status != http.StatusOK {
+		t.Errorf("GET /healthz = %d %q, %v; want 200", status, body, err)
 	}
+	// A broker just started is not ready for its first seconds (ID tokens
+	// issued meanwhile may have been used before the start); traffic waits
+	// for /readyz, as a Service's endpoints do.
+	var ready string
+	testwait.Until(t, 30*time.Second, "/readyz to answer 200", func() bool {
+		status, body, err := get(ctx, hc, b.url+"/readyz")
+		ready = fmt.Sprintf("%d %q, %v", status, body, err)
+		return err == nil && status == http.StatusOK
+	})
+	t.Logf("GET /readyz = %s", ready)
 
 	ok := w.exchange(ctx, b, true, 1)
 	if ok.err != nil || ok.status != http.StatusOK || ok.token == "" || !w.minted(ok.tokenID) {
