@@ -216,6 +216,34 @@ func (e apiError) refused() bool {
 	return e.status >= 400 && e.status < 500 && (e.status != http.StatusTooManyRequests || e.code == brokerapi.CodeRateLimited)
 }
 
+// rateLimitedError refuses an exchange over its rule's rate limit, or a
+// revoke over its repository's (429).
+type rateLimitedError struct {
+	op         op // opExchange (rule is set) or opRevoke
+	rule       string
+	limit      policy.RateLimit
+	retryAfter time.Duration
+}
+
+func (e *rateLimitedError) Error() string {
+	if e.op == opRevoke {
+		return fmt.Sprintf("rate limited: a repository may revoke %d tokens per %s (burst %d); next in %s",
+			e.limit.Rate, e.limit.Period, e.limit.Burst, e.retryAfter.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("rate limited: rule %q allows a repository %d tokens per %s (burst %d); next in %s",
+		e.rule, e.limit.Rate, e.limit.Period, e.limit.Burst, e.retryAfter.Round(time.Millisecond))
+}
+
+// upstream marks a transport failure (anything but an [astro.APIError]) so
+// that classify answers 502, not 500.
+func upstream(err error) error {
+	var apiErr *astro.APIError
+	if errors.As(err, &apiErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &upstreamError{err: err}
+}
+
 // upstreamError marks a transport failure talking to Astro.
 type upstreamError struct{ err error }
 
