@@ -237,7 +237,7 @@ func (s *Server) unspent(ctx context.Context, claims *idtoken.Claims) error {
 		return s.storeErr("replay", err)
 	}
 	if used {
-		return fmt.Errorf("%w: dry run: used before", idtoken.ErrReplayed)
+		return fmt.Errorf("%w: dry run: used before", store.ErrReplayed)
 	}
 	return nil
 }

@@ -46,7 +46,7 @@ func (s *Server) storeProblem(err error) string {
 		s.log.Error("readiness: the shared store may lose spent tokens; not ready until it is fixed", "error", err)
 		return "shared store unsafe: Redis may evict keys (maxmemory-policy must be noeviction)"
 	}
-	if errors.Is(err, idtoken.ErrReplayCacheFull) {
+	if errors.Is(err, store.ErrReplayCacheFull) {
 		s.log.Error("readiness: the replay cache is full of live ID tokens, so every exchange is refused (503 busy) until some expire; "+
 			"raise ASTRO_STS_REPLAY_CACHE_SIZE, give busy rules a rate_limit, or share a Redis (ASTRO_STS_REDIS_URL)", "error", err)
 		return "replay cache full"
