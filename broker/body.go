@@ -142,3 +142,54 @@ func checkQuery(raw string, params ...string) error {
 	}
 	return nil
 }
+
+// readRequest reads what every endpoint takes: a query of at most the
+// parameters params (see [checkQuery]), the caller's ID token, as a Bearer
+// token, and a strict JSON body into v.
+func readRequest(r *http.Request, v any, params ...string) (rawIDToken string, err error) {
+	if err := checkQuery(r.URL.RawQuery, params...); err != nil {
+		return "", err
+	}
+	raw, err := bearer(r)
+	if err != nil {
+		return "", err
+	}
+	return raw, decodeOptional(r.Body, v)
+}
+
+// bearer extracts the Bearer token from the Authorization header. More
+// than one Authorization header is refused: which one counts differs from
+// one proxy or log to the next, so that the identity the broker judged
+// could be another than the one they record.
+func bearer(r *http.Request) (string, error) {
+	if n := len(r.Header.Values("Authorization")); n > 1 {
+		return "", badRequest("%d Authorization headers; send exactly one", n)
+	}
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
+		return "", errMissingToken
+	}
+	return strings.TrimSpace(tok), nil
+}
+
+// decodeOptional decodes a strict JSON body into v (exact, case-sensitive
+// keys, each once: see [decodeStrict]); an empty body leaves v as it is.
+func decodeOptional(body io.Reader, v any) error {
+	return decodeStrict(body, v)
+}
+
+// jsonProblem describes a JSON decoding error without echoing the body.
+func jsonProblem(err error) string {
+	var syn *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &syn):
+		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q has the wrong type", typ.Field)
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		return strings.TrimPrefix(err.Error(), "json: ")
+	}
+	return "malformed"
+}

@@ -59,24 +59,24 @@ type apiError struct {
 	widen      *policy.WidenError // too_wide: what the rule allows
 }
 
-// tokenReasons map idtoken's errors to a token_invalid reason and message,
-// most specific first. A message tells the job what to fix and nothing of
+// tokenReasons map idtoken's errors, and the replay store's, to a
+// token_invalid reason and message, most specific first. A message tells the job what to fix and nothing of
 // the broker's configuration (not even the audience it expects: the job
 // knows which one it asked for).
 var tokenReasons = []struct {
-	err     error
+	errs    []error
 	reason  string
 	message string
 }{
-	{idtoken.ErrReplayed, brokerapi.ReasonReplayed, "this OIDC token was already used: each request needs a fresh one"},
-	{idtoken.ErrMissingRunClaims, brokerapi.ReasonMissingRunClaims, "the OIDC token has no repository_id or run_id: only a GitHub Actions job can exchange its token"},
-	{idtoken.ErrWrongAudience, brokerapi.ReasonWrongAudience, "the OIDC token is for another audience: the action's audience input (by default broker-url) must be the broker's configured audience"},
-	{idtoken.ErrExpired, brokerapi.ReasonExpired, "the OIDC token has expired: request it just before the call, and check the runner's clock"},
-	{idtoken.ErrNotYetValid, brokerapi.ReasonNotYetValid, "the OIDC token is not valid yet: check the clocks of the runner and of the broker"},
-	{idtoken.ErrBadSignature, brokerapi.ReasonBadSignature, "the OIDC token's signature does not verify with its issuer's keys"},
-	{idtoken.ErrBadClaims, brokerapi.ReasonBadClaims, "the OIDC token lacks a required claim (sub, jti, exp, iat) or has a malformed one"},
-	{idtoken.ErrUntrustedIssuer, brokerapi.ReasonUnknownIssuer, "the OIDC token's issuer is not one this broker trusts"},
-	{idtoken.ErrMalformed, brokerapi.ReasonMalformed, "the Bearer token is not an OIDC ID token (a JWT), or its payload repeats a claim name or has two that differ only by case"},
+	{[]error{store.ErrReplayed}, brokerapi.ReasonReplayed, "this OIDC token was already used: each request needs a fresh one"},
+	{[]error{idtoken.ErrMissingRunClaims}, brokerapi.ReasonMissingRunClaims, "the OIDC token has no repository_id or run_id: only a GitHub Actions job can exchange its token"},
+	{[]error{idtoken.ErrWrongAudience}, brokerapi.ReasonWrongAudience, "the OIDC token is for another audience: the action's audience input (by default broker-url) must be the broker's configured audience"},
+	{[]error{idtoken.ErrExpired, store.ErrTokenExpired}, brokerapi.ReasonExpired, "the OIDC token has expired: request it just before the call, and check the runner's clock"},
+	{[]error{idtoken.ErrNotYetValid}, brokerapi.ReasonNotYetValid, "the OIDC token is not valid yet: check the clocks of the runner and of the broker"},
+	{[]error{idtoken.ErrBadSignature}, brokerapi.ReasonBadSignature, "the OIDC token's signature does not verify with its issuer's keys"},
+	{[]error{idtoken.ErrBadClaims, store.ErrNoJTI}, brokerapi.ReasonBadClaims, "the OIDC token lacks a required claim (sub, jti, exp, iat) or has a malformed one"},
+	{[]error{idtoken.ErrUntrustedIssuer}, brokerapi.ReasonUnknownIssuer, "the OIDC token's issuer is not one this broker trusts"},
+	{[]error{idtoken.ErrMalformed}, brokerapi.ReasonMalformed, "the Bearer token is not an OIDC ID token (a JWT), or its payload repeats a claim name or has two that differ only by case"},
 }
 
 // classify is the one place that maps the broker's and its packages' errors
@@ -121,13 +121,16 @@ func classify(err error) apiError {
 		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeRestarted, message: "the broker restarted after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
 	case errors.Is(err, store.ErrIssuedBeforeEpoch):
 		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeRestarted, message: "the broker's shared store lost its record of used tokens after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
-	case errors.Is(err, idtoken.ErrReplayCacheFull):
+	case errors.Is(err, store.ErrReplayCacheFull):
 		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeBusy, message: "the broker is busy; try again", retryAfter: 5 * time.Second}
 	case errors.Is(err, idtoken.ErrMalformed), errors.Is(err, idtoken.ErrUntrustedIssuer),
-		errors.Is(err, idtoken.ErrInvalidToken), errors.Is(err, idtoken.ErrReplayed):
+		errors.Is(err, idtoken.ErrInvalidToken), errors.Is(err, store.ErrReplayed),
+		errors.Is(err, store.ErrTokenExpired), errors.Is(err, store.ErrNoJTI):
 		for _, r := range tokenReasons {
-			if errors.Is(err, r.err) {
-				return apiError{status: http.StatusUnauthorized, code: brokerapi.CodeTokenInvalid, reason: r.reason, message: r.message}
+			for _, re := range r.errs {
+				if errors.Is(err, re) {
+					return apiError{status: http.StatusUnauthorized, code: brokerapi.CodeTokenInvalid, reason: r.reason, message: r.message}
+				}
 			}
 		}
 		// An ErrInvalidToken without a reason is a bug in idtoken; the
@@ -214,6 +217,34 @@ func (e apiError) outcome() string {
 // other.
 func (e apiError) refused() bool {
 	return e.status >= 400 && e.status < 500 && (e.status != http.StatusTooManyRequests || e.code == brokerapi.CodeRateLimited)
+}
+
+// rateLimitedError refuses an exchange over its rule's rate limit, or a
+// revoke over its repository's (429).
+type rateLimitedError struct {
+	op         op // opExchange (rule is set) or opRevoke
+	rule       string
+	limit      policy.RateLimit
+	retryAfter time.Duration
+}
+
+func (e *rateLimitedError) Error() string {
+	if e.op == opRevoke {
+		return fmt.Sprintf("rate limited: a repository may revoke %d tokens per %s (burst %d); next in %s",
+			e.limit.Rate, e.limit.Period, e.limit.Burst, e.retryAfter.Round(time.Millisecond))
+	}
+	return fmt.Sprintf("rate limited: rule %q allows a repository %d tokens per %s (burst %d); next in %s",
+		e.rule, e.limit.Rate, e.limit.Period, e.limit.Burst, e.retryAfter.Round(time.Millisecond))
+}
+
+// upstream marks a transport failure (anything but an [astro.APIError]) so
+// that classify answers 502, not 500.
+func upstream(err error) error {
+	var apiErr *astro.APIError
+	if errors.As(err, &apiErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return &upstreamError{err: err}
 }
 
 // upstreamError marks a transport failure talking to Astro.

@@ -13,6 +13,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // upstreamExpiryDays is the expiry Astro itself enforces on every minted
@@ -45,23 +46,6 @@ func (s *Server) handleExchange(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return s.deliver(ctx, w, resp, m)
-}
-
-// deliver writes the answer, unless nobody is left to read it: a caller
-// that hung up, or an answer past the request's deadline (the action has
-// given up on that attempt, or is about to, and will try again with a
-// fresh ID token). Then, and when the answer cannot be flushed, the token
-// is deleted: nobody will ever revoke it.
-func (s *Server) deliver(ctx context.Context, w http.ResponseWriter, resp *brokerapi.ExchangeResponse, m Marker) error {
-	if err := ctx.Err(); err != nil {
-		s.deleteUndelivered(ctx, resp.TokenID, m, undeliveredGone, fmt.Errorf("%w: %w", errCallerGone, err))
-		return err
-	}
-	writeJSON(w, http.StatusOK, resp)
-	if err := http.NewResponseController(w).Flush(); err != nil {
-		s.deleteUndelivered(ctx, resp.TokenID, m, undeliveredGone, fmt.Errorf("the answer could not be sent: %w", err))
-	}
-	return nil
 }
 
 // dryRunParam reads the dry_run query parameter: absent, "true" or
@@ -242,6 +226,66 @@ func ParseExchangeRequest(body io.Reader) (policy.Request, error) {
 	return policyRequest(req)
 }
 
+// unspent is spend's read-only twin, for a dry run: it refuses a token
+// whose jti was already spent, as spend would, and spends nothing. Without
+// it a token lifted from a log would dry-run as allowed, an answer its
+// exchange can never give. If the store cannot answer, neither can the dry
+// run (503).
+func (s *Server) unspent(ctx context.Context, claims *idtoken.Claims) error {
+	used, err := s.store.Used(ctx, claims.Issuer, claims.JTI, claims.IssuedAt)
+	if err != nil {
+		return s.storeErr("replay", err)
+	}
+	if used {
+		return fmt.Errorf("%w: dry run: used before", store.ErrReplayed)
+	}
+	return nil
+}
+
+// limit takes one token from the budget of the repository (repository_id
+// of the issuer) under the deciding rule, if the rule has a limit. It runs
+// after the read-only replay check and before the spend (see
+// [Server.exchange]).
+func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision) error {
+	l := d.RateLimit
+	if l.IsZero() {
+		return nil
+	}
+	v, err := s.store.Allow(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	if err != nil {
+		return s.storeErr("rate_limit", err)
+	}
+	if !v.Allowed {
+		s.metrics.rateLimited.WithLabelValues(d.Rule).Inc()
+		return &rateLimitedError{op: opExchange, rule: d.Rule, limit: l, retryAfter: v.RetryAfter}
+	}
+	return nil
+}
+
+// rateKey is the budget of the repository (repository_id of the issuer)
+// under the deciding rule.
+func rateKey(c *idtoken.Claims, d policy.Decision) string {
+	return store.Key("rate", c.Issuer, c.RepositoryID, d.Rule)
+}
+
+// giveBack returns to the repository's budget what [Server.limit] took
+// for an exchange that did nothing (its spend failed, or its create
+// provably did nothing). A failed give-back only leaves the budget spent.
+func (s *Server) giveBack(ctx context.Context, c *idtoken.Claims, d policy.Decision) {
+	l := d.RateLimit
+	if l.IsZero() {
+		return
+	}
+	// The request's context may be what ended the mint.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
+	defer cancel()
+	err := s.store.Refund(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	if err != nil {
+		s.storeErr("rate_limit", err)
+		s.log.Warn("rate limit: could not give back the budget of an exchange that did nothing", "rule", d.Rule, "error", err)
+	}
+}
+
 // mint creates the token the decision describes. For several Workspaces it
 // creates an Organization token with ORGANIZATION_MEMBER and then adds the
 // Workspace roles, as the Astro docs describe; if that second call fails the
@@ -317,4 +361,33 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 		return nil, Marker{}, err
 	}
 	return tok, marker, nil
+}
+
+// refund gives back the budget [Server.limit] took for an exchange whose
+// create failed with createErr, if the create provably did nothing (Astro
+// refused it, or it was never sent): the job has had no token. A create
+// whose outcome is unknown keeps it spent, since a token may exist. A
+// failed refund only leaves the budget spent, as before.
+func (s *Server) refund(ctx context.Context, c *idtoken.Claims, d policy.Decision, createErr error) {
+	if !(errors.Is(createErr, errNoAstroSlot) || astro.NotProcessed(createErr)) {
+		return
+	}
+	s.giveBack(ctx, c, d)
+}
+
+// deliver writes the answer, unless nobody is left to read it: a caller
+// that hung up, or an answer past the request's deadline (the action has
+// given up on that attempt, or is about to, and will try again with a
+// fresh ID token). Then, and when the answer cannot be flushed, the token
+// is deleted: nobody will ever revoke it.
+func (s *Server) deliver(ctx context.Context, w http.ResponseWriter, resp *brokerapi.ExchangeResponse, m Marker) error {
+	if err := ctx.Err(); err != nil {
+		s.deleteUndelivered(ctx, resp.TokenID, m, undeliveredGone, fmt.Errorf("%w: %w", errCallerGone, err))
+		return err
+	}
+	writeJSON(w, http.StatusOK, resp)
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		s.deleteUndelivered(ctx, resp.TokenID, m, undeliveredGone, fmt.Errorf("the answer could not be sent: %w", err))
+	}
+	return nil
 }

@@ -177,3 +177,10 @@ func registerPolicyHealth(reg *prometheus.Registry, ph policyHealth) error {
 	}
 	return nil
 }
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -2,72 +2,13 @@ package broker
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"net/http"
-	"strings"
 
-	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 )
 
-// What exchange, revoke and rotate have in common: each reads a bearer
-// token and a strict JSON body, verifies the ID token, spends it only once
-// the request is authorized, and marks a failure to reach Astro as
-// upstream's.
-
-// readRequest reads what every endpoint takes: a query of at most the
-// parameters params (see [checkQuery]), the caller's ID token, as a Bearer
-// token, and a strict JSON body into v.
-func readRequest(r *http.Request, v any, params ...string) (rawIDToken string, err error) {
-	if err := checkQuery(r.URL.RawQuery, params...); err != nil {
-		return "", err
-	}
-	raw, err := bearer(r)
-	if err != nil {
-		return "", err
-	}
-	return raw, decodeOptional(r.Body, v)
-}
-
-// bearer extracts the Bearer token from the Authorization header. More
-// than one Authorization header is refused: which one counts differs from
-// one proxy or log to the next, so that the identity the broker judged
-// could be another than the one they record.
-func bearer(r *http.Request) (string, error) {
-	if n := len(r.Header.Values("Authorization")); n > 1 {
-		return "", badRequest("%d Authorization headers; send exactly one", n)
-	}
-	h := r.Header.Get("Authorization")
-	scheme, tok, ok := strings.Cut(h, " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") || strings.TrimSpace(tok) == "" {
-		return "", errMissingToken
-	}
-	return strings.TrimSpace(tok), nil
-}
-
-// decodeOptional decodes a strict JSON body into v (exact, case-sensitive
-// keys, each once: see [decodeStrict]); an empty body leaves v as it is.
-func decodeOptional(body io.Reader, v any) error {
-	return decodeStrict(body, v)
-}
-
-// jsonProblem describes a JSON decoding error without echoing the body.
-func jsonProblem(err error) string {
-	var syn *json.SyntaxError
-	var typ *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &syn):
-		return fmt.Sprintf("syntax error at byte %d", syn.Offset)
-	case errors.As(err, &typ):
-		return fmt.Sprintf("field %q has the wrong type", typ.Field)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return strings.TrimPrefix(err.Error(), "json: ")
-	}
-	return "malformed"
-}
+// What exchange, revoke and rotate have in common: each verifies the ID
+// token and spends it only once the request is authorized. Reading the
+// request is body.go's, marking a failure to reach Astro errors.go's.
 
 // verify checks the caller's ID token; from then on the event's record
 // says who asked.
@@ -96,30 +37,4 @@ func (s *Server) verify(ctx context.Context, e *event, rawIDToken string) (*idto
 // nothing is minted without the check.
 func (s *Server) spend(ctx context.Context, claims *idtoken.Claims) error {
 	return s.storeErr("replay", s.store.Use(ctx, claims.Issuer, claims.JTI, claims.IssuedAt, claims.Expiry))
-}
-
-// unspent is spend's read-only twin, for a dry run: it refuses a token
-// whose jti was already spent, as spend would, and spends nothing. Without
-// it a token lifted from a log would dry-run as allowed, an answer its
-// exchange can never give. If the store cannot answer, neither can the dry
-// run (503).
-func (s *Server) unspent(ctx context.Context, claims *idtoken.Claims) error {
-	used, err := s.store.Used(ctx, claims.Issuer, claims.JTI, claims.IssuedAt)
-	if err != nil {
-		return s.storeErr("replay", err)
-	}
-	if used {
-		return fmt.Errorf("%w: dry run: used before", idtoken.ErrReplayed)
-	}
-	return nil
-}
-
-// upstream marks a transport failure (anything but an [astro.APIError]) so
-// that classify answers 502, not 500.
-func upstream(err error) error {
-	var apiErr *astro.APIError
-	if errors.As(err, &apiErr) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return &upstreamError{err: err}
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // The broker verifies a job's ID token, then spends its jti once.
@@ -25,7 +26,7 @@ func ExampleVerifier_Verify() {
 		fmt.Println(err)
 		return
 	}
-	replay := idtoken.NewReplayGuard(0, nil)
+	replay := store.NewReplayGuard(0, nil)
 
 	c := issuer.DefaultClaims()
 	c.Audience = "https://sts.example"

@@ -16,7 +16,7 @@
 // the decoded payload those parts carry. (Verifying with go-oidc decoded
 // the same token five times over; see docs/benchmarks.md.)
 //
-// Replay protection is separate ([ReplayGuard]) because only the caller
+// Replay protection is separate (the broker's store) because only the caller
 // knows when a token is spent: the broker consumes a jti when it exchanges
 // the token, not when it merely verifies it.
 //
@@ -39,6 +39,7 @@ import (
 	josejson "github.com/go-jose/go-jose/v4/json"
 
 	"github.com/astro-sts/astro-sts/internal/loopback"
+	"github.com/astro-sts/astro-sts/internal/skew"
 )
 
 // GitHubIssuer is the issuer of GitHub.com's Actions ID tokens, trusted when
@@ -48,17 +49,11 @@ const GitHubIssuer = "https://token.actions.githubusercontent.com"
 const (
 	// MaxLeeway is the most clock skew [Config.Leeway] may allow, and the
 	// default.
-	MaxLeeway = 60 * time.Second
+	MaxLeeway = skew.Max
 	// FutureLeeway is the most an iat or nbf may be ahead of the
-	// verifier's clock (whatever [Config.Leeway] says: past leeway, for
-	// exp, may be longer). GitHub's clocks and the broker's are NTP-synced,
-	// so seconds suffice. It is also how long before its iat a token may
-	// have been used, which the replay checks that date tokens rely on:
-	// after a loss of the replay store (a restart of a memory broker, a
-	// Redis epoch), a token is refused while iat-FutureLeeway is before
-	// it. Short, so that the refusals a loss brings end within the
-	// action's retries (1+2+4 s).
-	FutureLeeway = 5 * time.Second
+	// verifier's clock, whatever [Config.Leeway] says; the replay store
+	// dates tokens by it too ([skew.Future] says why it is short).
+	FutureLeeway = skew.Future
 	// DefaultMaxTokenSize is the default of [Config.MaxTokenSize]. GitHub's
 	// tokens are about 1.5 KiB; repo_property_* claims add some.
 	DefaultMaxTokenSize = 16 << 10
@@ -80,11 +75,6 @@ var (
 	// unknown kid, audience, time, missing claims). 401. Each such error is
 	// also one of the reasons below ([ErrBadSignature], [ErrExpired], ...).
 	ErrInvalidToken = errors.New("idtoken: invalid token")
-	// ErrReplayed: the jti was already used for an exchange. 401.
-	ErrReplayed = errors.New("idtoken: token already used")
-	// ErrReplayCacheFull: the replay cache holds only live entries and is
-	// full; the token is refused rather than forgetting a live jti. 503.
-	ErrReplayCacheFull = errors.New("idtoken: replay cache full")
 	// ErrIssuerUnavailable: the issuer's discovery document or JWKS could
 	// not be fetched, so the token could not be judged. 503, not 401.
 	ErrIssuerUnavailable = errors.New("idtoken: issuer unavailable")
@@ -326,7 +316,7 @@ type Claims struct {
 }
 
 // Verify checks raw and returns its claims. It does not consume the jti:
-// call [ReplayGuard.Use] when the token is actually exchanged.
+// the caller spends it (the broker's store) when the token is actually exchanged.
 //
 // Errors wrap one of [ErrMalformed], [ErrUntrustedIssuer], [ErrIssuerUnavailable]
 // or a reason that is an [ErrInvalidToken]: [ErrBadSignature],

@@ -22,6 +22,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/issuer"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 const audience = "https://sts.example"
@@ -234,7 +235,7 @@ func TestVerifyBadTokens(t *testing.T) {
 			if errors.Is(err, idtoken.ErrInvalidToken) != (reasons == 1) || reasons > 1 {
 				t.Errorf("Verify = %v: ErrInvalidToken %v, but %d reasons", err, errors.Is(err, idtoken.ErrInvalidToken), reasons)
 			}
-			for _, e := range []error{idtoken.ErrIssuerUnavailable, idtoken.ErrReplayCacheFull} {
+			for _, e := range []error{idtoken.ErrIssuerUnavailable, store.ErrReplayCacheFull} {
 				if errors.Is(err, e) {
 					t.Fatalf("error %v is also %v (would be a 503, not a 401)", err, e)
 				}

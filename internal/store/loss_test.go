@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 )
@@ -48,7 +47,7 @@ func spentRedis(t *testing.T, srv *redistest.Server) (*store.Redis, *bytes.Buffe
 	if err := s.Use(ctx, "https://iss", "spent", iat, exp); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Use(ctx, "https://iss", "spent", iat, exp); !errors.Is(err, idtoken.ErrReplayed) {
+	if err := s.Use(ctx, "https://iss", "spent", iat, exp); !errors.Is(err, store.ErrReplayed) {
 		t.Fatalf("replay before the loss: %v, want ErrReplayed", err)
 	}
 	return s, &log, iat, exp

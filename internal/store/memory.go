@@ -5,17 +5,15 @@ import (
 	"fmt"
 	"sync"
 	"time"
-
-	"github.com/astro-sts/astro-sts/internal/idtoken"
 )
 
 // Memory is the store of a single replica: state in this process, lost at
-// exit. Replay protection is the bounded [idtoken.ReplayGuard] (full of
+// exit. Replay protection is the bounded [ReplayGuard] (full of
 // live entries, it refuses new tokens rather than forget one); rate limits
 // are counted by this replica alone, so N replicas allow N times a limit;
 // the lease is always held, so every replica reaps.
 type Memory struct {
-	replay *idtoken.ReplayGuard
+	replay *ReplayGuard
 	now    func() time.Time
 
 	mu        sync.Mutex
@@ -28,14 +26,14 @@ type Memory struct {
 const minSweep = 1024
 
 // NewMemory returns a memory store whose replay cache holds at most
-// replaySize live entries (<= 0: [idtoken.DefaultReplayCacheSize]); now nil
+// replaySize live entries (<= 0: [DefaultReplayCacheSize]); now nil
 // means time.Now.
 func NewMemory(replaySize int, now func() time.Time) *Memory {
 	if now == nil {
 		now = time.Now
 	}
 	return &Memory{
-		replay:    idtoken.NewReplayGuard(replaySize, now),
+		replay:    NewReplayGuard(replaySize, now),
 		now:       now,
 		tat:       make(map[string]time.Time),
 		nextSweep: minSweep,
@@ -138,7 +136,7 @@ func (m *Memory) ReleaseLease(context.Context, string) error { return nil }
 // some expire, so the replica says so rather than ready.
 func (m *Memory) Ping(context.Context) error {
 	if m.replay.Full() {
-		return fmt.Errorf("%w: %w: every new ID token is refused until entries expire (at most the tokens' lifetime and a minute)", ErrUnavailable, idtoken.ErrReplayCacheFull)
+		return fmt.Errorf("%w: %w: every new ID token is refused until entries expire (at most the tokens' lifetime and a minute)", ErrUnavailable, ErrReplayCacheFull)
 	}
 	return nil
 }
@@ -150,7 +148,7 @@ func (m *Memory) Shared() bool { return false }
 func (m *Memory) Close() error { return nil }
 
 // ReplayLen is the number of remembered ID tokens (see
-// [idtoken.ReplayGuard.Len]).
+// [ReplayGuard.Len]).
 func (m *Memory) ReplayLen() int { return m.replay.Len() }
 
 // RateKeys is the number of rate-limit keys remembered.

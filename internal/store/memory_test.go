@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/clock"
-	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/skew"
 	"github.com/astro-sts/astro-sts/internal/store"
 )
 
@@ -80,7 +80,7 @@ func TestMemoryReplayIsTheGuard(t *testing.T) {
 		}
 	}
 	// Full of live entries, it fails closed, as the guard always has.
-	if err := m.Use(ctx, "iss", "c", time.Now(), exp); !errors.Is(err, idtoken.ErrReplayCacheFull) {
+	if err := m.Use(ctx, "iss", "c", time.Now(), exp); !errors.Is(err, store.ErrReplayCacheFull) {
 		t.Errorf("Use on a full cache = %v, want ErrReplayCacheFull", err)
 	}
 	if m.ReplayLen() != 2 {
@@ -90,10 +90,10 @@ func TestMemoryReplayIsTheGuard(t *testing.T) {
 		t.Errorf("Lease = %v, %v; a single replica always holds it", held, err)
 	}
 	// Full, it is not ready: every new token would be refused.
-	if err := m.Ping(ctx); !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, idtoken.ErrReplayCacheFull) {
+	if err := m.Ping(ctx); !errors.Is(err, store.ErrUnavailable) || !errors.Is(err, store.ErrReplayCacheFull) {
 		t.Errorf("Ping on a full cache = %v, want ErrUnavailable, ErrReplayCacheFull", err)
 	}
-	clock.Advance(5*time.Minute + idtoken.MaxLeeway)
+	clock.Advance(5*time.Minute + skew.Max)
 	if err := m.Ping(ctx); err != nil {
 		t.Errorf("Ping once the entries expired: %v", err)
 	}

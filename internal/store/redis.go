@@ -20,7 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
-	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/skew"
 )
 
 // keyPrefix starts every key the broker writes, so that it can share a
@@ -91,7 +91,7 @@ func RedactURL(raw string) string {
 // Redis is the store shared by every replica, in Redis or Valkey.
 //
 //   - Replay: SET key NX with an expiry at the token's exp plus
-//     [idtoken.MaxLeeway], key astro-sts:replay:<sha256(issuer, jti)>.
+//     [skew.Max], key astro-sts:replay:<sha256(issuer, jti)>.
 //   - Rate limits: go-redis/redis_rate's GCRA script, atomic in Redis and
 //     timed by Redis's own clock, so the replicas' clocks do not matter;
 //     key rate:astro-sts:<key>.
@@ -108,7 +108,7 @@ func RedactURL(raw string) string {
 // server (a restart, a failover to a replica that may lag), the script
 // writes a new epoch, rounded up to a whole second of Redis's TIME, and
 // every token that may have been used before it (iat minus
-// [idtoken.FutureLeeway] before it) is refused with
+// [skew.Future] before it) is refused with
 // [ErrIssuedBeforeEpoch]: the memory broker's restart rule, made
 // general. The store logs it and counts it ([Redis.DataLost]). An
 // eviction (volatile-* policies evict replay entries and never the
@@ -364,15 +364,15 @@ func (r *Redis) DataLost() uint64 { return r.lost.Load() }
 
 // Use implements [Store.Use] in one script with the epoch (see [Redis]):
 // a token issued before it is [ErrIssuedBeforeEpoch]; otherwise SET NX
-// with an expiry at exp plus [idtoken.MaxLeeway], so that the entry
+// with an expiry at exp plus [skew.Max], so that the entry
 // lives exactly as long as the token could still verify.
 func (r *Redis) Use(ctx context.Context, issuer, jti string, iat, exp time.Time) error {
 	if jti == "" {
-		return fmt.Errorf("%w: no jti", idtoken.ErrBadClaims)
+		return fmt.Errorf("%w: no jti", ErrNoJTI)
 	}
-	ttl := exp.Add(idtoken.MaxLeeway).Sub(r.now())
+	ttl := exp.Add(skew.Max).Sub(r.now())
 	if ttl <= 0 {
-		return fmt.Errorf("%w: expired", idtoken.ErrExpired)
+		return fmt.Errorf("%w: expired", ErrTokenExpired)
 	}
 	if p := r.unsafe.Load(); p != nil {
 		return fmt.Errorf("%w: replay: %w", ErrUnavailable, *p)
@@ -398,7 +398,7 @@ func (r *Redis) Use(ctx context.Context, issuer, jti string, iat, exp time.Time)
 		return fmt.Errorf("%w (issued %s, epoch %s)", ErrIssuedBeforeEpoch,
 			iat.UTC().Format(time.RFC3339), epoch.UTC().Format(time.RFC3339))
 	}
-	return fmt.Errorf("%w: used before (shared store), issuer %s", idtoken.ErrReplayed, issuer)
+	return fmt.Errorf("%w: used before (shared store), issuer %s", ErrReplayed, issuer)
 }
 
 // usedScript is the dry run's replay check: 2 if the token was issued
@@ -450,12 +450,12 @@ func (r *Redis) Used(ctx context.Context, issuer, jti string, iat time.Time) (bo
 
 // earliestUse is the first second at which a token issued at iat may
 // have been used: the verifier accepts an iat up to
-// [idtoken.FutureLeeway] ahead of its clock (the issuer's may be ahead of
+// [skew.Future] ahead of its clock (the issuer's may be ahead of
 // it, and of Redis's). A token is refused as issued before the epoch
 // while that second is before it: compared with iat itself, a token
 // spent just before a loss with an iat a little in the future would be
 // accepted again just after it.
-func earliestUse(iat time.Time) int64 { return iat.Add(-idtoken.FutureLeeway).Unix() }
+func earliestUse(iat time.Time) int64 { return iat.Add(-skew.Future).Unix() }
 
 // unsafePolicy is the error of a script that found Redis's
 // maxmemory-policy not noeviction (its answer's fourth value): the check
@@ -565,7 +565,7 @@ func (r *Redis) ReleaseLease(ctx context.Context, name string) error {
 // Ping implements [Store.Ping]: INFO must show maxmemory-policy
 // noeviction, and the probe script must write (so that a Redis out of
 // memory or paused for writes is not ready). A new epoch is waited out
-// (up to [idtoken.FutureLeeway] and a second after it, if ctx allows; if
+// (up to [skew.Future] and a second after it, if ctx allows; if
 // not, Ping says not ready until then), so that a broker that says ready
 // refuses no fresh token as issued before it.
 //
@@ -604,7 +604,7 @@ func (r *Redis) Ping(ctx context.Context) error {
 	}
 	// A token issued (by Redis's clock) before epoch+FutureLeeway is
 	// refused as possibly used before the epoch.
-	fresh := epoch.Add(idtoken.FutureLeeway)
+	fresh := epoch.Add(skew.Future)
 	wait := fresh.Sub(now)
 	if wait <= 0 {
 		return nil

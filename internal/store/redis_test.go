@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/skew"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 )
@@ -25,12 +25,12 @@ func TestRedisReplayAcrossReplicas(t *testing.T) {
 	if err := a.Use(ctx, "https://iss", "j", time.Now(), exp); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.Use(ctx, "https://iss", "j", time.Now(), exp); !errors.Is(err, idtoken.ErrReplayed) {
+	if err := b.Use(ctx, "https://iss", "j", time.Now(), exp); !errors.Is(err, store.ErrReplayed) {
 		t.Errorf("Use on the second replica = %v, want ErrReplayed", err)
 	}
 	a.Close()
 	later := newRedis(t, srv.URL())
-	if err := later.Use(ctx, "https://iss", "j", time.Now(), exp); !errors.Is(err, idtoken.ErrReplayed) {
+	if err := later.Use(ctx, "https://iss", "j", time.Now(), exp); !errors.Is(err, store.ErrReplayed) {
 		t.Errorf("Use after a restart = %v, want ErrReplayed", err)
 	}
 	if !a.Shared() || store.NewMemory(0, nil).Shared() {
@@ -62,7 +62,7 @@ func TestRedisReplayEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	full := 5*time.Minute + idtoken.MaxLeeway
+	full := 5*time.Minute + skew.Max
 	if ttl > full || ttl < full-10*time.Second {
 		t.Errorf("entry expires in %s, want about %s (exp plus leeway)", ttl, full)
 	}
@@ -397,7 +397,7 @@ func TestRedisLeastPrivilege(t *testing.T) {
 	if used, err := s.Used(ctx, "https://iss", "j", time.Now()); err != nil || !used {
 		t.Errorf("Used after Use: %v, %v", used, err)
 	}
-	if err := s.Use(ctx, "https://iss", "j", time.Now(), time.Now().Add(time.Minute)); !errors.Is(err, idtoken.ErrReplayed) {
+	if err := s.Use(ctx, "https://iss", "j", time.Now(), time.Now().Add(time.Minute)); !errors.Is(err, store.ErrReplayed) {
 		t.Errorf("second Use: %v, want ErrReplayed", err)
 	}
 	if v, err := s.Allow(ctx, "k", store.Limit{Rate: 1, Period: time.Minute, Burst: 1}); err != nil || !v.Allowed {

@@ -9,19 +9,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/skew"
 	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // TestRedTeamReplayFutureIatAfterLoss: the verifier accepts an iat up to
-// idtoken.FutureLeeway in the future (issuer clock ahead of Redis's). A
+// skew.Future in the future (issuer clock ahead of Redis's). A
 // token spent just before a loss with an iat ahead of Redis's clock must
 // still count as "issued before" the new epoch: the epoch is compared
 // with iat minus that leeway.
 func TestRedTeamReplayFutureIatAfterLoss(t *testing.T) {
-	// The verifier accepts an iat at most idtoken.FutureLeeway ahead of
+	// The verifier accepts an iat at most skew.Future ahead of
 	// its clock: a token further ahead never reaches the store.
-	for _, skew := range []time.Duration{time.Second, 2 * time.Second, idtoken.FutureLeeway} {
+	for _, skew := range []time.Duration{time.Second, 2 * time.Second, skew.Future} {
 		for _, loss := range []string{"FLUSHALL", "restart"} {
 			t.Run(fmt.Sprintf("%s/%v", loss, skew), func(t *testing.T) {
 				srv := ownRedis(t)
@@ -100,7 +100,7 @@ func TestRedTeamRuntimeEvictionPolicy(t *testing.T) {
 			n, err, lost, s.DataLost(), c.Exists(ctx, "astro-sts:epoch").Val())
 	}
 	t.Logf("after %d evicting writes, refused: %v", n, err)
-	if err := s.Use(ctx, "https://iss", "after", time.Now().Add(idtoken.FutureLeeway+time.Second), exp); err != nil {
+	if err := s.Use(ctx, "https://iss", "after", time.Now().Add(skew.Future+time.Second), exp); err != nil {
 		t.Errorf("a token issued after the new epoch: %v", err)
 	}
 }
@@ -124,7 +124,7 @@ func TestRedTeamMemoryCapFull(t *testing.T) {
 	runtime.GC()
 	runtime.ReadMemStats(&m1)
 	t.Logf("accepted %d, then %v (is ErrReplayed %v); heap +%d bytes (%.0f B/entry)", n, err,
-		errors.Is(err, idtoken.ErrReplayed), m1.HeapAlloc-m0.HeapAlloc, float64(m1.HeapAlloc-m0.HeapAlloc)/float64(n))
+		errors.Is(err, store.ErrReplayed), m1.HeapAlloc-m0.HeapAlloc, float64(m1.HeapAlloc-m0.HeapAlloc)/float64(n))
 	runtime.KeepAlive(s)
 }
 

@@ -7,7 +7,7 @@
 //
 //   - [Memory], the default: one process, nothing to install. Exactly the
 //     broker's behaviour before the store existed (a bounded replay cache,
-//     see [idtoken.ReplayGuard]); rate limits hold per replica; every
+//     see [ReplayGuard]); rate limits hold per replica; every
 //     replica reaps.
 //   - [Redis]: every replica shares the state through Redis (or Valkey). A
 //     token used on one replica, or before a restart, is refused on all;
@@ -46,15 +46,31 @@ var ErrIssuedBeforeEpoch = errors.New("the OIDC token was issued before the shar
 // pressure). The broker is not ready while it says so.
 var ErrUnsafe = errors.New("store unsafe")
 
+// The replay check's answers ([Store.Use], [ReplayGuard.Use]). The broker
+// answers ErrReplayed, ErrNoJTI and ErrTokenExpired as it answers the
+// verifier's refusals (401), and ErrReplayCacheFull with 503.
+var (
+	// ErrReplayed: the jti was already used for an exchange. 401.
+	ErrReplayed = errors.New("store: token already used")
+	// ErrReplayCacheFull: the replay cache holds only live entries and is
+	// full; the token is refused rather than forgetting a live jti. 503.
+	ErrReplayCacheFull = errors.New("store: replay cache full")
+	// ErrNoJTI: the token has no jti to remember (the verifier refuses
+	// such a token first).
+	ErrNoJTI = errors.New("store: token has no jti")
+	// ErrTokenExpired: the token can no longer verify (exp plus
+	// [skew.Max] has passed), so it is not worth remembering.
+	ErrTokenExpired = errors.New("store: token expired")
+)
+
 // Store is what the broker needs of its state. [Memory] and [Redis]
 // implement it; both are safe for concurrent use.
 type Store interface {
 	// Use records that the ID token (issuer, jti), issued at iat and
 	// valid until exp, is being used. A second Use of the same token,
-	// until exp plus [idtoken.MaxLeeway], is [idtoken.ErrReplayed]. An
-	// empty jti is [idtoken.ErrBadClaims] and an expired token
-	// [idtoken.ErrExpired], as the verifier says them, so that the
-	// caller's answer names the same reason whichever store refused. A
+	// until exp plus [skew.Max], is [ErrReplayed]. An empty jti is
+	// [ErrNoJTI] and an expired token [ErrTokenExpired], whichever store
+	// refused, so that the caller's answer names the same reason. A
 	// shared store that lost its data refuses a token issued before the
 	// loss was noticed with [ErrIssuedBeforeEpoch].
 	Use(ctx context.Context, issuer, jti string, iat, exp time.Time) error

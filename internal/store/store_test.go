@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 )
@@ -64,17 +63,17 @@ func TestUse(t *testing.T) {
 				want        error
 			}{
 				{"https://a", "j1", exp, nil},
-				{"https://a", "j1", exp, idtoken.ErrReplayed},
+				{"https://a", "j1", exp, store.ErrReplayed},
 				{"https://b", "j1", exp, nil}, // another issuer's j1 is another token
 				{"https://a", "j2", exp, nil},
 				// The same reasons from both stores: classify turns them
 				// into the token_invalid answer's reason.
-				{"https://a", "", exp, idtoken.ErrBadClaims},
-				{"https://a", "j3", time.Now().Add(-2 * time.Minute), idtoken.ErrExpired},
+				{"https://a", "", exp, store.ErrNoJTI},
+				{"https://a", "j3", time.Now().Add(-2 * time.Minute), store.ErrTokenExpired},
 				// Within the leeway a token still verifies, so it is still
 				// remembered.
 				{"https://a", "j4", time.Now().Add(-30 * time.Second), nil},
-				{"https://a", "j4", time.Now().Add(-30 * time.Second), idtoken.ErrReplayed},
+				{"https://a", "j4", time.Now().Add(-30 * time.Second), store.ErrReplayed},
 			}
 			for i, st := range steps {
 				err := s.Use(ctx, st.issuer, st.jti, time.Now(), st.exp)
@@ -134,7 +133,7 @@ func TestUseConcurrent(t *testing.T) {
 					switch err := s.Use(context.Background(), "https://a", "same", time.Now(), exp); {
 					case err == nil:
 						ok.Add(1)
-					case errors.Is(err, idtoken.ErrReplayed):
+					case errors.Is(err, store.ErrReplayed):
 						replayed.Add(1)
 					default:
 						t.Error(err)

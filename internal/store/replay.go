@@ -1,4 +1,4 @@
-package idtoken
+package store
 
 import (
 	"container/heap"
@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/astro-sts/astro-sts/internal/skew"
 )
 
 // DefaultReplayCacheSize is the capacity of a [ReplayGuard] built with
@@ -16,7 +18,7 @@ import (
 const DefaultReplayCacheSize = 100_000
 
 // ReplayGuard remembers the jti of every token used for an exchange until
-// that token can no longer verify (exp plus [MaxLeeway]), so that a token
+// that token can no longer verify (exp plus [skew.Max]), so that a token
 // stolen from a log or a compromised step cannot be exchanged a second
 // time. It is bounded: when full it first forgets expired entries, and if
 // every entry is still live it refuses the new token ([ErrReplayCacheFull],
@@ -29,22 +31,22 @@ type ReplayGuard struct {
 	now func() time.Time
 
 	mu    sync.Mutex
-	seen  map[replayKey]struct{}
+	seen  map[guardKey]struct{}
 	byExp expiryHeap // the same entries, soonest expiry first
 }
 
-// replayKey is the SHA-256 of issuer and jti, NUL between them: a fixed
+// guardKey is the SHA-256 of issuer and jti, NUL between them: a fixed
 // size whatever the token, and no reference into it. Keeping the jti
 // string itself would keep the whole decoded payload it was sliced from
 // alive, some 1.3 kB per entry instead of about 110 bytes.
-type replayKey [sha256.Size]byte
+type guardKey [sha256.Size]byte
 
-func newReplayKey(issuer, jti string) replayKey {
+func newGuardKey(issuer, jti string) guardKey {
 	h := sha256.New()
 	h.Write([]byte(issuer))
 	h.Write([]byte{0})
 	h.Write([]byte(jti))
-	var k replayKey
+	var k guardKey
 	h.Sum(k[:0])
 	return k
 }
@@ -58,30 +60,30 @@ func NewReplayGuard(max int, now func() time.Time) *ReplayGuard {
 	if now == nil {
 		now = time.Now
 	}
-	return &ReplayGuard{max: max, now: now, seen: make(map[replayKey]struct{})}
+	return &ReplayGuard{max: max, now: now, seen: make(map[guardKey]struct{})}
 }
 
 // Use records that the token (issuer, jti) with expiry exp is being used.
 // It returns [ErrReplayed] if it was used before, [ErrReplayCacheFull] if
-// it cannot be remembered, [ErrBadClaims] if jti is empty and [ErrExpired]
-// if the token has already expired. Pass the verified [Claims]' Issuer, JTI and
+// it cannot be remembered, [ErrNoJTI] if jti is empty and [ErrTokenExpired]
+// if the token has already expired. Pass the verified claims' Issuer, JTI and
 // Expiry.
 func (g *ReplayGuard) Use(issuer, jti string, exp time.Time) error {
 	if jti == "" {
-		return fmt.Errorf("%w: no jti", ErrBadClaims)
+		return fmt.Errorf("%w: no jti", ErrNoJTI)
 	}
 	now := g.now()
-	until := exp.Add(MaxLeeway)
+	until := exp.Add(skew.Max)
 	if !now.Before(until) {
-		return fmt.Errorf("%w: expired", ErrExpired)
+		return fmt.Errorf("%w: expired", ErrTokenExpired)
 	}
-	k := newReplayKey(issuer, jti)
+	k := newGuardKey(issuer, jti)
 
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.evictExpired(now)
 	if _, ok := g.seen[k]; ok {
-		return fmt.Errorf("%w: jti %q of %s", ErrReplayed, safe(jti), issuer)
+		return fmt.Errorf("%w: jti %q of %s", ErrReplayed, safeJTI(jti), issuer)
 	}
 	if len(g.seen) >= g.max {
 		return fmt.Errorf("%w: %d live entries", ErrReplayCacheFull, len(g.seen))
@@ -98,7 +100,7 @@ func (g *ReplayGuard) Used(issuer, jti string) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.evictExpired(g.now())
-	_, ok := g.seen[newReplayKey(issuer, jti)]
+	_, ok := g.seen[newGuardKey(issuer, jti)]
 	return ok
 }
 
@@ -127,7 +129,7 @@ func (g *ReplayGuard) evictExpired(now time.Time) {
 }
 
 type replayEntry struct {
-	key   replayKey
+	key   guardKey
 	until int64 // Unix nanoseconds: 8 bytes, where a time.Time takes 24
 }
 
@@ -144,4 +146,14 @@ func (h *expiryHeap) Pop() any {
 	e := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return e
+}
+
+// safeJTI bounds a jti for a log line, as the verifier bounds what it
+// quotes of a token.
+func safeJTI(s string) string {
+	const max = 64
+	if len(s) > max {
+		return s[:max] + "..."
+	}
+	return s
 }

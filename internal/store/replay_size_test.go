@@ -1,4 +1,4 @@
-package idtoken_test
+package store_test
 
 import (
 	"fmt"
@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/idtoken"
+	"github.com/astro-sts/astro-sts/internal/store"
 )
 
 // replayBytesPerEntry fills a guard with n entries whose jti, as the
@@ -21,7 +21,7 @@ func replayBytesPerEntry(n int) float64 {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	g := idtoken.NewReplayGuard(n, func() time.Time { return now })
+	g := store.NewReplayGuard(n, func() time.Time { return now })
 	for i := range n {
 		payload := fmt.Sprintf(`{"claims":%q,"jti":"%08d-1f0c-4e2b-9a53-7d1e2c3b4a59"}`, pad, i)
 		jti := payload[len(payload)-38 : len(payload)-2]
@@ -43,7 +43,7 @@ func TestReplayEntrySize(t *testing.T) {
 		t.Skip("fills a cache of 50,000 entries")
 	}
 	per := replayBytesPerEntry(50_000)
-	t.Logf("FIGURE replay entry: %.0f bytes; %.1f MB at the default %d entries", per, per*idtoken.DefaultReplayCacheSize/1e6, idtoken.DefaultReplayCacheSize)
+	t.Logf("FIGURE replay entry: %.0f bytes; %.1f MB at the default %d entries", per, per*store.DefaultReplayCacheSize/1e6, store.DefaultReplayCacheSize)
 	if per > 200 {
 		t.Errorf("%.0f bytes per replay entry, want at most 200: the entry keeps more than a hash and an expiry", per)
 	}
@@ -53,6 +53,6 @@ func TestReplayEntrySize(t *testing.T) {
 // default cache size.
 func BenchmarkReplayEntryBytes(b *testing.B) {
 	for range b.N {
-		b.ReportMetric(replayBytesPerEntry(idtoken.DefaultReplayCacheSize), "bytes/entry")
+		b.ReportMetric(replayBytesPerEntry(store.DefaultReplayCacheSize), "bytes/entry")
 	}
 }
