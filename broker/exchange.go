@@ -251,7 +251,7 @@ func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision
 	if l.IsZero() {
 		return nil
 	}
-	v, err := s.store.Allow(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	v, err := s.store.Allow(ctx, rateKey(c, d), storeLimit(l))
 	if err != nil {
 		return s.storeErr("rate_limit", err)
 	}
@@ -262,6 +262,11 @@ func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision
 	return nil
 }
 
+// storeLimit is a policy's rate limit as the store counts it.
+func storeLimit(l policy.RateLimit) store.Limit {
+	return store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst}
+}
+
 // rateKey is the budget of the repository (repository_id of the issuer)
 // under the deciding rule.
 func rateKey(c *idtoken.Claims, d policy.Decision) string {
@@ -270,7 +275,8 @@ func rateKey(c *idtoken.Claims, d policy.Decision) string {
 
 // giveBack returns to the repository's budget what [Server.limit] took
 // for an exchange that did nothing (its spend failed, or its create
-// provably did nothing). A failed give-back only leaves the budget spent.
+// provably did nothing: see [Server.mint]). A failed give-back only
+// leaves the budget spent.
 func (s *Server) giveBack(ctx context.Context, c *idtoken.Claims, d policy.Decision) {
 	l := d.RateLimit
 	if l.IsZero() {
@@ -279,7 +285,7 @@ func (s *Server) giveBack(ctx context.Context, c *idtoken.Claims, d policy.Decis
 	// The request's context may be what ended the mint.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	err := s.store.Refund(ctx, rateKey(c, d), store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	err := s.store.Refund(ctx, rateKey(c, d), storeLimit(l))
 	if err != nil {
 		s.storeErr("rate_limit", err)
 		s.log.Warn("rate limit: could not give back the budget of an exchange that did nothing", "rule", d.Rule, "error", err)
@@ -331,10 +337,15 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 	sent, sentMono := s.now(), time.Now()
 	tok, err := s.astro.CreateToken(ctx, s.org, req)
 	if err != nil {
-		if !errors.Is(err, errNoAstroSlot) && !astro.NotProcessed(err) {
+		if errors.Is(err, errNoAstroSlot) || astro.NotProcessed(err) {
+			// The create provably did nothing (never sent, or refused by
+			// Astro): the job has had no token, so its budget goes back.
+			s.giveBack(ctx, c, d)
+		} else {
+			// A token may exist: it keeps the budget spent and is searched
+			// for.
 			s.recoverCreate(pendingCreate{marker: marker, since: sent, sent: sentMono, cause: err, requestID: requestID(ctx)})
 		}
-		s.refund(ctx, c, d, err)
 		return nil, Marker{}, upstream(fmt.Errorf("create token: %w", err))
 	}
 	if d.Scope == astro.ScopeOrganization {
@@ -361,18 +372,6 @@ func (s *Server) mint(ctx context.Context, c *idtoken.Claims, d policy.Decision)
 		return nil, Marker{}, err
 	}
 	return tok, marker, nil
-}
-
-// refund gives back the budget [Server.limit] took for an exchange whose
-// create failed with createErr, if the create provably did nothing (Astro
-// refused it, or it was never sent): the job has had no token. A create
-// whose outcome is unknown keeps it spent, since a token may exist. A
-// failed refund only leaves the budget spent, as before.
-func (s *Server) refund(ctx context.Context, c *idtoken.Claims, d policy.Decision, createErr error) {
-	if !(errors.Is(createErr, errNoAstroSlot) || astro.NotProcessed(createErr)) {
-		return
-	}
-	s.giveBack(ctx, c, d)
 }
 
 // deliver writes the answer, unless nobody is left to read it: a caller

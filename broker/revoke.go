@@ -136,8 +136,7 @@ func (s *Server) trusted(claims *idtoken.Claims) error {
 // its exchanges'.
 func (s *Server) limitRevokes(ctx context.Context, c *idtoken.Claims) error {
 	l := s.revokeLimit
-	v, err := s.store.Allow(ctx, store.Key("revoke", c.Issuer, c.RepositoryID),
-		store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
+	v, err := s.store.Allow(ctx, store.Key("revoke", c.Issuer, c.RepositoryID), storeLimit(l))
 	if err != nil {
 		return s.storeErr("rate_limit", err)
 	}
