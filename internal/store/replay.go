@@ -41,15 +41,8 @@ type ReplayGuard struct {
 // alive, some 1.3 kB per entry instead of about 110 bytes.
 type guardKey [sha256.Size]byte
 
-func newGuardKey(issuer, jti string) guardKey {
-	h := sha256.New()
-	h.Write([]byte(issuer))
-	h.Write([]byte{0})
-	h.Write([]byte(jti))
-	var k guardKey
-	h.Sum(k[:0])
-	return k
-}
+// newGuardKey is the key a token's jti has in Redis too ([Key]), unencoded.
+func newGuardKey(issuer, jti string) guardKey { return keySum(issuer, jti) }
 
 // NewReplayGuard returns a guard holding at most max live entries
 // (max <= 0 means [DefaultReplayCacheSize]); now nil means time.Now.

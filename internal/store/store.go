@@ -143,6 +143,13 @@ type Verdict struct {
 // so that keys have a fixed size, no part can run into the next, and
 // nothing a key is made of can be read back from it.
 func Key(parts ...string) string {
+	sum := keySum(parts...)
+	return hex.EncodeToString(sum[:])
+}
+
+// keySum is the SHA-256 of parts joined by NUL: [Key] in hex for Redis,
+// and the memory replay guard's key as it is.
+func keySum(parts ...string) [sha256.Size]byte {
 	h := sha256.New()
 	for i, p := range parts {
 		if i > 0 {
@@ -150,7 +157,9 @@ func Key(parts ...string) string {
 		}
 		h.Write([]byte(p))
 	}
-	return hex.EncodeToString(h.Sum(nil))
+	var sum [sha256.Size]byte
+	h.Sum(sum[:0])
+	return sum
 }
 
 // unavailable wraps an error reaching the store.
