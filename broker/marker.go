@@ -161,13 +161,15 @@ func tokenName(repository, runID, runAttempt, checkRunID string) string {
 // the given claims. Attempts are compared as numbers when both parse, so
 // "01" and "1" cannot be used to dodge the check either way.
 func (m Marker) sameRun(repositoryID, runID, runAttempt string) bool {
-	if m.RepositoryID != repositoryID || m.RunID != runID {
-		return false
+	return m.RepositoryID == repositoryID && m.RunID == runID &&
+		canonicalAttempt(m.RunAttempt) == canonicalAttempt(runAttempt)
+}
+
+// canonicalAttempt is a run attempt written as a number when it is one
+// ("01" is "1"), else as it is.
+func canonicalAttempt(attempt string) string {
+	if n, err := strconv.Atoi(attempt); err == nil {
+		return strconv.Itoa(n)
 	}
-	a, errA := strconv.Atoi(m.RunAttempt)
-	b, errB := strconv.Atoi(runAttempt)
-	if errA == nil && errB == nil {
-		return a == b
-	}
-	return m.RunAttempt == runAttempt
+	return attempt
 }

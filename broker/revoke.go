@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/astro"
@@ -150,11 +149,7 @@ func (s *Server) limitRevokes(ctx context.Context, c *idtoken.Claims) error {
 // same run can find it. The attempt is written as a number when it is one,
 // as [Marker.sameRun] compares it.
 func revokedKey(c *idtoken.Claims, tokenID string) string {
-	attempt := c.RunAttempt
-	if n, err := strconv.Atoi(attempt); err == nil {
-		attempt = strconv.Itoa(n)
-	}
-	return store.Key(tokenID, c.Issuer, c.RepositoryID, c.RunID, attempt)
+	return store.Key(tokenID, c.Issuer, c.RepositoryID, c.RunID, canonicalAttempt(c.RunAttempt))
 }
 
 // rememberRevoked records that the run of c revoked tokenID. The token is
