@@ -163,6 +163,13 @@ func newBoundedAstro(next Astro, bound *AstroBound) *boundedAstro {
 	return &boundedAstro{boundedTokens: boundedTokens{next: next, bound: bound, timeout: bound.timeout}, next: next}
 }
 
+// foundDeleter is an Astro client that says whether a delete found the
+// token (*astro.Client does, and so does the broker's bound around it), so
+// that a 404 is recorded as already gone rather than as reaped.
+type foundDeleter interface {
+	DeleteTokenFound(ctx context.Context, orgID, tokenID string) (found bool, err error)
+}
+
 // DeleteTokenFound is DeleteToken saying whether the token was there,
 // when the client it wraps can tell (see [foundDeleter]).
 func (b *boundedAstro) DeleteTokenFound(ctx context.Context, orgID, tokenID string) (bool, error) {

@@ -129,7 +129,7 @@ type Config struct {
 
 // Server is the broker. Create it with [New]; it is safe for concurrent use.
 type Server struct {
-	astro    Astro
+	astro    *boundedAstro // cfg.Astro within the bound on Astro calls in flight
 	org      string
 	verifier Verifier
 	store    store.Store
@@ -190,7 +190,6 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		astro:    cfg.Astro,
 		org:      cfg.OrganizationID,
 		verifier: cfg.Verifier,
 		store:    cfg.Store,

@@ -134,7 +134,7 @@ func (s *Server) reapOnce(ctx context.Context, lease *reapLease) reapSummary {
 					continue
 				}
 				s.recordReap(ctx, it, reapDeleting, slog.LevelInfo)
-				found, err := s.deleteFound(ctx, it.id)
+				found, err := s.astro.DeleteTokenFound(ctx, s.org, it.id)
 				if err != nil && lease != nil && !leaseLost(ctx) {
 					// A delete that failed because the process was paused
 					// past its lease (it outlasted the Astro timeout) is
@@ -265,23 +265,6 @@ type reapItem struct {
 // replica lost the reaper's lease.
 func leaseLost(ctx context.Context) bool {
 	return errors.Is(context.Cause(ctx), errLeaseLost)
-}
-
-// foundDeleter is an Astro client that says whether a delete found the
-// token (*astro.Client does, and so does the broker's bound around it), so
-// that a 404 is recorded as already gone rather than as reaped.
-type foundDeleter interface {
-	DeleteTokenFound(ctx context.Context, orgID, tokenID string) (found bool, err error)
-}
-
-// deleteFound deletes a token and says whether it was there; a client
-// that cannot tell is taken at its word that it deleted the token.
-func (s *Server) deleteFound(ctx context.Context, id string) (bool, error) {
-	if d, ok := s.astro.(foundDeleter); ok {
-		return d.DeleteTokenFound(ctx, s.org, id)
-	}
-	err := s.astro.DeleteToken(ctx, s.org, id)
-	return err == nil, err
 }
 
 // recordReap writes a reaper delete's audit record: the intent before the
