@@ -247,17 +247,28 @@ func (s *Server) unspent(ctx context.Context, claims *idtoken.Claims) error {
 // after the read-only replay check and before the spend (see
 // [Server.exchange]).
 func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision) error {
-	l := d.RateLimit
-	if l.IsZero() {
+	if d.RateLimit.IsZero() {
 		return nil
 	}
-	v, err := s.store.Allow(ctx, rateKey(c, d), storeLimit(l))
+	err := s.take(ctx, rateKey(c, d), rateLimitedError{op: opExchange, rule: d.Rule, limit: d.RateLimit})
+	var refused *rateLimitedError
+	if errors.As(err, &refused) {
+		s.metrics.rateLimited.WithLabelValues(d.Rule).Inc()
+	}
+	return err
+}
+
+// take takes one event from key's budget under refused.limit, for an
+// exchange ([Server.limit]) or a revoke ([Server.limitRevokes]); when the
+// budget is spent it returns refused, with the wait for the next event.
+func (s *Server) take(ctx context.Context, key string, refused rateLimitedError) error {
+	v, err := s.store.Allow(ctx, key, storeLimit(refused.limit))
 	if err != nil {
 		return s.storeErr("rate_limit", err)
 	}
 	if !v.Allowed {
-		s.metrics.rateLimited.WithLabelValues(d.Rule).Inc()
-		return &rateLimitedError{op: opExchange, rule: d.Rule, limit: l, retryAfter: v.RetryAfter}
+		refused.retryAfter = v.RetryAfter
+		return &refused
 	}
 	return nil
 }
