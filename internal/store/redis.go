@@ -475,7 +475,7 @@ func replayKey(issuer, jti string) string { return keyPrefix + "replay:" + Key(i
 // Allow implements [Store.Allow] with redis_rate's GCRA script.
 func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Verdict, error) {
 	if err := l.Validate(); err != nil {
-		return Verdict{}, err
+		return Verdict{}, fmt.Errorf("store: %w", err)
 	}
 	res, err := r.limiter.Allow(ctx, keyPrefix+key, redis_rate.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
 	if err != nil {
@@ -511,9 +511,9 @@ return 1
 // Refund implements [Store.Refund] on the key [Redis.Allow] uses.
 func (r *Redis) Refund(ctx context.Context, key string, l Limit) error {
 	if err := l.Validate(); err != nil {
-		return err
+		return fmt.Errorf("store: %w", err)
 	}
-	interval := strconv.FormatFloat(l.interval().Seconds(), 'f', -1, 64)
+	interval := strconv.FormatFloat(l.Interval().Seconds(), 'f', -1, 64)
 	// redis_rate's own prefix, before the broker's.
 	err := refundScript.Run(ctx, r.client, []string{"rate:" + keyPrefix + key}, interval).Err()
 	return unavailable("rate limit", err)
