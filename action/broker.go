@@ -112,27 +112,11 @@ func (e *BrokerError) explain() (string, bool) {
 		return "ask for less (inputs role, ttl, workspace-id, deployment-id), or ask your platform team to widen the rule; see the step summary", true
 	case e.Code == brokerapi.CodeDenied && e.Op == opExchange:
 		return "no rule of the trust policy trusts this job: hand the rule in the step summary, and the request id, to your platform team", true
-	case e.Status == http.StatusBadRequest && e.Op == opExchange:
-		return "check the inputs workspace-id, deployment-id, role and ttl", true
-	case e.Status == http.StatusBadRequest:
-		return "check the action's inputs", true
-	case e.Status == http.StatusUnauthorized:
-		return "the broker did not accept this job's OIDC token: check that the audience input matches the broker's configured audience", true
-	case e.Status == http.StatusForbidden && e.Op == opExchange:
-		return "ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl", true
-	case e.Status == http.StatusForbidden && e.Op == opRevoke:
-		return "no rule of the trust policy trusts this job any more, so it may not revoke; the broker's reaper deletes the token when it expires", true
-	case e.Status == http.StatusNotFound && e.Op == opRevoke:
-		// The broker answers another run's token and an unknown id alike;
-		// for this run's own token it means someone deleted it first.
-		return "this run has no token of that id left: the reaper deleted it (its ttl passed) or someone did by hand", true
-	case e.Status == http.StatusForbidden:
-		// An unknown rotation gets the same answer as a forbidden one.
-		return "check the rotation input against the broker's rotation config, and ask your platform team to allow this workflow to run the rotation", true
-	case e.Status == http.StatusNotFound && e.Op == opRotate:
-		return "check the rotation input against the broker's rotation config, and broker-url", true
-	case e.Status == http.StatusNotFound:
-		return "check that broker-url is the broker's base URL", true
+	case statusHints[e.Status] != nil:
+		if h, ok := statusHints[e.Status][e.Op]; ok {
+			return h, true
+		}
+		return statusHints[e.Status][""], true
 	case e.Code == brokerapi.CodeRateLimited:
 		// Not retried (see retryTransient): the limit is there to stop a
 		// runaway job, and its wait is often minutes.
@@ -155,6 +139,32 @@ func (e *BrokerError) explain() (string, bool) {
 		return "the broker does not redirect: check broker-url", true
 	}
 	return "", false
+}
+
+// statusHints are the hints of the client errors whose code says nothing
+// more ([BrokerError.explain] reads them after the codes that do): by
+// status, then by operation, "" for any other.
+var statusHints = map[int]map[string]string{
+	http.StatusBadRequest: {
+		opExchange: "check the inputs workspace-id, deployment-id, role and ttl",
+		"":         "check the action's inputs",
+	},
+	http.StatusUnauthorized: {
+		"": "the broker did not accept this job's OIDC token: check that the audience input matches the broker's configured audience",
+	},
+	http.StatusForbidden: {
+		opExchange: "ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl",
+		opRevoke:   "no rule of the trust policy trusts this job any more, so it may not revoke; the broker's reaper deletes the token when it expires",
+		// An unknown rotation gets the same answer as a forbidden one.
+		"": "check the rotation input against the broker's rotation config, and ask your platform team to allow this workflow to run the rotation",
+	},
+	http.StatusNotFound: {
+		// The broker answers another run's token and an unknown id alike;
+		// for this run's own token it means someone deleted it first.
+		opRevoke: "this run has no token of that id left: the reaper deleted it (its ttl passed) or someone did by hand",
+		opRotate: "check the rotation input against the broker's rotation config, and broker-url",
+		"":       "check that broker-url is the broker's base URL",
+	},
 }
 
 // after is when to re-run: "after 7s" from Retry-After, else "later".
