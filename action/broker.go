@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,27 +113,11 @@ func (e *BrokerError) explain() (string, bool) {
 		return "ask for less (inputs role, ttl, workspace-id, deployment-id), or ask your platform team to widen the rule; see the step summary", true
 	case e.Code == brokerapi.CodeDenied && e.Op == opExchange:
 		return "no rule of the trust policy trusts this job: hand the rule in the step summary, and the request id, to your platform team", true
-	case e.Status == http.StatusBadRequest && e.Op == opExchange:
-		return "check the inputs workspace-id, deployment-id, role and ttl", true
-	case e.Status == http.StatusBadRequest:
-		return "check the action's inputs", true
-	case e.Status == http.StatusUnauthorized:
-		return "the broker did not accept this job's OIDC token: check that the audience input matches the broker's configured audience", true
-	case e.Status == http.StatusForbidden && e.Op == opExchange:
-		return "ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl", true
-	case e.Status == http.StatusForbidden && e.Op == opRevoke:
-		return "no rule of the trust policy trusts this job any more, so it may not revoke; the broker's reaper deletes the token when it expires", true
-	case e.Status == http.StatusNotFound && e.Op == opRevoke:
-		// The broker answers another run's token and an unknown id alike;
-		// for this run's own token it means someone deleted it first.
-		return "this run has no token of that id left: the reaper deleted it (its ttl passed) or someone did by hand", true
-	case e.Status == http.StatusForbidden:
-		// An unknown rotation gets the same answer as a forbidden one.
-		return "check the rotation input against the broker's rotation config, and ask your platform team to allow this workflow to run the rotation", true
-	case e.Status == http.StatusNotFound && e.Op == opRotate:
-		return "check the rotation input against the broker's rotation config, and broker-url", true
-	case e.Status == http.StatusNotFound:
-		return "check that broker-url is the broker's base URL", true
+	case statusHints[e.Status] != nil:
+		if h, ok := statusHints[e.Status][e.Op]; ok {
+			return h, true
+		}
+		return statusHints[e.Status][""], true
 	case e.Code == brokerapi.CodeRateLimited:
 		// Not retried (see retryTransient): the limit is there to stop a
 		// runaway job, and its wait is often minutes.
@@ -155,6 +140,32 @@ func (e *BrokerError) explain() (string, bool) {
 		return "the broker does not redirect: check broker-url", true
 	}
 	return "", false
+}
+
+// statusHints are the hints of the client errors whose code says nothing
+// more ([BrokerError.explain] reads them after the codes that do): by
+// status, then by operation, "" for any other.
+var statusHints = map[int]map[string]string{
+	http.StatusBadRequest: {
+		opExchange: "check the inputs workspace-id, deployment-id, role and ttl",
+		"":         "check the action's inputs",
+	},
+	http.StatusUnauthorized: {
+		"": "the broker did not accept this job's OIDC token: check that the audience input matches the broker's configured audience",
+	},
+	http.StatusForbidden: {
+		opExchange: "ask your platform team to extend the trust policy, or request a narrower role, workspace or ttl",
+		opRevoke:   "no rule of the trust policy trusts this job any more, so it may not revoke; the broker's reaper deletes the token when it expires",
+		// An unknown rotation gets the same answer as a forbidden one.
+		"": "check the rotation input against the broker's rotation config, and ask your platform team to allow this workflow to run the rotation",
+	},
+	http.StatusNotFound: {
+		// The broker answers another run's token and an unknown id alike;
+		// for this run's own token it means someone deleted it first.
+		opRevoke: "this run has no token of that id left: the reaper deleted it (its ttl passed) or someone did by hand",
+		opRotate: "check the rotation input against the broker's rotation config, and broker-url",
+		"":       "check that broker-url is the broker's base URL",
+	},
 }
 
 // after is when to re-run: "after 7s" from Retry-After, else "later".
@@ -274,12 +285,9 @@ type exchangeReply struct {
 // Transient failures (no answer, 5xx) are retried: a lost answer may leave a
 // minted token behind, which the broker's reaper deletes when it expires.
 func (c *brokerClient) exchange(ctx context.Context, req brokerapi.ExchangeRequest) (exchanged, error) {
-	r, err := c.call(ctx, opExchange, "v1/exchange", req, retryTransient)
+	r, err := c.post(ctx, opExchange, "v1/exchange", req, retryTransient, http.StatusOK)
 	if err != nil {
-		return exchanged{}, c.withRequestID(err)
-	}
-	if r.status != http.StatusOK {
-		return exchanged{}, c.brokerError(opExchange, r)
+		return exchanged{}, err
 	}
 	var w exchangeReply
 	if err := json.Unmarshal(r.body, &w); err != nil {
@@ -336,12 +344,9 @@ type dryRunReply struct {
 // dryRun asks the broker to decide the exchange without minting and
 // without spending the OIDC token. A refusal is the exchange's.
 func (c *brokerClient) dryRun(ctx context.Context, req brokerapi.ExchangeRequest) (dryRunReply, error) {
-	r, err := c.call(ctx, opExchange, "v1/exchange?dry_run=true", req, retryTransient)
+	r, err := c.post(ctx, opExchange, "v1/exchange?dry_run=true", req, retryTransient, http.StatusOK)
 	if err != nil {
-		return dryRunReply{}, c.withRequestID(err)
-	}
-	if r.status != http.StatusOK {
-		return dryRunReply{}, c.brokerError(opExchange, r)
+		return dryRunReply{}, err
 	}
 	var d dryRunReply
 	if err := json.Unmarshal(r.body, &d); err != nil || !d.DryRun || d.Decision != "allow" {
@@ -357,44 +362,47 @@ func (c *brokerClient) dryRun(ctx context.Context, req brokerapi.ExchangeRequest
 	return d, nil
 }
 
-// withRequestID adds the last attempt's request id to a [CallError].
-func (c *brokerClient) withRequestID(err error) error {
-	var ce *CallError
-	if errors.As(err, &ce) && ce.RequestID == "" {
-		ce.RequestID = c.lastRequestID
+// post is [brokerClient.call] for an answer with one of the statuses
+// want. Any other answer is returned with the broker's refusal, a
+// [*BrokerError]; no answer at all, with a [CallError] that carries the
+// last attempt's request id.
+func (c *brokerClient) post(ctx context.Context, op, path string, body any, policy retryPolicy, want ...int) (*reply, error) {
+	r, err := c.call(ctx, op, path, body, policy)
+	if err != nil {
+		var ce *CallError
+		if errors.As(err, &ce) && ce.RequestID == "" {
+			ce.RequestID = c.lastRequestID
+		}
+		return nil, err
 	}
-	return err
+	if !slices.Contains(want, r.status) {
+		return r, c.brokerError(op, r)
+	}
+	return r, nil
 }
 
 // revoke deletes the token tokenID; the broker answers 204 also when it is
 // already gone, so retries are safe.
 func (c *brokerClient) revoke(ctx context.Context, tokenID string) error {
-	r, err := c.call(ctx, opRevoke, "v1/revoke", brokerapi.RevokeRequest{TokenID: tokenID}, retryTransient)
-	if err != nil {
-		return c.withRequestID(err)
-	}
-	if r.status != http.StatusNoContent && r.status != http.StatusOK {
-		return c.brokerError(opRevoke, r)
-	}
-	return nil
+	_, err := c.post(ctx, opRevoke, "v1/revoke", brokerapi.RevokeRequest{TokenID: tokenID}, retryTransient, http.StatusNoContent, http.StatusOK)
+	return err
 }
 
 // rotate asks the broker to run the rotation name. A rotation is not
 // idempotent (a second one invalidates the value the first just stored), so
 // only failures where the broker surely did nothing are retried.
 func (c *brokerClient) rotate(ctx context.Context, name string) (rotated, error) {
-	r, err := c.call(ctx, opRotate, "v1/rotate", brokerapi.RotateRequest{Name: name}, retryUnprocessed)
-	if err != nil {
-		return rotated{}, c.withRequestID(err)
-	}
-	if r.status != http.StatusOK {
-		be := c.brokerError(opRotate, r)
+	r, err := c.post(ctx, opRotate, "v1/rotate", brokerapi.RotateRequest{Name: name}, retryUnprocessed, http.StatusOK)
+	var be *BrokerError
+	if errors.As(err, &be) {
 		be.Rotation = name
 		var partial brokerapi.RotateErrorBody
 		if json.Unmarshal(r.body, &partial) == nil {
 			be.Sinks = partial.Sinks
 		}
-		return rotated{}, be
+	}
+	if err != nil {
+		return rotated{}, err
 	}
 	var out rotated
 	if err := json.Unmarshal(r.body, &out); err != nil {

@@ -119,33 +119,35 @@ type tokenCalls interface {
 	DeleteToken(ctx context.Context, orgID, tokenID string) error
 }
 
-// boundedTokens makes [tokenCalls] through the bound, each with timeout
-// once it has its slot (zero: none).
-type boundedTokens struct {
-	next    tokenCalls
+// boundedTokens makes [tokenCalls] of next through the bound, each with
+// timeout once it has its slot (zero: none). It keeps next as its own
+// client type, so that the broker's and the rotator's bounds add their
+// other calls on the one client they hold.
+type boundedTokens[T tokenCalls] struct {
+	next    T
 	bound   *AstroBound
 	timeout time.Duration
 }
 
-func (b boundedTokens) CreateToken(ctx context.Context, orgID string, req astro.CreateTokenRequest) (*astro.Token, error) {
+func (b boundedTokens[T]) CreateToken(ctx context.Context, orgID string, req astro.CreateTokenRequest) (*astro.Token, error) {
 	return within(ctx, b.bound, b.timeout, func(ctx context.Context) (*astro.Token, error) {
 		return b.next.CreateToken(ctx, orgID, req)
 	})
 }
 
-func (b boundedTokens) SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error) {
+func (b boundedTokens[T]) SetTokenRoles(ctx context.Context, orgID, tokenID string, roles []astro.TokenRole) (*astro.SubjectRoles, error) {
 	return within(ctx, b.bound, b.timeout, func(ctx context.Context) (*astro.SubjectRoles, error) {
 		return b.next.SetTokenRoles(ctx, orgID, tokenID, roles)
 	})
 }
 
-func (b boundedTokens) GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error) {
+func (b boundedTokens[T]) GetToken(ctx context.Context, orgID, tokenID string) (*astro.Token, error) {
 	return within(ctx, b.bound, b.timeout, func(ctx context.Context) (*astro.Token, error) {
 		return b.next.GetToken(ctx, orgID, tokenID)
 	})
 }
 
-func (b boundedTokens) DeleteToken(ctx context.Context, orgID, tokenID string) error {
+func (b boundedTokens[T]) DeleteToken(ctx context.Context, orgID, tokenID string) error {
 	_, err := within(ctx, b.bound, b.timeout, func(ctx context.Context) (struct{}, error) {
 		return struct{}{}, b.next.DeleteToken(ctx, orgID, tokenID)
 	})
@@ -155,12 +157,11 @@ func (b boundedTokens) DeleteToken(ctx context.Context, orgID, tokenID string) e
 // boundedAstro is the one door of the broker's calls to Astro: each takes
 // a slot of the bound, and is bounded by its timeout once it has it.
 type boundedAstro struct {
-	boundedTokens
-	next Astro
+	boundedTokens[Astro]
 }
 
 func newBoundedAstro(next Astro, bound *AstroBound) *boundedAstro {
-	return &boundedAstro{boundedTokens: boundedTokens{next: next, bound: bound, timeout: bound.timeout}, next: next}
+	return &boundedAstro{boundedTokens[Astro]{next: next, bound: bound, timeout: bound.timeout}}
 }
 
 // foundDeleter is an Astro client that says whether a delete found the
@@ -206,12 +207,11 @@ func (b *boundedAstro) ListOrganizations(ctx context.Context) ([]astro.Organizat
 // cancellation, see [Server.Rotate]); the Astro client's own timeouts
 // bound them.
 func (b *AstroBound) Rotation(next rotation.Astro) rotation.Astro {
-	return &boundedRotation{boundedTokens: boundedTokens{next: next, bound: b}, next: next}
+	return &boundedRotation{boundedTokens[rotation.Astro]{next: next, bound: b}}
 }
 
 type boundedRotation struct {
-	boundedTokens
-	next rotation.Astro
+	boundedTokens[rotation.Astro]
 }
 
 func (b *boundedRotation) ListTokens(ctx context.Context, orgID string, opts astro.ListTokensOptions) ([]astro.Token, error) {

@@ -177,7 +177,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.AstroConcurrency < 0 || cfg.ReapConcurrency < 0 || cfg.AstroTimeout < 0 || cfg.RequestTimeout < 0 || cfg.RecoveryWindow < 0 {
 		errs = append(errs, errors.New("broker: AstroConcurrency, ReapConcurrency, AstroTimeout, RequestTimeout and RecoveryWindow must not be negative"))
 	}
-	if l := cfg.RevokeRateLimit; !l.IsZero() && (l.Rate < 1 || l.Burst < 1 || l.Period <= 0) {
+	if l := cfg.RevokeRateLimit; !l.IsZero() && l.Validate() != nil {
 		errs = append(errs, errors.New("broker: RevokeRateLimit needs a positive Rate, Period and Burst"))
 	}
 	if cfg.AstroBound != nil && (cfg.AstroConcurrency != 0 || cfg.AstroTimeout != 0) {

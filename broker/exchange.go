@@ -247,24 +247,30 @@ func (s *Server) unspent(ctx context.Context, claims *idtoken.Claims) error {
 // after the read-only replay check and before the spend (see
 // [Server.exchange]).
 func (s *Server) limit(ctx context.Context, c *idtoken.Claims, d policy.Decision) error {
-	l := d.RateLimit
-	if l.IsZero() {
+	if d.RateLimit.IsZero() {
 		return nil
 	}
-	v, err := s.store.Allow(ctx, rateKey(c, d), storeLimit(l))
+	err := s.take(ctx, rateKey(c, d), rateLimitedError{op: opExchange, rule: d.Rule, limit: d.RateLimit})
+	var refused *rateLimitedError
+	if errors.As(err, &refused) {
+		s.metrics.rateLimited.WithLabelValues(d.Rule).Inc()
+	}
+	return err
+}
+
+// take takes one event from key's budget under refused.limit, for an
+// exchange ([Server.limit]) or a revoke ([Server.limitRevokes]); when the
+// budget is spent it returns refused, with the wait for the next event.
+func (s *Server) take(ctx context.Context, key string, refused rateLimitedError) error {
+	v, err := s.store.Allow(ctx, key, refused.limit)
 	if err != nil {
 		return s.storeErr("rate_limit", err)
 	}
 	if !v.Allowed {
-		s.metrics.rateLimited.WithLabelValues(d.Rule).Inc()
-		return &rateLimitedError{op: opExchange, rule: d.Rule, limit: l, retryAfter: v.RetryAfter}
+		refused.retryAfter = v.RetryAfter
+		return &refused
 	}
 	return nil
-}
-
-// storeLimit is a policy's rate limit as the store counts it.
-func storeLimit(l policy.RateLimit) store.Limit {
-	return store.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst}
 }
 
 // rateKey is the budget of the repository (repository_id of the issuer)
@@ -285,7 +291,7 @@ func (s *Server) giveBack(ctx context.Context, c *idtoken.Claims, d policy.Decis
 	// The request's context may be what ended the mint.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), storeTimeout)
 	defer cancel()
-	err := s.store.Refund(ctx, rateKey(c, d), storeLimit(l))
+	err := s.store.Refund(ctx, rateKey(c, d), l)
 	if err != nil {
 		s.storeErr("rate_limit", err)
 		s.log.Warn("rate limit: could not give back the budget of an exchange that did nothing", "rule", d.Rule, "error", err)

@@ -134,15 +134,7 @@ func (s *Server) trusted(claims *idtoken.Claims) error {
 // repository (repository_id of its issuer), a budget of its own beside
 // its exchanges'.
 func (s *Server) limitRevokes(ctx context.Context, c *idtoken.Claims) error {
-	l := s.revokeLimit
-	v, err := s.store.Allow(ctx, store.Key("revoke", c.Issuer, c.RepositoryID), storeLimit(l))
-	if err != nil {
-		return s.storeErr("rate_limit", err)
-	}
-	if !v.Allowed {
-		return &rateLimitedError{op: opRevoke, limit: l, retryAfter: v.RetryAfter}
-	}
-	return nil
+	return s.take(ctx, store.Key("revoke", c.Issuer, c.RepositoryID), rateLimitedError{op: opRevoke, limit: s.revokeLimit})
 }
 
 // revokedKey names the memory that the run of c revoked tokenID: only the

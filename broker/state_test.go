@@ -17,10 +17,10 @@ import (
 
 // testRedis is the package's one redis-server, started by TestMain when
 // the binary exists.
-var testRedis *redistest.Server
+var testRedis = redistest.PackageServer()
 
 func TestMain(m *testing.M) {
-	redistest.Main(m, &testRedis)
+	testRedis.Main(m)
 }
 
 // redisStore returns a maker of stores on the package's redis-server,
@@ -28,7 +28,7 @@ func TestMain(m *testing.M) {
 // failed the run in CI).
 func redisStore(t *testing.T) (func(now func() time.Time) store.Store, *redistest.Server) {
 	t.Helper()
-	srv := redistest.Need(t, testRedis)
+	srv := testRedis.Need(t)
 	return func(now func() time.Time) store.Store {
 		s, err := store.NewRedis(store.RedisConfig{URL: srv.URL(), Now: now})
 		if err != nil {

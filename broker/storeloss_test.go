@@ -19,7 +19,7 @@ func ownRedisStore(t *testing.T) (func(now func() time.Time) store.Store, *redis
 	t.Helper()
 	bin, ok := redistest.Binary()
 	if !ok {
-		redistest.Need(t, testRedis)
+		testRedis.Need(t)
 	}
 	srv, err := redistest.Start(context.Background(), bin, redistest.Options{})
 	if err != nil {

@@ -190,13 +190,8 @@ func (s *Server) recoverCreate(p pendingCreate) {
 	defer r.mu.Unlock()
 	if len(r.pending) >= recoveryMaxPending {
 		s.metrics.undelivered.WithLabelValues(undeliveredUnknown, "not_searched").Inc()
-		s.log.LogAttrs(context.Background(), slog.LevelWarn, "undelivered", append(markerAttrs(p.marker),
-			slog.String("audit", "undelivered"),
-			slog.String("request_id", p.requestID),
-			slog.String("outcome", "not_searched"),
-			slog.String("why", undeliveredUnknown),
-			slog.String("reason", fmt.Sprintf("%d creates are searched for already; if Astro made this one, the reaper deletes it after its deadline: %v", recoveryMaxPending, p.cause)),
-		)...)
+		s.recordUndelivered(context.Background(), slog.LevelWarn, p.marker, p.requestID, "not_searched", undeliveredUnknown,
+			fmt.Sprintf("%d creates are searched for already; if Astro made this one, the reaper deletes it after its deadline: %v", recoveryMaxPending, p.cause))
 		return
 	}
 	// A token made after a listing arrived is stamped no older than that
@@ -421,13 +416,8 @@ func (r *recoverer) look(draining bool) {
 			continue
 		}
 		s.metrics.undelivered.WithLabelValues(undeliveredUnknown, "not_found").Inc()
-		s.log.LogAttrs(ctx, slog.LevelWarn, "undelivered", append(markerAttrs(p.marker),
-			slog.String("audit", "undelivered"),
-			slog.String("request_id", p.requestID),
-			slog.String("outcome", "not_found"),
-			slog.String("why", undeliveredUnknown),
-			slog.String("reason", "no token with this create's nonce was found; if Astro made one late, the reaper deletes it after its deadline: "+p.cause.Error()),
-		)...)
+		s.recordUndelivered(ctx, slog.LevelWarn, p.marker, p.requestID, "not_found", undeliveredUnknown,
+			"no token with this create's nonce was found; if Astro made one late, the reaper deletes it after its deadline: "+p.cause.Error())
 	}
 }
 
@@ -473,14 +463,7 @@ func (s *Server) deleteUndeliveredWith(ctx context.Context, a Astro, tokenID str
 		reason = cause.Error()
 	}
 	record := func(level slog.Level, outcome, reason string) {
-		s.log.LogAttrs(ctx, level, "undelivered", append(markerAttrs(m),
-			slog.String("audit", "undelivered"),
-			slog.String("request_id", requestID(ctx)),
-			slog.String("outcome", outcome),
-			slog.String("why", why),
-			slog.String("token_id", tokenID),
-			slog.String("reason", reason),
-		)...)
+		s.recordUndelivered(ctx, level, m, requestID(ctx), outcome, why, reason, slog.String("token_id", tokenID))
 	}
 	record(slog.LevelWarn, undeliveredDeleting, reason)
 	outcome, level := "deleted", slog.LevelWarn
@@ -490,6 +473,24 @@ func (s *Server) deleteUndeliveredWith(ctx context.Context, a Astro, tokenID str
 	}
 	s.metrics.undelivered.WithLabelValues(why, outcome).Inc()
 	record(level, outcome, reason)
+}
+
+// recordUndelivered writes one "undelivered" audit record: the marker m
+// of a token that was (or may have been) minted for request requestID and
+// not handed out, what became of it (outcome), why it was not handed out,
+// and the reason; token (its id, once the broker knows one) goes before
+// the reason. Every record of an undelivered token is written here, so
+// that they all carry the same fields.
+func (s *Server) recordUndelivered(ctx context.Context, level slog.Level, m Marker, requestID, outcome, why, reason string, token ...slog.Attr) {
+	attrs := append(markerAttrs(m),
+		slog.String("audit", "undelivered"),
+		slog.String("request_id", requestID),
+		slog.String("outcome", outcome),
+		slog.String("why", why),
+	)
+	attrs = append(attrs, token...)
+	attrs = append(attrs, slog.String("reason", reason))
+	s.log.LogAttrs(ctx, level, "undelivered", attrs...)
 }
 
 func markerAttrs(m Marker) []slog.Attr {

@@ -91,10 +91,9 @@ type Deployment struct {
 	EnvironmentVariables     *[]EnvironmentVariable `json:"environmentVariables,omitempty"`
 	ContactEmails            *[]string              `json:"contactEmails,omitempty"`
 	WorkloadIdentity         *string                `json:"workloadIdentity,omitempty"`
-	CreatedAt                time.Time              `json:"createdAt"`
-	UpdatedAt                time.Time              `json:"updatedAt"`
-	CreatedBy                Subject                `json:"createdBy"`
-	UpdatedBy                Subject                `json:"updatedBy"`
+	Stamps
+	CreatedBy Subject `json:"createdBy"`
+	UpdatedBy Subject `json:"updatedBy"`
 }
 
 // WorkerQueue is Astro's WorkerQueue.
@@ -187,8 +186,7 @@ type Cluster struct {
 	VpcSubnetRange string      `json:"vpcSubnetRange"`
 	NodePools      *[]NodePool `json:"nodePools,omitempty"`
 	Workspaces     *[]string   `json:"workspaces,omitempty"`
-	CreatedAt      time.Time   `json:"createdAt"`
-	UpdatedAt      time.Time   `json:"updatedAt"`
+	Stamps
 }
 
 // NodePool is Astro's NodePool.
@@ -201,8 +199,7 @@ type NodePool struct {
 	MaxNodeCount           int       `json:"maxNodeCount"`
 	NodeInstanceType       string    `json:"nodeInstanceType"`
 	SupportedAstroMachines *[]string `json:"supportedAstroMachines,omitempty"`
-	CreatedAt              time.Time `json:"createdAt"`
-	UpdatedAt              time.Time `json:"updatedAt"`
+	Stamps
 }
 
 // ClustersPage is one page of GET /organizations/{org}/clusters.

@@ -90,14 +90,13 @@ const (
 // Token is Astro's ApiToken. Token (the value) is set only in the answers to
 // create and rotate: Astro never shows a value again.
 type Token struct {
-	ID                 string      `json:"id"`
-	Name               string      `json:"name"`
-	Description        string      `json:"description"`
-	ShortToken         string      `json:"shortToken"`
-	Scope              Scope       `json:"scope"`
-	StartAt            time.Time   `json:"startAt"`
-	CreatedAt          time.Time   `json:"createdAt"`
-	UpdatedAt          time.Time   `json:"updatedAt"`
+	ID          string    `json:"id"`
+	Name        string    `json:"name"`
+	Description string    `json:"description"`
+	ShortToken  string    `json:"shortToken"`
+	Scope       Scope     `json:"scope"`
+	StartAt     time.Time `json:"startAt"`
+	Stamps
 	Token              string      `json:"token,omitempty"`
 	EndAt              *time.Time  `json:"endAt,omitempty"`
 	ExpiryPeriodInDays *int        `json:"expiryPeriodInDays,omitempty"`
@@ -128,6 +127,15 @@ type TokenRole struct {
 	EntityID   string     `json:"entityId"`
 	EntityType EntityType `json:"entityType"`
 	Role       string     `json:"role"`
+}
+
+// Stamps are when Astro made and last changed an object: the createdAt and
+// updatedAt of every object the client reads (a token, an organization, a
+// workspace, a Deployment, a cluster, a node pool). Embedded where the
+// pair stood, it keeps the JSON as it is, in the same order.
+type Stamps struct {
+	CreatedAt time.Time `json:"createdAt"`
+	UpdatedAt time.Time `json:"updatedAt"`
 }
 
 // Subject is Astro's BasicSubjectProfile (createdBy, updatedBy).
@@ -193,11 +201,10 @@ type DeploymentRole struct {
 
 // Organization is the part of Astro's Organization the CLI and we read.
 type Organization struct {
-	ID        string    `json:"id"`
-	Name      string    `json:"name"`
-	Product   string    `json:"product"` // HOSTED or HYBRID; never null
-	CreatedAt time.Time `json:"createdAt"`
-	UpdatedAt time.Time `json:"updatedAt"`
+	ID      string `json:"id"`
+	Name    string `json:"name"`
+	Product string `json:"product"` // HOSTED or HYBRID; never null
+	Stamps
 }
 
 // OrganizationsPage is one page of GET /organizations.
@@ -208,11 +215,10 @@ type OrganizationsPage struct {
 
 // Workspace is the part of Astro's Workspace we read.
 type Workspace struct {
-	ID             string    `json:"id"`
-	Name           string    `json:"name"`
-	OrganizationID string    `json:"organizationId"`
-	CreatedAt      time.Time `json:"createdAt"`
-	UpdatedAt      time.Time `json:"updatedAt"`
+	ID             string `json:"id"`
+	Name           string `json:"name"`
+	OrganizationID string `json:"organizationId"`
+	Stamps
 }
 
 // WorkspacesPage is one page of GET /organizations/{org}/workspaces.

@@ -135,10 +135,10 @@ func (e *Emulator) seedDeployments(ids []string, by astro.Subject, t time.Time) 
 		NodePools: &[]astro.NodePool{{
 			ID: e.newID(), Name: "default", ClusterID: clusterID, CloudProvider: "AWS", IsDefault: true,
 			MaxNodeCount: 20, NodeInstanceType: "m6i.xlarge", SupportedAstroMachines: &machines,
-			CreatedAt: t, UpdatedAt: t,
+			Stamps: astro.Stamps{CreatedAt: t, UpdatedAt: t},
 		}},
 		Workspaces: &wsIDs,
-		CreatedAt:  t, UpdatedAt: t,
+		Stamps:     astro.Stamps{CreatedAt: t, UpdatedAt: t},
 	}
 	for i, id := range ids {
 		b := createDeploymentBody{
@@ -688,7 +688,7 @@ func (e *Emulator) buildDeployment(id string, b *createDeploymentBody, by astro.
 		DefaultTaskPodCPU: ptr(b.DefaultTaskPodCPU), DefaultTaskPodMemory: ptr(b.DefaultTaskPodMemory),
 		ResourceQuotaCPU: ptr(b.ResourceQuotaCPU), ResourceQuotaMemory: ptr(b.ResourceQuotaMemory),
 		ContactEmails: ptr(slices.Clone(b.ContactEmails)), WorkloadIdentity: b.WorkloadIdentity,
-		CreatedAt: now, UpdatedAt: now, CreatedBy: by, UpdatedBy: by,
+		Stamps: astro.Stamps{CreatedAt: now, UpdatedAt: now}, CreatedBy: by, UpdatedBy: by,
 	}
 	if b.Description != nil {
 		d.Description = ptr(*b.Description)

@@ -197,10 +197,10 @@ func New(cfg Config) (*Emulator, error) {
 	// Seed gives the same Workspace and Deployment ids across versions
 	// (the demo's sample policy names one), so anything seeded later draws
 	// its ids after the owner token.
-	e.org = astro.Organization{ID: e.newID(), Name: "astro-sts-emulator", Product: "HOSTED", CreatedAt: t, UpdatedAt: t}
+	e.org = astro.Organization{ID: e.newID(), Name: "astro-sts-emulator", Product: "HOSTED", Stamps: astro.Stamps{CreatedAt: t, UpdatedAt: t}}
 	depIDs := make([]string, cfg.Workspaces)
 	for i := range cfg.Workspaces {
-		ws := astro.Workspace{ID: e.newID(), Name: fmt.Sprintf("workspace-%d", i+1), OrganizationID: e.org.ID, CreatedAt: t, UpdatedAt: t}
+		ws := astro.Workspace{ID: e.newID(), Name: fmt.Sprintf("workspace-%d", i+1), OrganizationID: e.org.ID, Stamps: astro.Stamps{CreatedAt: t, UpdatedAt: t}}
 		e.workspaces = append(e.workspaces, ws)
 		depIDs[i] = e.newID()
 	}
@@ -364,8 +364,7 @@ func (e *Emulator) createLocked(n newToken, now time.Time) (astro.Token, string)
 		Description: n.description,
 		Scope:       n.scope,
 		StartAt:     now,
-		CreatedAt:   now,
-		UpdatedAt:   now,
+		Stamps:      astro.Stamps{CreatedAt: now, UpdatedAt: now},
 		Roles:       slices.Clone(n.roles),
 		CreatedBy:   clonePtr(n.by),
 		UpdatedBy:   clonePtr(n.by),

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/astro-sts/astro-sts/internal/rate"
 )
 
 // Bounds of a rate limit, so that a typo cannot make one meaningless.
@@ -18,23 +20,9 @@ const (
 
 // RateLimit bounds how fast one repository (one repository_id of one
 // issuer) gets tokens through one rule: on average Rate per Period, and up
-// to Burst at once after a quiet spell. The zero value is no limit.
-type RateLimit struct {
-	Rate   int
-	Period time.Duration
-	Burst  int
-}
-
-// IsZero reports whether r is "no limit".
-func (r RateLimit) IsZero() bool { return r == RateLimit{} }
-
-// String is how the policy writes it: "30/1h0m0s, burst 10".
-func (r RateLimit) String() string {
-	if r.IsZero() {
-		return "none"
-	}
-	return fmt.Sprintf("%d/%s, burst %d", r.Rate, r.Period, r.Burst)
-}
+// to Burst at once after a quiet spell. The zero value is no limit. It is
+// the limit the store counts, as it is.
+type RateLimit = rate.Limit
 
 // rateLimit reads a rate_limit block:
 //

@@ -279,29 +279,17 @@ func (w *walker) githubTargets(where string, n *yaml.Node) []GitHubTarget {
 }
 
 func (w *walker) repoIDs(where string, n *yaml.Node) []int64 {
-	items, ok := w.nonEmptyList(where, n)
-	if !ok {
-		return nil
-	}
-	out := make([]int64, 0, len(items))
-	seen := make(map[int64]bool, len(items))
-	for i, it := range items {
-		at := fmt.Sprintf("%s[%d]", where, i)
+	ids, _ := uniqueList(w, where, n, "%d", func(at string, it *yaml.Node) (int64, bool) {
 		if it.Kind != yaml.ScalarNode || it.ShortTag() != "!!int" {
 			w.fail(at, it, "must be a repository id (an integer)")
-			continue
+			return 0, false
 		}
 		id, err := strconv.ParseInt(it.Value, 10, 64)
 		if err != nil || id <= 0 {
 			w.fail(at, it, "%q is not a positive repository id", it.Value)
-			continue
+			return 0, false
 		}
-		if seen[id] {
-			w.fail(at, it, "%d appears twice", id)
-			continue
-		}
-		seen[id] = true
-		out = append(out, id)
-	}
-	return out
+		return id, true
+	})
+	return ids
 }

@@ -162,25 +162,34 @@ func (w *walker) nonEmptyList(where string, n *yaml.Node) ([]*yaml.Node, bool) {
 
 // strList returns a non-empty list of strings without duplicates.
 func (w *walker) strList(where string, n *yaml.Node) ([]string, bool) {
+	return uniqueList(w, where, n, "%q", w.str)
+}
+
+// uniqueList returns the items of the non-empty list n, each read by item
+// at where[i], and refuses an item that appears twice (verb formats it in
+// the message: %q, %d). ok is false when any item was refused; the
+// refused ones are left out.
+func uniqueList[T comparable](w *walker, where string, n *yaml.Node, verb string, item func(at string, n *yaml.Node) (T, bool)) ([]T, bool) {
 	items, ok := w.nonEmptyList(where, n)
 	if !ok {
 		return nil, false
 	}
-	out := make([]string, 0, len(items))
-	seen := make(map[string]bool, len(items))
+	out := make([]T, 0, len(items))
+	seen := make(map[T]bool, len(items))
 	for i, it := range items {
-		s, ok2 := w.str(fmt.Sprintf("%s[%d]", where, i), it)
+		at := fmt.Sprintf("%s[%d]", where, i)
+		v, ok2 := item(at, it)
 		if !ok2 {
 			ok = false
 			continue
 		}
-		if seen[s] {
-			w.fail(fmt.Sprintf("%s[%d]", where, i), it, "%q appears twice", s)
+		if seen[v] {
+			w.fail(at, it, verb+" appears twice", v)
 			ok = false
 			continue
 		}
-		seen[s] = true
-		out = append(out, s)
+		seen[v] = true
+		out = append(out, v)
 	}
 	return out, ok
 }

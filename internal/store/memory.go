@@ -56,7 +56,7 @@ func (m *Memory) Used(_ context.Context, issuer, jti string, _ time.Time) (bool,
 // the Redis store does.
 func (m *Memory) Allow(_ context.Context, key string, l Limit) (Verdict, error) {
 	if err := l.Validate(); err != nil {
-		return Verdict{}, err
+		return Verdict{}, fmt.Errorf("store: %w", err)
 	}
 	now := m.now()
 	m.mu.Lock()
@@ -77,7 +77,7 @@ func (m *Memory) Allow(_ context.Context, key string, l Limit) (Verdict, error) 
 // goes back one interval, and a budget whole again is forgotten.
 func (m *Memory) Refund(_ context.Context, key string, l Limit) error {
 	if err := l.Validate(); err != nil {
-		return err
+		return fmt.Errorf("store: %w", err)
 	}
 	now := m.now()
 	m.mu.Lock()
@@ -86,7 +86,7 @@ func (m *Memory) Refund(_ context.Context, key string, l Limit) error {
 	if !ok {
 		return nil
 	}
-	if tat = tat.Add(-l.interval()); tat.After(now) {
+	if tat = tat.Add(-l.Interval()); tat.After(now) {
 		m.tat[key] = tat
 	} else {
 		delete(m.tat, key)
@@ -99,7 +99,7 @@ func (m *Memory) Refund(_ context.Context, key string, l Limit) error {
 // the arithmetic of go-redis/redis_rate's script, which the Redis store
 // runs.
 func gcra(now, tat time.Time, l Limit) (Verdict, time.Time) {
-	interval := l.interval()
+	interval := l.Interval()
 	next := tat.Add(interval)
 	allowAt := next.Add(-interval * time.Duration(l.Burst))
 	diff := now.Sub(allowAt)

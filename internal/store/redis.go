@@ -290,13 +290,13 @@ local function unsafe(policy)
 end
 `
 
-// useScript is the replay check: refuse while Redis may evict keys (3,
-// with the policy), or a token that may have been used before the epoch
-// (2), else SET NX the entry (1 set, 0 a replay); then the epoch and
-// whether it was recreated. KEYS: epoch, entry; ARGV: now, the first
-// second the token may have been used (see [earliestUse]), owner, ttl in
-// ms.
-var useScript = redis.NewScript(epochLua + `
+// replayLua begins both replay checks ([useScript], [usedScript]), so
+// that the exchange and the dry run refuse alike: while Redis may evict
+// keys (3, with the policy), and a token that may have been used before
+// the epoch (2); each answer is {code, the epoch, whether it was
+// recreated}, read by [Redis.runReplay]. KEYS: epoch, entry; ARGV: now,
+// the first second the token may have been used (see [earliestUse]).
+const replayLua = epochLua + `
 local sec, created, policy = epoch(ARGV[1])
 if unsafe(policy) then
   return {3, sec, created, policy}
@@ -304,7 +304,11 @@ end
 if tonumber(ARGV[2]) < sec then
   return {2, sec, created}
 end
-if redis.call("SET", KEYS[2], ARGV[3], "NX", "PX", ARGV[4]) then
+`
+
+// useScript is the replay check ([replayLua]), then SET NX the entry (1
+// set, 0 a replay). ARGV after replayLua's: owner, ttl in ms.
+var useScript = redis.NewScript(replayLua + `if redis.call("SET", KEYS[2], ARGV[3], "NX", "PX", ARGV[4]) then
   return {1, sec, created}
 end
 return {0, sec, created}
@@ -374,48 +378,28 @@ func (r *Redis) Use(ctx context.Context, issuer, jti string, iat, exp time.Time)
 	if ttl <= 0 {
 		return fmt.Errorf("%w: expired", ErrTokenExpired)
 	}
-	if p := r.unsafe.Load(); p != nil {
-		return fmt.Errorf("%w: replay: %w", ErrUnavailable, *p)
-	}
 	// Redis expiries have a millisecond resolution: round up, never
 	// forget a token early.
 	ttl = ttl.Truncate(time.Millisecond) + time.Millisecond
-	vals, err := useScript.Run(ctx, r.client, []string{epochKey, replayKey(issuer, jti)},
-		r.epochNow(), earliestUse(iat), r.owner, ttl.Milliseconds()).Slice()
+	code, epoch, err := r.runReplay(ctx, useScript, issuer, jti, iat, r.owner, ttl.Milliseconds())
 	if err != nil {
-		return unavailable("replay", err)
+		return err
 	}
-	epoch, err := r.epochResult(vals)
-	if err != nil {
-		return unavailable("replay", err)
-	}
-	switch vals[0] {
-	case int64(1):
+	switch code {
+	case 1:
 		return nil
-	case int64(3):
-		return unsafePolicy(vals)
-	case int64(2):
+	case 2:
 		return fmt.Errorf("%w (issued %s, epoch %s)", ErrIssuedBeforeEpoch,
 			iat.UTC().Format(time.RFC3339), epoch.UTC().Format(time.RFC3339))
 	}
 	return fmt.Errorf("%w: used before (shared store), issuer %s", ErrReplayed, issuer)
 }
 
-// usedScript is the dry run's replay check: 2 if the token was issued
-// before the epoch, else 1 if the entry exists, 0 if not; then the epoch
-// and whether it was recreated. It spends nothing; like the exchange, it
-// begins a new epoch where the old one is gone, so that dry runs alone
-// cannot be refused for ever. KEYS: epoch, entry; ARGV: now, the first
-// second the token may have been used.
-var usedScript = redis.NewScript(epochLua + `
-local sec, created, policy = epoch(ARGV[1])
-if unsafe(policy) then
-  return {3, sec, created, policy}
-end
-if tonumber(ARGV[2]) < sec then
-  return {2, sec, created}
-end
-if redis.call("GET", KEYS[2]) then
+// usedScript is the dry run's replay check ([replayLua]), then 1 if the
+// entry exists, 0 if not. It spends nothing; like the exchange, it begins
+// a new epoch where the old one is gone, so that dry runs alone cannot be
+// refused for ever.
+var usedScript = redis.NewScript(replayLua + `if redis.call("GET", KEYS[2]) then
   return {1, sec, created}
 end
 return {0, sec, created}
@@ -425,27 +409,43 @@ return {0, sec, created}
 // entry, and writes only a new epoch where one is due (the commands the
 // entry's writer already may run: see docs/operations.md's ACL).
 func (r *Redis) Used(ctx context.Context, issuer, jti string, iat time.Time) (bool, error) {
-	if p := r.unsafe.Load(); p != nil {
-		return false, fmt.Errorf("%w: replay: %w", ErrUnavailable, *p)
-	}
-	vals, err := usedScript.Run(ctx, r.client, []string{epochKey, replayKey(issuer, jti)}, r.epochNow(), earliestUse(iat)).Slice()
+	code, epoch, err := r.runReplay(ctx, usedScript, issuer, jti, iat)
 	if err != nil {
-		return false, unavailable("replay", err)
+		return false, err
 	}
-	epoch, err := r.epochResult(vals)
-	if err != nil {
-		return false, unavailable("replay", err)
-	}
-	switch vals[0] {
-	case int64(3):
-		return false, unsafePolicy(vals)
-	case int64(2):
+	switch code {
+	case 2:
 		return false, fmt.Errorf("%w (dry run, issued %s, epoch %s)", ErrIssuedBeforeEpoch,
 			iat.UTC().Format(time.RFC3339), epoch.UTC().Format(time.RFC3339))
-	case int64(1):
+	case 1:
 		return true, nil
 	}
 	return false, nil
+}
+
+// runReplay runs script, one of the replay checks that begin with
+// [replayLua], for the token (issuer, jti) issued at iat, with args after
+// replayLua's own. It fails closed while Redis is known to be unsafe and
+// when the script finds it so (code 3); otherwise it returns the script's
+// code (0, 1 or 2) and the epoch.
+func (r *Redis) runReplay(ctx context.Context, script *redis.Script, issuer, jti string, iat time.Time, args ...any) (int64, time.Time, error) {
+	if p := r.unsafe.Load(); p != nil {
+		return 0, time.Time{}, fmt.Errorf("%w: replay: %w", ErrUnavailable, *p)
+	}
+	argv := append([]any{r.epochNow(), earliestUse(iat)}, args...)
+	vals, err := script.Run(ctx, r.client, []string{epochKey, replayKey(issuer, jti)}, argv...).Slice()
+	if err != nil {
+		return 0, time.Time{}, unavailable("replay", err)
+	}
+	epoch, err := r.epochResult(vals)
+	if err != nil {
+		return 0, time.Time{}, unavailable("replay", err)
+	}
+	code, _ := vals[0].(int64)
+	if code == 3 {
+		return 0, time.Time{}, unsafePolicy(vals)
+	}
+	return code, epoch, nil
 }
 
 // earliestUse is the first second at which a token issued at iat may
@@ -475,7 +475,7 @@ func replayKey(issuer, jti string) string { return keyPrefix + "replay:" + Key(i
 // Allow implements [Store.Allow] with redis_rate's GCRA script.
 func (r *Redis) Allow(ctx context.Context, key string, l Limit) (Verdict, error) {
 	if err := l.Validate(); err != nil {
-		return Verdict{}, err
+		return Verdict{}, fmt.Errorf("store: %w", err)
 	}
 	res, err := r.limiter.Allow(ctx, keyPrefix+key, redis_rate.Limit{Rate: l.Rate, Period: l.Period, Burst: l.Burst})
 	if err != nil {
@@ -511,9 +511,9 @@ return 1
 // Refund implements [Store.Refund] on the key [Redis.Allow] uses.
 func (r *Redis) Refund(ctx context.Context, key string, l Limit) error {
 	if err := l.Validate(); err != nil {
-		return err
+		return fmt.Errorf("store: %w", err)
 	}
-	interval := strconv.FormatFloat(l.interval().Seconds(), 'f', -1, 64)
+	interval := strconv.FormatFloat(l.Interval().Seconds(), 'f', -1, 64)
 	// redis_rate's own prefix, before the broker's.
 	err := refundScript.Run(ctx, r.client, []string{"rate:" + keyPrefix + key}, interval).Err()
 	return unavailable("rate limit", err)

@@ -26,6 +26,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/astro-sts/astro-sts/internal/rate"
 )
 
 // ErrUnavailable: the store could not answer (Redis unreachable, refusing
@@ -108,26 +110,9 @@ type Store interface {
 
 // Limit is a rate limit: on average Rate events per Period, and up to
 // Burst at once after a quiet spell (the generic cell rate algorithm:
-// one event's worth of budget comes back every Period/Rate).
-type Limit struct {
-	Rate   int
-	Period time.Duration
-	Burst  int
-}
-
-// IsZero reports whether l is "no limit".
-func (l Limit) IsZero() bool { return l == Limit{} }
-
-// Validate refuses a limit the algorithm cannot apply.
-func (l Limit) Validate() error {
-	if l.Rate < 1 || l.Burst < 1 || l.Period <= 0 {
-		return fmt.Errorf("store: invalid limit %d per %s, burst %d", l.Rate, l.Period, l.Burst)
-	}
-	return nil
-}
-
-// interval is the time one event's worth of budget takes to come back.
-func (l Limit) interval() time.Duration { return l.Period / time.Duration(l.Rate) }
+// one event's worth of budget comes back every Period/Rate). It is the
+// limit the policy writes, as it is.
+type Limit = rate.Limit
 
 // Verdict is what [Store.Allow] decided.
 type Verdict struct {

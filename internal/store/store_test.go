@@ -15,17 +15,17 @@ import (
 
 // testRedis is the package's one redis-server, started by TestMain when the
 // binary exists.
-var testRedis *redistest.Server
+var testRedis = redistest.PackageServer()
 
 func TestMain(m *testing.M) {
-	redistest.Main(m, &testRedis)
+	testRedis.Main(m)
 }
 
 // needRedis returns the shared server, emptied, or skips the test when
 // there is no redis-server (TestMain has already failed the run in CI).
 func needRedis(t testing.TB) *redistest.Server {
 	t.Helper()
-	return redistest.Need(t, testRedis)
+	return testRedis.Need(t)
 }
 
 func newRedis(t testing.TB, url string) *store.Redis {

@@ -20,7 +20,7 @@ import (
 // and keeps the CA for clients.
 func (s *Server) writeCerts() error {
 	now := time.Now()
-	caKey, caDER, err := newCert(&x509.Certificate{
+	caKey, ca, err := newCert(&x509.Certificate{
 		SerialNumber:          big.NewInt(1),
 		Subject:               pkix.Name{CommonName: "redistest CA"},
 		NotBefore:             now.Add(-time.Hour),
@@ -32,11 +32,7 @@ func (s *Server) writeCerts() error {
 	if err != nil {
 		return err
 	}
-	ca, err := x509.ParseCertificate(caDER)
-	if err != nil {
-		return err
-	}
-	key, der, err := newCert(&x509.Certificate{
+	key, leaf, err := newCert(&x509.Certificate{
 		SerialNumber: big.NewInt(2),
 		Subject:      pkix.Name{CommonName: "127.0.0.1"},
 		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1)},
@@ -52,10 +48,10 @@ func (s *Server) writeCerts() error {
 	if err != nil {
 		return err
 	}
-	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER})
+	s.caPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: ca.Raw})
 	files := map[string][]byte{
 		"ca.crt":     s.caPEM,
-		"server.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		"server.crt": pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}),
 		"server.key": pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}),
 	}
 	for name, b := range files {
@@ -69,8 +65,9 @@ func (s *Server) writeCerts() error {
 }
 
 // newCert makes a P-256 key and a certificate for it from tmpl, signed by
-// signer as parent, or self-signed when parent is nil.
-func newCert(tmpl, parent *x509.Certificate, signer *ecdsa.PrivateKey) (*ecdsa.PrivateKey, []byte, error) {
+// signer as parent, or self-signed when parent is nil. The certificate
+// comes back parsed, so that it can sign the next one; its Raw is the DER.
+func newCert(tmpl, parent *x509.Certificate, signer *ecdsa.PrivateKey) (*ecdsa.PrivateKey, *x509.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, err
@@ -82,5 +79,9 @@ func newCert(tmpl, parent *x509.Certificate, signer *ecdsa.PrivateKey) (*ecdsa.P
 	if err != nil {
 		return nil, nil, err
 	}
-	return key, der, nil
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, cert, nil
 }

@@ -110,6 +110,18 @@ func Shared() (*Server, error) {
 	})
 }
 
+// PackageServer is a test package's one redis-server, started by its
+// TestMain ([servertest.Package.Main]); [servertest.Package.Need] returns
+// it emptied ([Server.Flush]), or skips (locally) or fails (in CI) the test
+// with [InstallHint] when there is none.
+func PackageServer() *servertest.Package[Server, *Server] {
+	return &servertest.Package[Server, *Server]{
+		Shared: Shared,
+		Hint:   InstallHint,
+		Reset:  func(s *Server) error { return s.Flush(context.Background()) },
+	}
+}
+
 // Start runs bin on a free loopback port and returns once it answers PING.
 // The process environment is not passed on, and the server's working
 // directory is a temporary one removed by Close.

@@ -71,15 +71,33 @@ func StartContext(ctx context.Context, timeout time.Duration) (context.Context, 
 	return context.WithTimeout(ctx, timeout)
 }
 
-// Main is a test package's TestMain: it starts the package's one server
-// with shared into *s, runs the tests, stops the server and exits with the
-// tests' code. When shared returns no server (no binary, outside CI), *s
-// stays nil and [Need] skips the tests that need it.
-func Main[T any, S interface {
+// Package is a test package's one server of a helper's kind
+// (redistest.PackageServer, vaulttest.PackageServer): its TestMain calls
+// [Package.Main], and each test that needs the server [Package.Need]. One
+// server serves the whole package, since a per-test one would cost the
+// start of a process (seconds for Vault) each time.
+type Package[T any, S interface {
 	*T
 	Close() error
-}](m *testing.M, s *S, shared func() (S, error)) {
-	os.Exit(run(m, s, shared))
+}] struct {
+	// Shared starts the server: the helper's Shared, which returns no
+	// server (nil) and no error without a binary outside CI.
+	Shared func() (S, error)
+	// Hint is what a test without the server says when it skips or fails.
+	Hint string
+	// Reset, if set, empties the server before each test that needs it, so
+	// that one test's state does not reach the next.
+	Reset func(S) error
+
+	srv S
+}
+
+// Main is the test package's TestMain: it starts the package's one server
+// with p.Shared, runs the tests, stops the server and exits with the
+// tests' code. When Shared returns no server (no binary, outside CI),
+// [Package.Need] skips the tests that need it.
+func (p *Package[T, S]) Main(m *testing.M) {
+	os.Exit(run(m, &p.srv, p.Shared))
 }
 
 func run[T any, S interface {
@@ -98,14 +116,21 @@ func run[T any, S interface {
 	return m.Run()
 }
 
-// Need skips the test with hint when the package has no server (missing),
-// or fails it in CI, where [Main] has already failed the run.
-func Need(t testing.TB, missing bool, hint string) {
+// Need returns the package's server, reset, for a test that uses it.
+// Without one it skips the test with p.Hint, or fails it in CI, where
+// [Package.Main] has already failed the run.
+func (p *Package[T, S]) Need(t testing.TB) S {
 	t.Helper()
-	if missing {
+	if p.srv == nil {
 		if Required() {
-			t.Fatal(hint)
+			t.Fatal(p.Hint)
 		}
-		t.Skip(hint)
+		t.Skip(p.Hint)
 	}
+	if p.Reset != nil {
+		if err := p.Reset(p.srv); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return p.srv
 }

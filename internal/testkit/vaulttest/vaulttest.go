@@ -98,6 +98,14 @@ func Shared() (*Server, error) {
 	return servertest.Shared(bin, ok, BuildHint, time.Minute, Start)
 }
 
+// PackageServer is a test package's one Vault dev server, started by its
+// TestMain ([servertest.Package.Main]) since one per test would cost
+// seconds each; [servertest.Package.Need] returns it, or skips (locally)
+// or fails (in CI) the test with [BuildHint] when there is none.
+func PackageServer() *servertest.Package[Server, *Server] {
+	return &servertest.Package[Server, *Server]{Shared: Shared, Hint: BuildHint}
+}
+
 // Start runs `bin server -dev` on a free loopback port and returns once
 // /v1/sys/health answers. HOME points into a temporary directory and
 // -dev-no-store-token is given, so the server never writes ~/.vault-token.
