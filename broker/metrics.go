@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -92,21 +93,27 @@ func (r *Registry) write(w io.Writer) error {
 // labelEscaper escapes a label value as the text format wants it.
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
-// series is the name of one series of family name: name{l1="v1",...}.
-// It panics if values are not as many as labels, as client_golang did: a
-// call site out of step with its metric's definition.
+// series is the name of one series of family name: name{l1="v1",...},
+// its labels sorted by name as client_golang wrote them (a histogram's le
+// comes last). It panics if values are not as many as labels, as
+// client_golang did: a call site out of step with its metric's definition.
 func series(name string, labels, values []string) string {
 	if len(values) != len(labels) {
 		panic(fmt.Sprintf("metric %s: %d label values for labels %v", name, len(values), labels))
 	}
+	order := make([]int, len(labels))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(i, j int) int { return strings.Compare(labels[i], labels[j]) })
 	var b strings.Builder
 	b.WriteString(name)
 	b.WriteByte('{')
-	for i, l := range labels {
-		if i > 0 {
+	for n, i := range order {
+		if n > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(l)
+		b.WriteString(labels[i])
 		b.WriteString(`="`)
 		labelEscaper.WriteString(&b, values[i])
 		b.WriteByte('"')

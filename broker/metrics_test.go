@@ -1,6 +1,7 @@
 package broker_test
 
 import (
+	"bytes"
 	"compress/gzip"
 	"io"
 	"math"
@@ -62,8 +63,16 @@ func TestMetricsExposition(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+		page, err := io.ReadAll(body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The line as client_golang wrote it, byte for byte.
+		if want := `astro_sts_upstream_requests_total{method="GET",route="a\"b\\c\nd\\",status="200"} 1` + "\n"; !strings.Contains(string(page), want) {
+			t.Errorf("gzip %v: no line %q in\n%s", gz, want, page)
+		}
 		parser := expfmt.NewTextParser(model.UTF8Validation)
-		families, err := parser.TextToMetricFamilies(body)
+		families, err := parser.TextToMetricFamilies(bytes.NewReader(page))
 		if err != nil {
 			t.Fatalf("gzip %v: %v", gz, err)
 		}
