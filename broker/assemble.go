@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/config"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
@@ -61,7 +59,7 @@ type Assembly struct {
 	Store    store.Store
 	Policies *policy.Reloader
 	Bound    *AstroBound
-	Registry *prometheus.Registry
+	Registry *Registry
 }
 
 // Close releases the store; the caller stops serving first.
@@ -87,7 +85,7 @@ func Assemble(cfg config.Broker, deps Deps) (_ *Assembly, err error) {
 	if a.Policies, err = policy.NewReloader(cfg.PolicyFile, deps.Logger, deps.PolicyChecks...); err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	a.Registry = prometheus.NewRegistry()
+	a.Registry = NewRegistry()
 	metrics, err := NewMetrics(a.Registry)
 	if err != nil {
 		return nil, err

@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/astro-sts/astro-sts/broker"
 )
 
@@ -14,11 +12,11 @@ import (
 // a Config that also sets the concurrency or timeout it would ignore, or a
 // bound counting into other metrics than the broker's.
 func TestAstroBoundConfig(t *testing.T) {
-	m, err := broker.NewMetrics(prometheus.NewRegistry())
+	m, err := broker.NewMetrics(broker.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, err := broker.NewMetrics(prometheus.NewRegistry())
+	other, err := broker.NewMetrics(broker.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,7 +26,6 @@ import (
 	"github.com/astro-sts/astro-sts/internal/policy"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/store"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Astro is the part of the Astro API the broker uses; *astro.Client
@@ -71,7 +70,7 @@ type Config struct {
 	// decision). nil discards.
 	Logger *slog.Logger
 	// Registry is served on /metrics; nil creates a private one.
-	Registry *prometheus.Registry
+	Registry *Registry
 	// Metrics, if set, must be registered in Registry (see [NewMetrics]); it
 	// lets the caller wire the Astro client's Observe hook to the same
 	// metrics before the broker exists. nil creates them.
@@ -138,7 +137,7 @@ type Server struct {
 	log      *slog.Logger
 	now      func() time.Time
 	metrics  *Metrics
-	registry *prometheus.Registry
+	registry *Registry
 
 	reapConc    int
 	reapTicks   <-chan time.Time
@@ -209,7 +208,7 @@ func New(cfg Config) (*Server, error) {
 		s.now = time.Now
 	}
 	if s.registry == nil {
-		s.registry = prometheus.NewRegistry()
+		s.registry = NewRegistry()
 	}
 	if s.readyTTL == 0 {
 		s.readyTTL = 10 * time.Second
