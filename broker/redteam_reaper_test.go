@@ -24,7 +24,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
 )
 
-// Red team: a gateway in front of Astro loses the answer of the first
+// A gateway in front of Astro loses the answer of the first
 // DELETE of each token (Astro deleted it; the client gets a 502, as the
 // emulator's LoseAnswers does, here for deletes only so that the listing
 // works). The client retries, Astro answers 404, and the reaper records
@@ -108,7 +108,7 @@ func TestRedTeamReaperLostDeleteAnswerIsAlreadyGone(t *testing.T) {
 	}
 }
 
-// Red team: Redis pauses (SIGSTOP) for a moment. Replica A's tick finds
+// Redis pauses (SIGSTOP) for a moment. Replica A's tick finds
 // the store unreachable and starts a pass without the lease, which nothing
 // stops: Redis comes back, replica B takes the lease and reaps, and A goes
 // on deleting beside it to the end of its pass. reliability.md bounds the
@@ -180,7 +180,7 @@ func TestRedTeamLeaselessPassRunsBesideTheHolder(t *testing.T) {
 	}
 }
 
-// Red team: Redis loses the lease key while the holder A is mid-pass (a
+// Redis loses the lease key while the holder A is mid-pass (a
 // restart without persistence, a failover to a replica that had not got
 // the key; here FLUSHALL). B takes the lease at its next tick, and A,
 // which only renews every half interval, goes on deleting until then: two
