@@ -22,6 +22,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // A gateway in front of Astro loses the answer of the first
@@ -145,13 +146,7 @@ func TestRedTeamLeaselessPassRunsBesideTheHolder(t *testing.T) {
 	}
 	aDone := make(chan bool)
 	go func() { aDone <- a.tick(t) }()
-	for !strings.Contains(a.logs.String(), "reaping without it") {
-		select {
-		case <-ctx.Done():
-			t.Fatal("A never started a pass without the lease")
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	testwait.Until(t, 10*time.Second, "A to start a pass without the lease", func() bool { return strings.Contains(a.logs.String(), "reaping without it") })
 	if err := syscall.Kill(rsrv.PID(), syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -215,13 +210,7 @@ func TestRedTeamLeaseLostInRedisLeavesTwoHolders(t *testing.T) {
 
 	aDone := make(chan bool)
 	go func() { aDone <- a.tick(t) }()
-	for len(reapRecords(a.logs)) < 4 {
-		select {
-		case <-ctx.Done():
-			t.Fatal("A never started deleting")
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	testwait.Until(t, 10*time.Second, "A to start deleting", func() bool { return len(reapRecords(a.logs)) >= 4 })
 	if err := rsrv.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
