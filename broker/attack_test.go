@@ -57,11 +57,11 @@ func stranger() issuer.Claims {
 
 func revokeBody(id string) string { return fmt.Sprintf(`{"token_id":%q}`, id) }
 
-// Attack 2, amplifier: a revoke used to ask Astro before it spent the ID
-// token or took from any budget, so one ID token drove an Astro call per
-// request. Now a stranger's revokes cost Astro nothing, and a trusted
-// run's revokes are bounded by its repository's revoke budget, each
-// spending its ID token first.
+// Amplifier: a revoke that asked Astro before it spent the ID token or took
+// from any budget would let one ID token drive an Astro call per request.
+// A stranger's revokes cost Astro nothing, and a trusted run's revokes are
+// bounded by its repository's revoke budget, each spending its ID token
+// first.
 func TestRevokeCostsAsMuchAsAnExchange(t *testing.T) {
 	const budget = 5
 	e, astroCalls := countingEnv(t, func(c *broker.Config) {
@@ -119,10 +119,11 @@ func TestRevokeCostsAsMuchAsAnExchange(t *testing.T) {
 	e.exchange(mainClaims(), "")
 }
 
-// Attack 2, oracle: a caller that did not mint a token used to get 403
-// not_owner for another run's real token and 204 for a made-up id. Now
-// both get the same answer, and only the owner hears 204, also when its
-// token is already revoked (the post step retrying a lost answer).
+// Oracle: if a caller that did not mint a token got 403 not_owner for
+// another run's real token and 204 for a made-up id, it could probe which
+// token ids exist. Both get the same answer, and only the owner hears 204,
+// also when its token is already revoked (the post step retrying a lost
+// answer).
 func TestRevokeTellsNoOneElseWhetherATokenExists(t *testing.T) {
 	e, _ := countingEnv(t, nil)
 	r := e.exchange(mainClaims(), "")
@@ -168,9 +169,9 @@ func TestRevokeTellsNoOneElseWhetherATokenExists(t *testing.T) {
 	}
 }
 
-// Attack 3: an identity that may not rotate used to get 404 for a made-up
-// rotation name and 403 for a real one, and so could list the policy's
-// rotations. Now both are the same 403.
+// An identity that may not rotate gets the same 403 for a made-up rotation
+// name and for a real one: a 404 for the made-up one would let it list the
+// policy's rotations.
 func TestRotateTellsNoNames(t *testing.T) {
 	e, _ := countingEnv(t, nil)
 	var answers []string
@@ -187,9 +188,9 @@ func TestRotateTellsNoNames(t *testing.T) {
 	}
 }
 
-// Attack 6: net/http ignores unknown query parameters and drops a pair
-// holding a ';', so a misspelt dry run was a real exchange. Now any query
-// an endpoint does not take exactly is a 400, before anything else.
+// net/http ignores unknown query parameters and drops a pair holding a
+// ';', so a misspelt dry run would be a real exchange. Any query an
+// endpoint does not take exactly is a 400, before anything else.
 func TestMisspeltDryRunMintsNothing(t *testing.T) {
 	e, _ := countingEnv(t, nil)
 	minted := func() int { return len(e.emu.Tokens()) }
@@ -244,9 +245,9 @@ func TestMisspeltDryRunMintsNothing(t *testing.T) {
 	}
 }
 
-// Attack 7: a 60,000-byte ttl came back whole in the answer and the log
-// line. Now every input the broker echoes is cut short, in the answer and
-// in every log line of the request.
+// A 60,000-byte ttl must not come back whole in the answer or the log
+// line: every input the broker echoes is cut short, in the answer and in
+// every log line of the request.
 func TestEchoedInputsAreBounded(t *testing.T) {
 	const (
 		maxAnswer  = 1024

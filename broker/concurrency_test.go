@@ -31,7 +31,7 @@ func (b *barrierAstro) CreateToken(ctx context.Context, org string, req astro.Cr
 
 // TestNoLockAcrossTheUpstreamCall: n exchanges can all be waiting on
 // Astro at the same time. If anything in the broker (the replay guard, the
-// policy store, the verifier's key cache, the logger) were held across the
+// policy reloader, the verifier's key cache, the logger) were held across the
 // token create, the second create could not start before the first ended,
 // the barrier would never fill, and the exchanges would stay blocked. This
 // is what lets throughput grow with concurrency against a slow Astro

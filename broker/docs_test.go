@@ -112,6 +112,45 @@ func TestEndpointsDocumented(t *testing.T) {
 	}
 }
 
+// TestBrokerFilesDocumented: docs/architecture.md's "The broker's files"
+// is the map of this package: every file of it (tests aside) has a row,
+// and the table names no file that is gone.
+func TestBrokerFilesDocumented(t *testing.T) {
+	doc, err := os.ReadFile("../docs/architecture.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(doc), "\n## The broker's files\n")
+	if !ok {
+		t.Fatal(`docs/architecture.md has no "## The broker's files" section`)
+	}
+	if end := strings.Index(section, "\n## "); end >= 0 {
+		section = section[:end]
+	}
+	rows := map[string]bool{}
+	for _, m := range regexp.MustCompile("(?m)^\\| `([a-z_]+\\.go)` \\|").FindAllStringSubmatch(section, -1) {
+		rows[m[1]] = true
+	}
+	entries, err := os.ReadDir(".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]bool{}
+	for _, e := range entries {
+		if n := e.Name(); strings.HasSuffix(n, ".go") && !strings.HasSuffix(n, "_test.go") {
+			files[n] = true
+			if !rows[n] {
+				t.Errorf("broker/%s has no row in docs/architecture.md's \"The broker's files\"", n)
+			}
+		}
+	}
+	for n := range rows {
+		if !files[n] {
+			t.Errorf("docs/architecture.md's \"The broker's files\" lists %s, which broker/ does not have", n)
+		}
+	}
+}
+
 // answerConstants returns the string constants of file whose names start
 // with Code or Reason, by name.
 func answerConstants(t *testing.T, file string) map[string]string {

@@ -65,9 +65,12 @@ func dryRunParam(r *http.Request) (bool, error) {
 	return false, badRequest("dry_run must be true or false, given once")
 }
 
-// Exchange is the heart of the broker: verify the OIDC token, decide with
-// the policy, mint the Astro token, record the decision. It returns the
-// minted token, or an error that [classify] maps to a status code.
+// Exchange is the heart of the broker: verify the OIDC token and decide
+// with the policy (authorize), spend the token and take from the rule's
+// rate limit, mint the Astro token, record the decision. It returns the
+// minted token, or an error that [classify] maps to a status code; the
+// handler delivers it ([Server.deliver]). This file reads in that order,
+// with the dry run, which stops after the decision, at its end.
 func (s *Server) Exchange(ctx context.Context, rawIDToken string, req brokerapi.ExchangeRequest) (*brokerapi.ExchangeResponse, error) {
 	resp, _, err := s.exchange(ctx, rawIDToken, req)
 	return resp, err
@@ -114,41 +117,6 @@ func (s *Server) exchange(ctx context.Context, rawIDToken string, req brokerapi.
 		ExpiresAt:      m.Deadline,
 		Rule:           d.Rule,
 	}, m, nil
-}
-
-// DryRun decides an exchange as [Server.Exchange] would, and stops there:
-// nothing is minted and the ID token's jti is not spent, so that a new
-// workflow can be tried before the policy changes, and the same token then
-// exchanged for real. A token already spent is refused as replayed, as its
-// exchange would be (see [Server.unspent]). The rule's rate limit is
-// neither taken from nor consulted: trying a workflow must not cost it a
-// deploy, so an allowed dry run does not promise that the exchange will
-// not be rate limited. Its record says dry_run, and its metric's outcome
-// is "dry_run" when allowed.
-func (s *Server) DryRun(ctx context.Context, rawIDToken string, req brokerapi.ExchangeRequest) (_ *brokerapi.DryRunResponse, err error) {
-	e := s.begin(opExchange)
-	e.dryRun, e.success = true, "dry_run"
-	defer func() { s.record(ctx, e, err) }()
-
-	claims, d, err := s.authorize(ctx, e, rawIDToken, req)
-	if err != nil {
-		return nil, err
-	}
-	if err := s.unspent(ctx, claims); err != nil {
-		return nil, err
-	}
-	return &brokerapi.DryRunResponse{
-		DryRun:         true,
-		Decision:       "allow",
-		Rule:           d.Rule,
-		Scope:          string(d.Scope),
-		OrganizationID: s.org,
-		WorkspaceID:    d.WorkspaceID,
-		DeploymentID:   d.DeploymentID,
-		WorkspaceRoles: d.WorkspaceRoles,
-		Role:           d.Role,
-		TTL:            d.TTL.String(),
-	}, nil
 }
 
 // authorize is what an exchange and its dry run share: verify the token,
@@ -395,4 +363,39 @@ func (s *Server) deliver(ctx context.Context, w http.ResponseWriter, resp *broke
 		s.deleteUndelivered(ctx, resp.TokenID, m, undeliveredGone, fmt.Errorf("the answer could not be sent: %w", err))
 	}
 	return nil
+}
+
+// DryRun decides an exchange as [Server.Exchange] would, and stops there:
+// nothing is minted and the ID token's jti is not spent, so that a new
+// workflow can be tried before the policy changes, and the same token then
+// exchanged for real. A token already spent is refused as replayed, as its
+// exchange would be (see [Server.unspent]). The rule's rate limit is
+// neither taken from nor consulted: trying a workflow must not cost it a
+// deploy, so an allowed dry run does not promise that the exchange will
+// not be rate limited. Its record says dry_run, and its metric's outcome
+// is "dry_run" when allowed.
+func (s *Server) DryRun(ctx context.Context, rawIDToken string, req brokerapi.ExchangeRequest) (_ *brokerapi.DryRunResponse, err error) {
+	e := s.begin(opExchange)
+	e.dryRun, e.success = true, "dry_run"
+	defer func() { s.record(ctx, e, err) }()
+
+	claims, d, err := s.authorize(ctx, e, rawIDToken, req)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.unspent(ctx, claims); err != nil {
+		return nil, err
+	}
+	return &brokerapi.DryRunResponse{
+		DryRun:         true,
+		Decision:       "allow",
+		Rule:           d.Rule,
+		Scope:          string(d.Scope),
+		OrganizationID: s.org,
+		WorkspaceID:    d.WorkspaceID,
+		DeploymentID:   d.DeploymentID,
+		WorkspaceRoles: d.WorkspaceRoles,
+		Role:           d.Role,
+		TTL:            d.TTL.String(),
+	}, nil
 }

@@ -43,7 +43,7 @@ type testEnv struct {
 	url      string
 	logs     *syncbuf.Buffer
 	policy   string // path of the policy file
-	store    *policy.Reloader
+	policies *policy.Reloader
 	astroOrg *astro.Client
 }
 
@@ -181,12 +181,12 @@ func newEnv(t testing.TB, opts envOptions) *testEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, store, ac := a.Server, a.Policies, a.Astro
+	b, policies, ac := a.Server, a.Policies, a.Astro
 	hs := httptest.NewServer(b.Handler())
 	t.Cleanup(hs.Close)
 	return &testEnv{
 		t: t, clock: c, emu: emu, emuURL: esrv.URL, iss: iss, broker: b, url: hs.URL,
-		logs: logs, policy: policyPath, store: store, astroOrg: ac,
+		logs: logs, policy: policyPath, policies: policies, astroOrg: ac,
 	}
 }
 

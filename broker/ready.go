@@ -4,13 +4,65 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/store"
 )
 
-// Whether the broker's store lets it serve: what /readyz asks of it.
+// Whether the broker can serve: what /readyz asks of the policy, the store
+// and Astro.
+
+// handleReady answers 200 "ready", or 503 with a line for each part that is
+// not.
+func (s *Server) handleReady(w http.ResponseWriter, r *http.Request) {
+	var problems []string
+	if s.policies.Current() == nil {
+		problems = append(problems, "policy not loaded")
+	}
+	if err := s.storeReady(r.Context()); err != nil {
+		problems = append(problems, s.storeProblem(err))
+	}
+	if err := s.upstreamReady(r.Context()); err != nil {
+		s.log.Warn("readiness: Astro API unreachable", "error", err)
+		problems = append(problems, "Astro API unreachable")
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	if len(problems) > 0 {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		for _, p := range problems {
+			_, _ = w.Write([]byte(p + "\n"))
+		}
+		return
+	}
+	_, _ = w.Write([]byte("ready\n"))
+	// Still ready (the last good policy decides, as it should), but say
+	// it: the next restart would fail.
+	if ph, ok := s.policies.(policyHealth); ok {
+		if h := ph.Health(); !h.OK {
+			_, _ = w.Write([]byte("warning: the policy file does not load; serving the last good policy (loaded " + h.LastGood.UTC().Format(time.RFC3339) + "); a restart would fail\n"))
+		}
+	}
+}
+
+// upstreamReady asks Astro at most once per readyTTL, so that a tight
+// readiness probe does not become load on the Astro API.
+func (s *Server) upstreamReady(ctx context.Context) error {
+	s.readyMu.Lock()
+	defer s.readyMu.Unlock()
+	now := s.now()
+	if !s.readyAt.IsZero() && now.Sub(s.readyAt) < s.readyTTL {
+		return s.readyErr
+	}
+	// Not the probe's own context: a probe that gives up must not be
+	// remembered as "Astro unreachable" for the whole cache period.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, err := s.astro.ListOrganizations(ctx)
+	s.readyAt, s.readyErr = now, err
+	return err
+}
 
 // storeReady pings the store: with Redis down, or refusing writes (full
 // under noeviction, paused for a failover), the broker cannot check

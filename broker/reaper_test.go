@@ -301,7 +301,7 @@ func waitForLog(t *testing.T, e *testEnv, substr string, limit time.Duration) {
 // stays ready: the last good policy decides), and clears when it is fixed.
 func TestPolicyHealthIsVisible(t *testing.T) {
 	e := newEnv(t, envOptions{})
-	store := e.store
+	policies := e.policies
 	m := metricsText(t, e)
 	for _, want := range []string{"astro_sts_policy_reload_ok 1", "astro_sts_policy_rules 3"} {
 		if !strings.Contains(m, want+"\n") {
@@ -315,7 +315,7 @@ func TestPolicyHealthIsVisible(t *testing.T) {
 	if err := os.WriteFile(e.policy, []byte("rules: [{name: r}]\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.Reload(); err == nil {
+	if err := policies.Reload(); err == nil {
 		t.Fatal("a bad policy loaded")
 	}
 	if m := metricsText(t, e); !strings.Contains(m, "astro_sts_policy_reload_ok 0\n") || !strings.Contains(m, "astro_sts_policy_rules 3\n") {
@@ -328,7 +328,7 @@ func TestPolicyHealthIsVisible(t *testing.T) {
 	if err := os.WriteFile(e.policy, good, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := store.Reload(); err != nil {
+	if err := policies.Reload(); err != nil {
 		t.Fatal(err)
 	}
 	if m := metricsText(t, e); !strings.Contains(m, "astro_sts_policy_reload_ok 1\n") {

@@ -161,8 +161,8 @@ func (l lateCreate) CreateToken(ctx context.Context, org string, req astro.Creat
 // A token that Astro makes three times the Astro timeout after the create
 // was sent, and, scaled down 100 times, the four tokens of the action's
 // four attempts, each made 31 s after its create: the search goes on long
-// enough to find them all and delete them. It used to stop at 1.75 times
-// the Astro timeout and leave them to live their TTL.
+// enough to find them all and delete them, rather than stopping at 1.75
+// times the Astro timeout and leaving them to live their TTL.
 func TestRecoveryOutlastsASlowAstro(t *testing.T) {
 	for _, tc := range []struct {
 		late     time.Duration

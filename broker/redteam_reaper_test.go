@@ -22,9 +22,10 @@ import (
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
-// Red team: a gateway in front of Astro loses the answer of the first
+// A gateway in front of Astro loses the answer of the first
 // DELETE of each token (Astro deleted it; the client gets a 502, as the
 // emulator's LoseAnswers does, here for deletes only so that the listing
 // works). The client retries, Astro answers 404, and the reaper records
@@ -108,7 +109,7 @@ func TestRedTeamReaperLostDeleteAnswerIsAlreadyGone(t *testing.T) {
 	}
 }
 
-// Red team: Redis pauses (SIGSTOP) for a moment. Replica A's tick finds
+// Redis pauses (SIGSTOP) for a moment. Replica A's tick finds
 // the store unreachable and starts a pass without the lease, which nothing
 // stops: Redis comes back, replica B takes the lease and reaps, and A goes
 // on deleting beside it to the end of its pass. reliability.md bounds the
@@ -145,13 +146,7 @@ func TestRedTeamLeaselessPassRunsBesideTheHolder(t *testing.T) {
 	}
 	aDone := make(chan bool)
 	go func() { aDone <- a.tick(t) }()
-	for !strings.Contains(a.logs.String(), "reaping without it") {
-		select {
-		case <-ctx.Done():
-			t.Fatal("A never started a pass without the lease")
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
+	testwait.Until(t, 10*time.Second, "A to start a pass without the lease", func() bool { return strings.Contains(a.logs.String(), "reaping without it") })
 	if err := syscall.Kill(rsrv.PID(), syscall.SIGCONT); err != nil {
 		t.Fatal(err)
 	}
@@ -180,7 +175,7 @@ func TestRedTeamLeaselessPassRunsBesideTheHolder(t *testing.T) {
 	}
 }
 
-// Red team: Redis loses the lease key while the holder A is mid-pass (a
+// Redis loses the lease key while the holder A is mid-pass (a
 // restart without persistence, a failover to a replica that had not got
 // the key; here FLUSHALL). B takes the lease at its next tick, and A,
 // which only renews every half interval, goes on deleting until then: two
@@ -215,13 +210,7 @@ func TestRedTeamLeaseLostInRedisLeavesTwoHolders(t *testing.T) {
 
 	aDone := make(chan bool)
 	go func() { aDone <- a.tick(t) }()
-	for len(reapRecords(a.logs)) < 4 {
-		select {
-		case <-ctx.Done():
-			t.Fatal("A never started deleting")
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
+	testwait.Until(t, 10*time.Second, "A to start deleting", func() bool { return len(reapRecords(a.logs)) >= 4 })
 	if err := rsrv.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}

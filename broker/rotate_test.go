@@ -92,12 +92,12 @@ rotations:
 	}
 	logs := &syncbuf.Buffer{}
 	logger := slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	store, err := policy.NewReloader(policyPath, logger)
+	policies, err := policy.NewReloader(policyPath, logger)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sinkCfg := sink.Config{GitHub: sink.GitHubConfig{Token: rotateGitHubToken, APIURL: gh.URL()}}
-	if err := rotation.Check(store.Current(), sinkCfg); err != nil {
+	if err := rotation.Check(policies.Current(), sinkCfg); err != nil {
 		t.Fatal(err)
 	}
 	rot, err := rotation.New(rotation.Config{
@@ -113,7 +113,7 @@ rotations:
 	}
 	b, err := broker.New(broker.Config{
 		Astro: ac, OrganizationID: emu.OrganizationID(), Verifier: v,
-		Store: memStore(100, c.Now), Policies: store, Rotator: rot, Logger: logger, Now: c.Now,
+		Store: memStore(100, c.Now), Policies: policies, Rotator: rot, Logger: logger, Now: c.Now,
 	})
 	if err != nil {
 		t.Fatal(err)

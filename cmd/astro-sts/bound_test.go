@@ -22,6 +22,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/rotation"
 	"github.com/astro-sts/astro-sts/internal/testkit/githubtest"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // astroGate stands between the broker and the emulator: it counts the
@@ -168,15 +169,14 @@ func TestRotationWaitsForTheAstroBound(t *testing.T) {
 	go func() { rotated <- post(url+"/v1/rotate", rotateToken, `{"name": "airflow-ci"}`) }()
 	// The rotation has verified its caller, checked its sinks, and waits
 	// for the slot: it has sent Astro nothing.
-	for metricValue(t, url, "astro_sts_upstream_queued") != 1 {
+	testwait.Until(t, 30*time.Second, "the rotation to queue for the bound", func() bool {
 		select {
 		case a := <-rotated:
 			t.Fatalf("the rotation answered %d %s while the bound was full", a.status, a.body)
-		case <-ctx.Done():
-			t.Fatal("the rotation never queued for the bound")
-		case <-time.After(10 * time.Millisecond):
+		default:
 		}
-	}
+		return metricValue(t, url, "astro_sts_upstream_queued") == 1
+	})
 	arrived, most := gate.seen()
 	if got := arrived[len(before):]; len(got) != 1 || most != 1 {
 		t.Fatalf("with the bound full, Astro saw %v (at most %d at once); want the held create only", got, most)

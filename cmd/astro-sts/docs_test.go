@@ -62,8 +62,8 @@ func TestDocsTestCommands(t *testing.T) {
 }
 
 // TestArchitectureNamesEveryPackage: docs/architecture.md's tables are the
-// map of internal/: a package missing from them is one a newcomer cannot
-// place.
+// map of internal/ and of the test support in internal/testkit/: a package
+// missing from them is one a newcomer cannot place.
 func TestArchitectureNamesEveryPackage(t *testing.T) {
 	doc := readDocs(t)["docs/architecture.md"]
 	dirs, err := os.ReadDir("../../internal")
@@ -73,6 +73,15 @@ func TestArchitectureNamesEveryPackage(t *testing.T) {
 	for _, d := range dirs {
 		if d.IsDir() && !strings.Contains(doc, "`internal/"+d.Name()+"`") {
 			t.Errorf("docs/architecture.md does not name `internal/%s`", d.Name())
+		}
+	}
+	kits, err := os.ReadDir("../../internal/testkit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range kits {
+		if d.IsDir() && !strings.Contains(doc, "`"+d.Name()+"`") && !strings.Contains(doc, "`internal/testkit/"+d.Name()+"`") {
+			t.Errorf("docs/architecture.md does not name `internal/testkit/%s`", d.Name())
 		}
 	}
 }

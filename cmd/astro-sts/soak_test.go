@@ -71,7 +71,9 @@ func TestSoak(t *testing.T) {
 	s.start()
 	warm := s.sample("process 1, after start")
 
-	// The load, with the kill halfway and the slow stretch after it.
+	// The load, with the kill halfway and the slow stretch after it. The
+	// sleeps below are the scenario's timeline (how long each stretch of
+	// load lasts), not waits for an event.
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	for range workers {
@@ -88,7 +90,7 @@ func TestSoak(t *testing.T) {
 	s.kill()
 	s.start()
 	s.checkReplayRefused(replayable)
-	time.Sleep(3 * time.Second)
+	time.Sleep(3 * time.Second) // the new process warms up under load
 	warm2 := s.sample("process 2, under load")
 	time.Sleep(load / 8)
 	s.emu.SlowAnswers(soakSlowAnswer)
@@ -105,7 +107,9 @@ func TestSoak(t *testing.T) {
 	deadline := s.lastDeadline()
 	testwait.Until(t, time.Until(deadline.Add(2*soakReapInterval+30*time.Second)), "no broker token left", func() bool { return s.markedLeft() == 0 })
 	cleared := time.Since(deadline)
-	time.Sleep(2 * soakReapInterval) // idle, then measure
+	// Idle for two reaper passes, then measure: what is left running is
+	// what the check below is about, so there is no event to wait for.
+	time.Sleep(2 * soakReapInterval)
 	idle := s.sample("process 2, idle after reaping")
 	s.terminate()
 

@@ -129,8 +129,8 @@ func TestMissingTokenFileDoesNotLeak(t *testing.T) {
 }
 
 // The URL settings follow loopback.ParseURL, the rule of the clients that
-// use them: a URL with user information or a query used to pass here and
-// fail later, or never.
+// use them: a URL with user information or a query is refused here rather
+// than failing later, or never.
 func TestURLSettings(t *testing.T) {
 	for _, tc := range []struct {
 		name, key, value, want string

@@ -5,9 +5,9 @@ import (
 	"testing"
 )
 
-// Red team: the exit bound is a sum of durations, and a shutdown grace near
-// the largest time.Duration made it overflow to a negative value, which is
-// "at most 45s": serve started with a grace of 292 years. The sum now
+// The exit bound is a sum of durations: a shutdown grace near the largest
+// time.Duration must not overflow it to a negative value, which reads as
+// "at most 45s" and would start serve with a grace of 292 years. The sum
 // saturates, and the setting is refused.
 func TestRedTeamExitBoundOverflowIsRefused(t *testing.T) {
 	for _, kv := range [][2]string{

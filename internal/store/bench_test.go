@@ -9,7 +9,7 @@ import (
 
 // BenchmarkRedisUse is one replay check on the package's redis-server:
 // the epoch script (with its INFO server) and the SET NX. Its twin
-// BenchmarkRedisSetNX is the bare SET NX the check used to be.
+// BenchmarkRedisSetNX is the bare SET NX, the check without the epoch.
 func BenchmarkRedisUse(b *testing.B) {
 	srv := needRedis(b)
 	s := newRedis(b, srv.URL())

@@ -11,6 +11,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // ownRedis starts a redis-server for one test, which may change its
@@ -135,13 +136,7 @@ func TestReplayAfterFailover(t *testing.T) {
 	if err := rc.Do(ctx, "REPLICAOF", host, port).Err(); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for rc.Exists(ctx, "astro-sts:epoch").Val() != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("the replica never received the epoch")
-		}
-		time.Sleep(20 * time.Millisecond) // polling replication, no event to wait on
-	}
+	testwait.Until(t, 10*time.Second, "the replica to receive the epoch", func() bool { return rc.Exists(ctx, "astro-sts:epoch").Val() == 1 })
 	if err := rc.Do(ctx, "REPLICAOF", "NO", "ONE").Err(); err != nil {
 		t.Fatal(err)
 	}

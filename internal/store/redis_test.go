@@ -12,6 +12,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/skew"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // TestRedisReplayAcrossReplicas: two stores on one Redis are two replicas;
@@ -133,13 +134,7 @@ func TestRedisLease(t *testing.T) {
 	if !lease(a, 100*time.Millisecond) {
 		t.Fatal("a could not take the free lease")
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for !lease(b, time.Minute) {
-		if time.Now().After(deadline) {
-			t.Fatal("b never took the lease a let expire")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testwait.Until(t, 10*time.Second, "b to take the lease a let expire", func() bool { return lease(b, time.Minute) })
 	if lease(a, time.Minute) {
 		t.Error("a still holds the lease after it expired and b took it")
 	}

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"golang.org/x/crypto/nacl/box"
 
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/testkit/githubtest"
 )
 
@@ -254,9 +254,8 @@ func TestAppAuth(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
-	var clock atomic.Pointer[time.Time]
-	clock.Store(&now)
-	s := start(t, githubtest.Config{AppID: 42, AppKey: &appKey.PublicKey, Now: func() time.Time { return *clock.Load() }})
+	clk := clock.Stopped(now)
+	s := start(t, githubtest.Config{AppID: 42, AppKey: &appKey.PublicKey, Now: clk.Now})
 	s.AddRepository("acme/dags")
 	s.AddRepository("other/repo")
 	inst := s.AddInstallation("acme")
@@ -315,8 +314,7 @@ func TestAppAuth(t *testing.T) {
 	}
 
 	// It expires.
-	later := now.Add(2 * time.Hour)
-	clock.Store(&later)
+	clk.Advance(2 * time.Hour)
 	if status, _ := call(t, "GET", s.URL()+"/repos/acme/dags/actions/secrets/public-key", token, nil); status != 401 {
 		t.Errorf("expired installation token: %d, want 401", status)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/testkit/loadtest"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // errorsConcurrency is the load of BenchmarkAstroErrors.
@@ -87,18 +88,14 @@ func BenchmarkAstroErrors(b *testing.B) {
 		// window (90 s) after the run: its listings count too. It is over
 		// when every such create has its undelivered outcome.
 		var after map[string]float64
-		for wait := time.Now().Add(3 * time.Minute); ; {
+		if !testwait.For(3*time.Minute, func() bool {
 			var err error
 			if after, err = upstreamCalls(sides[1].brk.url); err != nil {
 				b.Fatal(err)
 			}
-			if after["undelivered"] >= after["POST tokens 503"]-sides[1].before["POST tokens 503"] {
-				break
-			}
-			if time.Now().After(wait) {
-				b.Fatalf("the search for the tokens of failed creates did not end: %v", after)
-			}
-			time.Sleep(time.Second) // polling another process's metrics
+			return after["undelivered"] >= after["POST tokens 503"]-sides[1].before["POST tokens 503"]
+		}) {
+			b.Fatalf("the search for the tokens of failed creates did not end: %v", after)
 		}
 		tput := func(sd *side) float64 { return float64(sd.answered) / sd.elapsed.Seconds() }
 		b.ReportMetric(tput(sides[0]), "ok-req/s")
