@@ -35,7 +35,7 @@ var errNoAstroSlot = errors.New("waited too long for a free Astro call slot")
 // a rotation queues briefly in the process instead of tripping Astro's own
 // rate limit, which counts every call of the organization token alike.
 // The broker makes one from [Config.AstroConcurrency] and
-// [Config.AstroTimeout]; `astro-sts serve` makes it with [NewAstroBound]
+// [Config.AstroTimeout]; [Assemble] makes it with [NewAstroBound]
 // and shares it with the rotator ([AstroBound.Rotation],
 // [Config.AstroBound]), so that the broker's calls and the rotator's
 // together stay within it.
