@@ -304,14 +304,30 @@ func (s *stack) startBroker(ctx context.Context, name string, emu *upstream, ext
 	}
 	bp.Process = p
 	// The first token of an issuer makes the broker fetch its discovery
-	// document and keys: do it now, not in a measured run.
-	for _, c := range []issuer.Claims{allowedClaims(), deniedClaims()} {
-		tok, err := s.iss.Mint(c)
-		if err != nil {
-			return nil, err
+	// document and keys: do it now, not in a measured run. A new broker
+	// also refuses (503 restarted) the tokens issued up to the future-iat
+	// leeway after it started, since its replay memory begins then: wait
+	// until a fresh token gets the answer a measured run expects, or every
+	// measured answer could be that refusal.
+	for _, w := range []struct {
+		claims issuer.Claims
+		status int
+	}{{allowedClaims(), http.StatusOK}, {deniedClaims(), http.StatusForbidden}} {
+		var last loadtest.Result
+		var lastErr error
+		if !testwait.For(time.Minute, func() bool {
+			tok, err := s.iss.Mint(w.claims)
+			if err != nil {
+				lastErr = err
+				return true
+			}
+			last, lastErr = loadtest.Load{Requests: []loadtest.Request{exchangeRequest(bp.url, tok)}}.Run(ctx)
+			return lastErr != nil || last.Statuses[w.status] == 1
+		}) {
+			return nil, fmt.Errorf("broker %s: a fresh token never got %d: %v", name, w.status, last.Statuses)
 		}
-		if _, err := (loadtest.Load{Requests: []loadtest.Request{exchangeRequest(bp.url, tok)}}).Run(ctx); err != nil {
-			return nil, err
+		if lastErr != nil {
+			return nil, lastErr
 		}
 	}
 	return bp, nil
