@@ -20,6 +20,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-github/v62/github"
 
+	"github.com/astro-sts/astro-sts/internal/clock"
 	"github.com/astro-sts/astro-sts/internal/secret"
 	"github.com/astro-sts/astro-sts/internal/sink"
 	"github.com/astro-sts/astro-sts/internal/testkit/githubtest"
@@ -238,25 +239,12 @@ func appKeyFile(t *testing.T, key *rsa.PrivateKey) string {
 	return f
 }
 
-// clock is a settable clock shared by the server and the client.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestGitHubAppAuth(t *testing.T) {
 	key, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
+	clk := clock.Stopped(time.Now()) // shared by the server and the client
 	srv := startGitHub(t, githubtest.Config{AppID: 4242, AppKey: &key.PublicKey, Now: clk.Now})
 	srv.AddRepository("acme/dags", "production")
 	srv.AddRepository("other/repo")
@@ -313,11 +301,11 @@ func TestGitHubAppAuth(t *testing.T) {
 		}
 		s := sink.NewGitHubSink(client, sink.GitHubTarget{Repository: "acme/dags", Secret: "D"})
 		before := srv.InstallationTokensIssued()
-		clk.Add(58 * time.Minute) // 2 minutes left: still cached
+		clk.Advance(58 * time.Minute) // 2 minutes left: still cached
 		if _, err := s.Write(ctxT(t), "v1", sink.Metadata{}); err != nil {
 			t.Fatal(err)
 		}
-		clk.Add(90 * time.Second) // 30 s left: replaced
+		clk.Advance(90 * time.Second) // 30 s left: replaced
 		if _, err := s.Write(ctxT(t), "v2", sink.Metadata{}); err != nil {
 			t.Fatal(err)
 		}

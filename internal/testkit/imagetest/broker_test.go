@@ -170,22 +170,15 @@ func TestBrokerLockedDown(t *testing.T) {
 // waitRefused polls addr until a new connection is refused.
 func waitRefused(ctx context.Context, addr string) error {
 	var d net.Dialer
-	for {
+	err := testwait.ForContext(ctx, func() bool {
 		c, err := d.DialContext(ctx, "tcp", addr)
-		if err != nil {
-			if ctx.Err() != nil {
-				return fmt.Errorf("%s still accepts connections: %w", addr, ctx.Err())
-			}
-			if errors.Is(err, syscall.ECONNREFUSED) {
-				return nil
-			}
-		} else {
+		if err == nil {
 			c.Close()
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s still accepts connections: %w", addr, ctx.Err())
-		case <-time.After(20 * time.Millisecond):
-		}
+		return errors.Is(err, syscall.ECONNREFUSED)
+	})
+	if err != nil {
+		return fmt.Errorf("%s still accepts connections: %w", addr, err)
 	}
+	return nil
 }

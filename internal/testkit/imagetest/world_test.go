@@ -18,6 +18,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/testkit/dockertest"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // trustedRepoID is the repository the world's policy trusts.
@@ -163,19 +164,24 @@ func (w *world) startBroker(t *testing.T, e *dockertest.Engine, img dockertest.I
 // or ctx ends.
 func (b *brokerContainer) waitHealthy(ctx context.Context, e *dockertest.Engine) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
-	for {
+	var gone error
+	err := testwait.ForContext(ctx, func() bool {
 		if status, _, err := get(ctx, hc, b.url+"/healthz"); err == nil && status == http.StatusOK {
-			return nil
+			return true
 		}
 		if state, err := e.Output(ctx, "inspect", "--format", "{{.State.Status}}", b.name); err != nil || state == "exited" || state == "dead" {
-			return fmt.Errorf("broker container %s is %q (%v) before it was healthy", b.name, state, err)
+			gone = fmt.Errorf("broker container %s is %q (%v) before it was healthy", b.name, state, err)
+			return true
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("broker container %s not healthy: %w", b.name, ctx.Err())
-		case <-time.After(100 * time.Millisecond):
-		}
+		return false
+	})
+	switch {
+	case gone != nil:
+		return gone
+	case err != nil:
+		return fmt.Errorf("broker container %s not healthy: %w", b.name, err)
 	}
+	return nil
 }
 
 // get returns a GET's status and body.

@@ -35,6 +35,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/testkit/pdeathsig"
 	"github.com/astro-sts/astro-sts/internal/testkit/servertest"
 	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // EnvBinary names the variable holding the redis-server binary's path;
@@ -227,30 +228,36 @@ func (s *Server) start(ctx context.Context) error {
 func (s *Server) waitReady(ctx context.Context) error {
 	c := s.Client()
 	defer c.Close()
-	tick := time.NewTicker(20 * time.Millisecond)
-	defer tick.Stop()
 	var d net.Dialer
-	for {
+	var err error
+	exited := false
+	done := testwait.ForContext(ctx, func() bool {
 		// A bare connect first: go-redis logs every refused dial, and a
 		// server that is still starting refuses a few.
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
-		conn, err := d.DialContext(pctx, "tcp", s.Addr)
-		if err == nil {
+		defer cancel()
+		conn, derr := d.DialContext(pctx, "tcp", s.Addr)
+		if err = derr; err == nil {
 			conn.Close()
 			err = c.Ping(pctx).Err()
 		}
-		cancel()
 		if err == nil {
-			return nil
+			return true
 		}
 		select {
 		case <-s.exited:
-			return fmt.Errorf("redistest: redis-server exited before it answered (%v); output:\n%s", s.cmd.ProcessState, s.Output())
-		case <-ctx.Done():
-			return fmt.Errorf("redistest: redis-server not answering at %s: %w (last: %v); output:\n%s", s.Addr, ctx.Err(), err, s.Output())
-		case <-tick.C:
+			exited = true
+		default:
 		}
+		return exited
+	})
+	switch {
+	case exited:
+		return fmt.Errorf("redistest: redis-server exited before it answered (%v); output:\n%s", s.cmd.ProcessState, s.Output())
+	case done != nil:
+		return fmt.Errorf("redistest: redis-server not answering at %s: %w (last: %v); output:\n%s", s.Addr, done, err, s.Output())
 	}
+	return nil
 }
 
 // URL is the redis:// (rediss:// with TLS) URL of the server, with the

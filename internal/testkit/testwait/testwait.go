@@ -5,6 +5,7 @@
 package testwait
 
 import (
+	"context"
 	"testing"
 	"time"
 )
@@ -18,16 +19,29 @@ const maxInterval = 50 * time.Millisecond
 // passed. The pause between checks starts at a millisecond and doubles up
 // to [maxInterval], so that a condition that holds at once costs nothing.
 func For(limit time.Duration, cond func() bool) bool {
-	deadline := time.Now().Add(limit)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	return ForContext(ctx, cond) == nil
+}
+
+// ForContext is [For] bounded by ctx rather than by a duration: it polls
+// cond until it holds (nil) or ctx ends (ctx's error). The helpers that
+// start a server wait within their caller's context, which bounds the
+// whole start and may be cancelled before its deadline.
+func ForContext(ctx context.Context, cond func() bool) error {
 	pause := time.Millisecond
+	t := time.NewTimer(pause)
+	defer t.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
-			return false
+		t.Reset(pause)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
 		}
-		time.Sleep(pause)
 		pause = min(2*pause, maxInterval)
 	}
-	return true
+	return nil
 }
 
 // Until polls cond until it holds, and fails the test, naming what it

@@ -1,6 +1,8 @@
 package testwait
 
 import (
+	"context"
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,5 +23,22 @@ func TestForReturnsWhenTheConditionHolds(t *testing.T) {
 func TestForGivesUp(t *testing.T) {
 	if For(10*time.Millisecond, func() bool { return false }) {
 		t.Fatal("For reported a condition that never holds")
+	}
+}
+
+func TestForContextEndsWithItsContext(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := 0
+	err := ForContext(ctx, func() bool {
+		if calls++; calls == 3 {
+			cancel() // a caller that gives up before any deadline
+		}
+		return false
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("ForContext = %v, want the context's error", err)
+	}
+	if err := ForContext(t.Context(), func() bool { return true }); err != nil {
+		t.Fatalf("ForContext = %v on a condition that holds", err)
 	}
 }

@@ -30,6 +30,7 @@ import (
 	"github.com/astro-sts/astro-sts/internal/testkit/pdeathsig"
 	"github.com/astro-sts/astro-sts/internal/testkit/servertest"
 	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // Version is the Vault release tools/vault builds; it names the cached
@@ -194,27 +195,32 @@ func start(ctx context.Context, bin string) (*Server, error) {
 // and active (HTTP 200).
 func (s *Server) waitHealthy(ctx context.Context) error {
 	hc := &http.Client{Timeout: 2 * time.Second}
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Addr+"/v1/sys/health", nil)
-		if err != nil {
-			return err
-		}
-		if resp, err := hc.Do(req); err == nil {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.Addr+"/v1/sys/health", nil)
+	if err != nil {
+		return err
+	}
+	exited := false
+	done := testwait.ForContext(ctx, func() bool {
+		if resp, err := hc.Do(req.Clone(ctx)); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return nil
+				return true
 			}
 		}
 		select {
 		case <-s.exited:
-			return fmt.Errorf("vaulttest: vault exited before it was healthy (%v); output:\n%s", s.cmd.ProcessState, s.Output())
-		case <-ctx.Done():
-			return fmt.Errorf("vaulttest: vault not healthy at %s: %w; output:\n%s", s.Addr, ctx.Err(), s.Output())
-		case <-tick.C:
+			exited = true
+		default:
 		}
+		return exited
+	})
+	switch {
+	case exited:
+		return fmt.Errorf("vaulttest: vault exited before it was healthy (%v); output:\n%s", s.cmd.ProcessState, s.Output())
+	case done != nil:
+		return fmt.Errorf("vaulttest: vault not healthy at %s: %w; output:\n%s", s.Addr, done, s.Output())
 	}
+	return nil
 }
 
 // Client returns a client for the server holding the root token. It is
