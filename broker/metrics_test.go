@@ -156,3 +156,31 @@ func labels(m *dto.Metric) map[string]string {
 	}
 	return out
 }
+
+// A label value that is not UTF-8 must not make the page unreadable:
+// Prometheus drops a whole scrape over one such value, and with it every
+// alert.
+func TestMetricsLabelValueNotUTF8(t *testing.T) {
+	reg := broker.NewRegistry()
+	m, err := broker.NewMetrics(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.ObserveUpstream(http.MethodGet, "a\xffb", http.StatusOK, time.Millisecond)
+	srv := httptest.NewServer(m.Handler(reg))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		t.Fatalf("the page does not parse: %v", err)
+	}
+	calls := families["astro_sts_upstream_requests_total"].GetMetric()
+	if len(calls) != 1 || labels(calls[0])["route"] != "a\uFFFDb" {
+		t.Errorf("route label: %v, want a\uFFFDb", calls)
+	}
+}
