@@ -35,7 +35,6 @@ import (
 	"github.com/astro-sts/astro-sts/internal/testkit/pdeathsig"
 	"github.com/astro-sts/astro-sts/internal/testkit/servertest"
 	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
-	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // EnvBinary names the variable holding the redis-server binary's path;
@@ -230,8 +229,7 @@ func (s *Server) waitReady(ctx context.Context) error {
 	defer c.Close()
 	var d net.Dialer
 	var err error
-	exited := false
-	done := testwait.ForContext(ctx, func() bool {
+	done := servertest.WaitUp(ctx, s.exited, func() bool {
 		// A bare connect first: go-redis logs every refused dial, and a
 		// server that is still starting refuses a few.
 		pctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -241,18 +239,10 @@ func (s *Server) waitReady(ctx context.Context) error {
 			conn.Close()
 			err = c.Ping(pctx).Err()
 		}
-		if err == nil {
-			return true
-		}
-		select {
-		case <-s.exited:
-			exited = true
-		default:
-		}
-		return exited
+		return err == nil
 	})
 	switch {
-	case exited:
+	case errors.Is(done, servertest.ErrExited):
 		return fmt.Errorf("redistest: redis-server exited before it answered (%v); output:\n%s", s.cmd.ProcessState, s.Output())
 	case done != nil:
 		return fmt.Errorf("redistest: redis-server not answering at %s: %w (last: %v); output:\n%s", s.Addr, done, err, s.Output())

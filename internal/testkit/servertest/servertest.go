@@ -6,11 +6,14 @@ package servertest
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // Required reports whether tests that need a real server must run rather
@@ -133,4 +136,29 @@ func (p *Package[T, S]) Need(t testing.TB) S {
 		}
 	}
 	return p.srv
+}
+
+// ErrExited is what [WaitUp] returns when the server's process ends
+// before it is up.
+var ErrExited = errors.New("the server exited before it was up")
+
+// WaitUp polls up until it holds, the server's process ends (exited is
+// closed: [ErrExited]) or ctx ends (ctx's error).
+func WaitUp(ctx context.Context, exited <-chan struct{}, up func() bool) error {
+	gone := false
+	err := testwait.ForContext(ctx, func() bool {
+		if up() {
+			return true
+		}
+		select {
+		case <-exited:
+			gone = true
+		default:
+		}
+		return gone
+	})
+	if gone {
+		return ErrExited
+	}
+	return err
 }

@@ -15,6 +15,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -30,7 +31,6 @@ import (
 	"github.com/astro-sts/astro-sts/internal/testkit/pdeathsig"
 	"github.com/astro-sts/astro-sts/internal/testkit/servertest"
 	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
-	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
 
 // Version is the Vault release tools/vault builds; it names the cached
@@ -199,23 +199,16 @@ func (s *Server) waitHealthy(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	exited := false
-	done := testwait.ForContext(ctx, func() bool {
-		if resp, err := hc.Do(req.Clone(ctx)); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return true
-			}
+	done := servertest.WaitUp(ctx, s.exited, func() bool {
+		resp, err := hc.Do(req.Clone(ctx))
+		if err != nil {
+			return false
 		}
-		select {
-		case <-s.exited:
-			exited = true
-		default:
-		}
-		return exited
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
 	})
 	switch {
-	case exited:
+	case errors.Is(done, servertest.ErrExited):
 		return fmt.Errorf("vaulttest: vault exited before it was healthy (%v); output:\n%s", s.cmd.ProcessState, s.Output())
 	case done != nil:
 		return fmt.Errorf("vaulttest: vault not healthy at %s: %w; output:\n%s", s.Addr, done, s.Output())
