@@ -127,10 +127,13 @@ func TestPingWaitsOutANewEpoch(t *testing.T) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	short, cancel := context.WithTimeout(ctx, time.Second)
+	// Time enough for Redis to answer, and less than the 4 s at least that
+	// a new epoch (a whole second of TIME rounded up, plus skew.Future)
+	// leaves to wait.
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := s.Ping(short); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "new epoch") {
-		t.Errorf("Ping with a second to spend, on a new epoch: %v, want ErrUnavailable naming the new epoch", err)
+		t.Errorf("Ping with 2s to spend, on a new epoch: %v, want ErrUnavailable naming the new epoch", err)
 	}
 	if err := s.Ping(ctx); err != nil {
 		t.Fatalf("Ping with time to wait: %v", err)
@@ -262,7 +265,7 @@ func TestReplayAfterEviction(t *testing.T) {
 	lost0 := s.DataLost()
 	// Ping finds the policy fixed, and the epoch gone: it begins a new
 	// one and, given no time to wait it out, says not ready (not unsafe).
-	short, cancel := context.WithTimeout(ctx, time.Second)
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	if err := s.Ping(short); !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrUnsafe) || !strings.Contains(err.Error(), "new epoch") {
 		t.Fatalf("Ping with the policy fixed and the epoch evicted: %v, want ErrUnavailable (a new epoch), not ErrUnsafe", err)
