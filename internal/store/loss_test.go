@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/astro-sts/astro-sts/internal/skew"
 	"github.com/astro-sts/astro-sts/internal/store"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
@@ -41,6 +43,7 @@ func spentRedis(t *testing.T, srv *redistest.Server) (*store.Redis, *bytes.Buffe
 	}
 	t.Cleanup(func() { _ = s.Close() })
 	ctx := context.Background()
+	agedEpoch(t, store.RedisConfig{URL: srv.URL()})
 	if err := s.Ping(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -57,8 +60,11 @@ func spentRedis(t *testing.T, srv *redistest.Server) (*store.Redis, *bytes.Buffe
 // replayRefused checks that the spent token is refused after a loss as
 // issued before the new epoch, that the loss was counted (once more than
 // lost0: a new Redis's first epoch counts too, as nothing tells it from
-// an empty one) and logged, and that a token issued after it is accepted.
-func replayRefused(t *testing.T, s *store.Redis, log *bytes.Buffer, iat, exp time.Time, lost0 uint64) {
+// an empty one) and logged, and where the epoch ends the refusals: a
+// token that may have been used before it (issued less than skew.Future
+// after it) is refused, one issued after that is accepted. srv is the
+// Redis s is on.
+func replayRefused(t *testing.T, srv *redistest.Server, s *store.Redis, log *bytes.Buffer, iat, exp time.Time, lost0 uint64) {
 	t.Helper()
 	ctx := context.Background()
 	log.Reset()
@@ -76,15 +82,67 @@ func replayRefused(t *testing.T, s *store.Redis, log *bytes.Buffer, iat, exp tim
 	if !strings.Contains(log.String(), "lost the broker's data") {
 		t.Errorf("the loss is not in the log:\n%s", log)
 	}
-	// The epoch begins within a second; Ping waits it out.
-	if err := s.Ping(ctx); err != nil {
-		t.Fatal(err)
+	// The boundary, on either side, with the real leeway: no need to
+	// wait until a token issued now is past it (TestPingWaitsOutANewEpoch
+	// does).
+	epoch := epochOf(t, srv)
+	if err := s.Use(ctx, "https://iss", "inside", epoch.Add(skew.Future-time.Second), exp); !errors.Is(err, store.ErrIssuedBeforeEpoch) {
+		t.Errorf("a token issued a second short of the epoch plus skew.Future: %v, want ErrIssuedBeforeEpoch", err)
 	}
-	if err := s.Use(ctx, "https://iss", "fresh", time.Now(), exp); err != nil {
-		t.Errorf("a token issued after the new epoch: %v", err)
+	if err := s.Use(ctx, "https://iss", "fresh", epoch.Add(skew.Future), exp); err != nil {
+		t.Errorf("a token issued at the epoch plus skew.Future: %v", err)
 	}
 	if n := s.DataLost(); n != lost0+1 {
 		t.Errorf("DataLost = %d after the epoch began, want still %d", n, lost0+1)
+	}
+}
+
+// epochOf reads the second the epoch on srv began at, from its key
+// ("<unix second>:<run_id>:<evicted_keys>").
+func epochOf(t *testing.T, srv *redistest.Server) time.Time {
+	t.Helper()
+	c := srv.Client()
+	defer c.Close()
+	v, err := c.Get(context.Background(), "astro-sts:epoch").Result()
+	if err != nil {
+		t.Fatalf("reading the epoch: %v", err)
+	}
+	sec, _, _ := strings.Cut(v, ":")
+	n, err := strconv.ParseInt(sec, 10, 64)
+	if err != nil {
+		t.Fatalf("epoch key %q: %v", v, err)
+	}
+	return time.Unix(n, 0)
+}
+
+// TestPingWaitsOutANewEpoch: a broker says ready only once a token issued
+// now is no longer refused as issued before a new epoch. Ping that may
+// not wait that long says not ready at once; Ping that may waits it out.
+// The one test here that spends skew.Future in real time.
+func TestPingWaitsOutANewEpoch(t *testing.T) {
+	srv := needRedis(t) // emptied: its epoch is a new one
+	s, err := store.NewRedis(store.RedisConfig{URL: srv.URL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	// Time enough for Redis to answer, and less than the 4 s at least that
+	// a new epoch (a whole second of TIME rounded up, plus skew.Future)
+	// leaves to wait.
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := s.Ping(short); !errors.Is(err, store.ErrUnavailable) || !strings.Contains(err.Error(), "new epoch") {
+		t.Errorf("Ping with 2s to spend, on a new epoch: %v, want ErrUnavailable naming the new epoch", err)
+	}
+	if err := s.Ping(ctx); err != nil {
+		t.Fatalf("Ping with time to wait: %v", err)
+	}
+	if err := s.Use(ctx, "https://iss", "j", time.Now(), time.Now().Add(5*time.Minute)); err != nil {
+		t.Errorf("a token issued once Ping said ready: %v", err)
+	}
+	if n := s.DataLost(); n != 1 {
+		t.Errorf("DataLost = %d, want 1: one new epoch, waited out, not a second", n)
 	}
 }
 
@@ -96,7 +154,7 @@ func TestReplayAfterFlush(t *testing.T) {
 	if err := srv.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	replayRefused(t, s, log, iat, exp, s.DataLost())
+	replayRefused(t, srv, s, log, iat, exp, s.DataLost())
 }
 
 // TestReplayAfterRestart: kill -9 and a restart without persistence.
@@ -107,7 +165,7 @@ func TestReplayAfterRestart(t *testing.T) {
 	if err := srv.Restart(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	replayRefused(t, s, log, iat, exp, s.DataLost())
+	replayRefused(t, srv, s, log, iat, exp, s.DataLost())
 }
 
 // TestReplayAfterFailover: a replica that stopped following its primary
@@ -122,7 +180,8 @@ func TestReplayAfterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	if err := s.Ping(ctx); err != nil { // writes the epoch
+	agedEpoch(t, store.RedisConfig{URL: primary.URL()})
+	if err := s.Ping(ctx); err != nil { // finds the epoch
 		t.Fatal(err)
 	}
 	pc := primary.Client()
@@ -151,7 +210,7 @@ func TestReplayAfterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer promoted.Close()
-	replayRefused(t, promoted, &after, iat, exp, 0)
+	replayRefused(t, replica, promoted, &after, iat, exp, 0)
 }
 
 // TestReplayAfterEviction: a Redis that may evict keys is not ready; and
@@ -204,8 +263,12 @@ func TestReplayAfterEviction(t *testing.T) {
 		t.Fatal(err)
 	}
 	lost0 := s.DataLost()
-	if err := s.Ping(ctx); err != nil { // finds the policy fixed, and the epoch gone
-		t.Fatal(err)
+	// Ping finds the policy fixed, and the epoch gone: it begins a new
+	// one and, given no time to wait it out, says not ready (not unsafe).
+	short, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := s.Ping(short); !errors.Is(err, store.ErrUnavailable) || errors.Is(err, store.ErrUnsafe) || !strings.Contains(err.Error(), "new epoch") {
+		t.Fatalf("Ping with the policy fixed and the epoch evicted: %v, want ErrUnavailable (a new epoch), not ErrUnsafe", err)
 	}
 	if err := s.Use(ctx, "https://iss", "spent", iat, exp); !errors.Is(err, store.ErrIssuedBeforeEpoch) {
 		t.Errorf("replay after the epoch was evicted: %v, want ErrIssuedBeforeEpoch", err)
@@ -266,6 +329,7 @@ func TestPingWarnsWithoutPersistence(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
+	agedEpoch(t, store.RedisConfig{URL: srv.URL()})
 	for range 2 {
 		if err := s.Ping(context.Background()); err != nil {
 			t.Fatal(err)
