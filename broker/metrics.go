@@ -93,27 +93,41 @@ func (r *Registry) write(w io.Writer) error {
 // labelEscaper escapes a label value as the text format wants it.
 var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
 
-// series is the name of one series of family name: name{l1="v1",...},
-// its labels sorted by name as client_golang wrote them (a histogram's le
-// comes last). It panics if values are not as many as labels, as
-// client_golang did: a call site out of step with its metric's definition.
-func series(name string, labels, values []string) string {
-	if len(values) != len(labels) {
-		panic(fmt.Sprintf("metric %s: %d label values for labels %v", name, len(values), labels))
-	}
+// family is a metric family with labels: its series are made on first
+// use, each named name{l1="v1",...} with its labels in name order, as
+// client_golang wrote them (a histogram's le comes last).
+type family struct {
+	set    *metrics.Set
+	name   string
+	labels []string
+	order  []int // indexes into labels, in name order: sorted once, not per observation
+}
+
+func newFamily(set *metrics.Set, name string, labels []string) family {
 	order := make([]int, len(labels))
 	for i := range order {
 		order[i] = i
 	}
 	slices.SortFunc(order, func(i, j int) int { return strings.Compare(labels[i], labels[j]) })
+	return family{set: set, name: name, labels: labels, order: order}
+}
+
+// series is the name of the series with these label values, in the order
+// of the family's labels. It panics if values are not as many as labels,
+// as client_golang did: a call site out of step with its metric's
+// definition.
+func (f family) series(values []string) string {
+	if len(values) != len(f.labels) {
+		panic(fmt.Sprintf("metric %s: %d label values for labels %v", f.name, len(values), f.labels))
+	}
 	var b strings.Builder
-	b.WriteString(name)
+	b.WriteString(f.name)
 	b.WriteByte('{')
-	for n, i := range order {
+	for n, i := range f.order {
 		if n > 0 {
 			b.WriteByte(',')
 		}
-		b.WriteString(labels[i])
+		b.WriteString(f.labels[i])
 		b.WriteString(`="`)
 		// Not UTF-8 would make Prometheus drop the whole scrape.
 		labelEscaper.WriteString(&b, strings.ToValidUTF8(values[i], "\uFFFD"))
@@ -131,16 +145,11 @@ func (c counter) Inc() { c.c.Inc() }
 // Add adds n, a count.
 func (c counter) Add(n float64) { c.c.AddInt64(int64(n)) }
 
-// counterVec is a counter family with labels; a series exists from its
-// first use.
-type counterVec struct {
-	set    *metrics.Set
-	name   string
-	labels []string
-}
+// counterVec is a counter family with labels.
+type counterVec struct{ family }
 
 func (v *counterVec) WithLabelValues(values ...string) counter {
-	return counter{v.set.GetOrCreateCounter(series(v.name, v.labels, values))}
+	return counter{v.set.GetOrCreateCounter(v.series(values))}
 }
 
 // histogram is a histogram without labels, or one series of a
@@ -151,14 +160,12 @@ func (h histogram) Observe(v float64) { h.h.Update(v) }
 
 // histogramVec is a histogram family with labels.
 type histogramVec struct {
-	set     *metrics.Set
-	name    string
-	labels  []string
+	family
 	buckets []float64
 }
 
 func (v *histogramVec) WithLabelValues(values ...string) histogram {
-	return histogram{v.set.GetOrCreatePrometheusHistogramExt(series(v.name, v.labels, values), v.buckets)}
+	return histogram{v.set.GetOrCreatePrometheusHistogramExt(v.series(values), v.buckets)}
 }
 
 // Metrics are the broker's Prometheus metrics. None carries a token value
@@ -202,7 +209,7 @@ func NewMetrics(reg *Registry) (*Metrics, error) {
 	}
 	counterVecOf := func(name, help string, labels ...string) *counterVec {
 		claim(name, help)
-		return &counterVec{set: reg.set, name: name, labels: labels}
+		return &counterVec{newFamily(reg.set, name, labels)}
 	}
 	gauge := func(name, help string) *metrics.Gauge {
 		claim(name, help)
@@ -214,7 +221,7 @@ func NewMetrics(reg *Registry) (*Metrics, error) {
 	}
 	histogramVecOf := func(name, help string, buckets []float64, labels ...string) *histogramVec {
 		claim(name, help)
-		return &histogramVec{set: reg.set, name: name, labels: labels, buckets: buckets}
+		return &histogramVec{newFamily(reg.set, name, labels), buckets}
 	}
 	m := &Metrics{
 		exchanges:        counterVecOf("astro_sts_exchanges_total", "Token exchanges by outcome and deciding rule.", "outcome", "rule"),
