@@ -139,7 +139,6 @@ func (s *Server) underLease(ctx context.Context, interval time.Duration, pass fu
 		s.metrics.leaseHeld.Set(1)
 	}
 	l := &reapLease{s: s, ttl: interval, stop: stop, held: held}
-	done := make(chan struct{})
 	renewed := make(chan struct{})
 	go func() {
 		defer close(renewed)
@@ -147,8 +146,6 @@ func (s *Server) underLease(ctx context.Context, interval time.Duration, pass fu
 		defer t.Stop()
 		for {
 			select {
-			case <-done:
-				return
 			case <-pctx.Done():
 				return
 			case <-t.C:
@@ -159,7 +156,8 @@ func (s *Server) underLease(ctx context.Context, interval time.Duration, pass fu
 		}
 	}()
 	pass(pctx, l)
-	close(done)
+	// The pass is over: ending its context stops the renewals too.
+	stop(nil)
 	<-renewed
 	return true
 }

@@ -1,9 +1,7 @@
 package broker_test
 
 import (
-	"context"
 	"fmt"
-	"net/http"
 	"os"
 	"strconv"
 	"sync"
@@ -11,21 +9,9 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/broker"
-	"github.com/astro-sts/astro-sts/internal/astro"
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
-
-// lostAnswer is a gateway that loses Astro's answer to every create: the
-// token is made and the broker gets a 502.
-type lostAnswer struct{ broker.Astro }
-
-func (l lostAnswer) CreateToken(ctx context.Context, org string, req astro.CreateTokenRequest) (*astro.Token, error) {
-	if _, err := l.Astro.CreateToken(ctx, org, req); err != nil {
-		return nil, err
-	}
-	return nil, &astro.APIError{StatusCode: http.StatusBadGateway, Message: "Bad Gateway"}
-}
 
 // Many creates whose answers are lost, each of which made a token: the
 // search finds them all in one listing, and deletes them one at a time in
@@ -38,7 +24,7 @@ func TestRedTeamManyFoundTokensDeletedOneAtATime(t *testing.T) {
 	}
 	e := newEnv(t, envOptions{
 		emulator:  emulator.Config{Latency: 100 * time.Millisecond},
-		wrapAstro: func(a broker.Astro) broker.Astro { return lostAnswer{a} },
+		wrapAstro: func(a broker.Astro) broker.Astro { return lostCreate{a} },
 	})
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 32)

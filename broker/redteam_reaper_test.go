@@ -19,8 +19,6 @@ import (
 	"github.com/astro-sts/astro-sts/internal/emulator"
 	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/policy"
-	"github.com/astro-sts/astro-sts/internal/store"
-	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 	"github.com/astro-sts/astro-sts/internal/testkit/syncbuf"
 	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 )
@@ -116,30 +114,13 @@ func TestRedTeamReaperLostDeleteAnswerIsAlreadyGone(t *testing.T) {
 // tokens deleted twice by the reap concurrency (here 1); the binary with
 // three replicas and a 2.2 s Redis pause deleted 428 of 500 tokens twice.
 func TestRedTeamLeaselessPassRunsBesideTheHolder(t *testing.T) {
-	bin, ok := redistest.Binary()
-	if !ok {
-		t.Skip(redistest.InstallHint)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	rsrv, err := redistest.Start(ctx, bin, redistest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = syscall.Kill(rsrv.PID(), syscall.SIGCONT); rsrv.Close() })
+	newStore, rsrv := ownRedisStore(t)
+	t.Cleanup(func() { _ = syscall.Kill(rsrv.PID(), syscall.SIGCONT) })
 	e := newEnv(t, envOptions{emulator: emulator.Config{Latency: 10 * time.Millisecond}})
 	const n = 60
 	seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
-	newStore := func() store.Store {
-		s, err := store.NewRedis(store.RedisConfig{URL: rsrv.URL(), Now: e.clock.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a := newReapReplica(t, e, "A", replicaOptions{store: newStore(), reapConc: 1})
-	b := newReapReplica(t, e, "B", replicaOptions{store: newStore(), reapConc: 1})
+	a := newReapReplica(t, e, "A", replicaOptions{store: newStore(e.clock.Now), reapConc: 1})
+	b := newReapReplica(t, e, "B", replicaOptions{store: newStore(e.clock.Now), reapConc: 1})
 
 	if err := syscall.Kill(rsrv.PID(), syscall.SIGSTOP); err != nil {
 		t.Fatal(err)
@@ -156,22 +137,13 @@ func TestRedTeamLeaselessPassRunsBesideTheHolder(t *testing.T) {
 		t.Fatal("B did not take the lease: Redis was not back for its tick")
 	}
 
-	count := func(r *reapReplica, outcome string) int {
-		c := 0
-		for _, rec := range reapRecords(r.logs) {
-			if rec["outcome"] == outcome {
-				c++
-			}
-		}
-		return c
-	}
-	twice := count(a, "already_gone") + count(b, "already_gone")
+	twice := countOutcome(a, "already_gone") + countOutcome(b, "already_gone")
 	t.Logf("%d tokens: A deleted %d, B %d, %d deleted twice; A's pass: %q, B's: %q",
-		n, count(a, "deleted"), count(b, "deleted"), twice, lastMsg(a.outcomes()), lastMsg(b.outcomes()))
+		n, countOutcome(a, "deleted"), countOutcome(b, "deleted"), twice, lastMsg(a.outcomes()), lastMsg(b.outcomes()))
 	if twice > 1 {
 		t.Errorf("red team: after a Redis pause, A reaped without the lease while B held it: "+
 			"%d of %d tokens deleted twice (A deleted %d, B %d; bound claimed: the reap concurrency, 1)",
-			twice, n, count(a, "deleted"), count(b, "deleted"))
+			twice, n, countOutcome(a, "deleted"), countOutcome(b, "deleted"))
 	}
 }
 
@@ -183,30 +155,14 @@ func TestRedTeamLeaselessPassRunsBesideTheHolder(t *testing.T) {
 // interval with a Redis restart, deleted 80 and 88 of 800 tokens twice,
 // with lease_held 1 on both replicas for about 2 s.
 func TestRedTeamLeaseLostInRedisLeavesTwoHolders(t *testing.T) {
-	bin, ok := redistest.Binary()
-	if !ok {
-		t.Skip(redistest.InstallHint)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	rsrv, err := redistest.Start(ctx, bin, redistest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rsrv.Close() })
+	newStore, rsrv := ownRedisStore(t)
 	e := newEnv(t, envOptions{emulator: emulator.Config{Latency: 10 * time.Millisecond}})
 	const n = 100
 	seedMarked(t, e, n, e.clock.Now().Add(-time.Minute))
-	newStore := func() store.Store {
-		s, err := store.NewRedis(store.RedisConfig{URL: rsrv.URL(), Now: e.clock.Now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
-	a := newReapReplica(t, e, "A", replicaOptions{store: newStore(), reapConc: 1})
-	b := newReapReplica(t, e, "B", replicaOptions{store: newStore(), reapConc: 1})
+	a := newReapReplica(t, e, "A", replicaOptions{store: newStore(e.clock.Now), reapConc: 1})
+	b := newReapReplica(t, e, "B", replicaOptions{store: newStore(e.clock.Now), reapConc: 1})
 
 	aDone := make(chan bool)
 	go func() { aDone <- a.tick(t) }()
@@ -219,21 +175,12 @@ func TestRedTeamLeaseLostInRedisLeavesTwoHolders(t *testing.T) {
 	if strings.Contains(a.logs.String(), "reaping without it") || strings.Contains(b.logs.String(), "reaping without it") {
 		t.Fatal("a replica reaped without the lease: not the case under test")
 	}
-	count := func(r *reapReplica, outcome string) int {
-		c := 0
-		for _, rec := range reapRecords(r.logs) {
-			if rec["outcome"] == outcome {
-				c++
-			}
-		}
-		return c
-	}
-	twice := count(a, "already_gone") + count(b, "already_gone")
+	twice := countOutcome(a, "already_gone") + countOutcome(b, "already_gone")
 	t.Logf("%d tokens: A deleted %d, B %d, %d deleted twice; A's pass: %q, B's: %q",
-		n, count(a, "deleted"), count(b, "deleted"), twice, lastMsg(a.outcomes()), lastMsg(b.outcomes()))
+		n, countOutcome(a, "deleted"), countOutcome(b, "deleted"), twice, lastMsg(a.outcomes()), lastMsg(b.outcomes()))
 	if twice > 1 {
 		t.Errorf("red team: the lease key lost in Redis mid-pass: A went on deleting until its next renewal while B held the lease: "+
 			"%d of %d tokens deleted twice (A deleted %d, B %d; lease %s, renewed every %s; bound claimed: the reap concurrency, 1)",
-			twice, n, count(a, "deleted"), count(b, "deleted"), leaseTTL, leaseTTL/2)
+			twice, n, countOutcome(a, "deleted"), countOutcome(b, "deleted"), leaseTTL, leaseTTL/2)
 	}
 }

@@ -29,6 +29,12 @@ func TestMain(m *testing.M) {
 func redisStore(t *testing.T) (func(now func() time.Time) store.Store, *redistest.Server) {
 	t.Helper()
 	srv := testRedis.Need(t)
+	return storesOn(t, srv), srv
+}
+
+// storesOn returns a maker of stores on srv, each on the clock now and
+// closed when the test ends.
+func storesOn(t *testing.T, srv *redistest.Server) func(now func() time.Time) store.Store {
 	return func(now func() time.Time) store.Store {
 		s, err := store.NewRedis(store.RedisConfig{URL: srv.URL(), Now: now})
 		if err != nil {
@@ -36,7 +42,7 @@ func redisStore(t *testing.T) (func(now func() time.Time) store.Store, *redistes
 		}
 		t.Cleanup(func() { s.Close() })
 		return s
-	}, srv
+	}
 }
 
 // limitedPolicy is samplePolicy with rate limits: a default of one token

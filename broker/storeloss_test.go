@@ -26,14 +26,7 @@ func ownRedisStore(t *testing.T) (func(now func() time.Time) store.Store, *redis
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = srv.Close() })
-	return func(now func() time.Time) store.Store {
-		s, err := store.NewRedis(store.RedisConfig{URL: srv.URL(), Now: now})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}, srv
+	return storesOn(t, srv), srv
 }
 
 // TestReplayAfterStoreLoss: a token spent before Redis lost its data is

@@ -100,21 +100,18 @@ type Package[T any, S interface {
 // tests' code. When Shared returns no server (no binary, outside CI),
 // [Package.Need] skips the tests that need it.
 func (p *Package[T, S]) Main(m *testing.M) {
-	os.Exit(run(m, &p.srv, p.Shared))
+	os.Exit(p.run(m))
 }
 
-func run[T any, S interface {
-	*T
-	Close() error
-}](m *testing.M, s *S, shared func() (S, error)) int {
-	srv, err := shared()
+func (p *Package[T, S]) run(m *testing.M) int {
+	srv, err := p.Shared()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
 	if srv != nil {
 		defer srv.Close()
-		*s = srv
+		p.srv = srv
 	}
 	return m.Run()
 }
