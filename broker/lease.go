@@ -20,8 +20,9 @@ var errLeaseLost = errors.New("the reaper's lease was lost (another replica hold
 // reapLease is the reaper's lease as one pass holds it, or, for a pass
 // that started while the store could not answer, hopes to. The store says
 // who holds it, and the pass asks it before each delete (and every half
-// interval, for the listing's sake): one Lua call, which renews the lease
-// or takes it if it is free. So a holder whose lease Redis lost (a restart
+// interval, for the listing's sake): one [store.Store.Lease] call, which
+// renews the lease or takes it if it is free (with Redis, a renewal script
+// and, when this replica does not hold it, a SETNX). So a holder whose lease Redis lost (a restart
 // without persistence, a failover, FLUSHALL) and another replica took,
 // or that was paused past its lease, stops at its next delete rather than
 // at its next renewal; and a pass without the lease stops as soon as the
