@@ -283,12 +283,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, endpoint str
 const maxLogText = 2048
 
 // logText is s cut to [maxLogText] bytes.
-func logText(s string) string {
-	if len(s) <= maxLogText {
-		return s
-	}
-	return truncate(s, maxLogText) + "... (cut)"
-}
+func logText(s string) string { return logCut(s, maxLogText) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
