@@ -145,7 +145,8 @@ func checkQuery(raw string, params ...string) error {
 
 // readRequest reads what every endpoint takes: a query of at most the
 // parameters params (see [checkQuery]), the caller's ID token, as a Bearer
-// token, and a strict JSON body into v.
+// token, and a strict JSON body into v (see [decodeStrict]; an empty body
+// leaves v as it is).
 func readRequest(r *http.Request, v any, params ...string) (rawIDToken string, err error) {
 	if err := checkQuery(r.URL.RawQuery, params...); err != nil {
 		return "", err
@@ -154,7 +155,7 @@ func readRequest(r *http.Request, v any, params ...string) (rawIDToken string, e
 	if err != nil {
 		return "", err
 	}
-	return raw, decodeOptional(r.Body, v)
+	return raw, decodeStrict(r.Body, v)
 }
 
 // bearer extracts the Bearer token from the Authorization header. More
@@ -171,12 +172,6 @@ func bearer(r *http.Request) (string, error) {
 		return "", errMissingToken
 	}
 	return strings.TrimSpace(tok), nil
-}
-
-// decodeOptional decodes a strict JSON body into v (exact, case-sensitive
-// keys, each once: see [decodeStrict]); an empty body leaves v as it is.
-func decodeOptional(body io.Reader, v any) error {
-	return decodeStrict(body, v)
 }
 
 // jsonProblem describes a JSON decoding error without echoing the body.

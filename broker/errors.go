@@ -79,6 +79,28 @@ var tokenReasons = []struct {
 	{[]error{idtoken.ErrMalformed}, brokerapi.ReasonMalformed, "the Bearer token is not an OIDC ID token (a JWT), or its payload repeats a claim name or has two that differ only by case"},
 }
 
+// tokenRefusal reports whether err refuses the caller's ID token and, if
+// so, sets *ae to the token_invalid answer with the reason of the first of
+// [tokenReasons] that err is. The table is the one list of those errors:
+// classify asks this, not a list of its own beside it.
+func tokenRefusal(err error, ae *apiError) bool {
+	for _, r := range tokenReasons {
+		for _, re := range r.errs {
+			if errors.Is(err, re) {
+				*ae = apiError{status: http.StatusUnauthorized, code: brokerapi.CodeTokenInvalid, reason: r.reason, message: r.message}
+				return true
+			}
+		}
+	}
+	if errors.Is(err, idtoken.ErrInvalidToken) {
+		// An ErrInvalidToken without a reason is a bug in idtoken; the
+		// caller still learns that its token was refused.
+		*ae = apiError{status: http.StatusUnauthorized, code: brokerapi.CodeTokenInvalid, message: "the OIDC token was not accepted"}
+		return true
+	}
+	return false
+}
+
 // classify is the one place that maps the broker's and its packages' errors
 // to HTTP. Messages are constant or built only from values the caller sent
 // or the one rule that trusts the caller; verification details and the
@@ -91,6 +113,7 @@ func classify(err error) apiError {
 		apiErr *astro.APIError
 		maxErr *http.MaxBytesError
 		rate   *rateLimitedError
+		tok    apiError
 	)
 	switch {
 	case errors.As(err, &rotErr):
@@ -123,19 +146,8 @@ func classify(err error) apiError {
 		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeRestarted, message: "the broker's shared store lost its record of used tokens after this OIDC token was issued; fetch a fresh one and try again", retryAfter: time.Second}
 	case errors.Is(err, store.ErrReplayCacheFull):
 		return apiError{status: http.StatusServiceUnavailable, code: brokerapi.CodeBusy, message: "the broker is busy; try again", retryAfter: 5 * time.Second}
-	case errors.Is(err, idtoken.ErrMalformed), errors.Is(err, idtoken.ErrUntrustedIssuer),
-		errors.Is(err, idtoken.ErrInvalidToken), errors.Is(err, store.ErrReplayed),
-		errors.Is(err, store.ErrTokenExpired), errors.Is(err, store.ErrNoJTI):
-		for _, r := range tokenReasons {
-			for _, re := range r.errs {
-				if errors.Is(err, re) {
-					return apiError{status: http.StatusUnauthorized, code: brokerapi.CodeTokenInvalid, reason: r.reason, message: r.message}
-				}
-			}
-		}
-		// An ErrInvalidToken without a reason is a bug in idtoken; the
-		// caller still learns that its token was refused.
-		return apiError{status: http.StatusUnauthorized, code: brokerapi.CodeTokenInvalid, message: "the OIDC token was not accepted"}
+	case tokenRefusal(err, &tok):
+		return tok
 	case errors.As(err, &widen):
 		return apiError{status: http.StatusForbidden, code: brokerapi.CodeTooWide, message: widen.Error(), widen: widen}
 	case errors.Is(err, policy.ErrNoMatchingRule):
@@ -283,12 +295,7 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, endpoint str
 const maxLogText = 2048
 
 // logText is s cut to [maxLogText] bytes.
-func logText(s string) string {
-	if len(s) <= maxLogText {
-		return s
-	}
-	return truncate(s, maxLogText) + "... (cut)"
-}
+func logText(s string) string { return logCut(s, maxLogText) }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -174,9 +174,13 @@ const maxLogValue = 256
 // logValue is s cut to [maxLogValue] bytes (never inside a UTF-8
 // character), the cut marked, so that no claim can make an audit line of
 // kilobytes nor pass for the whole value.
-func logValue(s string) string {
-	if len(s) <= maxLogValue {
+func logValue(s string) string { return logCut(s, maxLogValue) }
+
+// logCut is s cut to n bytes for a log line, the cut marked: the one body
+// of [logValue] and [logText].
+func logCut(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	return truncate(s, maxLogValue) + "... (cut)"
+	return truncate(s, n) + "... (cut)"
 }
