@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/astro-sts/astro-sts/internal/idtoken"
 	"github.com/astro-sts/astro-sts/internal/store"
 )
 
@@ -72,11 +71,9 @@ func (s *Server) storeReady(ctx context.Context) error {
 	// The restart rule refuses every token issued within
 	// idtoken.FutureLeeway of the start (restart.go): not ready until a
 	// fresh one can be served, so that a rolling deploy sends none there.
-	if !s.started.IsZero() && !s.store.Shared() {
-		if ready := s.started.Add(idtoken.FutureLeeway); s.now().Before(ready) {
-			return fmt.Errorf("%w: started at %s: ID tokens issued before %s are refused (503 restarted)", errStarting,
-				s.started.UTC().Format(time.RFC3339), ready.UTC().Format(time.RFC3339))
-		}
+	if ready, ok := s.servesIssuedFrom(); ok && s.now().Before(ready) {
+		return fmt.Errorf("%w: started at %s: ID tokens issued before %s are refused (503 restarted)", errStarting,
+			s.started.UTC().Format(time.RFC3339), ready.UTC().Format(time.RFC3339))
 	}
 	ctx, cancel := context.WithTimeout(ctx, storeTimeout)
 	defer cancel()

@@ -45,15 +45,19 @@ var errIssuedBeforeStart = errors.New("the OIDC token was issued before this bro
 
 // issuedAfterStart applies the restart rule to verified claims.
 func (s *Server) issuedAfterStart(c *idtoken.Claims) error {
-	if s.started.IsZero() {
-		return nil
-	}
-	if s.store.Shared() {
-		return nil
-	}
-	if c.IssuedAt.Add(-idtoken.FutureLeeway).Before(s.started) {
+	if from, ok := s.servesIssuedFrom(); ok && c.IssuedAt.Before(from) {
 		return fmt.Errorf("%w (issued %s, started %s)", errIssuedBeforeStart,
 			c.IssuedAt.UTC().Format(time.RFC3339), s.started.UTC().Format(time.RFC3339))
 	}
 	return nil
+}
+
+// servesIssuedFrom is the restart rule's bound: ID tokens issued before it
+// are refused; ok is false when the rule does not apply (no start time, or
+// a shared store, which applies its own).
+func (s *Server) servesIssuedFrom() (from time.Time, ok bool) {
+	if s.started.IsZero() || s.store.Shared() {
+		return time.Time{}, false
+	}
+	return s.started.Add(idtoken.FutureLeeway), true
 }
