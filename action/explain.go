@@ -10,6 +10,7 @@ import (
 
 	"github.com/sethvargo/go-githubactions"
 
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/policy"
 )
 
@@ -47,13 +48,13 @@ type refusal struct {
 func newRefusal(err error, claims map[string]string, in inputs) (refusal, bool) {
 	var be *BrokerError
 	if !errors.As(err, &be) || be.Op != opExchange || be.Status < 400 || be.Status >= 500 ||
-		(be.Status == 429 && be.Code != "rate_limited") || be.Code == "bad_request" || be.Code == "too_large" {
+		(be.Status == 429 && be.Code != brokerapi.CodeRateLimited) || be.Code == brokerapi.CodeBadRequest || be.Code == brokerapi.CodeTooLarge {
 		return refusal{}, false
 	}
 	r := refusal{err: be, claims: claims}
 	// A rule helps when the policy is what refused: no rule trusts the job,
 	// or the one that does grants less than it asked.
-	if claims != nil && (be.Code == "denied" || be.Code == "too_wide") {
+	if claims != nil && (be.Code == brokerapi.CodeDenied || be.Code == brokerapi.CodeTooWide) {
 		if rule, err := policy.Suggest(policy.Claims(claims), suggestRequest(in)); err == nil {
 			r.rule = rule
 		}
@@ -94,7 +95,7 @@ func (r refusal) log(a *githubactions.Action) {
 	}
 	infof(a, "  code:    %s", orNone(code))
 	infof(a, "  message: %s", orNone(be.Message))
-	if be.Code == "too_wide" && be.Field != "" {
+	if be.Code == brokerapi.CodeTooWide && be.Field != "" {
 		infof(a, "  rule %s trusts this job, and allows at most %s: %s", orNone(be.Rule), be.Field, orNone(be.Allowed))
 	}
 	if be.RetryAfter > 0 {
@@ -131,7 +132,7 @@ func (r refusal) summary() string {
 	}
 	row("Code", code)
 	row("Message", md(be.Message))
-	if be.Code == "too_wide" && be.Field != "" {
+	if be.Code == brokerapi.CodeTooWide && be.Field != "" {
 		row("Rule", md(be.Rule)+": allows at most "+md(be.Allowed)+" for "+md(be.Field))
 	}
 	if be.RetryAfter > 0 {

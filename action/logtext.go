@@ -6,6 +6,8 @@ import (
 	"unicode"
 
 	"github.com/sethvargo/go-githubactions"
+
+	"github.com/astro-sts/astro-sts/internal/policy"
 )
 
 // The runner reads workflow commands out of every line a step prints
@@ -42,7 +44,7 @@ func cleanText(s string, limit int) string {
 	n := 0
 	space := false
 	for _, r := range s {
-		if ignorable(r) {
+		if policy.Invisible(r) {
 			continue
 		}
 		if unicode.IsControl(r) || unicode.IsSpace(r) {
@@ -77,7 +79,7 @@ func logLine(s string) string {
 	var b strings.Builder
 	for _, r := range s {
 		switch {
-		case ignorable(r):
+		case policy.Invisible(r):
 		case unicode.IsControl(r) || unicode.IsSpace(r):
 			b.WriteByte(' ')
 		default:
@@ -116,15 +118,6 @@ func defuseBrackets(s string) string {
 // weight of its own in ICU's root collation, so a culture-aware search
 // cannot skip over it.
 func printableASCII(r rune) bool { return r >= ' ' && r <= '~' }
-
-// ignorable reports the characters that print as nothing: format
-// characters (zero-width spaces and joiners, bidirectional controls, the
-// soft hyphen, the byte-order mark) and the other default-ignorable ones.
-// They would hide a command from the reader of the log.
-func ignorable(r rune) bool {
-	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) ||
-		unicode.Is(unicode.Variation_Selector, r)
-}
 
 // infof prints a line of the job log through [logLine].
 func infof(a *githubactions.Action, format string, args ...any) {

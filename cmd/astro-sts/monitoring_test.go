@@ -9,15 +9,12 @@ package main
 // Prometheus takes it for a metric that has not been seen yet.
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"sort"
@@ -28,8 +25,6 @@ import (
 	"time"
 
 	"github.com/astro-sts/astro-sts/internal/brokerapi"
-	"github.com/astro-sts/astro-sts/internal/emulator"
-	"github.com/astro-sts/astro-sts/internal/issuer"
 	"github.com/astro-sts/astro-sts/internal/testkit/redistest"
 	"github.com/astro-sts/astro-sts/internal/testkit/testwait"
 	"go.yaml.in/yaml/v3"
@@ -205,46 +200,11 @@ func TestMonitoringNamesServedMetrics(t *testing.T) {
 }
 
 func newMonitoringWorld(t *testing.T, redisBin string) (*replicaWorld, *faultyAstro) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	rs, err := redistest.Start(ctx, redisBin, redistest.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { rs.Close() })
-	emu, err := emulator.New(emulator.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	faulty := &faultyAstro{next: emu.Handler()}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	esrv := &http.Server{Handler: faulty, ReadHeaderTimeout: 5 * time.Second}
-	go esrv.Serve(ln)
-	t.Cleanup(func() { esrv.Close() })
-	iss, err := issuer.Start(issuer.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { iss.Close() })
-
-	w := &replicaWorld{
-		t: t, redis: rs, emu: emu, astroURL: "http://" + ln.Addr().String() + "/v1",
-		iss: iss, http: &http.Client{Timeout: 10 * time.Second},
-	}
-	dir := t.TempDir()
-	policy := filepath.Join(dir, "policy.yaml")
-	tokenFile := filepath.Join(dir, "org-token")
-	if err := os.WriteFile(policy, []byte(replicasPolicy(emu.WorkspaceIDs()[0])), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(tokenFile, []byte(emu.OrganizationToken()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	w.replicas = append(w.replicas, w.startReplica("A", policy, tokenFile))
-	w.waitReady(w.replicas[0])
+	faulty := &faultyAstro{}
+	w := startWorld(t, redisBin, func(emu http.Handler) http.Handler {
+		faulty.next = emu
+		return faulty
+	}, "A")
 	return w, faulty
 }
 

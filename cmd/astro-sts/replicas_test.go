@@ -459,6 +459,20 @@ func (w *replicaWorld) redisOutage() outcome {
 }
 
 func newReplicaWorld(t *testing.T, redisBin string) *replicaWorld {
+	counting := &countingAstro{}
+	w := startWorld(t, redisBin, func(emu http.Handler) http.Handler {
+		counting.next = emu
+		return counting
+	}, "A", "B", "C")
+	w.astro = counting
+	return w
+}
+
+// startWorld starts Redis, the emulator behind front (which wraps the
+// emulator's handler and so sees every call the replicas make to Astro),
+// the OIDC issuer, and one broker replica per name, and waits until each
+// replica is ready.
+func startWorld(t *testing.T, redisBin string, front func(http.Handler) http.Handler, names ...string) *replicaWorld {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	rs, err := redistest.Start(ctx, redisBin, redistest.Options{})
@@ -471,12 +485,11 @@ func newReplicaWorld(t *testing.T, redisBin string) *replicaWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	counting := &countingAstro{next: emu.Handler()}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	esrv := &http.Server{Handler: counting, ReadHeaderTimeout: 5 * time.Second}
+	esrv := &http.Server{Handler: front(emu.Handler()), ReadHeaderTimeout: 5 * time.Second}
 	go esrv.Serve(ln)
 	t.Cleanup(func() { esrv.Close() })
 
@@ -487,7 +500,7 @@ func newReplicaWorld(t *testing.T, redisBin string) *replicaWorld {
 	t.Cleanup(func() { iss.Close() })
 
 	w := &replicaWorld{
-		t: t, redis: rs, emu: emu, astro: counting, astroURL: "http://" + ln.Addr().String() + "/v1",
+		t: t, redis: rs, emu: emu, astroURL: "http://" + ln.Addr().String() + "/v1",
 		iss: iss, http: &http.Client{Timeout: 10 * time.Second},
 	}
 	dir := t.TempDir()
@@ -499,7 +512,7 @@ func newReplicaWorld(t *testing.T, redisBin string) *replicaWorld {
 	if err := os.WriteFile(tokenFile, []byte(emu.OrganizationToken()), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range []string{"A", "B", "C"} {
+	for _, name := range names {
 		w.replicas = append(w.replicas, w.startReplica(name, policy, tokenFile))
 	}
 	for _, r := range w.replicas {

@@ -55,43 +55,44 @@ func (o ListTokensOptions) query() url.Values {
 
 func (o ListTokensOptions) pageSize() (int, error) { return pageSize(o.PageSize) }
 
-// ids path-escapes the given ids and refuses empty ones: an empty token id
+// pathID path-escapes id and refuses an empty one: an empty token id
 // would turn DELETE /tokens/{id} into a request on the collection. "." and
 // ".." are refused for the same reason: path escaping leaves them as they
 // are, and a proxy or gateway that normalises dot segments would turn
-// DELETE /tokens/.. into DELETE /organizations/{org}.
-func ids(names []string, vals ...string) ([]string, error) {
-	out := make([]string, len(vals))
-	for i, v := range vals {
-		if v == "" {
-			return nil, fmt.Errorf("%w: empty %s", ErrInvalidArgument, names[i])
-		}
-		if v == "." || v == ".." {
-			return nil, fmt.Errorf("%w: %s %q is a dot segment", ErrInvalidArgument, names[i], v)
-		}
-		out[i] = url.PathEscape(v)
+// DELETE /tokens/.. into DELETE /organizations/{org}. name names id in an
+// error.
+func pathID(name, id string) (string, error) {
+	if id == "" {
+		return "", fmt.Errorf("%w: empty %s", ErrInvalidArgument, name)
 	}
-	return out, nil
+	if id == "." || id == ".." {
+		return "", fmt.Errorf("%w: %s %q is a dot segment", ErrInvalidArgument, name, id)
+	}
+	return url.PathEscape(id), nil
 }
 
 // collectionPath is /organizations/{orgID}/{kind}, orgID checked and
 // escaped.
 func collectionPath(orgID, kind string) (string, error) {
-	p, err := ids([]string{"organization id"}, orgID)
+	org, err := pathID("organization id", orgID)
 	if err != nil {
 		return "", err
 	}
-	return "/organizations/" + p[0] + "/" + kind, nil
+	return "/organizations/" + org + "/" + kind, nil
 }
 
 // itemPath is /organizations/{orgID}/{kind}/{id}, both ids checked and
 // escaped; idName names id in an error.
 func itemPath(orgID, kind, idName, id string) (string, error) {
-	p, err := ids([]string{"organization id", idName}, orgID, id)
+	coll, err := collectionPath(orgID, kind)
 	if err != nil {
 		return "", err
 	}
-	return "/organizations/" + p[0] + "/" + kind + "/" + p[1], nil
+	item, err := pathID(idName, id)
+	if err != nil {
+		return "", err
+	}
+	return coll + "/" + item, nil
 }
 
 func tokensPath(orgID string) (string, error) { return collectionPath(orgID, "tokens") }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/astro-sts/astro-sts/action"
 	"github.com/astro-sts/astro-sts/internal/astro"
+	"github.com/astro-sts/astro-sts/internal/brokerapi"
 	"github.com/astro-sts/astro-sts/internal/issuer"
 )
 
@@ -431,7 +432,7 @@ func (d *demo) operatorRefused(ctx context.Context) error {
 	}
 	_, mainErr := d.runMain(ctx, j)
 	var be *action.BrokerError
-	if !errors.As(mainErr, &be) || be.Status != http.StatusForbidden || be.Code != "too_wide" {
+	if !errors.As(mainErr, &be) || be.Status != http.StatusForbidden || be.Code != brokerapi.CodeTooWide {
 		return unexpected(step, "the exchange was not refused with 403 too_wide (got: %v)", mainErr)
 	}
 	d.p.f("   The broker answered %d %s: %q\n", be.Status, be.Code, be.Message)

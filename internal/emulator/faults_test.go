@@ -45,24 +45,7 @@ func TestSlowAnswersProcessBeforeHolding(t *testing.T) {
 	e := start(t, emulator.Config{})
 	before := len(e.emu.Tokens())
 	e.emu.SlowAnswers(3 * time.Second)
-	body, err := json.Marshal(astro.CreateTokenRequest{Name: "late", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", e.srv.URL+e.tokensPath(), bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.owner)
-	req.Header.Set("Content-Type", "application/json")
-	if resp, err := http.DefaultClient.Do(req); !errors.Is(err, context.DeadlineExceeded) {
-		if err == nil {
-			resp.Body.Close()
-		}
-		t.Fatalf("create with a held answer and a short client timeout: %v, want a deadline error", err)
-	}
+	e.createGivingUp("late", 100*time.Millisecond)
 	if got := len(e.emu.Tokens()); got != before+1 {
 		t.Fatalf("%d tokens after a create whose client gave up, want %d", got, before+1)
 	}
@@ -109,25 +92,7 @@ func TestCreateDelayMakesTheTokenLate(t *testing.T) {
 	const delay = 2 * time.Second
 	// The real clock: createdAt is compared with when the request was sent.
 	e := start(t, emulator.Config{CreateDelay: delay, RecordCreates: true, Now: time.Now})
-	body, err := json.Marshal(astro.CreateTokenRequest{Name: "late", Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, "POST", e.srv.URL+e.tokensPath(), bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+e.owner)
-	req.Header.Set("Content-Type", "application/json")
-	sent := time.Now()
-	if resp, err := http.DefaultClient.Do(req); !errors.Is(err, context.DeadlineExceeded) {
-		if err == nil {
-			resp.Body.Close()
-		}
-		t.Fatalf("late create with a short client timeout: %v, want a deadline error", err)
-	}
+	sent := e.createGivingUp("late", 50*time.Millisecond)
 	// The token is made only when the delay has passed; whatever
 	// happened to the connection, it is made then.
 	var made astro.Token
@@ -162,4 +127,31 @@ func TestCreateDelayMakesTheTokenLate(t *testing.T) {
 	if r := e.do("GET", e.tokensPath(), e.owner, nil); r.status != http.StatusOK {
 		t.Fatalf("list: %d", r.status)
 	}
+}
+
+// createGivingUp sends the create of an organization token called name as
+// a client that gives up after wait, and fails the test unless that
+// deadline ended the call. It returns when the request was sent.
+func (e *env) createGivingUp(name string, wait time.Duration) time.Time {
+	e.t.Helper()
+	body, err := json.Marshal(astro.CreateTokenRequest{Name: name, Scope: astro.ScopeOrganization, Role: astro.RoleOrganizationMember})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), wait)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, "POST", e.srv.URL+e.tokensPath(), bytes.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+e.owner)
+	req.Header.Set("Content-Type", "application/json")
+	sent := time.Now()
+	if resp, err := http.DefaultClient.Do(req); !errors.Is(err, context.DeadlineExceeded) {
+		if err == nil {
+			resp.Body.Close()
+		}
+		e.t.Fatalf("create %q with a client timeout of %v: %v, want a deadline error", name, wait, err)
+	}
+	return sent
 }

@@ -167,9 +167,9 @@ func jsonString(s string) string {
 		case r == '\t':
 			b.WriteString(`\t`)
 		case r < 0x20, r >= 0x7f && r <= 0x9f, r == 0x2028, r == 0x2029, r == 0xfffe, r == 0xffff, r == utf8.RuneError,
-			r == '[', unicode.IsSpace(r) && r != ' ', invisible(r) && r <= 0xffff:
+			r == '[', unicode.IsSpace(r) && r != ' ', Invisible(r) && r <= 0xffff:
 			fmt.Fprintf(&b, `\u%04x`, r)
-		case invisible(r):
+		case Invisible(r):
 			fmt.Fprintf(&b, `\U%08x`, r)
 		default:
 			b.WriteRune(r)
@@ -179,9 +179,13 @@ func jsonString(s string) string {
 	return b.String()
 }
 
-// invisible reports the characters that print as nothing: format
-// characters and the other default-ignorable code points.
-func invisible(r rune) bool {
+// Invisible reports the characters that print as nothing: format
+// characters (zero-width spaces and joiners, bidirectional controls, the
+// soft hyphen, the byte-order mark), variation selectors and the other
+// default-ignorable code points. A suggested rule escapes them, and the
+// action leaves them out of every line it prints: one definition for both,
+// so that the action prints a suggested rule unchanged.
+func Invisible(r rune) bool {
 	return unicode.Is(unicode.Cf, r) || unicode.Is(unicode.Other_Default_Ignorable_Code_Point, r) ||
 		unicode.Is(unicode.Variation_Selector, r)
 }

@@ -3,10 +3,8 @@ package loadtest_test
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"os/exec"
 	"strconv"
 	"strings"
 	"testing"
@@ -46,7 +44,7 @@ func BenchmarkAstroErrors(b *testing.B) {
 		var sides [2]*side
 		for i, rate := range []float64{0, 0.05} {
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			emu, err := startFaultyEmulator(ctx, s, rate)
+			emu, err := s.startEmulator(ctx, "--error-rate", strconv.FormatFloat(rate, 'f', -1, 64))
 			if err != nil {
 				cancel()
 				b.Fatal(err)
@@ -114,22 +112,6 @@ func BenchmarkAstroErrors(b *testing.B) {
 			b.ReportMetric(lists/failed, "listings/failed-create")
 		}
 	})
-}
-
-// startFaultyEmulator starts an emulator that answers the share rate of
-// requests 503 before processing them.
-func startFaultyEmulator(ctx context.Context, s *stack, rate float64) (*upstream, error) {
-	cmd := exec.Command(s.bin, "emulator", "--addr", "127.0.0.1:0", "--workspaces", "2", "--error-rate", strconv.FormatFloat(rate, 'f', -1, 64))
-	cmd.Env = childEnv()
-	u := &upstream{}
-	p, err := loadtest.Start(ctx, cmd, func(line []byte) bool {
-		return json.Unmarshal(line, &u.info) == nil && u.info.URL != ""
-	}, nil)
-	if err != nil {
-		return nil, err
-	}
-	u.Process = p
-	return u, nil
 }
 
 // upstreamCalls reads the broker's astro_sts_upstream_requests_total:

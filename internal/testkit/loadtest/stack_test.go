@@ -167,7 +167,7 @@ func startStack(ctx context.Context) (_ *stack, err error) {
 	if s.iss, err = issuer.Start(issuer.Config{}); err != nil {
 		return nil, err
 	}
-	if s.emu, err = s.startEmulator(ctx, 0); err != nil {
+	if s.emu, err = s.startEmulator(ctx); err != nil {
 		return nil, err
 	}
 	if s.brk, err = s.startBroker(ctx, "fast", s.emu); err != nil {
@@ -189,7 +189,7 @@ func (s *stack) slow(b *testing.B, latency time.Duration) *brokerProc {
 	s.slowOnce.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if s.slowEmu, s.slowErr = s.startEmulator(ctx, latency); s.slowErr != nil {
+		if s.slowEmu, s.slowErr = s.startEmulator(ctx, "--latency", latency.String()); s.slowErr != nil {
 			return
 		}
 		// The bound on Astro calls in flight (ASTRO_STS_ASTRO_CONCURRENCY,
@@ -252,8 +252,10 @@ func childEnv(kv ...string) []string {
 	return append([]string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}, kv...)
 }
 
-func (s *stack) startEmulator(ctx context.Context, latency time.Duration) (*upstream, error) {
-	cmd := exec.Command(s.bin, "emulator", "--addr", "127.0.0.1:0", "--workspaces", "2", "--latency", latency.String())
+// startEmulator runs `astro-sts emulator` with two Workspaces and flags
+// (--latency, --error-rate).
+func (s *stack) startEmulator(ctx context.Context, flags ...string) (*upstream, error) {
+	cmd := exec.Command(s.bin, append([]string{"emulator", "--addr", "127.0.0.1:0", "--workspaces", "2"}, flags...)...)
 	cmd.Env = childEnv()
 	u := &upstream{}
 	p, err := loadtest.Start(ctx, cmd, func(line []byte) bool {
